@@ -1,0 +1,42 @@
+# Targets match the README. `make run` and `make test` each do all their own set-up.
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install services migrate topology run test test-fast lint bench clean
+
+$(STAMP): pyproject.toml scripts/install.sh
+	bash scripts/install.sh
+	touch $(STAMP)
+
+install: $(STAMP)
+
+services:
+	bash scripts/services.sh
+
+migrate: install services
+	$(PY) -m amsctl db migrate
+
+topology: install services
+	$(PY) -m amsctl topology apply
+
+## Run the whole system (migrations, topology, then every process, supervised).
+run: migrate topology
+	$(PY) -m outbox
+
+## Run the whole test suite against the local services (isolated databases and vhost).
+test: install services
+	$(PY) -m pytest
+
+test-fast: install
+	$(PY) -m pytest tests/unit
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+bench: install services
+	$(PY) bench/relay.py --quick
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""``amsctl``: the operator's command line."""

@@ -1,0 +1,3 @@
+from amsctl.main import app
+
+app()

@@ -1,0 +1,17 @@
+"""Entry point of ``amsctl``. Each command group lives in its own module."""
+
+from __future__ import annotations
+
+import typer
+
+from amsctl import db, outbox, topology
+
+app = typer.Typer(
+    name="amsctl",
+    help="Operate ai-micro-service: databases, topology, outbox, dead letters, sagas, users.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(db.app, name="db")
+app.add_typer(topology.app, name="topology")
+app.add_typer(outbox.app, name="outbox")

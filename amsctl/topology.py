@@ -1,0 +1,37 @@
+"""``amsctl topology``: declare the RabbitMQ topology, or export it as definitions.json."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import typer
+
+from amsctl.common import EXIT_UNAVAILABLE, console, fail, settings
+
+app = typer.Typer(help="RabbitMQ exchanges, queues, bindings and policies.", no_args_is_help=True)
+
+
+@app.command("apply")
+def apply() -> None:
+    """Declare every exchange, queue, binding and policy on the broker (idempotent)."""
+    from shared.topology_apply import apply_topology
+
+    try:
+        summary = asyncio.run(apply_topology(settings()))
+    except (OSError, ConnectionError) as exc:
+        fail(f"RabbitMQ is unreachable: {exc}", EXIT_UNAVAILABLE)
+    console.print(summary)
+
+
+@app.command("export")
+def export(
+    output: Path = typer.Option(  # noqa: B008
+        Path("infra/rabbitmq/definitions.json"), "--output", "-o", help="File to write."
+    ),
+) -> None:
+    """Write the topology as a management-plugin definitions file (imported at boot)."""
+    from shared.broker import definitions_json
+
+    output.write_text(definitions_json())
+    console.print(f"wrote {output}")

@@ -1,0 +1,6 @@
+"""The transactional outbox: the table, the writer used inside business transactions,
+and the relay that moves committed rows to RabbitMQ."""
+
+from outbox.writer import add_event
+
+__all__ = ["add_event"]

@@ -1,0 +1,88 @@
+"""The ``outbox`` and ``inbox`` tables, identical in authdb, apidb and admindb.
+
+``outbox``: one row per event written in a business transaction. The relay deletes a
+row only after the broker confirmed it. ``partition`` (a hash of the aggregate) lets
+several relay copies share the work while each aggregate is published by one relay at a
+time. A row that keeps failing carries ``attempts``/``next_attempt_at``/``last_error``
+and finally ``parked_at``.
+
+``inbox``: one row per message a consumer has applied, written in the same transaction as
+the effect; the primary key makes a duplicate recognisable, not guessed.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg
+
+PARTITIONS = 16
+"""Outbox partitions. Fixed: rows store their partition, so changing it needs a drained outbox."""
+
+NOTIFY_CHANNEL = "outbox_events"
+"""LISTEN/NOTIFY channel the insert trigger signals (one notification per transaction)."""
+
+metadata = sa.MetaData()
+
+outbox = sa.Table(
+    "outbox",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+    sa.Column("event_id", pg.UUID(as_uuid=True), nullable=False, unique=True),
+    sa.Column("event_type", sa.Text, nullable=False),
+    sa.Column("routing_key", sa.Text, nullable=False),
+    sa.Column("aggregate_type", sa.Text, nullable=False),
+    sa.Column("aggregate_id", sa.Text, nullable=False),
+    sa.Column("partition", sa.SmallInteger, nullable=False),
+    sa.Column("schema_version", sa.Integer, nullable=False),
+    sa.Column("payload", pg.JSONB, nullable=False),
+    sa.Column("headers", pg.JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
+    sa.Column("correlation_id", sa.Text),
+    sa.Column(
+        "created_at", sa.DateTime(timezone=True), nullable=False,
+        server_default=sa.text("clock_timestamp()"),
+    ),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column(
+        "next_attempt_at", sa.DateTime(timezone=True), nullable=False,
+        server_default=sa.text("'-infinity'"),
+    ),
+    sa.Column("last_error", sa.Text),
+    sa.Column("parked_at", sa.DateTime(timezone=True)),
+    # The relay's claim: rows of owned partitions in id order, skipping parked ones.
+    sa.Index("outbox_claim_idx", "partition", "id", postgresql_where=sa.text("parked_at IS NULL")),
+    # Aggregates whose head event is backing off: later events of them wait.
+    sa.Index(
+        "outbox_retrying_idx", "aggregate_type", "aggregate_id", "id",
+        postgresql_where=sa.text("attempts > 0 AND parked_at IS NULL"),
+    ),
+)
+
+inbox = sa.Table(
+    "inbox",
+    metadata,
+    sa.Column("consumer", sa.Text, primary_key=True),
+    sa.Column("message_id", sa.Text, primary_key=True),
+    sa.Column("event_type", sa.Text, nullable=False),
+    sa.Column(
+        "processed_at", sa.DateTime(timezone=True), nullable=False,
+        server_default=sa.text("clock_timestamp()"),
+    ),
+    sa.Index("inbox_processed_at_idx", "processed_at"),
+)
+
+# One NOTIFY per inserting statement; PostgreSQL folds identical notifications of one
+# transaction into one, so a transaction wakes the relay once however many rows it adds.
+NOTIFY_TRIGGER_DDL = (
+    f"""
+CREATE OR REPLACE FUNCTION outbox_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  PERFORM pg_notify('{NOTIFY_CHANNEL}', '');
+  RETURN NULL;
+END $$;
+""",
+    "DROP TRIGGER IF EXISTS outbox_notify ON outbox;",
+    """
+CREATE TRIGGER outbox_notify AFTER INSERT ON outbox
+  FOR EACH STATEMENT EXECUTE FUNCTION outbox_notify();
+""",
+)

@@ -1,0 +1,76 @@
+"""Store events in the caller's transaction: committed together or not at all."""
+
+from __future__ import annotations
+
+import json
+import uuid
+import zlib
+from collections.abc import Mapping
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from outbox.schema import PARTITIONS
+from shared.events import Message, encode
+from shared.logging import current_correlation_id
+
+# The advisory lock serialises writers of one aggregate from the insert until commit,
+# so that the outbox ids of one aggregate grow in commit order: the relay publishes each
+# partition in id order, hence every aggregate in commit order. One round trip: the lock
+# and the insert travel as one statement.
+_INSERT = text(
+    """
+    WITH aggregate_lock AS (SELECT pg_advisory_xact_lock(:lock_key))
+    INSERT INTO outbox (event_id, event_type, routing_key, aggregate_type, aggregate_id,
+                        partition, schema_version, payload, headers, correlation_id)
+    SELECT :event_id, :event_type, :event_type, :aggregate_type, :aggregate_id,
+           :partition, :schema_version, CAST(:payload AS jsonb), CAST(:headers AS jsonb),
+           :correlation_id
+    FROM aggregate_lock
+    """
+)
+
+
+def aggregate_partition(aggregate_type: str, aggregate_id: str) -> int:
+    """Stable partition of an aggregate (crc32, identical in every process)."""
+    return zlib.crc32(f"{aggregate_type}:{aggregate_id}".encode()) % PARTITIONS
+
+
+def _lock_key(aggregate_type: str, aggregate_id: str) -> int:
+    # 63-bit signed key for pg_advisory_xact_lock(bigint); collisions only serialise.
+    digest = zlib.crc32(aggregate_type.encode()) << 32 | zlib.crc32(aggregate_id.encode())
+    return digest - (1 << 63) if digest >= 1 << 63 else digest
+
+
+async def add_event(
+    session: AsyncSession,
+    event: Message,
+    *,
+    correlation_id: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    event_id: uuid.UUID | None = None,
+) -> uuid.UUID:
+    """Add ``event`` to the outbox inside ``session``'s open transaction.
+
+    Fills in the event id, routing key, aggregate, partition, schema version and the
+    correlation id (the one bound to the current request or message unless given).
+    Nothing is published if the transaction rolls back.
+    """
+    event_id = event_id or uuid.uuid4()
+    aggregate_id = event.aggregate_id
+    await session.execute(
+        _INSERT,
+        {
+            "lock_key": _lock_key(event.aggregate_type, aggregate_id),
+            "event_id": event_id,
+            "event_type": event.event_type,
+            "aggregate_type": event.aggregate_type,
+            "aggregate_id": aggregate_id,
+            "partition": aggregate_partition(event.aggregate_type, aggregate_id),
+            "schema_version": event.schema_version,
+            "payload": encode(event).decode(),
+            "headers": json.dumps(dict(headers or {})),
+            "correlation_id": correlation_id or current_correlation_id(),
+        },
+    )
+    return event_id

@@ -1,0 +1,64 @@
+"""A small client of the RabbitMQ management HTTP API (vhosts, permissions, policies, queues)."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import httpx
+
+from shared.errors import DependencyUnavailable
+
+
+class ManagementClient:
+    """Talks to ``RABBITMQ_MANAGEMENT_URL``; credentials come from the URL's user info."""
+
+    def __init__(self, url: str, *, timeout: float = 10.0) -> None:
+        parts = urlsplit(url)
+        base = f"{parts.scheme}://{parts.hostname}:{parts.port or 15672}{parts.path.rstrip('/')}"
+        auth = (parts.username or "guest", parts.password or "guest")
+        self._http = httpx.Client(base_url=base + "/api", auth=auth, timeout=timeout)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> ManagementClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise DependencyUnavailable(
+                f"RabbitMQ management API at {self._http.base_url} is unreachable: {exc}"
+            ) from exc
+        if response.status_code >= 400 and not (method == "DELETE" and response.status_code == 404):
+            raise DependencyUnavailable(
+                f"RabbitMQ management API {method} {path} answered "
+                f"{response.status_code}: {response.text[:200]}"
+            )
+        return response
+
+    def create_vhost(self, vhost: str, *, user: str = "guest") -> None:
+        self._request("PUT", f"/vhosts/{quote(vhost, safe='')}")
+        self._request(
+            "PUT",
+            f"/permissions/{quote(vhost, safe='')}/{quote(user, safe='')}",
+            json={"configure": ".*", "write": ".*", "read": ".*"},
+        )
+
+    def delete_vhost(self, vhost: str) -> None:
+        self._request("DELETE", f"/vhosts/{quote(vhost, safe='')}")
+
+    def put_policy(self, vhost: str, name: str, definition: dict[str, Any]) -> None:
+        self._request("PUT", f"/policies/{quote(vhost, safe='')}/{quote(name, safe='')}", json=definition)
+
+    def queue(self, vhost: str, name: str) -> dict[str, Any]:
+        response = self._request("GET", f"/queues/{quote(vhost, safe='')}/{quote(name, safe='')}")
+        return dict(response.json())
+
+    def queues(self, vhost: str) -> list[dict[str, Any]]:
+        return list(self._request("GET", f"/queues/{quote(vhost, safe='')}").json())

@@ -1,0 +1,54 @@
+"""Isolation for tests that use the real services: own databases, own vhost, cleaned up.
+
+The local services come from the environment (``TEST_POSTGRES_URL``, ``TEST_RABBITMQ_URL``,
+``TEST_RABBITMQ_MANAGEMENT_URL``, ``TEST_REDIS_URL``) with localhost defaults.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from urllib.parse import quote
+
+from shared.config import DATABASES, Settings
+from shared.db import drop_database
+from shared.rabbitmq_admin import ManagementClient
+
+POSTGRES = os.environ.get("TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432")
+RABBITMQ = os.environ.get("TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672")
+MANAGEMENT = os.environ.get("TEST_RABBITMQ_MANAGEMENT_URL", "http://guest:guest@127.0.0.1:15672/")
+REDIS = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
+
+
+@contextmanager
+def isolated_settings(label: str = "t", *, migrate: bool = True, **overrides: object) -> Iterator[Settings]:
+    """Settings pointing at fresh databases and a fresh vhost; all removed afterwards."""
+    from migrations.runner import migrate as run_migrations
+
+    tag = f"ams_{label}_{uuid.uuid4().hex[:8]}"
+    vhost = tag
+    urls = {db: f"{POSTGRES}/{tag}_{db}" for db in DATABASES}
+    redis_db = int(overrides.pop("redis_db", 15))  # type: ignore[call-overload]
+    settings = Settings(
+        auth_database_url=urls["authdb"],
+        users_database_url=urls["apidb"],
+        admin_database_url=urls["admindb"],
+        rabbitmq_url=f"{RABBITMQ}/{quote(vhost, safe='')}",
+        rabbitmq_management_url=MANAGEMENT,
+        redis_url=f"{REDIS}/{redis_db}",
+        relay_metrics_port=0,
+        **overrides,  # type: ignore[arg-type]
+    )
+    with ManagementClient(MANAGEMENT) as mgmt:
+        mgmt.create_vhost(vhost)
+        try:
+            if migrate:
+                run_migrations(settings)
+            yield settings
+        finally:
+            mgmt.delete_vhost(vhost)
+            for url in urls.values():
+                asyncio.run(drop_database(url))
