@@ -1,0 +1,61 @@
+"""``python -m outbox [--database authdb ...]``: run the relay (all three databases by default).
+
+SIGTERM or SIGINT stops claiming, waits for in-flight confirms, and exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+
+from prometheus_client import start_http_server
+
+from outbox.publisher import AmqpPublisher
+from outbox.relay import Relay
+from shared.config import DATABASES, Settings
+from shared.db import asyncpg_dsn
+from shared.logging import configure_logging, get_logger
+
+log = get_logger("outbox")
+
+
+def build_relays(settings: Settings, databases: tuple[str, ...]) -> list[Relay]:
+    return [
+        Relay(
+            database=db,
+            dsn=asyncpg_dsn(settings.database_url(db)),
+            publisher=AmqpPublisher(settings.rabbitmq_url, producer=db),
+            settings=settings,
+        )
+        for db in databases
+    ]
+
+
+async def serve(settings: Settings, databases: tuple[str, ...]) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    relays = build_relays(settings, databases)
+    log.info("relay_starting", databases=list(databases))
+    await asyncio.gather(*(relay.run(stop) for relay in relays))
+    log.info("relay_stopped")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m outbox", description=__doc__)
+    parser.add_argument(
+        "--database", "-d", action="append", choices=DATABASES,
+        help="database whose outbox to relay (repeatable; default: all three)",
+    )
+    args = parser.parse_args(argv)
+    settings = Settings.from_env()
+    configure_logging(settings, service="outbox-relay")
+    if settings.relay_metrics_port:
+        start_http_server(settings.relay_metrics_port)
+    asyncio.run(serve(settings, tuple(args.database or DATABASES)))
+
+
+if __name__ == "__main__":
+    main()

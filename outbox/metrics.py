@@ -1,0 +1,26 @@
+"""Prometheus metrics of the relay, labelled by database."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+PUBLISHED = Counter("outbox_published_total", "Events confirmed by the broker.", ["database"])
+FAILED = Counter(
+    "outbox_failed_total", "Events the broker rejected (nack or unroutable).", ["database"]
+)
+PARKED = Counter("outbox_parked_total", "Events parked after their last attempt.", ["database"])
+BACKLOG = Gauge("outbox_backlog", "Unsent events (parked ones excluded).", ["database"])
+PARKED_NOW = Gauge("outbox_parked_events", "Parked events waiting for an operator.", ["database"])
+OLDEST_AGE = Gauge(
+    "outbox_oldest_unsent_age_seconds", "Age of the oldest unsent event.", ["database"]
+)
+OWNED_PARTITIONS = Gauge(
+    "outbox_owned_partitions", "Outbox partitions this relay owns.", ["database"]
+)
+BROKER_UP = Gauge("outbox_broker_connected", "1 while the relay is connected to RabbitMQ.", ["database"])
+LATENCY = Histogram(
+    "outbox_commit_to_confirm_seconds",
+    "From the outbox row's insert to the broker's confirm.",
+    ["database"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)

@@ -1,0 +1,237 @@
+"""The relay: moves committed outbox rows to RabbitMQ, at least once, in aggregate order.
+
+One loop per database. Each turn it claims a batch of its partitions' unsent rows (on
+the connection that holds the partition locks) and starts publishing it; up to
+``relay_max_batches_in_flight`` batches are in flight, so claiming, publishing and
+deleting overlap. A row is deleted only after the broker confirmed it. A row the broker
+rejects is retried with backoff and parked after ``relay_max_attempts``; later events of
+the same aggregate wait behind it, other aggregates flow on. A broker or database outage
+stops claiming, drains what is in flight, and reconnects with backoff; nothing confirmed
+is lost, nothing unconfirmed is deleted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+import asyncpg
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+from outbox import metrics, store
+from outbox.leases import LeaseConnection
+from outbox.publisher import Publisher, PublisherUnavailable, RejectedByBroker
+from outbox.rows import OutboxRow
+from shared.config import Settings
+from shared.logging import get_logger
+
+log = get_logger(__name__)
+
+DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, ConnectionError, TimeoutError)
+
+
+class Relay:
+    """Publishes one database's outbox. Safe to run as several copies (see :mod:`outbox.leases`)."""
+
+    def __init__(
+        self,
+        *,
+        database: str,
+        dsn: str,
+        publisher: Publisher,
+        settings: Settings,
+    ) -> None:
+        self.database = database
+        self._dsn = dsn
+        self._publisher = publisher
+        self._settings = settings
+        self._wake = asyncio.Event()
+        self._leases = LeaseConnection(dsn, on_notify=self._wake.set)
+        self._pool: asyncpg.Pool | None = None
+        self._in_flight: dict[asyncio.Task[None], list[int]] = {}
+        self._broken: BaseException | None = None
+        self._next_rebalance = 0.0
+        self._next_status = 0.0
+        self.ready = asyncio.Event()
+        """Set once the relay owns partitions and is connected (for tests and /ready)."""
+
+    # --- lifecycle -----------------------------------------------------------------------
+    async def run(self, stop: asyncio.Event) -> None:
+        """Relay until ``stop`` is set, then drain in-flight confirms and close."""
+        backoff = _Backoff(0.2, 10.0)
+        try:
+            while not stop.is_set():
+                try:
+                    await self._connect()
+                    backoff.reset()
+                    await self._loop(stop)
+                except Exception as exc:  # noqa: BLE001 - the relay must outlive any one failure
+                    self.ready.clear()
+                    metrics.BROKER_UP.labels(self.database).set(0)
+                    expected = isinstance(exc, DB_ERRORS + (PublisherUnavailable,))
+                    log.warning("relay_interrupted", database=self.database, error=str(exc),
+                                error_type=type(exc).__name__, exc_info=not expected)
+                    await self._drain()
+                    self._leases.lost()
+                    await self._publisher.close()
+                    await _sleep_or_stop(stop, backoff.next())
+        finally:
+            await self._drain()
+            await self._close()
+
+    async def _connect(self) -> None:
+        if self._pool is None:
+            self._pool = await asyncpg.create_pool(self._dsn, min_size=1, max_size=2, command_timeout=30)
+        if not self._leases.alive:
+            await self._leases.open()
+        await self._publisher.connect()
+        metrics.BROKER_UP.labels(self.database).set(1)
+        self._next_rebalance = 0.0
+        log.info("relay_connected", database=self.database)
+
+    async def _close(self) -> None:
+        await self._leases.close()
+        await self._publisher.close()
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    # --- the loop --------------------------------------------------------------------------
+    async def _loop(self, stop: asyncio.Event) -> None:
+        poll = self._settings.relay_poll_min_s
+        while not stop.is_set():
+            if self._broken is not None:
+                broken, self._broken = self._broken, None
+                raise broken
+            await self._maintain()
+            if len(self._in_flight) >= self._settings.relay_max_batches_in_flight:
+                await asyncio.wait(self._in_flight, return_when=asyncio.FIRST_COMPLETED)
+                continue
+            self._wake.clear()
+            rows = await self._claim()
+            if rows:
+                poll = self._settings.relay_poll_min_s
+                self._start_batch(rows)
+                continue
+            # Nothing to claim: sleep until a commit notifies us, a batch finishes or the
+            # poll interval (growing while idle) runs out.
+            await self._idle(stop, poll)
+            poll = min(poll * 2, self._settings.relay_poll_max_s)
+
+    async def _idle(self, stop: asyncio.Event, timeout: float) -> None:
+        waiters = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())]
+        waiters += list(self._in_flight)
+        try:
+            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waiters[:2]:
+                w.cancel()
+
+    async def _claim(self) -> list[OutboxRow]:
+        owned = sorted(self._leases.owned)
+        if not owned:
+            return []
+        in_flight = [row_id for ids in self._in_flight.values() for row_id in ids]
+        assert self._leases.conn is not None
+        return await store.claim(self._leases.conn, owned, in_flight, self._settings.relay_batch_size)
+
+    async def _maintain(self) -> None:
+        """Rebalance partitions and refresh gauges, each on its own period."""
+        now = time.monotonic()
+        if now >= self._next_rebalance:
+            self._next_rebalance = now + self._settings.relay_rebalance_s
+            share = await self._leases.share()
+            if len(self._leases.owned) > share:
+                await self._drain()  # a partition changes hands only with nothing in flight
+                await self._leases.release_down_to(share)
+            elif len(self._leases.owned) < share:
+                await self._leases.acquire_up_to(share)
+            metrics.OWNED_PARTITIONS.labels(self.database).set(len(self._leases.owned))
+            if self._leases.owned:
+                self.ready.set()
+        if now >= self._next_status and self._pool is not None:
+            self._next_status = now + 5.0
+            status = await store.status(self._pool)
+            metrics.BACKLOG.labels(self.database).set(status.backlog)
+            metrics.PARKED_NOW.labels(self.database).set(status.parked)
+            metrics.OLDEST_AGE.labels(self.database).set(status.oldest_age_s or 0.0)
+
+    # --- batches --------------------------------------------------------------------------
+    def _start_batch(self, rows: list[OutboxRow]) -> None:
+        task = asyncio.create_task(self._publish_batch(rows))
+        self._in_flight[task] = [row.id for row in rows]
+        task.add_done_callback(self._batch_done)
+
+    def _batch_done(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.pop(task, None)
+        self._wake.set()
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None and self._broken is None:
+            self._broken = exc
+
+    async def _publish_batch(self, rows: list[OutboxRow]) -> None:
+        outcomes = await self._publisher.publish(rows)
+        confirmed_at = datetime.now(UTC)
+        sent = [row for row, outcome in zip(rows, outcomes, strict=True) if outcome is None]
+        failed = [(row, outcome) for row, outcome in zip(rows, outcomes, strict=True) if outcome]
+        if sent:
+            await self._retry_db(store.delete_sent, [row.id for row in sent])
+            metrics.PUBLISHED.labels(self.database).inc(len(sent))
+            hist = metrics.LATENCY.labels(self.database)
+            for row in sent:
+                hist.observe((confirmed_at - row.created_at).total_seconds())
+        if failed:
+            await self._record_failures(failed)
+
+    async def _record_failures(self, failed: Sequence[tuple[OutboxRow, RejectedByBroker]]) -> None:
+        s = self._settings
+        failures = [
+            store.Failure(row.id, str(err), min(s.relay_backoff_base_s * 2**row.attempts, s.relay_backoff_max_s))
+            for row, err in failed
+        ]
+        await self._retry_db(store.record_failures, failures, s.relay_max_attempts)
+        metrics.FAILED.labels(self.database).inc(len(failed))
+        for row, err in failed:
+            parked = row.attempts + 1 >= s.relay_max_attempts
+            if parked:
+                metrics.PARKED.labels(self.database).inc()
+            log.warning("outbox_publish_rejected", database=self.database, event_id=str(row.event_id),
+                        event_type=row.event_type, attempts=row.attempts + 1, parked=parked, error=str(err))
+
+    async def _retry_db(self, func: object, *args: object) -> None:
+        """Run a write on the pool, retrying briefly: the broker already has the messages."""
+        assert self._pool is not None
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception_type(DB_ERRORS),
+            wait=wait_exponential(multiplier=0.1, max=2),
+            stop=stop_after_attempt(5),
+            reraise=True,
+        ):
+            with attempt:
+                await func(self._pool, *args)  # type: ignore[operator]
+
+    async def _drain(self) -> None:
+        if self._in_flight:
+            await asyncio.wait(list(self._in_flight))
+
+
+class _Backoff:
+    def __init__(self, first: float, cap: float) -> None:
+        self.first, self.cap, self.current = first, cap, first
+
+    def reset(self) -> None:
+        self.current = self.first
+
+    def next(self) -> float:
+        value, self.current = self.current, min(self.current * 2, self.cap)
+        return value
+
+
+async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)

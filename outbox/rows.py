@@ -1,0 +1,25 @@
+"""What the relay reads from the outbox: one row, ready to publish."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    id: int
+    event_id: uuid.UUID
+    event_type: str
+    routing_key: str
+    aggregate_type: str
+    aggregate_id: str
+    schema_version: int
+    payload: str
+    """The JSON body exactly as stored (jsonb rendered as text)."""
+    headers: str
+    """Extra headers as a JSON object text ('{}' when none)."""
+    correlation_id: str | None
+    created_at: datetime
+    attempts: int

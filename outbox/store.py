@@ -1,0 +1,118 @@
+"""SQL of the relay: claim a batch, delete what the broker confirmed, record failures.
+
+Claims run on the :class:`~outbox.leases.LeaseConnection` that holds the partition
+locks (so a relay that lost its locks cannot claim); deletes and failure updates run on
+a small pool so that they overlap with publishing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+from outbox.rows import OutboxRow
+from outbox.schema import NOTIFY_CHANNEL
+
+# Owned partitions, in id order, skipping parked rows, rows waiting for their retry
+# time, rows already in flight, and rows whose aggregate has an earlier event backing
+# off (so that one aggregate's events never overtake each other). No id cursor: a row
+# that commits late with a low id is simply found on the next claim.
+CLAIM_SQL = """
+SELECT id, event_id, event_type, routing_key, aggregate_type, aggregate_id, schema_version,
+       payload::text AS payload, headers::text AS headers, correlation_id, created_at, attempts
+FROM outbox o
+WHERE o.partition = ANY($1::smallint[])
+  AND o.parked_at IS NULL
+  AND o.next_attempt_at <= now()
+  AND o.id NOT IN (SELECT unnest($2::bigint[]))
+  AND NOT EXISTS (
+        SELECT 1 FROM outbox b
+        WHERE b.attempts > 0 AND b.parked_at IS NULL
+          AND b.aggregate_type = o.aggregate_type AND b.aggregate_id = o.aggregate_id
+          AND b.id < o.id)
+ORDER BY o.id
+LIMIT $3
+"""
+
+DELETE_SQL = "DELETE FROM outbox WHERE id = ANY($1::bigint[])"
+
+FAIL_SQL = """
+UPDATE outbox o
+SET attempts = o.attempts + 1,
+    last_error = f.error,
+    next_attempt_at = now() + make_interval(secs => f.delay),
+    parked_at = CASE WHEN o.attempts + 1 >= $4 THEN now() END
+FROM unnest($1::bigint[], $2::text[], $3::float8[]) AS f(id, error, delay)
+WHERE o.id = f.id
+"""
+
+STATUS_SQL = """
+SELECT count(*) FILTER (WHERE parked_at IS NULL) AS backlog,
+       count(*) FILTER (WHERE parked_at IS NOT NULL) AS parked,
+       count(*) FILTER (WHERE parked_at IS NULL AND attempts > 0) AS retrying,
+       min(created_at) FILTER (WHERE parked_at IS NULL) AS oldest_unsent,
+       now() AS now
+FROM outbox
+"""
+
+
+@dataclass(frozen=True)
+class Failure:
+    row_id: int
+    error: str
+    delay_s: float
+
+
+@dataclass(frozen=True)
+class OutboxStatus:
+    backlog: int
+    parked: int
+    retrying: int
+    oldest_age_s: float | None
+
+
+async def claim(
+    conn: asyncpg.Connection, partitions: Sequence[int], in_flight: Sequence[int], limit: int
+) -> list[OutboxRow]:
+    records = await conn.fetch(CLAIM_SQL, list(partitions), list(in_flight), limit)
+    return [OutboxRow(**dict(r)) for r in records]
+
+
+async def delete_sent(pool: asyncpg.Pool, ids: Sequence[int]) -> None:
+    await pool.execute(DELETE_SQL, list(ids))
+
+
+async def record_failures(pool: asyncpg.Pool, failures: Sequence[Failure], max_attempts: int) -> None:
+    await pool.execute(
+        FAIL_SQL,
+        [f.row_id for f in failures],
+        [f.error[:2000] for f in failures],
+        [f.delay_s for f in failures],
+        max_attempts,
+    )
+
+
+async def status(conn: asyncpg.Connection | asyncpg.Pool) -> OutboxStatus:
+    row = await conn.fetchrow(STATUS_SQL)
+    assert row is not None
+    oldest: datetime | None = row["oldest_unsent"]
+    age = (row["now"] - oldest).total_seconds() if oldest is not None else None
+    return OutboxStatus(row["backlog"], row["parked"], row["retrying"], age)
+
+
+async def requeue_parked(conn: asyncpg.Connection | asyncpg.Pool, event_ids: Sequence[str] | None) -> int:
+    """Give parked events a fresh attempt budget; all parked events when ``event_ids`` is None."""
+    sql = (
+        "UPDATE outbox SET parked_at = NULL, attempts = 0, next_attempt_at = now(), "
+        "last_error = NULL WHERE parked_at IS NOT NULL"
+    )
+    if event_ids is None:
+        result = await conn.execute(sql)
+    else:
+        result = await conn.execute(sql + " AND event_id::text = ANY($1::text[])", list(event_ids))
+    if result:
+        await conn.execute("SELECT pg_notify($1, '')", NOTIFY_CHANNEL)
+    return int(result.split()[-1])
