@@ -11,11 +11,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from shared.config import Settings
+from workers import profiles
 from workers.runtime import Consumer
 
 ConsumerFactory = Callable[[Settings], Consumer]
 
-CONSUMERS: dict[str, ConsumerFactory] = {}
+CONSUMERS: dict[str, ConsumerFactory] = {"profiles": profiles.consumer}
 """Registered consumers, by queue name."""
 
 
