@@ -34,7 +34,9 @@ async def handle_user_registered(
     if created.first() is None:
         log.info("profile.already_exists", user_id=str(message.user_id))
         return
-    await ctx.emit(session, ProfileCreated(user_id=message.user_id, display_name=message.display_name))
+    await ctx.emit(
+        session, ProfileCreated(user_id=message.user_id, display_name=message.display_name)
+    )
     log.info("profile.created", user_id=str(message.user_id))
 
 

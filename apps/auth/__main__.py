@@ -13,8 +13,12 @@ def main() -> None:
     settings = Settings.from_env()
     configure_logging(settings, service="auth")
     uvicorn.run(
-        create_app(settings), host=settings.http_host, port=settings.auth_port,
-        access_log=False, log_config=None, timeout_graceful_shutdown=5,
+        create_app(settings),
+        host=settings.http_host,
+        port=settings.auth_port,
+        access_log=False,
+        log_config=None,
+        timeout_graceful_shutdown=5,
     )
 
 

@@ -34,7 +34,8 @@ def create_app(
     engine = engine or create_engine(settings.auth_database_url, pool_size=settings.db_pool_size)
     redis = redis or create_redis(settings.redis_url)
     passwords = passwords or Argon2Passwords(
-        time_cost=settings.argon2_time_cost, memory_kib=settings.argon2_memory_kib,
+        time_cost=settings.argon2_time_cost,
+        memory_kib=settings.argon2_memory_kib,
         parallelism=settings.argon2_parallelism,
     )
     sessions = session_factory(engine)
@@ -44,16 +45,24 @@ def create_app(
     verifier = TokenVerifier(
         JwksCache(ring, ttl_s=settings.signing_key_cache_s, min_refetch_interval_s=1.0),
         RedisRevocations(redis, prefix=settings.redis_key_prefix),
-        issuer=settings.auth_issuer, audience=settings.auth_audience,
+        issuer=settings.auth_issuer,
+        audience=settings.auth_audience,
     )
     service = AuthService(
-        sessions, passwords,
-        TokenIssuer(ring, issuer=settings.auth_issuer, audience=settings.auth_audience,
-                    access_ttl_s=settings.access_token_ttl_s),
+        sessions,
+        passwords,
+        TokenIssuer(
+            ring,
+            issuer=settings.auth_issuer,
+            audience=settings.auth_audience,
+            access_ttl_s=settings.access_token_ttl_s,
+        ),
         verifier,
         RedisSessions(redis, prefix=settings.redis_key_prefix),
         RedisLoginLimits(
-            redis, prefix=settings.redis_key_prefix, window_s=settings.login_window_s,
+            redis,
+            prefix=settings.redis_key_prefix,
+            window_s=settings.login_window_s,
             max_failures_per_account=settings.login_max_failures_per_account,
             max_attempts_per_client=settings.login_max_attempts_per_client,
         ),

@@ -32,7 +32,8 @@ def provide_service(state: State) -> AuthService:
 
 def _pair(tokens: Tokens) -> TokenPair:
     return TokenPair(
-        access_token=tokens.access_token, refresh_token=tokens.refresh_token,
+        access_token=tokens.access_token,
+        refresh_token=tokens.refresh_token,
         expires_in=tokens.expires_in,
     )
 
@@ -49,53 +50,78 @@ class AuthController(Controller):
     dependencies = {"service": Provide(provide_service, sync_to_thread=False)}
 
     @post(
-        "/register", operation_id="register", status_code=HTTP_201_CREATED,
+        "/register",
+        operation_id="register",
+        status_code=HTTP_201_CREATED,
         summary="Register a user; its profile appears shortly after",
         responses=error_responses(409, 422, 503),
     )
-    async def register(self, data: JSONBody[RegisterRequest], service: NamedDependency[AuthService]) -> RegisterResponse:
+    async def register(
+        self, data: JSONBody[RegisterRequest], service: NamedDependency[AuthService]
+    ) -> RegisterResponse:
         account = await service.register(data.email, data.password, data.display_name)
         return RegisterResponse(user_id=account.user_id, email=account.email)
 
     @post(
-        "/login", operation_id="login", status_code=HTTP_200_OK,
+        "/login",
+        operation_id="login",
+        status_code=HTTP_200_OK,
         summary="Exchange email and password for an access and a refresh token",
         responses=error_responses(401, 422, 429, 503),
     )
     async def login(
-        self, data: JSONBody[LoginRequest], service: NamedDependency[AuthService], request: Request[Any, Any, Any]
+        self,
+        data: JSONBody[LoginRequest],
+        service: NamedDependency[AuthService],
+        request: Request[Any, Any, Any],
     ) -> TokenPair:
         client = request.client.host if request.client else "unknown"
         return _pair(await service.login(data.email, data.password, client=client))
 
     @post(
-        "/refresh", operation_id="refresh", status_code=HTTP_200_OK,
+        "/refresh",
+        operation_id="refresh",
+        status_code=HTTP_200_OK,
         summary="Rotate a refresh token: the old one is spent, a new pair is issued",
         responses=error_responses(401, 422, 503),
     )
-    async def refresh(self, data: JSONBody[RefreshRequest], service: NamedDependency[AuthService]) -> TokenPair:
+    async def refresh(
+        self, data: JSONBody[RefreshRequest], service: NamedDependency[AuthService]
+    ) -> TokenPair:
         return _pair(await service.refresh(data.refresh_token))
 
     @post(
-        "/logout", operation_id="logout", status_code=HTTP_204_NO_CONTENT, security=SECURITY,
+        "/logout",
+        operation_id="logout",
+        status_code=HTTP_204_NO_CONTENT,
+        security=SECURITY,
         summary="Revoke the presented access token and end its session",
         dependencies={"principal": Provide(current_principal)},
         responses=error_responses(401, 503),
     )
-    async def logout(self, principal: NamedDependency[Principal], service: NamedDependency[AuthService]) -> None:
+    async def logout(
+        self, principal: NamedDependency[Principal], service: NamedDependency[AuthService]
+    ) -> None:
         await service.logout(principal)
 
     @get(
-        "/me", operation_id="me", security=SECURITY, summary="The caller's account",
+        "/me",
+        operation_id="me",
+        security=SECURITY,
+        summary="The caller's account",
         dependencies={"principal": Provide(current_principal)},
         responses=error_responses(401, 404, 503),
     )
-    async def me(self, principal: NamedDependency[Principal], service: NamedDependency[AuthService]) -> MeResponse:
+    async def me(
+        self, principal: NamedDependency[Principal], service: NamedDependency[AuthService]
+    ) -> MeResponse:
         return _me(await service.me(principal))
 
 
 @get(
-    "/.well-known/jwks.json", operation_id="jwks", tags=["auth"],
+    "/.well-known/jwks.json",
+    operation_id="jwks",
+    tags=["auth"],
     summary="Public keys that verify our tokens (several during a rotation)",
     cache_control=None,
 )

@@ -42,7 +42,8 @@ def generate_key_row() -> dict[str, Any]:
     jwk = json.loads(jwt.algorithms.OKPAlgorithm.to_jwk(private.public_key()))
     jwk.update(kid=kid, alg=ALGORITHM, use="sig")
     pem = private.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     ).decode()
     return {"kid": kid, "algorithm": ALGORITHM, "private_pem": pem, "public_jwk": jwk}
@@ -90,18 +91,23 @@ class KeyStore:
         """Stop publishing ``kid``; refuses to retire the last live key unless forced."""
         async with self._sessions() as session, session.begin():
             live = (
-                await session.execute(
-                    sa.select(signing_keys.c.kid)
-                    .where(signing_keys.c.retired_at.is_(None))
-                    .with_for_update()
+                (
+                    await session.execute(
+                        sa.select(signing_keys.c.kid)
+                        .where(signing_keys.c.retired_at.is_(None))
+                        .with_for_update()
+                    )
                 )
-            ).scalars().all()
+                .scalars()
+                .all()
+            )
             if kid not in live:
                 raise NotFound(f"no live signing key {kid!r}")
             if len(live) == 1 and not force:
                 raise Conflict("refusing to retire the last live signing key; create one first")
             await session.execute(
-                sa.update(signing_keys).where(signing_keys.c.kid == kid)
+                sa.update(signing_keys)
+                .where(signing_keys.c.kid == kid)
                 .values(retired_at=sa.func.now())
             )
 

@@ -18,8 +18,12 @@ users = sa.Table(
     sa.Column("display_name", sa.Text),
     sa.Column("roles", pg.ARRAY(sa.Text), nullable=False, server_default=sa.text("'{user}'")),
     sa.Column("status", sa.Text, nullable=False, server_default="active"),
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
-    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    sa.Column(
+        "created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+    ),
+    sa.Column(
+        "updated_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+    ),
 )
 
 refresh_families = sa.Table(
@@ -27,7 +31,9 @@ refresh_families = sa.Table(
     metadata,
     sa.Column("id", pg.UUID(as_uuid=True), primary_key=True),
     sa.Column("user_id", pg.UUID(as_uuid=True), sa.ForeignKey("users.id"), nullable=False),
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    sa.Column(
+        "created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+    ),
     sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("revoked_at", sa.DateTime(timezone=True)),
     sa.Column("revoked_reason", sa.Text),
@@ -40,7 +46,9 @@ refresh_tokens = sa.Table(
     sa.Column(
         "family_id", pg.UUID(as_uuid=True), sa.ForeignKey("refresh_families.id"), nullable=False
     ),
-    sa.Column("issued_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    sa.Column(
+        "issued_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+    ),
     sa.Column("used_at", sa.DateTime(timezone=True)),
 )
 
@@ -51,6 +59,8 @@ signing_keys = sa.Table(
     sa.Column("algorithm", sa.Text, nullable=False),
     sa.Column("private_pem", sa.Text, nullable=False),
     sa.Column("public_jwk", pg.JSONB, nullable=False),
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    sa.Column(
+        "created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+    ),
     sa.Column("retired_at", sa.DateTime(timezone=True)),
 )

@@ -9,7 +9,8 @@ import msgspec
 
 Email = Annotated[str, msgspec.Meta(min_length=3, max_length=254, description="Email address")]
 Password = Annotated[
-    str, msgspec.Meta(min_length=1, max_length=1024, description="8-128 characters, not a common one")
+    str,
+    msgspec.Meta(min_length=1, max_length=1024, description="8-128 characters, not a common one"),
 ]
 DisplayName = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
 
@@ -37,7 +38,7 @@ class RefreshRequest(msgspec.Struct, kw_only=True):
 class TokenPair(msgspec.Struct, kw_only=True):
     access_token: str
     refresh_token: str
-    token_type: str = "Bearer"
+    token_type: str = "Bearer"  # noqa: S105 - the scheme name, not a secret
     expires_in: int
     """Seconds until the access token expires."""
 

@@ -10,6 +10,7 @@ import unicodedata
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
@@ -41,13 +42,6 @@ def normalise_email(email: str) -> str:
 
 
 @dataclass(frozen=True)
-class Tokens:
-    access_token: str
-    refresh_token: str
-    expires_in: int
-
-
-@dataclass(frozen=True)
 class Account:
     user_id: uuid.UUID
     email: str
@@ -55,10 +49,73 @@ class Account:
     status: str
 
 
+async def register_user(  # noqa: PLR0917 - mirrors the register request
+    sessions: async_sessionmaker[AsyncSession],
+    passwords: Argon2Passwords,
+    email: str,
+    password: str,
+    display_name: str | None = None,
+    roles: tuple[str, ...] = ("user",),
+) -> Account:
+    """Validate, hash, then insert the user and ``user.registered`` in one transaction."""
+    email = normalise_email(email)
+    password = normalise_password(password)
+    check_password_policy(password, email=email)
+    password_hash = await passwords.hash(password)
+    user_id = uuid.uuid4()
+    try:
+        async with sessions() as session, session.begin():
+            await session.execute(
+                sa.insert(users).values(
+                    id=user_id,
+                    email=email,
+                    password_hash=password_hash,
+                    display_name=display_name,
+                    roles=list(roles),
+                )
+            )
+            await outbox.add_event(
+                session,
+                UserRegistered(
+                    user_id=user_id,
+                    email=email,
+                    display_name=display_name,
+                ),
+            )
+    except IntegrityError as exc:
+        raise Conflict("email is already registered") from exc
+    log.info("user.registered", user_id=str(user_id), roles=list(roles))
+    return Account(user_id, email, list(roles), "active")
+
+
+async def grant_role(sessions: async_sessionmaker[AsyncSession], email: str, role: str) -> bool:
+    """Add ``role`` to the user with ``email``; False when there is no such user."""
+    async with sessions() as session, session.begin():
+        result = await session.execute(_GRANT, {"email": normalise_email(email), "role": role})
+        return result.first() is not None
+
+
+_GRANT = sa.text(
+    """
+    UPDATE users SET updated_at = now(),
+      roles = CASE WHEN CAST(:role AS text) = ANY(roles) THEN roles
+                   ELSE array_append(roles, CAST(:role AS text)) END
+    WHERE email = :email RETURNING id
+    """
+)
+
+
+@dataclass(frozen=True)
+class Tokens:
+    access_token: str
+    refresh_token: str
+    expires_in: int
+
+
 class AuthService:
     """Owns users, refresh-token families and sessions."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0917 - the composition root passes collaborators in order
         self,
         sessions: async_sessionmaker[AsyncSession],
         passwords: Argon2Passwords,
@@ -79,28 +136,14 @@ class AuthService:
 
     # --- registration ---------------------------------------------------------------------
     async def register(
-        self, email: str, password: str, display_name: str | None = None,
+        self,
+        email: str,
+        password: str,
+        display_name: str | None = None,
         roles: tuple[str, ...] = ("user",),
     ) -> Account:
         """Create the user and its ``user.registered`` event in one transaction."""
-        email = normalise_email(email)
-        password = normalise_password(password)
-        check_password_policy(password, email=email)
-        password_hash = await self._passwords.hash(password)
-        user_id = uuid.uuid4()
-        try:
-            async with self._db() as session, session.begin():
-                await session.execute(sa.insert(users).values(
-                    id=user_id, email=email, password_hash=password_hash,
-                    display_name=display_name, roles=list(roles),
-                ))
-                await outbox.add_event(session, UserRegistered(
-                    user_id=user_id, email=email, display_name=display_name,
-                ))
-        except IntegrityError as exc:
-            raise Conflict("email is already registered") from exc
-        log.info("user.registered", user_id=str(user_id))
-        return Account(user_id, email, list(roles), "active")
+        return await register_user(self._db, self._passwords, email, password, display_name, roles)
 
     # --- login ------------------------------------------------------------------------------
     async def login(self, email: str, password: str, *, client: str) -> Tokens:
@@ -120,7 +163,7 @@ class AuthService:
             await self._rehash(row.id, password)
         return await self._open_family(row.id, list(row.roles))
 
-    async def _user_by_email(self, email: str) -> sa.Row[tuple[uuid.UUID, str, list[str], str]] | None:
+    async def _user_by_email(self, email: str) -> Any:
         query = sa.select(users.c.id, users.c.password_hash, users.c.roles, users.c.status)
         async with self._db() as session:
             return (await session.execute(query.where(users.c.email == email))).first()
@@ -129,7 +172,8 @@ class AuthService:
         new_hash = await self._passwords.hash(password)
         async with self._db() as session, session.begin():
             await session.execute(
-                sa.update(users).where(users.c.id == user_id)
+                sa.update(users)
+                .where(users.c.id == user_id)
                 .values(password_hash=new_hash, updated_at=sa.func.now())
             )
         log.info("user.password_rehashed", user_id=str(user_id))
@@ -138,15 +182,23 @@ class AuthService:
         family_id, jti = uuid.uuid4(), uuid.uuid4()
         expires_at = datetime.now(UTC) + timedelta(seconds=self._refresh_ttl_s)
         async with self._db() as session, session.begin():
-            await session.execute(sa.insert(refresh_families).values(
-                id=family_id, user_id=user_id, expires_at=expires_at,
-            ))
+            await session.execute(
+                sa.insert(refresh_families).values(
+                    id=family_id,
+                    user_id=user_id,
+                    expires_at=expires_at,
+                )
+            )
             await session.execute(sa.insert(refresh_tokens).values(jti=jti, family_id=family_id))
         await self._redis.open(str(family_id), str(user_id), self._refresh_ttl_s)
         return await self._tokens(user_id, roles, family_id, jti, expires_at)
 
     async def _tokens(
-        self, user_id: uuid.UUID, roles: list[str], family_id: uuid.UUID, jti: uuid.UUID,
+        self,
+        user_id: uuid.UUID,
+        roles: list[str],
+        family_id: uuid.UUID,
+        jti: uuid.UUID,
         expires_at: datetime,
     ) -> Tokens:
         access = await self._issuer.access(user_id, roles, family_id)
@@ -176,9 +228,11 @@ class AuthService:
 
     async def _refused(self, jti: uuid.UUID, family_id: uuid.UUID) -> None:
         async with self._db() as session:
-            used = (await session.execute(
-                sa.select(refresh_tokens.c.used_at).where(refresh_tokens.c.jti == jti)
-            )).scalar_one_or_none()
+            used = (
+                await session.execute(
+                    sa.select(refresh_tokens.c.used_at).where(refresh_tokens.c.jti == jti)
+                )
+            ).scalar_one_or_none()
         if used is not None:
             log.warning("refresh.reuse_detected", family_id=str(family_id), jti=str(jti))
             await self._revoke_family(family_id, "refresh token reused")

@@ -62,8 +62,13 @@ class RedisLoginLimits:
     """
 
     def __init__(
-        self, redis: aioredis.Redis, *, prefix: str, window_s: int,
-        max_failures_per_account: int, max_attempts_per_client: int,
+        self,
+        redis: aioredis.Redis,
+        *,
+        prefix: str,
+        window_s: int,
+        max_failures_per_account: int,
+        max_attempts_per_client: int,
     ) -> None:
         self._redis = redis
         self._prefix = prefix
@@ -90,9 +95,13 @@ class RedisLoginLimits:
             pipe.ttl(account_key)
             attempts, _, client_ttl, failures, account_ttl = await pipe.execute()
         if int(attempts) > self._max_client:
-            raise RateLimited("too many login attempts from this address", retry_after=_ttl(client_ttl))
+            raise RateLimited(
+                "too many login attempts from this address", retry_after=_ttl(client_ttl)
+            )
         if failures is not None and int(failures) >= self._max_account:
-            raise RateLimited("too many failed logins for this account", retry_after=_ttl(account_ttl))
+            raise RateLimited(
+                "too many failed logins for this account", retry_after=_ttl(account_ttl)
+            )
 
     async def failed(self, account: str) -> None:
         key = self._account_key(account)

@@ -17,7 +17,12 @@ class TokenIssuer:
     """Signs tokens with the ring's current key."""
 
     def __init__(
-        self, ring: KeyRing, *, issuer: str, audience: str, access_ttl_s: int,
+        self,
+        ring: KeyRing,
+        *,
+        issuer: str,
+        audience: str,
+        access_ttl_s: int,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._ring = ring
@@ -46,8 +51,14 @@ class TokenIssuer:
         self, user_id: uuid.UUID, kind: str, now: int, exp: int, jti: uuid.UUID
     ) -> dict[str, Any]:
         return {
-            "iss": self._issuer, "aud": self._audience, "sub": str(user_id), "iat": now,
-            "nbf": now, "exp": exp, "jti": str(jti), "typ": kind,
+            "iss": self._issuer,
+            "aud": self._audience,
+            "sub": str(user_id),
+            "iat": now,
+            "nbf": now,
+            "exp": exp,
+            "jti": str(jti),
+            "typ": kind,
         }
 
     async def _sign(self, claims: dict[str, Any]) -> str:

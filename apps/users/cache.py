@@ -28,7 +28,12 @@ class ProfileCache(Protocol):
 
 class RedisProfileCache:
     def __init__(
-        self, redis: aioredis.Redis, *, prefix: str, ttl_s: int, cooldown_s: float = 1.0,
+        self,
+        redis: aioredis.Redis,
+        *,
+        prefix: str,
+        ttl_s: int,
+        cooldown_s: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._redis = redis
@@ -49,7 +54,7 @@ class RedisProfileCache:
         except REDIS_ERRORS as exc:
             self._failed(exc)
             return None
-        return bytes(value) if value is not None else None
+        return value if isinstance(value, bytes) else None
 
     async def fill(self, user_id: uuid.UUID, body: bytes) -> None:
         await self._set(user_id, body, nx=True)

@@ -26,7 +26,10 @@ def _json(body: bytes) -> Response[bytes]:
     return Response(body, media_type=MediaType.JSON)
 
 
-_PROFILE = {200: ResponseSpec(Profile, description="The profile"), **error_responses(401, 403, 404, 503)}
+_PROFILE = {
+    200: ResponseSpec(Profile, description="The profile"),
+    **error_responses(401, 403, 404, 503),
+}
 
 
 class ProfileController(Controller):
@@ -45,22 +48,30 @@ class ProfileController(Controller):
         return _json(await service.get(principal.user_id))
 
     @patch(
-        "/me", operation_id="updateMyProfile", summary="Change display name or bio",
+        "/me",
+        operation_id="updateMyProfile",
+        summary="Change display name or bio",
         responses={**_PROFILE, **error_responses(422)},
     )
     async def update_me(
-        self, data: JSONBody[ProfilePatch], principal: NamedDependency[Principal],
+        self,
+        data: JSONBody[ProfilePatch],
+        principal: NamedDependency[Principal],
         service: NamedDependency[ProfileService],
     ) -> Response[bytes]:
         changes = {k: v for k, v in msgspec.structs.asdict(data).items() if v is not msgspec.UNSET}
         return _json(await service.update(principal.user_id, changes))
 
     @get(
-        "/{user_id:uuid}", operation_id="getProfile", summary="A profile (self or admin)",
+        "/{user_id:uuid}",
+        operation_id="getProfile",
+        summary="A profile (self or admin)",
         responses=_PROFILE,
     )
     async def by_id(
-        self, user_id: FromPath[uuid.UUID], principal: NamedDependency[Principal],
+        self,
+        user_id: FromPath[uuid.UUID],
+        principal: NamedDependency[Principal],
         service: NamedDependency[ProfileService],
     ) -> Response[bytes]:
         require_self_or_admin(principal, user_id)

@@ -21,5 +21,7 @@ class Profile(msgspec.Struct, kw_only=True):
 class ProfilePatch(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Fields to change; absent fields stay as they are, ``null`` clears a field."""
 
-    display_name: Annotated[str, msgspec.Meta(min_length=1, max_length=100)] | None | msgspec.UnsetType = msgspec.UNSET
-    bio: Annotated[str, msgspec.Meta(max_length=2000)] | None | msgspec.UnsetType = msgspec.UNSET
+    display_name: (
+        Annotated[str, msgspec.Meta(min_length=1, max_length=100)] | msgspec.UnsetType | None
+    ) = msgspec.UNSET
+    bio: Annotated[str, msgspec.Meta(max_length=2000)] | msgspec.UnsetType | None = msgspec.UNSET

@@ -21,7 +21,10 @@ class ProfileService:
     """Reads return the encoded JSON body, so a cache hit costs no decode or encode."""
 
     def __init__(
-        self, sessions: async_sessionmaker[AsyncSession], cache: ProfileCache, *,
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        cache: ProfileCache,
+        *,
         retry_after_s: int,
     ) -> None:
         self._db = sessions
@@ -34,9 +37,9 @@ class ProfileService:
         if cached is not None:
             return cached
         async with self._db() as session:
-            row = (await session.execute(
-                sa.select(profiles).where(profiles.c.user_id == user_id)
-            )).first()
+            row = (
+                await session.execute(sa.select(profiles).where(profiles.c.user_id == user_id))
+            ).first()
         if row is None:
             raise self._not_yet(user_id)
         body = _encoder.encode(Profile(**row._asdict()))
@@ -46,10 +49,14 @@ class ProfileService:
     async def update(self, user_id: uuid.UUID, changes: dict[str, Any]) -> bytes:
         """Apply ``changes`` and write the new profile into the cache."""
         async with self._db() as session, session.begin():
-            row = (await session.execute(
-                sa.update(profiles).where(profiles.c.user_id == user_id)
-                .values(**changes, updated_at=sa.func.now()).returning(profiles)
-            )).first()
+            row = (
+                await session.execute(
+                    sa.update(profiles)
+                    .where(profiles.c.user_id == user_id)
+                    .values(**changes, updated_at=sa.func.now())
+                    .returning(profiles)
+                )
+            ).first()
         if row is None:
             raise self._not_yet(user_id)
         body = _encoder.encode(Profile(**row._asdict()))

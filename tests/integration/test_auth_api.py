@@ -23,7 +23,9 @@ PASSWORD = "correct horse battery staple"
 @pytest.fixture(scope="module")
 def auth_settings() -> Iterator[Settings]:
     with isolated_settings(
-        "auth", redis_key_prefix=f"t{uuid.uuid4().hex[:8]}:", login_max_failures_per_account=3,
+        "auth",
+        redis_key_prefix=f"t{uuid.uuid4().hex[:8]}:",
+        login_max_failures_per_account=3,
         login_max_attempts_per_client=30,
     ) as s:
         yield s
@@ -53,7 +55,8 @@ async def test_register_writes_user_and_event_in_one_transaction(
 ) -> None:
     address = email()
     r = await client.post(
-        "/auth/register", json={"email": address, "password": PASSWORD, "display_name": "Ann"},
+        "/auth/register",
+        json={"email": address, "password": PASSWORD, "display_name": "Ann"},
         headers={"X-Correlation-ID": "corr-reg-1"},
     )
     assert r.status_code == 201
@@ -61,9 +64,15 @@ async def test_register_writes_user_and_event_in_one_transaction(
     assert body["email"] == address.lower()
     engine = create_engine(auth_settings.auth_database_url)
     async with engine.connect() as conn:
-        row = (await conn.execute(sa.text(
-            "SELECT event_type, aggregate_id, correlation_id, payload FROM outbox "
-            "WHERE aggregate_id = :id"), {"id": body["user_id"]})).one()
+        row = (
+            await conn.execute(
+                sa.text(
+                    "SELECT event_type, aggregate_id, correlation_id, payload FROM outbox "
+                    "WHERE aggregate_id = :id"
+                ),
+                {"id": body["user_id"]},
+            )
+        ).one()
     await engine.dispose()
     assert row.event_type == "user.registered"
     assert row.correlation_id == "corr-reg-1"
@@ -104,8 +113,9 @@ async def test_malformed_registration_is_422(
 async def test_long_password_is_not_truncated(client: AsyncTestClient[Any]) -> None:
     address = email()
     long_password = "p" * 100 + "-unique-tail-1"
-    assert (await client.post(
-        "/auth/register", json={"email": address, "password": long_password})).status_code == 201
+    assert (
+        await client.post("/auth/register", json={"email": address, "password": long_password})
+    ).status_code == 201
     wrong_tail = long_password[:-1] + "2"
     r = await client.post("/auth/login", json={"email": address, "password": wrong_tail})
     assert r.status_code == 401
@@ -156,10 +166,12 @@ async def test_refresh_rotates_and_reuse_revokes_family(client: AsyncTestClient[
 
 async def test_concurrent_refresh_exactly_one_wins(client: AsyncTestClient[Any]) -> None:
     _, tokens = await register_and_login(client)
-    results = await asyncio.gather(*(
-        client.post("/auth/refresh", json={"refresh_token": tokens["refresh_token"]})
-        for _ in range(5)
-    ))
+    results = await asyncio.gather(
+        *(
+            client.post("/auth/refresh", json={"refresh_token": tokens["refresh_token"]})
+            for _ in range(5)
+        )
+    )
     assert sorted(r.status_code for r in results) == [200, 401, 401, 401, 401]
 
 
@@ -173,7 +185,9 @@ async def test_refresh_token_is_not_an_access_token(client: AsyncTestClient[Any]
 
 async def test_logout_revokes_access_token_at_once(client: AsyncTestClient[Any]) -> None:
     _, tokens = await register_and_login(client)
-    assert (await client.post("/auth/logout", headers=bearer(tokens["access_token"]))).status_code == 204
+    assert (
+        await client.post("/auth/logout", headers=bearer(tokens["access_token"]))
+    ).status_code == 204
     assert (await client.get("/auth/me", headers=bearer(tokens["access_token"]))).status_code == 401
     r = await client.post("/auth/refresh", json={"refresh_token": tokens["refresh_token"]})
     assert r.status_code == 401

@@ -16,8 +16,14 @@ from workers.profiles import handle_user_registered
 
 def context(message_id: str) -> MessageContext:
     return MessageContext(
-        message_id=message_id, event_type="user.registered", correlation_id="corr-w",
-        causation_id=None, headers={}, redelivered=False, attempts=0, consumer="profiles",
+        message_id=message_id,
+        event_type="user.registered",
+        correlation_id="corr-w",
+        causation_id=None,
+        headers={},
+        redelivered=False,
+        attempts=0,
+        consumer="profiles",
     )
 
 
@@ -32,14 +38,21 @@ async def test_creates_profile_once_and_emits_profile_created_once(settings: Set
                 async with sessions() as session, session.begin():
                     await handle_user_registered(session, event, context(message_id))
         async with engine.connect() as conn:
-            profile = (await conn.execute(
-                sa.text("SELECT email, display_name FROM profiles WHERE user_id = :u"),
-                {"u": user_id},
-            )).one()
-            follow_ups = (await conn.execute(
-                sa.text("SELECT event_type, correlation_id, headers FROM outbox "
-                        "WHERE aggregate_id = :u"), {"u": str(user_id)},
-            )).all()
+            profile = (
+                await conn.execute(
+                    sa.text("SELECT email, display_name FROM profiles WHERE user_id = :u"),
+                    {"u": user_id},
+                )
+            ).one()
+            follow_ups = (
+                await conn.execute(
+                    sa.text(
+                        "SELECT event_type, correlation_id, headers FROM outbox "
+                        "WHERE aggregate_id = :u"
+                    ),
+                    {"u": str(user_id)},
+                )
+            ).all()
     finally:
         await engine.dispose()
     assert tuple(profile) == ("w@example.com", "Wendy")

@@ -53,8 +53,9 @@ class System:
 
 @pytest.fixture(scope="module")
 def users_settings() -> Iterator[Settings]:
-    with isolated_settings("users", redis_key_prefix=f"t{uuid.uuid4().hex[:8]}:",
-                           jwks_refetch_min_interval_s=0.0) as s:
+    with isolated_settings(
+        "users", redis_key_prefix=f"t{uuid.uuid4().hex[:8]}:", jwks_refetch_min_interval_s=0.0
+    ) as s:
         yield s
 
 
@@ -66,7 +67,8 @@ async def system(users_settings: Settings) -> AsyncIterator[System]:
         async with AsyncTestClient(auth_app) as auth:
             jwks = ClientJwks(auth)
             users_app = create_users(
-                users_settings, jwks_source=jwks,
+                users_settings,
+                jwks_source=jwks,
                 redis=create_redis(f"redis://127.0.0.1:{deny_proxy.port}/{db_index}"),
                 cache_redis=create_redis(f"redis://127.0.0.1:{cache_proxy.port}/{db_index}"),
             )
@@ -89,8 +91,14 @@ async def signup(system: System, *, profile: bool = True) -> tuple[str, dict[str
 async def create_profile(settings: Settings, user_id: uuid.UUID, email: str) -> None:
     engine = create_engine(settings.users_database_url)
     ctx = MessageContext(
-        message_id=str(uuid.uuid4()), event_type="user.registered", correlation_id=None,
-        causation_id=None, headers={}, redelivered=False, attempts=0, consumer="profiles",
+        message_id=str(uuid.uuid4()),
+        event_type="user.registered",
+        correlation_id=None,
+        causation_id=None,
+        headers={},
+        redelivered=False,
+        attempts=0,
+        consumer="profiles",
     )
     try:
         async with session_factory(engine)() as session, session.begin():
@@ -132,8 +140,9 @@ async def test_other_profiles_need_admin(system: System) -> None:
     await system.auth.post("/auth/register", json={"email": admin_email, "password": PASSWORD})
     engine = create_engine(system.settings.auth_database_url)
     async with engine.begin() as conn:
-        await conn.execute(sa.text("UPDATE users SET roles = '{user,admin}' WHERE email = :e"),
-                           {"e": admin_email})
+        await conn.execute(
+            sa.text("UPDATE users SET roles = '{user,admin}' WHERE email = :e"), {"e": admin_email}
+        )
     await engine.dispose()
     r = await system.auth.post("/auth/login", json={"email": admin_email, "password": PASSWORD})
     admin = {"Authorization": f"Bearer {r.json()['access_token']}"}

@@ -36,7 +36,9 @@ def upgrade() -> None:
         sa.Column("status", sa.Text, nullable=False, server_default="active"),
         _ts("created_at", now=True),
         _ts("updated_at", now=True),
-        sa.CheckConstraint("status IN ('active', 'deleting', 'deleted')", name="users_status_check"),
+        sa.CheckConstraint(
+            "status IN ('active', 'deleting', 'deleted')", name="users_status_check"
+        ),
         sa.CheckConstraint("email = lower(email)", name="users_email_normalised"),
         sa.UniqueConstraint("email", name="users_email_key"),
     )
@@ -54,7 +56,9 @@ def upgrade() -> None:
         "refresh_tokens",
         sa.Column("jti", pg.UUID(as_uuid=True), primary_key=True),
         sa.Column(
-            "family_id", pg.UUID(as_uuid=True), sa.ForeignKey("refresh_families.id"),
+            "family_id",
+            pg.UUID(as_uuid=True),
+            sa.ForeignKey("refresh_families.id"),
             nullable=False,
         ),
         _ts("issued_at", now=True),
