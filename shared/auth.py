@@ -143,6 +143,10 @@ class JwksCache:
         await self._refresh()
         return self._keys.get(kid)
 
+    def knows(self, kid: str) -> bool:
+        """Whether ``kid`` is in the cached set (no fetch)."""
+        return kid in self._keys
+
     def _stale(self) -> bool:
         return self._fetched_at is None or self._clock() - self._fetched_at > self._ttl_s
 
@@ -201,19 +205,45 @@ class TokenVerifier:
         issuer: str,
         audience: str,
         leeway_s: float = 5.0,
+        memo_size: int = 10_000,
     ) -> None:
         self._keys = keys
         self._revocations = revocations
         self._issuer = issuer
         self._audience = audience
         self._leeway_s = leeway_s
+        self._memo_size = memo_size
+        self._memo: dict[str, tuple[str, Principal]] = {}
 
     async def verify_access(self, token: str) -> Principal:
-        """A :class:`Principal`, or :class:`AuthenticationFailed` for any defect."""
-        claims = await self.decode(token, expected_type=ACCESS)
-        principal = principal_from_claims(claims)
+        """A :class:`Principal`, or :class:`AuthenticationFailed` for any defect.
+
+        The signature and claims of a token are checked once and remembered (while the
+        token is unexpired and its key still published); revocation is checked every time.
+        """
+        principal = self._remembered(token) or await self._verify_signature(token)
         if await self._revocations.is_revoked(principal.jti, principal.session_id):
             raise AuthenticationFailed("token revoked")
+        return principal
+
+    def _remembered(self, token: str) -> Principal | None:
+        entry = self._memo.get(token)
+        if entry is None:
+            return None
+        kid, principal = entry
+        if principal.expires_at.timestamp() + self._leeway_s < time.time() or not self._keys.knows(
+            kid
+        ):
+            del self._memo[token]
+            return None
+        return principal
+
+    async def _verify_signature(self, token: str) -> Principal:
+        claims = await self.decode(token, expected_type=ACCESS)
+        principal = principal_from_claims(claims)
+        if len(self._memo) >= self._memo_size:
+            self._memo.clear()  # crude but bounded; verifying again is only CPU
+        self._memo[token] = (_pinned_kid(token), principal)
         return principal
 
     async def decode(self, token: str, *, expected_type: str) -> dict[str, Any]:
@@ -343,7 +373,9 @@ def bearer_components() -> Components:
     return Components(
         security_schemes={
             BEARER_SCHEME: SecurityScheme(
-                type="http", scheme="bearer", bearer_format="JWT",
+                type="http",
+                scheme="bearer",
+                bearer_format="JWT",
                 description="Access token from POST /auth/login (EdDSA, at most 15 minutes).",
             )
         }
