@@ -143,9 +143,13 @@ class JwksCache:
         await self._refresh()
         return self._keys.get(kid)
 
-    def knows(self, kid: str) -> bool:
-        """Whether ``kid`` is in the cached set (no fetch)."""
-        return kid in self._keys
+    def vouches_for(self, kid: str) -> bool:
+        """Whether ``kid`` is in a cached set that is not stale (no fetch).
+
+        Once the cache is stale, remembered verifications stop counting until the next
+        full verification has refreshed the keys, so a retired key stops working.
+        """
+        return kid in self._keys and not self._stale()
 
     def _stale(self) -> bool:
         return self._fetched_at is None or self._clock() - self._fetched_at > self._ttl_s
@@ -231,8 +235,9 @@ class TokenVerifier:
         if entry is None:
             return None
         kid, principal = entry
-        if principal.expires_at.timestamp() + self._leeway_s < time.time() or not self._keys.knows(
-            kid
+        if (
+            principal.expires_at.timestamp() + self._leeway_s < time.time()
+            or not self._keys.vouches_for(kid)
         ):
             del self._memo[token]
             return None

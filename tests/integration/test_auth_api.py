@@ -13,8 +13,11 @@ import sqlalchemy as sa
 from litestar.testing import AsyncTestClient
 
 from apps.auth.app import create_app
+from apps.auth.keys import KeyStore
 from shared.config import Settings
-from shared.db import create_engine
+from shared.db import create_engine, session_factory
+from shared.redis_client import create_redis
+from tests.faults import TcpProxy
 from tests.support import isolated_settings
 
 PASSWORD = "correct horse battery staple"
@@ -212,3 +215,69 @@ async def test_health_ready_schema(client: AsyncTestClient[Any]) -> None:
     schema = (await client.get("/schema/openapi.json")).json()
     operations = {op["operationId"] for path in schema["paths"].values() for op in path.values()}
     assert {"register", "login", "refresh", "logout", "me", "jwks", "health", "ready"} <= operations
+
+
+async def test_client_address_rate_limit(auth_settings: Settings) -> None:
+    settings = Settings(
+        **{
+            **auth_settings.__dict__,
+            "login_max_attempts_per_client": 2,
+            "redis_key_prefix": f"c{uuid.uuid4().hex[:8]}:",
+        }
+    )
+    async with AsyncTestClient(create_app(settings)) as c:
+        for _ in range(2):
+            r = await c.post("/auth/login", json={"email": email(), "password": PASSWORD})
+            assert r.status_code == 401
+        r = await c.post("/auth/login", json={"email": email(), "password": PASSWORD})
+        assert r.status_code == 429
+        assert "retry-after" in r.headers
+
+
+async def test_redis_down_fails_closed_with_503(auth_settings: Settings) -> None:
+    async with AsyncTestClient(create_app(auth_settings)) as c:
+        _, tokens = await register_and_login(c)
+    db_index = auth_settings.redis_url.rsplit("/", 1)[1]
+    with TcpProxy("127.0.0.1", 6379) as proxy:
+        app = create_app(
+            auth_settings, redis=create_redis(f"redis://127.0.0.1:{proxy.port}/{db_index}")
+        )
+        async with AsyncTestClient(app) as c:
+            assert (
+                await c.get("/auth/me", headers=bearer(tokens["access_token"]))
+            ).status_code == 200
+            proxy.cut()
+            r = await c.get("/auth/me", headers=bearer(tokens["access_token"]))
+            assert r.status_code == 503
+            assert r.json()["error"]["code"] == "dependency_unavailable"
+            r = await c.post("/auth/login", json={"email": email(), "password": PASSWORD})
+            assert r.status_code == 503
+            r = await c.post("/auth/logout", headers=bearer(tokens["access_token"]))
+            assert r.status_code == 503
+            proxy.restore()
+            assert (
+                await c.get("/auth/me", headers=bearer(tokens["access_token"]))
+            ).status_code == 200
+
+
+async def test_key_rotation_keeps_old_tokens_until_retired(auth_settings: Settings) -> None:
+    settings = Settings(**{**auth_settings.__dict__, "signing_key_cache_s": 0.0})
+    async with AsyncTestClient(create_app(settings)) as c:
+        _, old = await register_and_login(c)
+        engine = create_engine(settings.auth_database_url)
+        store = KeyStore(session_factory(engine))
+        old_kid = jwt.get_unverified_header(old["access_token"])["kid"]
+        new_kid = await store.create()
+        _, new = await register_and_login(c)
+        assert jwt.get_unverified_header(new["access_token"])["kid"] == new_kid
+        kids = {k["kid"] for k in (await c.get("/.well-known/jwks.json")).json()["keys"]}
+        assert {old_kid, new_kid} <= kids
+        await asyncio.sleep(1.1)  # the verifier refetches keys at most once a second
+        assert (await c.get("/auth/me", headers=bearer(old["access_token"]))).status_code == 200
+        for key in await store.live():
+            if key.kid != new_kid:
+                await store.retire(key.kid)
+        await engine.dispose()
+        await asyncio.sleep(1.1)
+        assert (await c.get("/auth/me", headers=bearer(old["access_token"]))).status_code == 401
+        assert (await c.get("/auth/me", headers=bearer(new["access_token"]))).status_code == 200
