@@ -281,3 +281,24 @@ async def test_key_rotation_keeps_old_tokens_until_retired(auth_settings: Settin
         await asyncio.sleep(1.1)
         assert (await c.get("/auth/me", headers=bearer(old["access_token"]))).status_code == 401
         assert (await c.get("/auth/me", headers=bearer(new["access_token"]))).status_code == 200
+
+
+async def test_login_rehashes_when_parameters_change(auth_settings: Settings) -> None:
+    address = email()
+    async with AsyncTestClient(create_app(auth_settings)) as c:
+        r = await c.post("/auth/register", json={"email": address, "password": PASSWORD})
+        assert r.status_code == 201
+    stronger = Settings(**{**auth_settings.__dict__, "argon2_time_cost": 3})
+    async with AsyncTestClient(create_app(stronger)) as c:
+        r = await c.post("/auth/login", json={"email": address, "password": PASSWORD})
+        assert r.status_code == 200
+    engine = create_engine(auth_settings.auth_database_url)
+    async with engine.connect() as conn:
+        stored = (
+            await conn.execute(
+                sa.text("SELECT password_hash FROM users WHERE email = :e"), {"e": address.lower()}
+            )
+        ).scalar_one()
+    await engine.dispose()
+    assert stored.startswith("$argon2id$")
+    assert ",t=3," in stored
