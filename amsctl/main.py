@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from amsctl import db, outbox, topology
+from amsctl import db, keys, outbox, topology, users
 
 app = typer.Typer(
     name="amsctl",
@@ -15,3 +15,5 @@ app = typer.Typer(
 app.add_typer(db.app, name="db")
 app.add_typer(topology.app, name="topology")
 app.add_typer(outbox.app, name="outbox")
+app.add_typer(users.app, name="users")
+app.add_typer(keys.app, name="keys")

@@ -1,0 +1,86 @@
+"""``amsctl keys``: token signing keys (rotation: create a new key, later retire the old).
+
+The newest live key signs; every live key is published in the JWKS. Rotate by creating a
+key, waiting until tokens signed by the old key have expired (15 minutes for access
+tokens; refresh tokens are re-signed on every rotation), then retiring the old key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import sqlalchemy.exc
+import typer
+from rich.table import Table
+
+from amsctl.common import EXIT_FAILURE, EXIT_NOT_FOUND, EXIT_UNAVAILABLE, console, fail, print_json
+from amsctl.common import settings as load_settings
+from apps.auth.keys import KeyStore
+from shared.db import create_engine, session_factory
+from shared.errors import Conflict, NotFound
+
+app = typer.Typer(help="Token signing keys (JWKS).", no_args_is_help=True)
+T = TypeVar("T")
+
+
+def _with_store(action: Callable[[Any], Awaitable[T]]) -> T:
+    async def run() -> T:
+        engine = create_engine(load_settings().auth_database_url, pool_size=1)
+        try:
+            return await action(KeyStore(session_factory(engine)))
+        finally:
+            await engine.dispose()
+
+    try:
+        return asyncio.run(run())
+    except (OSError, sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError) as exc:
+        fail(f"authdb is unreachable: {exc}", EXIT_UNAVAILABLE)
+
+
+@app.command("list")
+def list_keys(as_json: bool = typer.Option(False, "--json", help="JSON for scripts.")) -> None:
+    """Every signing key, newest first: kid, created, retired, whether it signs."""
+    keys = _with_store(lambda store: store.all())
+    live = [k for k in keys if k.retired_at is None]
+    rows = [
+        {
+            "kid": k.kid,
+            "created_at": k.created_at.isoformat(),
+            "retired_at": k.retired_at.isoformat() if k.retired_at else None,
+            "signing": bool(live) and k.kid == live[0].kid,
+        }
+        for k in keys
+    ]
+    if as_json:
+        print_json(rows)
+        return
+    table = Table("kid", "created", "retired", "signing")
+    for row in rows:
+        table.add_row(
+            row["kid"], row["created_at"], row["retired_at"] or "-", "yes" if row["signing"] else ""
+        )
+    console.print(table)
+
+
+@app.command("create")
+def create() -> None:
+    """Create a key; it signs new tokens once auth processes reload keys (SIGNING_KEY_CACHE_S)."""
+    kid = _with_store(lambda store: store.create())
+    console.print(f"created signing key {kid}")
+
+
+@app.command("retire")
+def retire(
+    kid: str = typer.Argument(..., help="Key id to retire."),
+    force: bool = typer.Option(False, "--force", help="Allow retiring the last live key."),
+) -> None:
+    """Stop publishing a key: tokens it signed stop verifying once caches refresh."""
+    try:
+        _with_store(lambda store: store.retire(kid, force=force))
+    except NotFound as exc:
+        fail(str(exc), EXIT_NOT_FOUND)
+    except Conflict as exc:
+        fail(str(exc), EXIT_FAILURE)
+    console.print(f"retired signing key {kid}")

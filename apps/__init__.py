@@ -1,0 +1,1 @@
+"""The HTTP APIs: one package per service (auth, users, admin)."""

@@ -1,0 +1,90 @@
+"""Composition root of the auth service: ``create_app(settings, ...)``."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import redis.asyncio as aioredis
+from litestar import Litestar
+from litestar.datastructures import State
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from apps.auth.controllers import AuthController, jwks
+from apps.auth.keys import KeyRing, KeyStore
+from apps.auth.passwords import Argon2Passwords
+from apps.auth.services import AuthService
+from apps.auth.stores import RedisLoginLimits, RedisSessions
+from apps.auth.tokens import TokenIssuer
+from shared.auth import VERIFIER_STATE, JwksCache, RedisRevocations, TokenVerifier
+from shared.config import Settings
+from shared.db import create_engine, session_factory
+from shared.http import api_app, database_check, redis_check
+from shared.redis_client import create_redis
+
+
+def create_app(
+    settings: Settings,
+    *,
+    engine: AsyncEngine | None = None,
+    redis: aioredis.Redis | None = None,
+    passwords: Argon2Passwords | None = None,
+) -> Litestar:
+    """The auth API; collaborators default to the real ones built from ``settings``."""
+    engine = engine or create_engine(settings.auth_database_url, pool_size=settings.db_pool_size)
+    redis = redis or create_redis(settings.redis_url)
+    passwords = passwords or Argon2Passwords(
+        time_cost=settings.argon2_time_cost,
+        memory_kib=settings.argon2_memory_kib,
+        parallelism=settings.argon2_parallelism,
+    )
+    sessions = session_factory(engine)
+    store = KeyStore(sessions)
+    ring = KeyRing(store, ttl_s=settings.signing_key_cache_s)
+    # The auth service verifies its own tokens from its key ring, not over HTTP.
+    verifier = TokenVerifier(
+        JwksCache(ring, ttl_s=settings.signing_key_cache_s, min_refetch_interval_s=1.0),
+        RedisRevocations(redis, prefix=settings.redis_key_prefix),
+        issuer=settings.auth_issuer,
+        audience=settings.auth_audience,
+    )
+    service = AuthService(
+        sessions,
+        passwords,
+        TokenIssuer(
+            ring,
+            issuer=settings.auth_issuer,
+            audience=settings.auth_audience,
+            access_ttl_s=settings.access_token_ttl_s,
+        ),
+        verifier,
+        RedisSessions(redis, prefix=settings.redis_key_prefix),
+        RedisLoginLimits(
+            redis,
+            prefix=settings.redis_key_prefix,
+            window_s=settings.login_window_s,
+            max_failures_per_account=settings.login_max_failures_per_account,
+            max_attempts_per_client=settings.login_max_attempts_per_client,
+        ),
+        refresh_ttl_s=settings.refresh_token_ttl_s,
+    )
+
+    @asynccontextmanager
+    async def lifespan(_: Litestar) -> AsyncIterator[None]:
+        await store.ensure_one()
+        try:
+            yield
+        finally:
+            passwords.close()
+            await redis.aclose()
+            await engine.dispose()
+
+    return api_app(
+        title="ai-micro-service auth",
+        description="Registration, login, token rotation and revocation, JWKS.",
+        route_handlers=[AuthController, jwks],
+        ready_checks={"database": database_check(engine), "redis": redis_check(redis)},
+        max_body_bytes=settings.request_max_body_bytes,
+        lifespan=[lifespan],
+        state=State({"auth_service": service, "key_ring": ring, VERIFIER_STATE: verifier}),
+    )

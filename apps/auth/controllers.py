@@ -1,0 +1,130 @@
+"""HTTP routes of the auth service: thin adapters from HTTP to :class:`AuthService`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Controller, Request, get, post
+from litestar.datastructures import State
+from litestar.di import NamedDependency, Provide
+from litestar.params import JSONBody
+from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CONTENT
+
+from apps.auth.keys import KeyRing
+from apps.auth.schemas import (
+    Jwks,
+    LoginRequest,
+    MeResponse,
+    RefreshRequest,
+    RegisterRequest,
+    RegisterResponse,
+    TokenPair,
+)
+from apps.auth.services import Account, AuthService, Tokens
+from shared.auth import SECURITY, Principal, current_principal
+from shared.http import error_responses
+
+
+def provide_service(state: State) -> AuthService:
+    service: NamedDependency[AuthService] = state["auth_service"]
+    return service
+
+
+def _pair(tokens: Tokens) -> TokenPair:
+    return TokenPair(
+        access_token=tokens.access_token,
+        refresh_token=tokens.refresh_token,
+        expires_in=tokens.expires_in,
+    )
+
+
+def _me(account: Account) -> MeResponse:
+    return MeResponse(
+        user_id=account.user_id, email=account.email, roles=account.roles, status=account.status
+    )
+
+
+class AuthController(Controller):
+    path = "/auth"
+    tags = ["auth"]
+    dependencies = {"service": Provide(provide_service, sync_to_thread=False)}
+
+    @post(
+        "/register",
+        operation_id="register",
+        status_code=HTTP_201_CREATED,
+        summary="Register a user; its profile appears shortly after",
+        responses=error_responses(409, 422, 503),
+    )
+    async def register(
+        self, data: JSONBody[RegisterRequest], service: NamedDependency[AuthService]
+    ) -> RegisterResponse:
+        account = await service.register(data.email, data.password, data.display_name)
+        return RegisterResponse(user_id=account.user_id, email=account.email)
+
+    @post(
+        "/login",
+        operation_id="login",
+        status_code=HTTP_200_OK,
+        summary="Exchange email and password for an access and a refresh token",
+        responses=error_responses(401, 422, 429, 503),
+    )
+    async def login(
+        self,
+        data: JSONBody[LoginRequest],
+        service: NamedDependency[AuthService],
+        request: Request[Any, Any, Any],
+    ) -> TokenPair:
+        client = request.client.host if request.client else "unknown"
+        return _pair(await service.login(data.email, data.password, client=client))
+
+    @post(
+        "/refresh",
+        operation_id="refresh",
+        status_code=HTTP_200_OK,
+        summary="Rotate a refresh token: the old one is spent, a new pair is issued",
+        responses=error_responses(401, 422, 503),
+    )
+    async def refresh(
+        self, data: JSONBody[RefreshRequest], service: NamedDependency[AuthService]
+    ) -> TokenPair:
+        return _pair(await service.refresh(data.refresh_token))
+
+    @post(
+        "/logout",
+        operation_id="logout",
+        status_code=HTTP_204_NO_CONTENT,
+        security=SECURITY,
+        summary="Revoke the presented access token and end its session",
+        dependencies={"principal": Provide(current_principal)},
+        responses=error_responses(401, 503),
+    )
+    async def logout(
+        self, principal: NamedDependency[Principal], service: NamedDependency[AuthService]
+    ) -> None:
+        await service.logout(principal)
+
+    @get(
+        "/me",
+        operation_id="me",
+        security=SECURITY,
+        summary="The caller's account",
+        dependencies={"principal": Provide(current_principal)},
+        responses=error_responses(401, 404, 503),
+    )
+    async def me(
+        self, principal: NamedDependency[Principal], service: NamedDependency[AuthService]
+    ) -> MeResponse:
+        return _me(await service.me(principal))
+
+
+@get(
+    "/.well-known/jwks.json",
+    operation_id="jwks",
+    tags=["auth"],
+    summary="Public keys that verify our tokens (several during a rotation)",
+    cache_control=None,
+)
+async def jwks(state: State) -> Jwks:
+    ring: KeyRing = state["key_ring"]
+    return Jwks(keys=[k.public_jwk for k in await ring.keys()])  # type: ignore[misc]

@@ -1,0 +1,64 @@
+"""Request and response bodies of the auth service (msgspec: validated and documented)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+import msgspec
+
+Email = Annotated[str, msgspec.Meta(min_length=3, max_length=254, description="Email address")]
+Password = Annotated[
+    str,
+    msgspec.Meta(min_length=1, max_length=1024, description="8-128 characters, not a common one"),
+]
+DisplayName = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+
+
+class RegisterRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    email: Email
+    password: Password
+    display_name: DisplayName | None = None
+
+
+class RegisterResponse(msgspec.Struct, kw_only=True):
+    user_id: uuid.UUID
+    email: str
+
+
+class LoginRequest(msgspec.Struct, kw_only=True):
+    email: Email
+    password: Password
+
+
+class RefreshRequest(msgspec.Struct, kw_only=True):
+    refresh_token: Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]
+
+
+class TokenPair(msgspec.Struct, kw_only=True):
+    access_token: str
+    refresh_token: str
+    token_type: str = "Bearer"  # noqa: S105 - the scheme name, not a secret
+    expires_in: int
+    """Seconds until the access token expires."""
+
+
+class MeResponse(msgspec.Struct, kw_only=True):
+    user_id: uuid.UUID
+    email: str
+    roles: list[str]
+    status: str
+    """``active``, ``deleting`` or ``deleted``."""
+
+
+class Jwk(msgspec.Struct, kw_only=True, omit_defaults=True):
+    kty: str
+    kid: str
+    alg: str
+    use: str = "sig"
+    crv: str | None = None
+    x: str | None = None
+
+
+class Jwks(msgspec.Struct, kw_only=True):
+    keys: list[Jwk]

@@ -1,0 +1,285 @@
+"""The auth service: registration, login, refresh rotation, logout, and who-am-I.
+
+Services raise :mod:`shared.errors`; ``shared.http`` maps them to HTTP once.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+import outbox
+from apps.auth.models import refresh_families, refresh_tokens, users
+from apps.auth.passwords import Argon2Passwords, check_password_policy, normalise_password
+from apps.auth.stores import LoginLimits, Sessions
+from apps.auth.tokens import TokenIssuer
+from shared.auth import REFRESH, Principal, TokenVerifier
+from shared.errors import AuthenticationFailed, Conflict, NotFound, ValidationFailed
+from shared.events import UserRegistered
+from shared.logging import get_logger
+
+log = get_logger(__name__)
+
+_EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
+INVALID_CREDENTIALS = "invalid email or password"
+"""The one answer for an unknown email and a wrong password."""
+
+
+def normalise_email(email: str) -> str:
+    """NFKC, trimmed, lower case: the form stored and compared."""
+    normalised = unicodedata.normalize("NFKC", email).strip().lower()
+    if len(normalised) > 254 or not _EMAIL.match(normalised):
+        raise ValidationFailed("email is not a valid address")
+    return normalised
+
+
+@dataclass(frozen=True)
+class Account:
+    user_id: uuid.UUID
+    email: str
+    roles: list[str]
+    status: str
+
+
+async def register_user(  # noqa: PLR0917 - mirrors the register request
+    sessions: async_sessionmaker[AsyncSession],
+    passwords: Argon2Passwords,
+    email: str,
+    password: str,
+    display_name: str | None = None,
+    roles: tuple[str, ...] = ("user",),
+) -> Account:
+    """Validate, hash, then insert the user and ``user.registered`` in one transaction."""
+    email = normalise_email(email)
+    password = normalise_password(password)
+    check_password_policy(password, email=email)
+    password_hash = await passwords.hash(password)
+    user_id = uuid.uuid4()
+    try:
+        async with sessions() as session, session.begin():
+            await session.execute(
+                sa.insert(users).values(
+                    id=user_id,
+                    email=email,
+                    password_hash=password_hash,
+                    display_name=display_name,
+                    roles=list(roles),
+                )
+            )
+            await outbox.add_event(
+                session,
+                UserRegistered(
+                    user_id=user_id,
+                    email=email,
+                    display_name=display_name,
+                ),
+            )
+    except IntegrityError as exc:
+        raise Conflict("email is already registered") from exc
+    log.info("user.registered", user_id=str(user_id), roles=list(roles))
+    return Account(user_id, email, list(roles), "active")
+
+
+async def grant_role(sessions: async_sessionmaker[AsyncSession], email: str, role: str) -> bool:
+    """Add ``role`` to the user with ``email``; False when there is no such user."""
+    async with sessions() as session, session.begin():
+        result = await session.execute(_GRANT, {"email": normalise_email(email), "role": role})
+        return result.first() is not None
+
+
+_GRANT = sa.text(
+    """
+    UPDATE users SET updated_at = now(),
+      roles = CASE WHEN CAST(:role AS text) = ANY(roles) THEN roles
+                   ELSE array_append(roles, CAST(:role AS text)) END
+    WHERE email = :email RETURNING id
+    """
+)
+
+
+@dataclass(frozen=True)
+class Tokens:
+    access_token: str
+    refresh_token: str
+    expires_in: int
+
+
+class AuthService:
+    """Owns users, refresh-token families and sessions."""
+
+    def __init__(  # noqa: PLR0917 - the composition root passes collaborators in order
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        passwords: Argon2Passwords,
+        issuer: TokenIssuer,
+        verifier: TokenVerifier,
+        redis_sessions: Sessions,
+        limits: LoginLimits,
+        *,
+        refresh_ttl_s: int,
+    ) -> None:
+        self._db = sessions
+        self._passwords = passwords
+        self._issuer = issuer
+        self._verifier = verifier
+        self._redis = redis_sessions
+        self._limits = limits
+        self._refresh_ttl_s = refresh_ttl_s
+
+    # --- registration ---------------------------------------------------------------------
+    async def register(
+        self,
+        email: str,
+        password: str,
+        display_name: str | None = None,
+        roles: tuple[str, ...] = ("user",),
+    ) -> Account:
+        """Create the user and its ``user.registered`` event in one transaction."""
+        return await register_user(self._db, self._passwords, email, password, display_name, roles)
+
+    # --- login ------------------------------------------------------------------------------
+    async def login(self, email: str, password: str, *, client: str) -> Tokens:
+        """Tokens for valid credentials; the same 401 for unknown email and wrong password."""
+        account = unicodedata.normalize("NFKC", email).strip().lower()
+        await self._limits.check(account, client)
+        row = await self._user_by_email(account)
+        password = normalise_password(password)
+        valid = await self._passwords.verify(row.password_hash if row else None, password)
+        if row is None or not valid:
+            await self._limits.failed(account)
+            raise AuthenticationFailed(INVALID_CREDENTIALS)
+        if row.status != "active":
+            raise AuthenticationFailed("account is not active")
+        await self._limits.succeeded(account)
+        if self._passwords.needs_rehash(row.password_hash):
+            await self._rehash(row.id, password)
+        return await self._open_family(row.id, list(row.roles))
+
+    async def _user_by_email(self, email: str) -> Any:
+        query = sa.select(users.c.id, users.c.password_hash, users.c.roles, users.c.status)
+        async with self._db() as session:
+            return (await session.execute(query.where(users.c.email == email))).first()
+
+    async def _rehash(self, user_id: uuid.UUID, password: str) -> None:
+        new_hash = await self._passwords.hash(password)
+        async with self._db() as session, session.begin():
+            await session.execute(
+                sa.update(users)
+                .where(users.c.id == user_id)
+                .values(password_hash=new_hash, updated_at=sa.func.now())
+            )
+        log.info("user.password_rehashed", user_id=str(user_id))
+
+    async def _open_family(self, user_id: uuid.UUID, roles: list[str]) -> Tokens:
+        family_id, jti = uuid.uuid4(), uuid.uuid4()
+        expires_at = datetime.now(UTC) + timedelta(seconds=self._refresh_ttl_s)
+        async with self._db() as session, session.begin():
+            await session.execute(
+                sa.insert(refresh_families).values(
+                    id=family_id,
+                    user_id=user_id,
+                    expires_at=expires_at,
+                )
+            )
+            await session.execute(sa.insert(refresh_tokens).values(jti=jti, family_id=family_id))
+        await self._redis.open(str(family_id), str(user_id), self._refresh_ttl_s)
+        return await self._tokens(user_id, roles, family_id, jti, expires_at)
+
+    async def _tokens(
+        self,
+        user_id: uuid.UUID,
+        roles: list[str],
+        family_id: uuid.UUID,
+        jti: uuid.UUID,
+        expires_at: datetime,
+    ) -> Tokens:
+        access = await self._issuer.access(user_id, roles, family_id)
+        refresh = await self._issuer.refresh(user_id, jti, family_id, int(expires_at.timestamp()))
+        return Tokens(access, refresh, self._issuer.access_ttl_s)
+
+    # --- refresh ------------------------------------------------------------------------------
+    async def refresh(self, refresh_token: str) -> Tokens:
+        """Rotate: spend the token, issue a new pair; a spent token revokes its family."""
+        claims = await self._verifier.decode(refresh_token, expected_type=REFRESH)
+        jti, family_id = _uuid(claims["jti"]), _uuid(claims.get("sid"))
+        if not await self._redis.alive(str(family_id)):
+            await self._revoke_family(family_id, "session ended")
+            raise AuthenticationFailed("session has ended")
+        async with self._db() as session, session.begin():
+            spent = await session.execute(_SPEND, {"jti": jti, "family_id": family_id})
+            row = spent.first()
+            if row is not None:
+                new_jti = uuid.uuid4()
+                await session.execute(
+                    sa.insert(refresh_tokens).values(jti=new_jti, family_id=family_id)
+                )
+        if row is None:
+            await self._refused(jti, family_id)
+        assert row is not None
+        return await self._tokens(row.user_id, list(row.roles), family_id, new_jti, row.expires_at)
+
+    async def _refused(self, jti: uuid.UUID, family_id: uuid.UUID) -> None:
+        async with self._db() as session:
+            used = (
+                await session.execute(
+                    sa.select(refresh_tokens.c.used_at).where(refresh_tokens.c.jti == jti)
+                )
+            ).scalar_one_or_none()
+        if used is not None:
+            log.warning("refresh.reuse_detected", family_id=str(family_id), jti=str(jti))
+            await self._revoke_family(family_id, "refresh token reused")
+        raise AuthenticationFailed("refresh token is not valid")
+
+    async def _revoke_family(self, family_id: uuid.UUID, reason: str) -> None:
+        async with self._db() as session, session.begin():
+            await session.execute(
+                sa.update(refresh_families)
+                .where(refresh_families.c.id == family_id, refresh_families.c.revoked_at.is_(None))
+                .values(revoked_at=sa.func.now(), revoked_reason=reason)
+            )
+        await self._redis.close(str(family_id))
+
+    # --- logout and me ---------------------------------------------------------------------------
+    async def logout(self, principal: Principal) -> None:
+        """Denylist the access token until it expires and end its session."""
+        remaining = int((principal.expires_at - datetime.now(UTC)).total_seconds()) + 1
+        await self._redis.deny(principal.jti, remaining)
+        if principal.session_id is not None:
+            await self._revoke_family(_uuid(principal.session_id), "logout")
+
+    async def me(self, principal: Principal) -> Account:
+        query = sa.select(users.c.email, users.c.roles, users.c.status)
+        async with self._db() as session:
+            row = (await session.execute(query.where(users.c.id == principal.user_id))).first()
+        if row is None:
+            raise NotFound("user not found")
+        return Account(principal.user_id, row.email, list(row.roles), row.status)
+
+
+# Exactly one concurrent caller gets a row: the UPDATE re-checks ``used_at IS NULL`` after
+# waiting for the row lock another refresh of the same token holds.
+_SPEND = sa.text(
+    """
+    UPDATE refresh_tokens t SET used_at = now()
+    FROM refresh_families f JOIN users u ON u.id = f.user_id
+    WHERE t.jti = :jti AND t.family_id = :family_id AND t.used_at IS NULL
+      AND f.id = t.family_id AND f.revoked_at IS NULL AND f.expires_at > now()
+      AND u.status = 'active'
+    RETURNING f.user_id, f.expires_at, u.roles
+    """
+)
+
+
+def _uuid(value: object) -> uuid.UUID:
+    try:
+        return uuid.UUID(str(value))
+    except ValueError as exc:
+        raise AuthenticationFailed("malformed token") from exc

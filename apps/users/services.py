@@ -1,0 +1,69 @@
+"""Profiles: read through the cache, update with the cache kept current."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import msgspec
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from apps.users.cache import ProfileCache
+from apps.users.models import profiles
+from apps.users.schemas import Profile
+from shared.errors import NotYetAvailable
+
+_encoder = msgspec.json.Encoder()
+
+
+class ProfileService:
+    """Reads return the encoded JSON body, so a cache hit costs no decode or encode."""
+
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        cache: ProfileCache,
+        *,
+        retry_after_s: int,
+    ) -> None:
+        self._db = sessions
+        self._cache = cache
+        self._retry_after_s = retry_after_s
+
+    async def get(self, user_id: uuid.UUID) -> bytes:
+        """The profile as JSON; :class:`NotYetAvailable` until the worker created it."""
+        cached = await self._cache.get(user_id)
+        if cached is not None:
+            return cached
+        async with self._db() as session:
+            row = (
+                await session.execute(sa.select(profiles).where(profiles.c.user_id == user_id))
+            ).first()
+        if row is None:
+            raise self._not_yet(user_id)
+        body = _encoder.encode(Profile(**row._asdict()))
+        await self._cache.fill(user_id, body)
+        return body
+
+    async def update(self, user_id: uuid.UUID, changes: dict[str, Any]) -> bytes:
+        """Apply ``changes`` and write the new profile into the cache."""
+        async with self._db() as session, session.begin():
+            row = (
+                await session.execute(
+                    sa.update(profiles)
+                    .where(profiles.c.user_id == user_id)
+                    .values(**changes, updated_at=sa.func.now())
+                    .returning(profiles)
+                )
+            ).first()
+        if row is None:
+            raise self._not_yet(user_id)
+        body = _encoder.encode(Profile(**row._asdict()))
+        await self._cache.put(user_id, body)
+        return body
+
+    def _not_yet(self, user_id: uuid.UUID) -> NotYetAvailable:
+        return NotYetAvailable(
+            f"profile {user_id} does not exist (yet)", retry_after=self._retry_after_s
+        )
