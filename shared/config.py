@@ -133,6 +133,91 @@ class Settings:
 
     ocr_pdf_dpi: int = field(default=150, metadata=_env("OCR_PDF_DPI"))
     """Resolution PDF pages are rasterised at before OCR."""
+    # --- HTTP APIs -------------------------------------------------------------------------
+    users_port: int = field(default=8001, metadata=_env("USERS_PORT"))
+    """Port of the users API (``python -m apps.users``)."""
+
+    auth_port: int = field(default=8002, metadata=_env("AUTH_PORT"))
+    """Port of the auth service (``python -m apps.auth``)."""
+
+    admin_port: int = field(default=8003, metadata=_env("ADMIN_PORT"))
+    """Port of the admin API (``python -m apps.admin``)."""
+
+    http_host: str = field(default="127.0.0.1", metadata=_env("HTTP_HOST"))
+    """Interface the APIs listen on (``0.0.0.0`` in containers)."""
+
+    request_max_body_bytes: int = field(
+        default=64 * 1024, metadata=_env("REQUEST_MAX_BODY_BYTES")
+    )
+    """Largest JSON request body an API accepts (413 above); uploads set their own limit."""
+
+    redis_key_prefix: str = field(default="ams:", metadata=_env("REDIS_KEY_PREFIX"))
+    """Prefix of every Redis key (sessions, denylist, rate limits, caches)."""
+
+    # --- tokens ----------------------------------------------------------------------------
+    auth_jwks_url: str = field(
+        default="http://127.0.0.1:8002/.well-known/jwks.json", metadata=_env("AUTH_JWKS_URL")
+    )
+    """Where the APIs fetch the auth service's public signing keys."""
+
+    auth_issuer: str = field(default="ams-auth", metadata=_env("AUTH_ISSUER"))
+    """``iss`` of every token; verifiers refuse any other."""
+
+    auth_audience: str = field(default="ams-api", metadata=_env("AUTH_AUDIENCE"))
+    """``aud`` of access tokens; verifiers refuse any other."""
+
+    access_token_ttl_s: int = field(default=900, metadata=_env("ACCESS_TOKEN_TTL_S"))
+    """Lifetime of an access token (at most 900 s)."""
+
+    refresh_token_ttl_s: int = field(default=14 * 86400, metadata=_env("REFRESH_TOKEN_TTL_S"))
+    """Absolute lifetime of a refresh-token family (rotation never extends it)."""
+
+    jwks_cache_ttl_s: float = field(default=300.0, metadata=_env("JWKS_CACHE_TTL_S"))
+    """How long a verifier trusts its cached JWKS before refetching (stale keys stay usable
+    while the auth service is unreachable)."""
+
+    jwks_refetch_min_interval_s: float = field(
+        default=5.0, metadata=_env("JWKS_REFETCH_MIN_INTERVAL_S")
+    )
+    """Shortest interval between two JWKS fetches triggered by unknown ``kid`` values."""
+
+    signing_key_cache_s: float = field(default=10.0, metadata=_env("SIGNING_KEY_CACHE_S"))
+    """How long the auth service keeps its signing keys in memory before re-reading authdb."""
+
+    # --- passwords ---------------------------------------------------------------------------
+    argon2_time_cost: int = field(default=2, metadata=_env("ARGON2_TIME_COST"))
+    """argon2id iterations (OWASP minimum: 2 with 19 MiB)."""
+
+    argon2_memory_kib: int = field(default=19456, metadata=_env("ARGON2_MEMORY_KIB"))
+    """argon2id memory in KiB (OWASP minimum: 19456 = 19 MiB)."""
+
+    argon2_parallelism: int = field(default=1, metadata=_env("ARGON2_PARALLELISM"))
+    """argon2id lanes."""
+
+    # --- login rate limits -------------------------------------------------------------------
+    login_window_s: int = field(default=300, metadata=_env("LOGIN_WINDOW_S"))
+    """Window of the login rate limits; counters expire with it (no permanent lock-out)."""
+
+    login_max_failures_per_account: int = field(
+        default=10, metadata=_env("LOGIN_MAX_FAILURES_PER_ACCOUNT")
+    )
+    """Failed logins of one account per window before 429 (a success resets it)."""
+
+    login_max_attempts_per_client: int = field(
+        default=100, metadata=_env("LOGIN_MAX_ATTEMPTS_PER_CLIENT")
+    )
+    """Login attempts of one client address per window before 429."""
+
+    # --- users API ------------------------------------------------------------------------------
+    profile_cache_ttl_s: int = field(default=60, metadata=_env("PROFILE_CACHE_TTL_S"))
+    """Lifetime of a cached profile in Redis (updates invalidate it at once)."""
+
+    profile_retry_after_s: int = field(default=1, metadata=_env("PROFILE_RETRY_AFTER_S"))
+    """``Retry-After`` of the 404 for a profile the worker has not created yet."""
+
+    def __post_init__(self) -> None:
+        if not 0 < self.access_token_ttl_s <= 900:
+            raise ValueError("ACCESS_TOKEN_TTL_S must be between 1 and 900 seconds")
 
     def database_url(self, database: str) -> str:
         """URL of one logical database (``authdb``, ``apidb`` or ``admindb``)."""

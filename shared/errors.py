@@ -20,6 +20,14 @@ class NotFound(DomainError):
     """The thing does not exist (or the caller may not know that it does)."""
 
 
+class NotYetAvailable(NotFound):
+    """Not there yet but expected soon (a profile the worker has not created yet)."""
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class Conflict(DomainError):
     """The operation clashes with the current state (duplicate email, …)."""
 

@@ -1,0 +1,305 @@
+"""Litestar pieces every API shares: JSON errors, correlation ids, health, readiness.
+
+Errors always have one shape, ``{"error": {"code", "message", "details"?}}``, whatever
+raised them: a domain error from a service, a Litestar validation error, an unknown
+route, a body that is too large, or a bug (500, never a stack trace). Services raise
+:mod:`shared.errors`; this module maps them to HTTP once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from http import HTTPStatus
+from typing import Any
+
+import msgspec
+import structlog
+from litestar import Litestar, MediaType, Request, Response, get
+from litestar.enums import ScopeType
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.handlers import HTTPRouteHandler
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.plugins import SwaggerRenderPlugin
+from litestar.types import ASGIApp, ExceptionHandlersMap, Message, Receive, Scope, Send
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from shared.auth import bearer_components
+from shared.errors import (
+    AuthenticationFailed,
+    Conflict,
+    DependencyUnavailable,
+    DomainError,
+    InvalidMessage,
+    LegalHold,
+    NotFound,
+    PermissionDenied,
+    RateLimited,
+    TransientError,
+    ValidationFailed,
+)
+from shared.logging import get_logger, new_correlation_id
+
+CORRELATION_HEADER = "x-correlation-id"
+_VALID_CORRELATION_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+
+log = get_logger(__name__)
+
+
+class ErrorDetail(msgspec.Struct, kw_only=True, omit_defaults=True):
+    code: str
+    """Stable machine-readable code (``not_found``, ``conflict``, ``rate_limited`` …)."""
+    message: str
+    details: Any | None = None
+
+
+class ErrorBody(msgspec.Struct, kw_only=True):
+    """The body of every error response."""
+
+    error: ErrorDetail
+
+
+# Order matters only for documentation; lookup follows the exception's MRO.
+_DOMAIN_STATUS: tuple[tuple[type[Exception], int, str], ...] = (
+    (NotFound, 404, "not_found"),
+    (Conflict, 409, "conflict"),
+    (LegalHold, 409, "legal_hold"),
+    (PermissionDenied, 403, "permission_denied"),
+    (AuthenticationFailed, 401, "authentication_failed"),
+    (ValidationFailed, 422, "validation_failed"),
+    (RateLimited, 429, "rate_limited"),
+    (DomainError, 400, "bad_request"),
+    (InvalidMessage, 400, "invalid_message"),
+    (DependencyUnavailable, 503, "dependency_unavailable"),
+    (TransientError, 503, "dependency_unavailable"),
+)
+
+
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    *,
+    details: Any | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> Response[ErrorBody]:
+    """A JSON error in the shared shape."""
+    body = ErrorBody(error=ErrorDetail(code=code, message=message, details=details))
+    return Response(
+        body, status_code=status, headers=dict(headers or {}), media_type=MediaType.JSON
+    )
+
+
+def _status_of(exc: Exception) -> tuple[int, str]:
+    for cls in type(exc).__mro__:
+        for known, status, code in _DOMAIN_STATUS:
+            if cls is known:
+                return status, code
+    return 500, "internal_error"
+
+
+def _domain_handler(_: Request[Any, Any, Any], exc: Exception) -> Response[ErrorBody]:
+    status, code = _status_of(exc)
+    headers: dict[str, str] = {}
+    retry_after = getattr(exc, "retry_after", None)
+    if retry_after is not None:
+        headers["Retry-After"] = str(int(retry_after))
+    elif status == 503:
+        headers["Retry-After"] = "1"
+    if status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    if status >= 500:
+        log.warning("request.dependency_unavailable", error=str(exc), error_type=type(exc).__name__)
+    return error_response(status, code, str(exc), headers=headers)
+
+
+def _validation_handler(_: Request[Any, Any, Any], exc: Exception) -> Response[ErrorBody]:
+    assert isinstance(exc, ValidationException)
+    return error_response(422, "validation_failed", "request validation failed", details=exc.extra)
+
+
+def _http_handler(_: Request[Any, Any, Any], exc: Exception) -> Response[ErrorBody]:
+    assert isinstance(exc, HTTPException)
+    status = exc.status_code
+    code = HTTPStatus(status).phrase.lower().replace(" ", "_").replace("-", "_")
+    headers = dict(exc.headers or {})
+    return error_response(status, code, str(exc.detail), details=exc.extra or None, headers=headers)
+
+
+def _internal_handler(_: Request[Any, Any, Any], exc: Exception) -> Response[ErrorBody]:
+    log.error("request.unhandled_error", error_type=type(exc).__name__, exc_info=exc)
+    return error_response(500, "internal_error", "internal server error")
+
+
+EXCEPTION_HANDLERS: ExceptionHandlersMap = {
+    **{cls: _domain_handler for cls, _, _ in _DOMAIN_STATUS},
+    ValidationException: _validation_handler,
+    HTTPException: _http_handler,
+    Exception: _internal_handler,
+}
+"""Pass as ``exception_handlers=`` (``api_app`` does)."""
+
+_DESCRIPTIONS = {
+    400: "Bad request",
+    401: "Missing, invalid, expired or revoked token or credentials",
+    403: "Authenticated but not allowed",
+    404: "Not found",
+    409: "Conflicts with the current state",
+    413: "Request body too large",
+    422: "Invalid input",
+    429: "Rate-limited; see Retry-After",
+    503: "A dependency (database, Redis) is unavailable; see Retry-After",
+}
+
+
+def error_responses(*statuses: int) -> dict[int, ResponseSpec]:
+    """OpenAPI ``responses=`` documenting error statuses with the shared error body."""
+    return {
+        status: ResponseSpec(
+            data_container=ErrorBody, description=_DESCRIPTIONS.get(status, "Error"),
+            generate_examples=False,
+        )
+        for status in statuses
+    }
+
+
+# --- correlation ids -----------------------------------------------------------------------
+def correlation_middleware(app: ASGIApp) -> ASGIApp:
+    """Reads or creates ``X-Correlation-ID``, binds it for logs and the outbox, returns it."""
+
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != ScopeType.HTTP:
+            await app(scope, receive, send)
+            return
+        correlation_id = _incoming_correlation_id(scope) or new_correlation_id()
+        encoded = correlation_id.encode()
+
+        async def send_with_header(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                headers.append((b"x-correlation-id", encoded))
+                message["headers"] = headers
+            await send(message)
+
+        with structlog.contextvars.bound_contextvars(correlation_id=correlation_id):
+            await app(scope, receive, send_with_header)
+
+    return middleware
+
+
+def _incoming_correlation_id(scope: Scope) -> str | None:
+    for name, value in scope.get("headers", ()):
+        if name == b"x-correlation-id":
+            candidate = value.decode("latin-1")
+            return candidate if _VALID_CORRELATION_ID.match(candidate) else None
+    return None
+
+
+# --- health and readiness ----------------------------------------------------------------------
+ReadyCheck = Callable[[], Awaitable[object]]
+
+
+class HealthBody(msgspec.Struct, kw_only=True):
+    status: str
+
+
+class ReadyBody(msgspec.Struct, kw_only=True):
+    status: str
+    """``ready`` or ``unavailable``."""
+    checks: dict[str, str]
+    """Dependency -> ``ok`` or the reason it failed."""
+
+
+def database_check(engine: AsyncEngine) -> ReadyCheck:
+    async def check() -> None:
+        async with engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+
+    return check
+
+
+def redis_check(redis: Any) -> ReadyCheck:
+    async def check() -> None:
+        await redis.ping()
+
+    return check
+
+
+async def run_checks(checks: Mapping[str, ReadyCheck], timeout_s: float = 2.0) -> ReadyBody:
+    """Run every check concurrently, each bounded by ``timeout_s``."""
+
+    async def one(check: ReadyCheck) -> str:
+        try:
+            await asyncio.wait_for(check(), timeout_s)
+        except Exception as exc:
+            return f"error: {type(exc).__name__}: {exc}"[:300]
+        return "ok"
+
+    results = await asyncio.gather(*(one(c) for c in checks.values()))
+    status = "ready" if all(r == "ok" for r in results) else "unavailable"
+    return ReadyBody(status=status, checks=dict(zip(checks, results, strict=True)))
+
+
+def health_routes(checks: Mapping[str, ReadyCheck]) -> list[HTTPRouteHandler]:
+    """``GET /health`` (process alive) and ``GET /ready`` (dependencies reachable)."""
+
+    @get(
+        "/health", operation_id="health", tags=["ops"], summary="Process is alive",
+        sync_to_thread=False,
+    )
+    def health() -> HealthBody:
+        return HealthBody(status="ok")
+
+    @get(
+        "/ready", operation_id="ready", tags=["ops"], summary="Dependencies are reachable",
+        responses={503: ResponseSpec(ReadyBody, description="A dependency is unreachable")},
+    )
+    async def ready() -> Response[ReadyBody]:
+        body = await run_checks(checks)
+        return Response(body, status_code=200 if body.status == "ready" else 503)
+
+    return [health, ready]
+
+
+# --- the app -------------------------------------------------------------------------------
+def api_app(
+    *,
+    title: str,
+    version: str = "1.0.0",
+    route_handlers: Sequence[Any],
+    ready_checks: Mapping[str, ReadyCheck],
+    max_body_bytes: int,
+    description: str | None = None,
+    **litestar_kwargs: Any,
+) -> Litestar:
+    """A Litestar app with the shared errors, correlation ids, health, limits and /schema."""
+    openapi = OpenAPIConfig(
+        title=title, version=version, description=description, path="/schema",
+        render_plugins=[SwaggerRenderPlugin()], components=[bearer_components()],
+    )
+    middleware = [correlation_middleware, *litestar_kwargs.pop("middleware", [])]
+    return Litestar(
+        route_handlers=[*health_routes(ready_checks), *route_handlers],
+        exception_handlers={**EXCEPTION_HANDLERS, **litestar_kwargs.pop("exception_handlers", {})},
+        middleware=middleware,
+        openapi_config=openapi,
+        request_max_body_size=max_body_bytes,
+        **litestar_kwargs,
+    )
+
+
+__all__ = [
+    "EXCEPTION_HANDLERS",
+    "ErrorBody",
+    "api_app",
+    "correlation_middleware",
+    "database_check",
+    "error_response",
+    "error_responses",
+    "health_routes",
+    "redis_check",
+    "run_checks",
+]

@@ -1,0 +1,126 @@
+"""The shared HTTP layer: one error shape, correlation ids, health/readiness, body limit."""
+
+from __future__ import annotations
+
+import msgspec
+from litestar import get, post
+from litestar.params import JSONBody
+from litestar.testing import AsyncTestClient
+
+from shared.errors import Conflict, DependencyUnavailable, NotYetAvailable, RateLimited
+from shared.http import api_app
+from shared.logging import current_correlation_id
+
+
+class Body(msgspec.Struct):
+    name: str
+
+
+@get("/conflict", operation_id="conflict", sync_to_thread=False)
+def conflict() -> None:
+    raise Conflict("email already registered")
+
+
+@get("/limited", operation_id="limited", sync_to_thread=False)
+def limited() -> None:
+    raise RateLimited("slow down", retry_after=7)
+
+
+@get("/later", operation_id="later", sync_to_thread=False)
+def later() -> None:
+    raise NotYetAvailable("not yet", retry_after=1)
+
+
+@get("/down", operation_id="down", sync_to_thread=False)
+def down() -> None:
+    raise DependencyUnavailable("redis down")
+
+
+@get("/boom", operation_id="boom", sync_to_thread=False)
+def boom() -> None:
+    raise RuntimeError("secret internals")
+
+
+@get("/cid", operation_id="cid", sync_to_thread=False)
+def cid() -> dict[str, str | None]:
+    return {"cid": current_correlation_id()}
+
+
+@post("/echo", operation_id="echo", sync_to_thread=False)
+def echo(data: JSONBody[Body]) -> Body:
+    return data
+
+
+async def failing_check() -> None:
+    raise ConnectionError("db gone")
+
+
+async def ok_check() -> None:
+    return None
+
+
+def app(ready_ok: bool = True) -> AsyncTestClient:  # type: ignore[type-arg]
+    checks = {"database": ok_check, "redis": ok_check if ready_ok else failing_check}
+    return AsyncTestClient(api_app(
+        title="t", route_handlers=[conflict, limited, later, down, boom, cid, echo],
+        ready_checks=checks, max_body_bytes=1024,
+    ))
+
+
+async def test_domain_errors_map_to_status_and_shape() -> None:
+    async with app() as client:
+        r = await client.get("/conflict")
+        assert r.status_code == 409
+        assert r.json() == {"error": {"code": "conflict", "message": "email already registered"}}
+        r = await client.get("/limited")
+        assert r.status_code == 429
+        assert r.headers["retry-after"] == "7"
+        r = await client.get("/later")
+        assert r.status_code == 404
+        assert r.headers["retry-after"] == "1"
+        r = await client.get("/down")
+        assert r.status_code == 503
+        assert r.json()["error"]["code"] == "dependency_unavailable"
+
+
+async def test_unexpected_error_is_500_without_internals() -> None:
+    async with app() as client:
+        r = await client.get("/boom")
+        assert r.status_code == 500
+        assert r.json()["error"]["code"] == "internal_error"
+        assert "secret" not in r.text
+        assert "Traceback" not in r.text
+
+
+async def test_validation_unknown_route_and_body_limit() -> None:
+    async with app() as client:
+        r = await client.post("/echo", json={"name": 3})
+        assert r.status_code == 422
+        assert r.json()["error"]["code"] == "validation_failed"
+        r = await client.get("/nope")
+        assert r.status_code == 404
+        assert r.json()["error"]["code"] == "not_found"
+        r = await client.post("/echo", json={"name": "x" * 5000})
+        assert r.status_code == 413
+        assert "error" in r.json()
+
+
+async def test_correlation_id_is_echoed_and_bound() -> None:
+    async with app() as client:
+        r = await client.get("/cid", headers={"X-Correlation-ID": "abc-123"})
+        assert r.headers["x-correlation-id"] == "abc-123"
+        assert r.json() == {"cid": "abc-123"}
+        r = await client.get("/cid")
+        assert r.json()["cid"] == r.headers["x-correlation-id"]
+
+
+async def test_health_ready_and_schema() -> None:
+    async with app() as client:
+        assert (await client.get("/health")).json() == {"status": "ok"}
+        assert (await client.get("/ready")).status_code == 200
+        schema = (await client.get("/schema/openapi.json")).json()
+        assert "/echo" in schema["paths"]
+    async with app(ready_ok=False) as client:
+        r = await client.get("/ready")
+        assert r.status_code == 503
+        assert r.json()["checks"]["redis"].startswith("error")
