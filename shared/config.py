@@ -95,9 +95,6 @@ class Settings:
     """Prometheus endpoint of the relay process (0 disables it)."""
 
     # --- admin API and OCR worker ---------------------------------------------------------
-    admin_port: int = field(default=8003, metadata=_env("ADMIN_PORT"))
-    """Port of the admin API (documents and OCR results)."""
-
     upload_max_bytes: int = field(default=20 * 1024 * 1024, metadata=_env("UPLOAD_MAX_BYTES"))
     """Largest accepted upload; bigger bodies are refused with 413 before being buffered."""
 

@@ -93,7 +93,9 @@ def _inspect_image(content: bytes, limits: Limits) -> int:
             for index, frame in enumerate(ImageSequence.Iterator(image)):
                 _check_pixels(frame.width, frame.height, limits, f"page {index + 1}")
             return int(pages)
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+    except Image.DecompressionBombError as exc:
+        raise ValidationFailed(f"image exceeds the pixel limit of {limits.max_pixels}: {exc}") from exc
+    except (OSError, SyntaxError, ValueError) as exc:
         raise UnreadableDocument(f"unreadable image: {exc}") from exc
 
 

@@ -268,7 +268,7 @@ def _tesseract_line(data: dict[str, list[Any]], indexes: list[int]) -> OcrLine:
     return OcrLine(
         text=" ".join(data["text"][i].strip() for i in indexes),
         confidence=round(confidence, 4),
-        bbox=[[left, top], [right, top], [right, bottom], [left, bottom]],
+        bbox=[[float(x), float(y)] for x, y in ((left, top), (right, top), (right, bottom), (left, bottom))],
     )
 
 
