@@ -38,6 +38,11 @@ def _visible(viewer: Viewer) -> sa.ColumnElement[bool]:
     return sa.true() if viewer.is_admin else documents.c.owner_id == viewer.user_id
 
 
+def _plain(mapping: Any) -> dict[str, Any]:
+    # Column names are ``quoted_name`` (a str subclass); callers want plain str keys.
+    return {str(key): value for key, value in mapping.items()}
+
+
 _SUMMARY = (
     documents.c.id, documents.c.owner_id, documents.c.filename, documents.c.media_type,
     documents.c.size_bytes, documents.c.page_count, documents.c.status,
@@ -85,7 +90,7 @@ async def list_documents(
         .limit(limit).offset(offset)
     )
     total = await session.scalar(sa.select(sa.func.count()).select_from(documents).where(where))
-    return [dict(row._mapping) for row in rows], int(total or 0)
+    return [_plain(row._mapping) for row in rows], int(total or 0)
 
 
 async def get_document(
@@ -99,7 +104,7 @@ async def get_document(
     ).first()
     if row is None:
         raise NotFound(f"document {document_id} not found")
-    document = dict(row._mapping)
+    document = _plain(row._mapping)
     document["pages"] = await _pages(session, document_id)
     return document
 
