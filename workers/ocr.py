@@ -22,18 +22,20 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from typing import Any
-
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from apps.admin.app import upload_limits
 from apps.admin.models import document_blobs, documents, ocr_lines, ocr_pages
 from outbox.writer import add_event
+from shared.config import Settings
+from shared.db import create_engine, session_factory
 from shared.errors import TransientError, ValidationFailed
 from shared.events import DocumentOcrCompleted, DocumentOcrFailed, DocumentUploaded
 from shared.logging import get_logger
-from workers.ocr_engines import OcrPage
-from workers.ocr_pool import OcrRunner
+from workers.ocr_engines import EngineConfig, OcrPage, preflight
+from workers.ocr_pool import OcrRunner, ProcessOcrRunner
+from workers.runtime import Consumer, MessageContext
 
 log = get_logger(__name__)
 
@@ -71,7 +73,9 @@ class OcrJob:
     ) -> None:
         self._sessions, self._runner, self._lease_s = sessions, runner, lease_s
 
-    async def handle(self, session: AsyncSession, message: DocumentUploaded, ctx: Any) -> None:
+    async def handle(
+        self, session: AsyncSession, message: DocumentUploaded, ctx: MessageContext | None
+    ) -> None:
         """Process one uploaded document; effects and follow-up event commit with ``session``."""
         claim = await self.claim(message)
         if claim is None:
@@ -183,3 +187,29 @@ async def store_pages(session: AsyncSession, document_id: uuid.UUID, pages: list
     ]
     if lines:
         await session.execute(sa.insert(ocr_lines), lines)
+
+
+# --- the consumer ------------------------------------------------------------------------------
+class OcrConsumer(Consumer):
+    """The ``ocr`` consumer: checks the models and warms the pool before taking messages."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.engine_config = EngineConfig.from_settings(settings)
+        self.db = create_engine(settings.admin_database_url, pool_size=settings.db_pool_size)
+        self.runner = ProcessOcrRunner(
+            self.engine_config, upload_limits(settings).document,
+            workers=settings.ocr_workers, timeout_s=settings.ocr_timeout_s,
+        )
+        # The lease outlives the timeout: a claim is only taken over once its OCR is surely over.
+        job = OcrJob(session_factory(self.db), self.runner, lease_s=settings.ocr_timeout_s + 30)
+        super().__init__(name="ocr", database="admindb", handlers={DocumentUploaded: job.handle})
+
+    async def run(self, settings: Settings) -> None:
+        preflight(self.engine_config)  # missing models: fail now, naming them, not per message
+        await self.runner.warm_up()
+        log.info("ocr_engine_ready", engine=self.engine_config.engine, workers=settings.ocr_workers)
+        try:
+            await super().run(settings)
+        finally:
+            await self.runner.close()
+            await self.db.dispose()
