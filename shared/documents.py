@@ -82,7 +82,9 @@ def _check_pixels(width: int, height: int, limits: Limits, where: str) -> None:
 
 def _check_pages(pages: int, limits: Limits) -> None:
     if pages > limits.max_pages:
-        raise ValidationFailed(f"document has {pages} pages, more than the limit of {limits.max_pages}")
+        raise ValidationFailed(
+            f"document has {pages} pages, more than the limit of {limits.max_pages}"
+        )
 
 
 def _inspect_image(content: bytes, limits: Limits) -> int:
@@ -94,7 +96,9 @@ def _inspect_image(content: bytes, limits: Limits) -> int:
                 _check_pixels(frame.width, frame.height, limits, f"page {index + 1}")
             return int(pages)
     except Image.DecompressionBombError as exc:
-        raise ValidationFailed(f"image exceeds the pixel limit of {limits.max_pixels}: {exc}") from exc
+        raise ValidationFailed(
+            f"image exceeds the pixel limit of {limits.max_pixels}: {exc}"
+        ) from exc
     except (OSError, SyntaxError, ValueError) as exc:
         raise UnreadableDocument(f"unreadable image: {exc}") from exc
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -134,7 +135,9 @@ async def _finish(session: AsyncSession, claim: Claim, **values: object) -> bool
             documents.c.status == "processing",
             documents.c.attempts == claim.token,
         )
-        .values(updated_at=sa.func.clock_timestamp(), completed_at=sa.func.clock_timestamp(), **values)
+        .values(
+            updated_at=sa.func.clock_timestamp(), completed_at=sa.func.clock_timestamp(), **values
+        )
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
 

@@ -51,7 +51,7 @@ class OcrEngine(Protocol):
         ...
 
 
-class OcrModelsMissing(TransientError):
+class OcrModelsMissing(TransientError):  # noqa: N818 - reads as the condition it names
     """Model files are missing or rejected; the message says which and where it looked.
 
     Transient for a message (providing the files fixes it), fatal at worker start-up.
@@ -116,7 +116,7 @@ def easyocr_recognition_model(languages: tuple[str, ...]) -> str:
 
 
 def easyocr_model_files(config: EngineConfig) -> list[Path]:
-    from easyocr import config as eocfg
+    from easyocr import config as eocfg  # noqa: PLC0415
 
     directory = Path(config.model_dir)
     recogniser = eocfg.recognition_models["gen2"][easyocr_recognition_model(config.languages)]
@@ -148,8 +148,8 @@ def _pinned_checksums(model_dir: str) -> Iterator[None]:
     the duration of the load: easyocr's own loading code runs unchanged, and its download
     path is never taken because the files exist.
     """
-    from easyocr import easyocr as eo
-    from easyocr.utils import calculate_md5
+    from easyocr import easyocr as eo  # noqa: PLC0415
+    from easyocr.utils import calculate_md5  # noqa: PLC0415
 
     def pin(entry: dict[str, Any]) -> None:
         path = os.path.join(model_dir, entry["filename"])
@@ -176,7 +176,7 @@ class EasyOcrEngine:
     name = "easyocr"
 
     def __init__(self, config: EngineConfig) -> None:
-        import easyocr
+        import easyocr  # noqa: PLC0415
 
         missing = easyocr_missing_files(config)
         if missing and not config.allow_downloads:
@@ -202,7 +202,7 @@ class EasyOcrEngine:
             ) from exc
 
     def recognise(self, image: Image.Image) -> list[OcrLine]:
-        import numpy as np
+        import numpy as np  # noqa: PLC0415
 
         results = self._reader.readtext(np.asarray(image.convert("RGB")))
         return [
@@ -230,7 +230,7 @@ class TesseractEngine:
 
     @staticmethod
     def check(languages: tuple[str, ...]) -> None:
-        import pytesseract
+        import pytesseract  # noqa: PLC0415
 
         try:
             available = set(pytesseract.get_languages(config=""))
@@ -246,7 +246,7 @@ class TesseractEngine:
             )
 
     def recognise(self, image: Image.Image) -> list[OcrLine]:
-        import pytesseract
+        import pytesseract  # noqa: PLC0415
 
         data = pytesseract.image_to_data(
             image, lang=self._lang, output_type=pytesseract.Output.DICT
@@ -268,7 +268,10 @@ def _tesseract_line(data: dict[str, list[Any]], indexes: list[int]) -> OcrLine:
     return OcrLine(
         text=" ".join(data["text"][i].strip() for i in indexes),
         confidence=round(confidence, 4),
-        bbox=[[float(x), float(y)] for x, y in ((left, top), (right, top), (right, bottom), (left, bottom))],
+        bbox=[
+            [float(x), float(y)]
+            for x, y in ((left, top), (right, top), (right, bottom), (left, bottom))
+        ],
     )
 
 

@@ -51,7 +51,7 @@ def _init_process(threads: int) -> None:
     # Several processes on few cores: torch's default of one thread per core oversubscribes.
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
     try:
-        import torch
+        import torch  # noqa: PLC0415
 
         torch.set_num_threads(threads)
     except ImportError:  # tesseract-only installs

@@ -16,7 +16,7 @@ from workers.runtime import Consumer
 ConsumerFactory = Callable[[Settings], Consumer]
 
 CONSUMERS: dict[str, ConsumerFactory] = {
-    "ocr": lambda settings: _ocr(settings),
+    "ocr": lambda settings: _ocr(settings),  # noqa: PLW0108 - _ocr is defined below
 }
 """Registered consumers, by queue name."""
 
@@ -30,6 +30,6 @@ def get(name: str) -> ConsumerFactory:
 
 
 def _ocr(settings: Settings) -> Consumer:
-    from workers.ocr import OcrConsumer  # imported on use: PIL/pdfium only where OCR runs
+    from workers.ocr import OcrConsumer  # imported on use: PIL/pdfium only where OCR runs  # noqa: PLC0415
 
     return OcrConsumer(settings)

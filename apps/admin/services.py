@@ -68,7 +68,9 @@ async def upload_document(
             page_count=info.pages,
         )
     )
-    await session.execute(sa.insert(document_blobs).values(document_id=document_id, content=content))
+    await session.execute(
+        sa.insert(document_blobs).values(document_id=document_id, content=content)
+    )
     await add_event(
         session,
         DocumentUploaded(
@@ -175,7 +177,9 @@ async def delete_user_documents(session: AsyncSession, user_id: uuid.UUID) -> in
     ).all()
     held = [str(r.id) for r in rows if r.legal_hold]
     if held:
-        raise LegalHold(f"{len(held)} document(s) of user {user_id} under legal hold: {', '.join(held)}")
+        raise LegalHold(
+            f"{len(held)} document(s) of user {user_id} under legal hold: {', '.join(held)}"
+        )
     if rows:
         await session.execute(sa.delete(documents).where(documents.c.owner_id == user_id))
     return len(rows)

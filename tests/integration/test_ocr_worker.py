@@ -18,12 +18,13 @@ from apps.admin.services import Viewer
 from outbox.schema import outbox
 from shared.config import Settings
 from shared.db import create_engine, session_factory
+from shared.errors import TransientError
 from shared.events import DocumentUploaded
-from workers.ocr import OcrJob
-from workers.ocr_engines import EngineConfig, OcrPage
-from workers.ocr_pool import ProcessOcrRunner
 from tests.documents_support import text_png, truncated_png
 from tests.ocr_models import write_easyocr_models
+from workers.ocr import OcrJob
+from workers.ocr_engines import EngineConfig, OcrModelsMissing, OcrPage, preflight
+from workers.ocr_pool import ProcessOcrRunner
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +93,8 @@ async def events_of(sessions: async_sessionmaker[AsyncSession], document_id: uui
 
 
 def runner(settings: Settings, config: EngineConfig, timeout_s: float = 60) -> ProcessOcrRunner:
-    return ProcessOcrRunner(config, upload_limits(settings).document, workers=1, timeout_s=timeout_s)
+    limits = upload_limits(settings).document
+    return ProcessOcrRunner(config, limits, workers=1, timeout_s=timeout_s)
 
 
 async def test_tesseract_recognises_rendered_text_once(
@@ -112,7 +114,8 @@ async def test_tesseract_recognises_rendered_text_once(
     assert doc["engine"] == "tesseract"
     assert "Invoice 4711 paid" in doc["pages"][0]["text"]
     line = doc["pages"][0]["lines"][0]
-    assert 0 < line["confidence"] <= 1 and len(line["bbox"]) == 4
+    assert 0 < line["confidence"] <= 1
+    assert len(line["bbox"]) == 4
     assert counting.runs == 1
     assert await events_of(sessions, message.document_id) == [
         "document.uploaded", "document.ocr_completed",
@@ -140,8 +143,6 @@ async def test_easyocr_pipeline_runs_on_generated_models(
 
 
 async def test_missing_easyocr_models_are_named(tmp_path: Path) -> None:
-    from workers.ocr_engines import OcrModelsMissing, preflight
-
     with pytest.raises(OcrModelsMissing) as info:
         preflight(engine_config("easyocr", str(tmp_path / "models")))
     message = str(info.value)
@@ -186,8 +187,6 @@ async def test_timeout_fails_the_document_and_the_pool_recovers(
 async def test_document_in_progress_elsewhere_is_retried_not_run(
     settings: Settings, sessions: async_sessionmaker[AsyncSession]
 ) -> None:
-    from shared.errors import TransientError
-
     counting = CountingRunner(runner(settings, engine_config("fake")))
     job = OcrJob(sessions, counting, lease_s=60)
     message = await upload(sessions, settings, text_png("busy"))
