@@ -24,18 +24,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from apps.admin import services  # noqa: E402
-from apps.admin.app import upload_limits  # noqa: E402
-from apps.admin.services import Viewer  # noqa: E402
-from shared.config import Settings  # noqa: E402
-from shared.db import create_engine, session_factory  # noqa: E402
-from shared.events import DocumentUploaded  # noqa: E402
-from tests.documents_support import text_png  # noqa: E402
-from tests.ocr_models import write_easyocr_models  # noqa: E402
-from tests.support import isolated_settings  # noqa: E402
-from workers.ocr import OcrJob  # noqa: E402
-from workers.ocr_engines import EngineConfig, easyocr_missing_files  # noqa: E402
-from workers.ocr_pool import ProcessOcrRunner  # noqa: E402
+from apps.admin import services
+from apps.admin.app import upload_limits
+from apps.admin.services import Viewer
+from shared.config import Settings
+from shared.db import create_engine, session_factory
+from shared.events import DocumentUploaded
+from tests.documents_support import text_png
+from tests.ocr_models import write_easyocr_models
+from tests.support import isolated_settings
+from workers.ocr import OcrJob
+from workers.ocr_engines import EngineConfig, easyocr_missing_files
+from workers.ocr_pool import ProcessOcrRunner
 
 PAGE = text_png("Invoice 4711 paid on 2026-11-23", size=(1240, 400))
 
@@ -96,7 +96,6 @@ def main() -> None:
     pages, runs = (3, 2) if args.quick else (20, 10)
     result: dict[str, object] = {"quick": args.quick}
     with isolated_settings("bench_ocr") as settings, tempfile.TemporaryDirectory() as models:
-        settings = Settings(**{**settings.__dict__, "ocr_workers": Settings().ocr_workers})
         result["ocr_workers"] = settings.ocr_workers
         for name, config in configs(settings, models).items():
             ppm = asyncio.run(pages_per_minute(settings, config, pages))
