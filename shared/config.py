@@ -94,6 +94,42 @@ class Settings:
     relay_metrics_port: int = field(default=9101, metadata=_env("RELAY_METRICS_PORT"))
     """Prometheus endpoint of the relay process (0 disables it)."""
 
+    # --- admin API and OCR worker ---------------------------------------------------------
+    upload_max_bytes: int = field(default=20 * 1024 * 1024, metadata=_env("UPLOAD_MAX_BYTES"))
+    """Largest accepted upload; bigger bodies are refused with 413 before being buffered."""
+
+    upload_max_pixels: int = field(default=50_000_000, metadata=_env("UPLOAD_MAX_PIXELS"))
+    """Largest image (width x height, per page) accepted; guards against decompression bombs."""
+
+    pdf_max_pages: int = field(default=50, metadata=_env("PDF_MAX_PAGES"))
+    """Most pages a PDF upload may have."""
+
+    ocr_engine: str = field(default="easyocr", metadata=_env("OCR_ENGINE"))
+    """OCR engine of the worker: ``easyocr`` (default) or ``tesseract``."""
+
+    ocr_model_dir: str = field(default="/var/lib/ams/easyocr", metadata=_env("OCR_MODEL_DIR"))
+    """Directory holding the easyocr model files (``craft_mlt_25k.pth``, ``english_g2.pth``…)."""
+
+    ocr_allow_downloads: bool = field(default=False, metadata=_env("OCR_ALLOW_DOWNLOADS"))
+    """Let easyocr download missing model files; off so a worker never hangs on the network."""
+
+    ocr_verify_checksums: bool = field(default=True, metadata=_env("OCR_VERIFY_CHECKSUMS"))
+    """Check easyocr model files against easyocr's published MD5 sums; turn off for own weights."""
+
+    ocr_gpu: bool = field(default=False, metadata=_env("OCR_GPU"))
+    """Run easyocr on the GPU (CUDA) instead of the CPU."""
+
+    ocr_languages: str = field(default="en", metadata=_env("OCR_LANGUAGES"))
+    """Comma-separated easyocr language codes (tesseract maps ``en`` to ``eng``)."""
+
+    ocr_timeout_s: float = field(default=120.0, metadata=_env("OCR_TIMEOUT_S"))
+    """Longest OCR run of one document; a job that takes longer fails with a reason."""
+
+    ocr_workers: int = field(default=1, metadata=_env("OCR_WORKERS"))
+    """OCR processes in the worker's pool (each loads the model once), = concurrent jobs."""
+
+    ocr_pdf_dpi: int = field(default=150, metadata=_env("OCR_PDF_DPI"))
+    """Resolution PDF pages are rasterised at before OCR."""
     # --- HTTP APIs -------------------------------------------------------------------------
     users_port: int = field(default=8001, metadata=_env("USERS_PORT"))
     """Port of the users API (``python -m apps.users``)."""

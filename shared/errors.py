@@ -68,3 +68,12 @@ class TransientError(AmsError):
 
 class DependencyUnavailable(TransientError):
     """A dependency is unreachable right now; APIs answer 503."""
+
+
+# --- upload refusals (admin API): ValidationFailed with their own HTTP status ----------
+class PayloadTooLarge(ValidationFailed):
+    """The upload is bigger than the configured cap (HTTP 413)."""
+
+
+class UnsupportedMediaType(ValidationFailed):
+    """The content is not of an allowed type, whatever its name claims (HTTP 415)."""

@@ -16,7 +16,10 @@ from workers.runtime import Consumer
 
 ConsumerFactory = Callable[[Settings], Consumer]
 
-CONSUMERS: dict[str, ConsumerFactory] = {"profiles": profiles.consumer}
+CONSUMERS: dict[str, ConsumerFactory] = {
+    "profiles": profiles.consumer,
+    "ocr": lambda settings: _ocr(settings),  # noqa: PLW0108 - _ocr is defined below
+}
 """Registered consumers, by queue name."""
 
 
@@ -26,3 +29,9 @@ def get(name: str) -> ConsumerFactory:
     except KeyError:
         known = ", ".join(sorted(CONSUMERS)) or "none registered yet"
         raise KeyError(f"unknown consumer {name!r}; known: {known}") from None
+
+
+def _ocr(settings: Settings) -> Consumer:
+    from workers.ocr import OcrConsumer  # imported on use: PIL/pdfium only where OCR runs  # noqa: PLC0415
+
+    return OcrConsumer(settings)

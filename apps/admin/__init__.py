@@ -1,0 +1,1 @@
+"""Admin API: documents in, OCR text out (port 8003, admindb)."""

@@ -1,0 +1,89 @@
+"""The admin API: ``create_app(settings)`` wires the database, token verifier and limits."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from litestar import Litestar, Request, Response
+from litestar.datastructures import State
+from litestar.di import Provide
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from apps.admin.controllers import DocumentController
+from apps.admin.services import UploadLimits
+from shared.auth import VERIFIER_STATE, TokenVerifier, build_verifier
+from shared.config import Settings
+from shared.db import create_engine, session_factory
+from shared.documents import Limits
+from shared.errors import PayloadTooLarge, UnsupportedMediaType
+from shared.http import ErrorBody, api_app, database_check, error_response, redis_check
+from shared.redis_client import create_redis
+
+MULTIPART_OVERHEAD = 64 * 1024
+"""Room for multipart boundaries and headers on top of ``UPLOAD_MAX_BYTES``."""
+
+
+def upload_limits(settings: Settings) -> UploadLimits:
+    return UploadLimits(
+        max_bytes=settings.upload_max_bytes,
+        document=Limits(
+            max_pixels=settings.upload_max_pixels, max_pages=settings.pdf_max_pages,
+            pdf_dpi=settings.ocr_pdf_dpi,
+        ),
+    )
+
+
+def _status_handler(status: int, code: str) -> Any:
+    def handler(_: Request[Any, Any, Any], exc: Exception) -> Response[ErrorBody]:
+        return error_response(status, code, str(exc))
+
+    return handler
+
+
+def create_app(settings: Settings, *, verifier: TokenVerifier | None = None) -> Litestar:
+    """The admin app. ``verifier`` may be injected (tests); otherwise JWKS + Redis from settings."""
+    engine = create_engine(settings.admin_database_url, pool_size=settings.db_pool_size)
+    sessions = session_factory(engine)
+    redis = create_redis(settings.redis_url)
+    limits = upload_limits(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        app.state[VERIFIER_STATE] = verifier or build_verifier(settings, redis)
+        try:
+            yield
+        finally:
+            await engine.dispose()
+            await redis.aclose()
+
+    checks = {"admindb": database_check(engine)}
+    if verifier is None:
+        checks["redis"] = redis_check(redis)
+    return api_app(
+        title="ai-micro-service admin API",
+        description="Documents in, OCR text out.",
+        route_handlers=[DocumentController],
+        ready_checks=checks,
+        max_body_bytes=settings.upload_max_bytes + MULTIPART_OVERHEAD,
+        dependencies={
+            "db_session": Provide(_session_provider(sessions)),
+            "upload_limits": Provide(lambda: limits, sync_to_thread=False),
+        },
+        exception_handlers={
+            PayloadTooLarge: _status_handler(413, "payload_too_large"),
+            UnsupportedMediaType: _status_handler(415, "unsupported_media_type"),
+        },
+        lifespan=[lifespan],
+        state=State({}),
+    )
+
+
+def _session_provider(sessions: async_sessionmaker[AsyncSession]) -> Any:
+    async def provide() -> AsyncIterator[AsyncSession]:
+        """One transaction per request: committed when the handler returns, else rolled back."""
+        async with sessions() as session, session.begin():
+            yield session
+
+    return provide

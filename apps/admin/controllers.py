@@ -1,0 +1,96 @@
+"""HTTP routes of the admin API; each one hands over to a service."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Controller, delete, get, post, put
+from litestar.di import Provide
+from litestar.enums import RequestEncodingType
+from litestar.params import Body, Parameter
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from apps.admin import services
+from apps.admin.schemas import (
+    DocumentDetail,
+    DocumentPage,
+    DocumentSummary,
+    LegalHoldIn,
+    LegalHoldOut,
+    UploadAccepted,
+    UploadForm,
+)
+from apps.admin.services import UploadLimits, Viewer
+from shared.auth import SECURITY, Principal, current_principal
+from shared.http import error_responses
+
+
+def viewer_of(principal: Principal) -> Viewer:
+    return Viewer(user_id=principal.user_id, is_admin=principal.is_admin)
+
+
+class DocumentController(Controller):
+    path = "/documents"
+    tags = ["documents"]
+    security = SECURITY
+    dependencies = {"principal": Provide(current_principal)}
+
+    @post(
+        "/", operation_id="upload_document", status_code=202,
+        responses=error_responses(401, 413, 415, 422),
+        summary="Upload a scan or PDF for OCR",
+    )
+    async def upload(
+        self, principal: Principal, db_session: AsyncSession, upload_limits: UploadLimits,
+        data: Annotated[UploadForm, Body(media_type=RequestEncodingType.MULTI_PART)],
+    ) -> UploadAccepted:
+        content = await data.file.read()
+        result = await services.upload_document(
+            db_session, viewer_of(principal), data.file.filename, content, upload_limits
+        )
+        return UploadAccepted(**result)
+
+    @get("/", operation_id="list_documents", responses=error_responses(401))
+    async def list_documents(
+        self, principal: Principal, db_session: AsyncSession,
+        limit: Annotated[int, Parameter(ge=1, le=100)] = 20,
+        offset: Annotated[int, Parameter(ge=0)] = 0,
+    ) -> DocumentPage:
+        rows, total = await services.list_documents(
+            db_session, viewer_of(principal), limit=limit, offset=offset
+        )
+        items = [msgspec.convert(r, DocumentSummary) for r in rows]
+        return DocumentPage(items=items, total=total, limit=limit, offset=offset)
+
+    @get("/{document_id:uuid}", operation_id="get_document", responses=error_responses(401, 404))
+    async def get_document(
+        self, principal: Principal, db_session: AsyncSession, document_id: uuid.UUID
+    ) -> DocumentDetail:
+        document: dict[str, Any] = await services.get_document(
+            db_session, viewer_of(principal), document_id
+        )
+        return msgspec.convert(document, DocumentDetail)
+
+    @delete(
+        "/{document_id:uuid}", operation_id="delete_document", status_code=204,
+        responses=error_responses(401, 404, 409),
+    )
+    async def delete_document(
+        self, principal: Principal, db_session: AsyncSession, document_id: uuid.UUID
+    ) -> None:
+        await services.delete_document(db_session, viewer_of(principal), document_id)
+
+    @put(
+        "/{document_id:uuid}/legal-hold", operation_id="set_legal_hold",
+        responses=error_responses(401, 403, 404),
+    )
+    async def set_legal_hold(
+        self, principal: Principal, db_session: AsyncSession, document_id: uuid.UUID,
+        data: LegalHoldIn,
+    ) -> LegalHoldOut:
+        result = await services.set_legal_hold(
+            db_session, viewer_of(principal), document_id, hold=data.legal_hold
+        )
+        return LegalHoldOut(**result)

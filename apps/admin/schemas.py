@@ -1,0 +1,76 @@
+"""Request and response bodies of the admin API."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+import msgspec
+from litestar.datastructures import UploadFile
+
+
+@dataclass
+class UploadForm:
+    """``multipart/form-data`` with one field ``file``."""
+
+    file: UploadFile
+
+
+class UploadAccepted(msgspec.Struct, kw_only=True):
+    document_id: uuid.UUID
+    status: str
+
+
+class OcrLineOut(msgspec.Struct, kw_only=True):
+    text: str
+    confidence: float
+    """0..1 as reported by the engine."""
+    bbox: list[list[float]]
+    """Four ``[x, y]`` corners in page pixels: top-left, top-right, bottom-right, bottom-left."""
+
+
+class OcrPageOut(msgspec.Struct, kw_only=True):
+    page_no: int
+    width: int
+    height: int
+    text: str
+    lines: list[OcrLineOut]
+
+
+class DocumentSummary(msgspec.Struct, kw_only=True):
+    id: uuid.UUID
+    owner_id: uuid.UUID
+    filename: str
+    media_type: str
+    size_bytes: int
+    page_count: int
+    status: str
+    """``pending``, ``processing``, ``completed`` or ``failed``."""
+    failure_reason: str | None
+    engine: str | None
+    legal_hold: bool
+    created_at: datetime
+    updated_at: datetime
+    completed_at: datetime | None
+
+
+class DocumentDetail(DocumentSummary, kw_only=True):
+    pages: list[OcrPageOut]
+    """OCR text per page with its lines (empty until the document is completed)."""
+
+
+class DocumentPage(msgspec.Struct, kw_only=True):
+    items: list[DocumentSummary]
+    total: int
+    limit: int
+    offset: int
+
+
+class LegalHoldIn(msgspec.Struct, kw_only=True):
+    legal_hold: bool
+
+
+class LegalHoldOut(msgspec.Struct, kw_only=True):
+    document_id: uuid.UUID
+    legal_hold: bool

@@ -1,0 +1,185 @@
+"""Documents: upload, read, delete, legal hold. Pure logic over an open session.
+
+Services take the caller's view (:class:`Viewer`) rather than an HTTP principal and raise
+``shared.errors``; the app maps those to HTTP once. A document the viewer may not see
+is reported as :class:`NotFound`, so its existence is not revealed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from apps.admin.models import document_blobs, documents, ocr_lines, ocr_pages
+from outbox.writer import add_event
+from shared.documents import Limits, inspect, safe_filename
+from shared.errors import LegalHold, NotFound, PayloadTooLarge, PermissionDenied
+from shared.events import DocumentUploaded
+
+
+@dataclass(frozen=True)
+class Viewer:
+    user_id: uuid.UUID
+    is_admin: bool = False
+
+
+@dataclass(frozen=True)
+class UploadLimits:
+    max_bytes: int
+    document: Limits
+
+
+def _visible(viewer: Viewer) -> sa.ColumnElement[bool]:
+    return sa.true() if viewer.is_admin else documents.c.owner_id == viewer.user_id
+
+
+def _plain(mapping: Any) -> dict[str, Any]:
+    # Column names are ``quoted_name`` (a str subclass); callers want plain str keys.
+    return {str(key): value for key, value in mapping.items()}
+
+
+_SUMMARY = (
+    documents.c.id, documents.c.owner_id, documents.c.filename, documents.c.media_type,
+    documents.c.size_bytes, documents.c.page_count, documents.c.status,
+    documents.c.failure_reason, documents.c.engine, documents.c.legal_hold,
+    documents.c.created_at, documents.c.updated_at, documents.c.completed_at,
+)
+
+
+async def upload_document(
+    session: AsyncSession, viewer: Viewer, filename: str | None, content: bytes,
+    limits: UploadLimits,
+) -> dict[str, Any]:
+    """Validate and store a document with its bytes and ``document.uploaded`` (one transaction)."""
+    if len(content) > limits.max_bytes:
+        raise PayloadTooLarge(f"file is larger than the limit of {limits.max_bytes} bytes")
+    info = inspect(content, limits.document)
+    document_id = uuid.uuid4()
+    await session.execute(
+        sa.insert(documents).values(
+            id=document_id, owner_id=viewer.user_id,
+            filename=safe_filename(filename, info.media_type), media_type=info.media_type,
+            size_bytes=len(content), sha256=hashlib.sha256(content).hexdigest(),
+            page_count=info.pages,
+        )
+    )
+    await session.execute(
+        sa.insert(document_blobs).values(document_id=document_id, content=content)
+    )
+    await add_event(
+        session,
+        DocumentUploaded(
+            document_id=document_id, owner_id=viewer.user_id, media_type=info.media_type,
+            size_bytes=len(content),
+        ),
+    )
+    return {"document_id": document_id, "status": "pending"}
+
+
+async def list_documents(
+    session: AsyncSession, viewer: Viewer, *, limit: int, offset: int
+) -> tuple[list[dict[str, Any]], int]:
+    """One page of the viewer's documents (all for admins), newest first, and the total."""
+    where = _visible(viewer)
+    rows = await session.execute(
+        sa.select(*_SUMMARY).where(where)
+        .order_by(documents.c.created_at.desc(), documents.c.id.desc())
+        .limit(limit).offset(offset)
+    )
+    total = await session.scalar(sa.select(sa.func.count()).select_from(documents).where(where))
+    return [_plain(row._mapping) for row in rows], int(total or 0)
+
+
+async def get_document(
+    session: AsyncSession, viewer: Viewer, document_id: uuid.UUID
+) -> dict[str, Any]:
+    """A document with its OCR pages and lines (empty until completed)."""
+    row = (
+        await session.execute(
+            sa.select(*_SUMMARY).where(documents.c.id == document_id, _visible(viewer))
+        )
+    ).first()
+    if row is None:
+        raise NotFound(f"document {document_id} not found")
+    document = _plain(row._mapping)
+    document["pages"] = await _pages(session, document_id)
+    return document
+
+
+async def _pages(session: AsyncSession, document_id: uuid.UUID) -> list[dict[str, Any]]:
+    pages = {
+        r.page_no: {"page_no": r.page_no, "width": r.width, "height": r.height,
+                    "text": r.text, "lines": []}
+        for r in await session.execute(
+            sa.select(ocr_pages).where(ocr_pages.c.document_id == document_id)
+            .order_by(ocr_pages.c.page_no)
+        )
+    }
+    lines = await session.execute(
+        sa.select(ocr_lines).where(ocr_lines.c.document_id == document_id)
+        .order_by(ocr_lines.c.page_no, ocr_lines.c.line_no)
+    )
+    for r in lines:
+        pages[r.page_no]["lines"].append(
+            {"text": r.text, "confidence": r.confidence, "bbox": r.bbox}
+        )
+    return list(pages.values())
+
+
+async def delete_document(session: AsyncSession, viewer: Viewer, document_id: uuid.UUID) -> None:
+    """Delete a document and everything derived from it; refused under legal hold."""
+    held = await session.scalar(
+        sa.select(documents.c.legal_hold)
+        .where(documents.c.id == document_id, _visible(viewer))
+        .with_for_update()
+    )
+    if held is None:
+        raise NotFound(f"document {document_id} not found")
+    if held:
+        raise LegalHold(f"document {document_id} is under legal hold")
+    await session.execute(sa.delete(documents).where(documents.c.id == document_id))
+
+
+async def set_legal_hold(
+    session: AsyncSession, viewer: Viewer, document_id: uuid.UUID, *, hold: bool
+) -> dict[str, Any]:
+    """Place or lift a legal hold (admins only)."""
+    if not viewer.is_admin:
+        raise PermissionDenied("only admins may change a legal hold")
+    result = await session.execute(
+        sa.update(documents).where(documents.c.id == document_id)
+        .values(legal_hold=hold, updated_at=sa.func.clock_timestamp())
+        .returning(documents.c.id, documents.c.legal_hold)
+    )
+    row = result.first()
+    if row is None:
+        raise NotFound(f"document {document_id} not found")
+    return {"document_id": row.id, "legal_hold": row.legal_hold}
+
+
+async def delete_user_documents(session: AsyncSession, user_id: uuid.UUID) -> int:
+    """Deletion saga step: delete all documents of ``user_id``; :class:`LegalHold` if any is held.
+
+    All or nothing: the rows are locked first, so a hold placed concurrently either
+    blocks the deletion or waits for it. Returns the number of documents deleted.
+    """
+    rows = (
+        await session.execute(
+            sa.select(documents.c.id, documents.c.legal_hold)
+            .where(documents.c.owner_id == user_id)
+            .with_for_update()
+        )
+    ).all()
+    held = [str(r.id) for r in rows if r.legal_hold]
+    if held:
+        raise LegalHold(
+            f"{len(held)} document(s) of user {user_id} under legal hold: {', '.join(held)}"
+        )
+    if rows:
+        await session.execute(sa.delete(documents).where(documents.c.owner_id == user_id))
+    return len(rows)

@@ -1,0 +1,48 @@
+"""Documents the tests render: text images, PDFs, bombs, corrupt files."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import pypdfium2
+from PIL import Image, ImageDraw, ImageFont
+
+
+def text_png(text: str, size: tuple[int, int] = (900, 160)) -> bytes:
+    image = Image.new("RGB", size, "white")
+    ImageDraw.Draw(image).text((20, 40), text, fill="black", font=ImageFont.load_default(size=48))
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return out.getvalue()
+
+
+def image_bytes(fmt: str, size: tuple[int, int] = (64, 32)) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", size, "white").save(out, format=fmt)
+    return out.getvalue()
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A PNG whose header claims ``width`` x ``height`` (a decompression bomb's header)."""
+    data = bytearray(image_bytes("PNG", (1, 1)))
+    ihdr = struct.pack(">II", width, height) + bytes(data[24:29])
+    data[16:29] = ihdr
+    data[29:33] = struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+    return bytes(data)
+
+
+def pdf_with_pages(pages: int, size: tuple[float, float] = (200, 100)) -> bytes:
+    pdf = pypdfium2.PdfDocument.new()
+    for _ in range(pages):
+        pdf.new_page(*size)
+    out = io.BytesIO()
+    pdf.save(out)
+    pdf.close()
+    return out.getvalue()
+
+
+def truncated_png() -> bytes:
+    """Valid signature and header, pixel data cut off: passes upload checks, fails OCR."""
+    return text_png("cut")[:120]

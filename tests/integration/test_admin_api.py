@@ -1,0 +1,141 @@
+"""The admin API over HTTP with real admindb and tokens signed by a key made in the test."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from litestar.testing import AsyncTestClient
+
+from apps.admin.app import create_app
+from shared.auth import JwksCache, TokenVerifier
+from shared.config import Settings
+from tests.documents_support import image_bytes, pdf_with_pages, png_claiming, text_png
+
+KEY = Ed25519PrivateKey.generate()
+
+
+class StaticJwks:
+    async def fetch(self) -> dict[str, Any]:
+        jwk = json.loads(jwt.algorithms.OKPAlgorithm.to_jwk(KEY.public_key()))
+        jwk.update(kid="k1", alg="EdDSA", use="sig")
+        return {"keys": [jwk]}
+
+
+class NoRevocations:
+    async def is_revoked(self, jti: str, session_id: str | None) -> bool:
+        return False
+
+
+def token(settings: Settings, user_id: uuid.UUID, *roles: str) -> dict[str, str]:
+    now = int(time.time())
+    claims = {
+        "iss": settings.auth_issuer, "aud": settings.auth_audience, "sub": str(user_id),
+        "iat": now, "nbf": now, "exp": now + 600, "jti": uuid.uuid4().hex, "typ": "access",
+        "roles": ["user", *roles],
+    }
+    signed = jwt.encode(claims, KEY, algorithm="EdDSA", headers={"kid": "k1"})
+    return {"Authorization": f"Bearer {signed}"}
+
+
+@pytest.fixture(scope="module")
+async def client(settings: Settings) -> AsyncIterator[AsyncTestClient[Any]]:
+    limited = Settings(
+        **{**settings.__dict__, "upload_max_bytes": 200_000, "upload_max_pixels": 2_000_000,
+           "pdf_max_pages": 3},
+    )
+    verifier = TokenVerifier(
+        JwksCache(StaticJwks()), NoRevocations(),
+        issuer=settings.auth_issuer, audience=settings.auth_audience,
+    )
+    async with AsyncTestClient(create_app(limited, verifier=verifier)) as c:
+        yield c
+
+
+def files(content: bytes, name: str = "scan.png", ctype: str = "image/png") -> dict[str, Any]:
+    return {"file": (name, content, ctype)}
+
+
+async def test_upload_then_owner_reads_it(client: AsyncTestClient[Any], settings: Settings) -> None:
+    owner = token(settings, uuid.uuid4())
+    r = await client.post("/documents", files=files(text_png("hi"), "../x.exe"), headers=owner)
+    assert r.status_code == 202, r.text
+    body = r.json()
+    assert body["status"] == "pending"
+    doc = (await client.get(f"/documents/{body['document_id']}", headers=owner)).json()
+    assert (doc["status"], doc["filename"], doc["media_type"]) == ("pending", "x.png", "image/png")
+    assert doc["pages"] == []
+
+
+@pytest.mark.parametrize(
+    ("content", "status", "code"),
+    [
+        (b"GIF89a" + b"\0" * 100, 415, "unsupported_media_type"),
+        (b"%!PS-Adobe fake", 415, "unsupported_media_type"),
+        (png_claiming(50_000, 50_000), 422, "validation_failed"),
+        (pdf_with_pages(4), 422, "validation_failed"),
+        (b"%PDF-1.4 broken", 422, "validation_failed"),
+        (b"\x89PNG\r\n\x1a\n" + b"\0" * 300_000, 413, "request_entity_too_large"),
+    ],
+)
+async def test_bad_uploads_are_refused_and_nothing_stored(
+    client: AsyncTestClient[Any], settings: Settings, content: bytes, status: int, code: str
+) -> None:
+    user = token(settings, uuid.uuid4())
+    # The declared type and name say PNG; only the content decides.
+    r = await client.post("/documents", files=files(content), headers=user)
+    assert r.status_code == status, r.text
+    assert r.json()["error"]["code"] == code
+    listed = (await client.get("/documents", headers=user)).json()
+    assert listed["total"] == 0
+
+
+async def test_file_over_cap_but_body_within_multipart_room_is_413(
+    client: AsyncTestClient[Any], settings: Settings
+) -> None:
+    r = await client.post(
+        "/documents", files=files(b"\x89PNG\r\n\x1a\n" + b"\0" * 200_000),
+        headers=token(settings, uuid.uuid4()),
+    )
+    assert r.status_code == 413
+    assert r.json()["error"]["code"] == "payload_too_large"
+
+
+async def test_visibility_pagination_legal_hold_and_delete(
+    client: AsyncTestClient[Any], settings: Settings
+) -> None:
+    alice, bob = token(settings, uuid.uuid4()), token(settings, uuid.uuid4())
+    admin = token(settings, uuid.uuid4(), "admin")
+    ids = []
+    for fmt in ("PNG", "JPEG", "TIFF"):
+        r = await client.post("/documents", files=files(image_bytes(fmt)), headers=alice)
+        ids.append(r.json()["document_id"])
+    assert (await client.post("/documents", files=files(pdf_with_pages(2), "a.pdf"),
+                              headers=alice)).status_code == 202
+
+    page = (await client.get("/documents?limit=2&offset=0", headers=alice)).json()
+    assert (page["total"], len(page["items"])) == (4, 2)
+    assert (await client.get(f"/documents/{ids[0]}", headers=bob)).status_code == 404
+    assert (await client.get("/documents", headers=bob)).json()["total"] == 0
+    assert (await client.get(f"/documents/{ids[0]}", headers=admin)).status_code == 200
+    assert (await client.delete(f"/documents/{ids[0]}", headers=bob)).status_code == 404
+
+    hold = f"/documents/{ids[0]}/legal-hold"
+    assert (await client.put(hold, json={"legal_hold": True}, headers=alice)).status_code == 403
+    r = await client.put(hold, json={"legal_hold": True}, headers=admin)
+    assert r.json() == {"document_id": ids[0], "legal_hold": True}
+    r = await client.delete(f"/documents/{ids[0]}", headers=alice)
+    assert (r.status_code, r.json()["error"]["code"]) == (409, "legal_hold")
+    await client.put(hold, json={"legal_hold": False}, headers=admin)
+    assert (await client.delete(f"/documents/{ids[0]}", headers=alice)).status_code == 204
+    assert (await client.get(f"/documents/{ids[0]}", headers=alice)).status_code == 404
+
+
+async def test_no_token_is_401(client: AsyncTestClient[Any]) -> None:
+    assert (await client.get("/documents")).status_code == 401
