@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from amsctl import db, outbox, topology
+from amsctl import db, dlq, outbox, topology
 
 app = typer.Typer(
     name="amsctl",
@@ -15,3 +15,4 @@ app = typer.Typer(
 app.add_typer(db.app, name="db")
 app.add_typer(topology.app, name="topology")
 app.add_typer(outbox.app, name="outbox")
+app.add_typer(dlq.app, name="dlq")

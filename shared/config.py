@@ -94,6 +94,18 @@ class Settings:
     relay_metrics_port: int = field(default=9101, metadata=_env("RELAY_METRICS_PORT"))
     """Prometheus endpoint of the relay process (0 disables it)."""
 
+    amsctl_audit_log: str = field(
+        default="~/.local/state/amsctl/audit.jsonl", metadata=_env("AMSCTL_AUDIT_LOG")
+    )
+    """Append-only JSON-lines audit log of every ``amsctl dlq replay`` and ``purge``."""
+
+    dlq_replay_window: int = field(default=100, metadata=_env("DLQ_REPLAY_WINDOW"))
+    """Dead letters published per confirm window by ``amsctl dlq replay``; each is removed
+    from its dead-letter queue only after its own publisher confirm."""
+
+    dlq_read_limit: int = field(default=10_000, metadata=_env("DLQ_READ_LIMIT"))
+    """Most messages ``amsctl dlq list``/``show`` read from one dead-letter queue."""
+
     def database_url(self, database: str) -> str:
         """URL of one logical database (``authdb``, ``apidb`` or ``admindb``)."""
         urls = {
