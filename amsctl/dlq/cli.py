@@ -111,7 +111,7 @@ def _selection(*, ids: list[str] | None, key: str | None, error: str | None, old
             newer_than=parse_duration(newer) if newer else None, fingerprint=fingerprint,
         )
     except ValueError as exc:
-        raise UsageError(str(exc)) from exc
+        fail(str(exc), EXIT_USAGE)
 
 
 def _run(main: Callable[[Settings], Coroutine[Any, Any, int]]) -> None:

@@ -47,13 +47,17 @@ def queues_table(queues: list[QueueInfo]) -> Table:
 
 def letters_table(letters: list[DeadLetter], now: datetime, *, title: str) -> Table:
     table = Table(title=title)
-    for col in ("queue", "#", "message id", "routing key", "error", "attempts", "replays",
-                "last failure"):
-        table.add_column(col, overflow="fold" if col == "message id" else "ellipsis")
+    table.add_column("queue", no_wrap=True)
+    table.add_column("message id", no_wrap=True)
+    table.add_column("routing key", no_wrap=True)
+    table.add_column("error", ratio=1, overflow="fold")
+    table.add_column("tries", justify="right")
+    table.add_column("last failure", no_wrap=True)
     for dl in letters:
         error = f"{dl.error_type}: {dl.error_message}" if dl.error_type else dl.error_message
-        table.add_row(dl.queue, str(dl.position), dl.message_id, dl.routing_key, _short(error),
-                      str(dl.attempts), str(len(dl.replays)), ago(dl.last_failure_at, now))
+        replays = f" (replayed {len(dl.replays)}x)" if dl.replays else ""
+        table.add_row(dl.queue, dl.message_id, dl.routing_key, _short(error) + replays,
+                      str(dl.attempts), ago(dl.last_failure_at, now))
     return table
 
 
