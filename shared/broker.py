@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any
 
 import aio_pika
-from aio_pika.abc import AbstractChannel, AbstractRobustConnection
+from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
+from aiormq.exceptions import ChannelPreconditionFailed
 
 from shared import topology
+from shared.logging import get_logger
+
+log = get_logger(__name__)
 
 
 async def connect(url: str, *, name: str) -> AbstractRobustConnection:
@@ -16,18 +21,40 @@ async def connect(url: str, *, name: str) -> AbstractRobustConnection:
     return await aio_pika.connect_robust(url, client_properties={"connection_name": name})
 
 
-async def declare_topology(channel: AbstractChannel) -> None:
-    """Declare every exchange, queue and binding of :mod:`shared.topology` (idempotent)."""
-    exchanges = {}
+async def declare_topology(
+    channel: AbstractChannel,
+    *,
+    queues: Iterable[topology.Queue] = topology.QUEUES,
+    bindings: Iterable[topology.Binding] = topology.BINDINGS,
+) -> list[str]:
+    """Declare exchanges, queues and bindings (default: all of :mod:`shared.topology`).
+
+    Idempotent. ``channel`` must be a plain (non-robust) channel: a queue that already
+    exists with other arguments (an older delivery limit, say) is kept as it is, with a
+    warning, and the channel is reopened. Returns the names of the queues kept that way.
+    """
+    exchanges: dict[str, AbstractExchange] = {}
     for ex in topology.EXCHANGES:
         exchanges[ex.name] = await channel.declare_exchange(
             ex.name, ex.type, durable=ex.durable, internal=ex.internal, arguments=ex.arguments
         )
-    for q in topology.QUEUES:
-        await channel.declare_queue(q.name, durable=q.durable, arguments=q.arguments)
-    for b in topology.BINDINGS:
+    kept = [q.name for q in queues if not await declare_queue(channel, q)]
+    for b in bindings:
         queue = await channel.get_queue(b.queue, ensure=False)
         await queue.bind(exchanges[b.exchange], routing_key=b.routing_key)
+    return kept
+
+
+async def declare_queue(channel: AbstractChannel, queue: topology.Queue) -> bool:
+    """Declare ``queue``; False if it exists with other arguments (then it is left alone)."""
+    try:
+        await channel.declare_queue(queue.name, durable=queue.durable, arguments=queue.arguments)
+    except ChannelPreconditionFailed as exc:
+        log.warning("queue_arguments_differ", queue=queue.name, detail=str(exc))
+        await channel.reopen()
+        await channel.declare_queue(queue.name, passive=True)
+        return False
+    return True
 
 
 def definitions(vhost: str = "/") -> dict[str, Any]:
@@ -51,6 +78,11 @@ def definitions(vhost: str = "/") -> dict[str, Any]:
             {"source": b.exchange, "vhost": vhost, "destination": b.queue,
              "destination_type": "queue", "routing_key": b.routing_key, "arguments": {}}
             for b in topology.BINDINGS
+        ],
+        "policies": [
+            {"vhost": vhost, "name": p.name, "pattern": p.pattern, "apply-to": p.apply_to,
+             "definition": p.definition, "priority": p.priority}
+            for p in topology.POLICIES
         ],
     }
 

@@ -94,6 +94,27 @@ class Settings:
     relay_metrics_port: int = field(default=9101, metadata=_env("RELAY_METRICS_PORT"))
     """Prometheus endpoint of the relay process (0 disables it)."""
 
+    worker_prefetch: int = field(default=64, metadata=_env("WORKER_PREFETCH"))
+    """Unacknowledged messages per consumer; also the most handlers running in parallel."""
+
+    worker_max_attempts: int = field(default=5, metadata=_env("WORKER_MAX_ATTEMPTS"))
+    """Handling attempts of a message that fails transiently before it is dead-lettered."""
+
+    worker_retry_delays: str = field(default="1s,5s,30s,2m", metadata=_env("WORKER_RETRY_DELAYS"))
+    """Delays before retry 1, 2, 3 … (``ms``/``s``/``m``/``h``); the last one repeats.
+    Each delay is a TTL queue ``<consumer>.retry.<delay>``."""
+
+    worker_metrics_port: int = field(default=9102, metadata=_env("WORKER_METRICS_PORT"))
+    """Prometheus endpoint of a worker process (0 disables it)."""
+
+    worker_shutdown_timeout_s: float = field(
+        default=30.0, metadata=_env("WORKER_SHUTDOWN_TIMEOUT_S")
+    )
+    """On SIGTERM, how long in-flight messages may take to finish before the worker exits."""
+
+    worker_blocking_threads: int = field(default=4, metadata=_env("WORKER_BLOCKING_THREADS"))
+    """Threads for blocking or CPU-heavy handler work (``MessageContext.run_blocking``)."""
+
     amsctl_audit_log: str = field(
         default="~/.local/state/amsctl/audit.jsonl", metadata=_env("AMSCTL_AUDIT_LOG")
     )

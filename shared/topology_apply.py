@@ -1,23 +1,56 @@
-"""Apply :mod:`shared.topology` to a running broker."""
+"""Apply :mod:`shared.topology` to a running broker: AMQP declarations plus policies."""
 
 from __future__ import annotations
+
+import asyncio
+from urllib.parse import unquote, urlsplit
 
 import aio_pika
 
 from shared import topology
 from shared.broker import declare_topology
 from shared.config import Settings
+from shared.rabbitmq_admin import ManagementClient
+
+
+def vhost_of(amqp_url: str) -> str:
+    """The vhost an AMQP URL names (``/`` when the path is empty)."""
+    path = urlsplit(amqp_url).path
+    return unquote(path[1:]) if len(path) > 1 else "/"
 
 
 async def apply_topology(settings: Settings) -> str:
-    """Declare exchanges, queues and bindings; returns a one-line summary."""
+    """Declare exchanges, queues (with the configured retry delays), bindings and policies.
+
+    Idempotent, on RabbitMQ 3.10 and 4.x: queues that exist with other arguments are kept,
+    and the policies (which RabbitMQ recommends for dead-lettering and delivery limits, as
+    they can change on a live queue) are written with PUT, which replaces them.
+    """
+    delays = topology.parse_retry_delays(settings.worker_retry_delays)
+    queues = topology.queues_for(delays)
     connection = await aio_pika.connect(settings.rabbitmq_url)
     try:
         channel = await connection.channel()
-        await declare_topology(channel)
+        kept = await declare_topology(channel, queues=queues)
     finally:
         await connection.close()
-    return (
-        f"declared {len(topology.EXCHANGES)} exchange(s), {len(topology.QUEUES)} queue(s), "
-        f"{len(topology.BINDINGS)} binding(s)"
+    await asyncio.to_thread(put_policies, settings)
+    summary = (
+        f"declared {len(topology.EXCHANGES)} exchange(s), {len(queues)} queue(s), "
+        f"{len(topology.BINDINGS)} binding(s), {len(topology.POLICIES)} policy(ies)"
     )
+    if kept:
+        summary += f"; kept existing queue(s) with other arguments: {', '.join(kept)}"
+    return summary
+
+
+def put_policies(settings: Settings) -> None:
+    vhost = vhost_of(settings.rabbitmq_url)
+    with ManagementClient(settings.rabbitmq_management_url) as mgmt:
+        for policy in topology.POLICIES:
+            mgmt.put_policy(vhost, policy.name, {
+                "pattern": policy.pattern,
+                "apply-to": policy.apply_to,
+                "definition": policy.definition,
+                "priority": policy.priority,
+            })

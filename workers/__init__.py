@@ -1,0 +1,1 @@
+"""Consumers: one module per consumer, all running on :mod:`workers.runtime`."""

@@ -1,0 +1,218 @@
+"""One delivery, start to finish: decode, apply with the inbox row, commit, then ack.
+
+Or, when the handler fails: publish a copy to a retry queue or the dead-letter queue
+(publisher confirms) and only then ack the original. A crash at any point leaves the
+message unacked, so the broker delivers it again and the inbox recognises what was
+already applied.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
+from aiormq.exceptions import AMQPError, ChannelInvalidStateError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from shared import messaging as m
+from shared.errors import InvalidMessage
+from shared.events import Message, decode
+from shared.logging import bound, get_logger
+from shared.topology import ConsumerSpec, RetryDelay
+from workers import inbox, metrics
+from workers.context import MessageContext
+from workers.failures import Failure, Outcome, attempts_of, classify, failure_headers
+
+log = get_logger(__name__)
+
+Handler = Callable[[AsyncSession, Any, MessageContext], Awaitable[None]]
+"""``async def handler(session, message: SomeEvent, ctx) -> None``.
+
+The message parameter is typed ``Any`` here because a handler accepts one concrete event
+class, and callables are contravariant in their parameters."""
+
+REQUEUE_PAUSE_S = 1.0
+"""Pause before handing a message back when even the failure path (publishing) failed."""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How failures are retried: attempts in total, and the delay before each retry."""
+
+    max_attempts: int
+    delays: tuple[RetryDelay, ...]
+
+    def delay_for(self, attempts: int) -> RetryDelay:
+        return self.delays[min(attempts, len(self.delays)) - 1]
+
+
+class Processor:
+    """Handles single deliveries for one consumer; safe to run many concurrently."""
+
+    def __init__(
+        self,
+        spec: ConsumerSpec,
+        handlers: Mapping[str, tuple[type[Message], Handler]],
+        sessions: async_sessionmaker[AsyncSession],
+        publisher: AbstractChannel,
+        policy: RetryPolicy,
+        *,
+        executor: Executor | None = None,
+    ) -> None:
+        self._spec = spec
+        self._handlers = handlers
+        self._sessions = sessions
+        self._publisher = publisher
+        self._policy = policy
+        self._executor = executor
+
+    async def process(self, message: AbstractIncomingMessage) -> None:
+        started = time.perf_counter()
+        headers = dict(message.headers or {})
+        ctx = self._context(message, headers)
+        with bound(
+            correlation_id=ctx.correlation_id, message_id=ctx.message_id, event_type=ctx.event_type
+        ):
+            try:
+                duplicate = await self._apply(message, headers, ctx)
+            except Exception as exc:  # every failure is mapped once, below
+                await self._fail(message, headers, ctx, exc)
+            else:
+                await _ack(message)
+                metrics.HANDLED.labels(self._spec.name, ctx.event_type, str(duplicate)).inc()
+                if duplicate:
+                    log.info("duplicate_acked")
+        metrics.LATENCY.labels(self._spec.name).observe(time.perf_counter() - started)
+
+    def _context(self, message: AbstractIncomingMessage, headers: dict[str, Any]) -> MessageContext:
+        message_id = message.message_id or ""
+        correlation = message.correlation_id or headers.get(m.H_CORRELATION_ID) or message_id
+        aggregate = headers.get(m.H_AGGREGATE_ID)
+        causation = headers.get(m.H_CAUSATION_ID)
+        return MessageContext(
+            message_id=message_id,
+            event_type=message.type or "",
+            correlation_id=str(correlation) if correlation else None,
+            causation_id=str(causation) if causation else None,
+            headers=headers,
+            redelivered=bool(message.redelivered),
+            attempts=attempts_of(headers),
+            consumer=self._spec.name,
+            routing_key=message.routing_key or "",
+            aggregate_id=str(aggregate) if aggregate is not None else None,
+            executor=self._executor,
+        )
+
+    def _decode(
+        self, message: AbstractIncomingMessage, headers: dict[str, Any], ctx: MessageContext
+    ) -> tuple[Message, Handler]:
+        if not ctx.message_id:
+            raise InvalidMessage("message has no message_id; it cannot be processed idempotently")
+        entry = self._handlers.get(ctx.event_type)
+        if entry is None:
+            raise InvalidMessage(
+                f"consumer {self._spec.name!r} has no handler for {ctx.event_type!r}"
+            )
+        raw_version = headers.get(m.H_SCHEMA_VERSION, 1)
+        try:
+            version = int(raw_version)
+        except (TypeError, ValueError):
+            raise InvalidMessage(f"invalid schema version {raw_version!r}") from None
+        payload = decode(ctx.event_type, version, message.body)
+        if not isinstance(payload, entry[0]):
+            raise InvalidMessage(f"{ctx.event_type} v{version} is not a {entry[0].__name__}")
+        return payload, entry[1]
+
+    async def _apply(
+        self, message: AbstractIncomingMessage, headers: dict[str, Any], ctx: MessageContext
+    ) -> bool:
+        """Run the handler with the inbox row in one transaction; True for a duplicate."""
+        payload, handler = self._decode(message, headers, ctx)
+        async with self._sessions() as session, session.begin():
+            first = await inbox.claim(
+                session, consumer=self._spec.name, message_id=ctx.message_id,
+                event_type=ctx.event_type,
+            )
+            if not first:
+                return True
+            await handler(session, payload, ctx)
+        return False
+
+    async def _fail(
+        self,
+        message: AbstractIncomingMessage,
+        headers: dict[str, Any],
+        ctx: MessageContext,
+        exc: Exception,
+    ) -> None:
+        failure = Failure.of(exc)
+        attempts = ctx.attempts + 1
+        outcome = classify(exc)
+        metrics.FAILED.labels(self._spec.name, ctx.event_type, type(exc).__name__).inc()
+        retry = outcome is Outcome.RETRY and attempts < self._policy.max_attempts
+        target = (
+            self._spec.retry_queue_name(self._policy.delay_for(attempts))
+            if retry else self._spec.dlq_name
+        )
+        new_headers = failure_headers(
+            headers, failure, attempts=attempts, queue=self._spec.queue_name,
+            routing_key=message.routing_key or "",
+        )
+        log.warning(
+            "message_failed", outcome="retry" if retry else "dead_letter", target=target,
+            attempts=attempts, error_type=failure.error_type, error=failure.error_message,
+            where=failure.where,
+        )
+        try:
+            await self._publish_copy(message, new_headers, target)
+        except Exception as publish_exc:  # redelivered; nothing is lost
+            log.warning("failure_publish_failed", target=target, error=repr(publish_exc))
+            await _requeue(message)
+            return
+        await _ack(message)
+        if retry:
+            metrics.RETRIED.labels(self._spec.name, ctx.event_type).inc()
+        else:
+            reason = "exhausted" if outcome is Outcome.RETRY else "permanent"
+            metrics.DEAD_LETTERED.labels(self._spec.name, ctx.event_type, reason).inc()
+
+    async def _publish_copy(
+        self, message: AbstractIncomingMessage, headers: dict[str, Any], routing_key: str
+    ) -> None:
+        """The same message (id, type, properties, body) with new headers, confirmed."""
+        copy = aio_pika.Message(
+            body=message.body,
+            headers=headers,
+            content_type=message.content_type,
+            content_encoding=message.content_encoding,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            correlation_id=message.correlation_id,
+            message_id=message.message_id,
+            timestamp=message.timestamp,
+            type=message.type,
+            app_id=message.app_id,
+        )
+        exchange = self._publisher.default_exchange
+        await exchange.publish(copy, routing_key=routing_key, mandatory=True)
+
+
+async def _ack(message: AbstractIncomingMessage) -> None:
+    try:
+        await message.ack()
+    except (ChannelInvalidStateError, AMQPError, ConnectionError) as exc:
+        # The channel died after the commit: the broker redelivers, the inbox drops it.
+        log.warning("ack_lost", error=repr(exc))
+
+
+async def _requeue(message: AbstractIncomingMessage) -> None:
+    await asyncio.sleep(REQUEUE_PAUSE_S)
+    try:
+        await message.nack(requeue=True)
+    except (ChannelInvalidStateError, AMQPError, ConnectionError) as exc:
+        log.warning("nack_lost", error=repr(exc))

@@ -1,0 +1,25 @@
+"""The inbox: which messages a consumer has applied, in the same transaction as the effect."""
+
+from __future__ import annotations
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+# ON CONFLICT DO NOTHING waits for a concurrent transaction holding the same key: if that
+# one commits, this one sees the conflict (a duplicate); if it rolls back, this one wins.
+_CLAIM = text(
+    """
+    INSERT INTO inbox (consumer, message_id, event_type)
+    VALUES (:consumer, :message_id, :event_type)
+    ON CONFLICT DO NOTHING
+    RETURNING 1
+    """
+)
+
+
+async def claim(session: AsyncSession, *, consumer: str, message_id: str, event_type: str) -> bool:
+    """Record ``message_id`` for ``consumer``; False if it was applied before (a duplicate)."""
+    result = await session.execute(
+        _CLAIM, {"consumer": consumer, "message_id": message_id, "event_type": event_type}
+    )
+    return result.scalar_one_or_none() is not None

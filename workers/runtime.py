@@ -1,0 +1,213 @@
+"""The consumer runtime every worker uses.
+
+A :class:`Consumer` is a name (its work queue), a database and one table of handlers
+(event class -> handler). The runtime takes messages from the durable queue with a
+robust connection, runs each handler with the inbox row in the same transaction as its
+effect, acks only after the commit, and maps failures once (:mod:`workers.failures`):
+retry after a delay through ``<consumer>.retry.<delay>``, or park in ``<consumer>.dlq``
+with the reason attached (:mod:`workers.delivery`).
+
+Parallelism: up to ``prefetch`` messages are in flight; messages with the same
+``x-aggregate-id`` run one after another in arrival order, others in parallel. A message
+sent to a retry queue no longer holds up later messages of its aggregate: a poison
+message must not block what comes behind it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
+from prometheus_client import start_http_server
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from shared import messaging as m
+from shared.broker import connect, declare_topology
+from shared.config import Settings
+from shared.db import create_engine, session_factory
+from shared.events import Message
+from shared.logging import get_logger
+from shared.topology import ConsumerSpec, parse_retry_delays
+from workers.context import MessageContext
+from workers.delivery import Handler, Processor, RetryPolicy
+from workers.ordering import KeyedSerializer
+
+__all__ = ["Consumer", "Handler", "MessageContext", "RunningConsumer"]
+
+log = get_logger(__name__)
+
+CONNECT_RETRY_MAX_S = 30.0
+
+
+class Consumer:
+    """One consumer: ``name`` is its work queue, ``handlers`` its one table of handlers.
+
+    ``prefetch``, ``max_attempts`` and ``retry_delays`` (e.g. ``"1s,5s,30s"``) default to
+    the ``WORKER_*`` settings.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        database: str,
+        handlers: Mapping[type[Message], Handler],
+        prefetch: int | None = None,
+        *,
+        max_attempts: int | None = None,
+        retry_delays: str | None = None,
+    ) -> None:
+        if not handlers:
+            raise ValueError(f"consumer {name!r} has no handlers")
+        self.name = name
+        self.database = database
+        self.handlers: dict[str, tuple[type[Message], Handler]] = {
+            cls.event_type: (cls, handler) for cls, handler in handlers.items()
+        }
+        self.prefetch = prefetch
+        self.max_attempts = max_attempts
+        self.retry_delays = retry_delays
+
+    @property
+    def spec(self) -> ConsumerSpec:
+        return ConsumerSpec(self.name, self.database, tuple(self.handlers))
+
+    async def start(self, settings: Settings) -> RunningConsumer:
+        """Declare the consumer's queues, connect and start consuming."""
+        running = RunningConsumer(self, settings)
+        await running.start()
+        return running
+
+    async def run(self, settings: Settings) -> None:
+        """Consume until SIGTERM/SIGINT; then stop taking messages, finish in-flight ones."""
+        if settings.worker_metrics_port:
+            start_http_server(settings.worker_metrics_port)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        running = await _start_when_reachable(self, settings, stop)
+        if running is None:
+            return
+        log.info("consumer_started", consumer=self.name)
+        await stop.wait()
+        log.info("consumer_stopping", consumer=self.name, in_flight=running.in_flight)
+        await running.stop()
+
+
+async def _start_when_reachable(
+    consumer: Consumer, settings: Settings, stop: asyncio.Event
+) -> RunningConsumer | None:
+    """Start, retrying with backoff while the broker or database is unreachable."""
+    delay = 0.5
+    while not stop.is_set():
+        try:
+            return await consumer.start(settings)
+        except (OSError, ConnectionError, aio_pika.exceptions.AMQPError) as exc:
+            log.warning(
+                "consumer_start_failed", consumer=consumer.name, error=repr(exc), retry_in=delay
+            )
+        try:
+            await asyncio.wait_for(stop.wait(), delay)
+        except TimeoutError:
+            delay = min(delay * 2, CONNECT_RETRY_MAX_S)
+    return None
+
+
+class RunningConsumer:
+    """A started consumer: its connection, channels, pool, and the messages in flight."""
+
+    def __init__(self, consumer: Consumer, settings: Settings) -> None:
+        self.consumer = consumer
+        self.settings = settings
+        self.spec = consumer.spec
+        self.prefetch = consumer.prefetch or settings.worker_prefetch
+        self.policy = RetryPolicy(
+            max_attempts=consumer.max_attempts or settings.worker_max_attempts,
+            delays=parse_retry_delays(consumer.retry_delays or settings.worker_retry_delays),
+        )
+        self.reconnects = 0
+        self._serializer = KeyedSerializer()
+        self._executor = ThreadPoolExecutor(
+            settings.worker_blocking_threads, thread_name_prefix=f"{consumer.name}-blocking"
+        )
+        self._engine: AsyncEngine | None = None
+        self._connection: AbstractRobustConnection | None = None
+        self._queue: Any = None
+        self._tag: str | None = None
+        self._processor: Processor | None = None
+
+    @property
+    def in_flight(self) -> int:
+        return self._serializer.in_flight
+
+    @property
+    def connection(self) -> AbstractRobustConnection:
+        assert self._connection is not None, "not started"
+        return self._connection
+
+    async def start(self) -> None:
+        await self._declare_topology()
+        self._engine = create_engine(
+            self.settings.database_url(self.consumer.database),
+            pool_size=max(self.settings.db_pool_size, 1),
+        )
+        connection = await connect(self.settings.rabbitmq_url, name=f"worker:{self.spec.name}")
+        self._connection = connection
+        connection.reconnect_callbacks.add(self._on_reconnect)
+        publisher = await connection.channel(publisher_confirms=True, on_return_raises=True)
+        self._processor = Processor(
+            self.spec, self.consumer.handlers, session_factory(self._engine), publisher,
+            self.policy, executor=self._executor,
+        )
+        channel = await connection.channel()
+        await channel.set_qos(prefetch_count=self.prefetch)
+        self._queue = await channel.declare_queue(self.spec.queue_name, passive=True)
+        self._tag = await self._queue.consume(self._on_message)
+
+    async def stop(self, grace_s: float | None = None) -> None:
+        """Stop taking messages, let in-flight ones finish (bounded), close everything."""
+        if self._queue is not None and self._tag is not None:
+            try:
+                await self._queue.cancel(self._tag)
+            except (aio_pika.exceptions.AMQPError, ConnectionError, RuntimeError) as exc:
+                log.warning("consumer_cancel_failed", error=repr(exc))
+        limit = self.settings.worker_shutdown_timeout_s if grace_s is None else grace_s
+        if not await self._serializer.drain(limit):
+            log.warning("shutdown_timeout", in_flight=self.in_flight)
+        if self._connection is not None:
+            await self._connection.close()
+        if self._engine is not None:
+            await self._engine.dispose()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def _declare_topology(self) -> None:
+        # A plain connection: a queue with other arguments is kept, and the channel reopened.
+        connection = await aio_pika.connect(self.settings.rabbitmq_url)
+        try:
+            channel = await connection.channel()
+            await declare_topology(
+                channel, queues=self.spec.queues(self.policy.delays), bindings=self.spec.bindings()
+            )
+        finally:
+            await connection.close()
+
+    def _on_message(self, message: AbstractIncomingMessage) -> Any:
+        # Synchronous on purpose: the job is queued behind its aggregate in arrival order.
+        assert self._processor is not None
+        key = (message.headers or {}).get(m.H_AGGREGATE_ID) or message.message_id or ""
+        processor = self._processor
+        self._serializer.submit(str(key), lambda: processor.process(message))
+        return _done()
+
+    def _on_reconnect(self, *_: object) -> None:
+        self.reconnects += 1
+        log.warning("broker_reconnected", consumer=self.spec.name, reconnects=self.reconnects)
+
+
+async def _done() -> None:
+    return None
