@@ -21,6 +21,7 @@ from typing import Any
 
 import aio_pika
 import pytest
+from sqlalchemy import text
 from typer.testing import CliRunner
 
 from amsctl import common
@@ -28,7 +29,11 @@ from amsctl.common import EXIT_NOT_FOUND, EXIT_UNAVAILABLE, EXIT_USAGE
 from amsctl.main import app
 from shared import messaging as m
 from shared.config import Settings
+from shared.db import create_engine
+from shared.errors import DomainError
+from shared.events import UserRegistered, encode
 from tests.support import isolated_settings
+from workers.runtime import Consumer
 
 ROOT = Path(__file__).resolve().parents[2]
 runner = CliRunner()
@@ -139,7 +144,8 @@ def test_list_reads_every_dead_letter_without_changing_the_queue(env: Any) -> No
     assert ids(s, "ocr.dlq") == ["o1"]
     table = cli(e, "list")
     assert table.exit_code == 0
-    assert "p5" in table.stdout and "IntegrityError" in table.stdout
+    assert "p5" in table.stdout
+    assert "IntegrityError" in table.stdout
 
 
 def test_filters_and_grouping(env: Any) -> None:
@@ -193,8 +199,8 @@ def test_show_prints_everything_an_operator_needs(env: Any) -> None:
     assert letter["headers"][m.H_CORRELATION_ID] == "corr-abc"
     people = cli(e, "show", "abc")
     assert people.exit_code == 0
-    for text in ("duplicate key value", "workers.profiles:create_profile:42", '"n": 7', "replay"):
-        assert text in people.stdout
+    for bit in ("duplicate key value", "workers.profiles:create_profile:42", '"n": 7', "replay"):
+        assert bit in people.stdout
     assert cli(e, "show", "nope").exit_code == EXIT_NOT_FOUND
 
 
@@ -284,7 +290,8 @@ def test_replay_refuses_what_is_not_a_dead_letter_queue(env: Any) -> None:
 def test_replay_into_a_missing_queue_keeps_the_dead_letter(env: Any) -> None:
     s, e = env
     asyncio.run(_declare(s, "profiles"))
-    asyncio.run(_publish(s, "profiles.dlq", [dead_letter("a", "gone"), dead_letter("b", "profiles")]))
+    letters = [dead_letter("a", "gone"), dead_letter("b", "profiles")]
+    asyncio.run(_publish(s, "profiles.dlq", letters))
     result = cli(e, "replay", "--all", "--json")
     assert result.exit_code == 1
     outcome = {o["message_id"]: o for o in json.loads(result.stdout)["messages"]}
@@ -298,23 +305,28 @@ def test_replay_into_a_missing_queue_keeps_the_dead_letter(env: Any) -> None:
 
 def test_purge_removes_exactly_the_selection(env: Any) -> None:
     s, e = env
-    setup(s, "profiles", [dead_letter("a", "profiles"),
-                          dead_letter("b", "profiles", error_type="TimeoutError"),
-                          dead_letter("c", "profiles"),
-                          dead_letter("d", "profiles", error_type="TimeoutError")])
+    setup(s, "profiles", [dead_letter("keep-1", "profiles"),
+                          dead_letter("drop-1", "profiles", error_type="TimeoutError"),
+                          dead_letter("keep-2", "profiles"),
+                          dead_letter("drop-2", "profiles", error_type="TimeoutError")])
+    everything = ["keep-1", "drop-1", "keep-2", "drop-2"]
     refused = cli(e, "purge", "--queue", "profiles.dlq", "--error", "Timeout")
     assert refused.exit_code == EXIT_USAGE
-    assert ids(s, "profiles.dlq") == ["a", "b", "c", "d"]
+    assert "drop-2" in refused.stdout
+    assert ids(s, "profiles.dlq") == everything
 
     result = cli(e, "purge", "--queue", "profiles.dlq", "--error", "Timeout", "--yes")
     assert result.exit_code == 0, result.output
-    assert "b" in result.stdout and "d" in result.stdout and "removed" in result.stdout
-    assert ids(s, "profiles.dlq") == ["a", "c"]
+    assert "removed" in result.stdout
+    assert "drop-1" in result.stdout
+    assert "drop-2" in result.stdout
+    assert "keep-1" not in result.stdout
+    assert ids(s, "profiles.dlq") == ["keep-1", "keep-2"]
     assert ids(s, "profiles") == []
 
     records = [json.loads(line) for line in Path(e["AMSCTL_AUDIT_LOG"]).read_text().splitlines()]
     assert [r["event"] for r in records] == ["start", "messages", "end"]
-    assert sorted(x["message_id"] for x in records[1]["messages"]) == ["b", "d"]
+    assert sorted(x["message_id"] for x in records[1]["messages"]) == ["drop-1", "drop-2"]
     assert records[0]["who"]
 
 
@@ -332,7 +344,7 @@ def test_unreachable_broker_is_a_clear_error(env: Any) -> None:
 
 
 def _amsctl(e: dict[str, str], *args: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(  # noqa: S603
+    return subprocess.Popen(
         [sys.executable, "-m", "amsctl", "dlq", *args], cwd=ROOT,
         env=os.environ | e | {"PYTHONPATH": str(ROOT)},
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -413,3 +425,106 @@ async def _wait_total(s: Settings, expected: int) -> None:
             if total >= expected:
                 return
             await asyncio.sleep(0.05)
+
+
+# --- with the real consumer runtime and its inbox -------------------------------------
+
+
+def test_replayed_messages_are_processed_once_by_the_runtime_inbox(tmp_path: Path) -> None:
+    with isolated_settings("dlqinbox", worker_metrics_port=0) as s:
+        e = {"RABBITMQ_URL": s.rabbitmq_url, "RABBITMQ_MANAGEMENT_URL": s.rabbitmq_management_url,
+             "AMSCTL_AUDIT_LOG": str(tmp_path / "audit.jsonl")}
+        applied, inbox_rows = asyncio.run(_replay_through_runtime(s, e))
+    assert sorted(applied) == sorted(set(applied))
+    assert len(applied) == 20
+    assert inbox_rows == 20
+
+
+async def _replay_through_runtime(s: Settings, e: dict[str, str]) -> tuple[list[str], int]:
+    applied: list[str] = []
+    broken = {"on": True}
+
+    async def handler(session: Any, message: UserRegistered, ctx: Any) -> None:
+        if broken["on"]:
+            raise DomainError("profile rule violated (bug, fixed later)")
+        applied.append(str(message.user_id))
+
+    consumer = Consumer("dlqinbox", "apidb", {UserRegistered: handler})
+    running = await consumer.start(s)
+    try:
+        events = [UserRegistered(user_id=uuid.uuid4(), email=f"u{i}@x.io") for i in range(20)]
+        await _publish_events(s, [(str(uuid.uuid4()), ev, encode(ev)) for ev in events])
+        await _wait_depth(s, "dlqinbox.dlq", 20)
+        broken["on"] = False
+
+        proc = await asyncio.to_thread(_amsctl, e, "replay", "--queue", "dlqinbox.dlq")
+        _, err = await asyncio.to_thread(proc.communicate, timeout=60)
+        assert proc.returncode == 0, err.decode()
+        await _until(lambda: len(applied) >= 20)
+
+        # A kill -9 mid-replay can leave a copy in the DLQ after its twin was processed:
+        # replaying the copies must have no second effect.
+        copies = [dead_letter(mid, "dlqinbox") for mid in await _inbox_ids(s, 5)]
+        for copy, ev in zip(copies, events, strict=False):
+            copy.body = encode(ev)
+        await _publish(s, "dlqinbox.dlq", copies)
+        proc = await asyncio.to_thread(_amsctl, e, "replay", "--all")
+        _, err = await asyncio.to_thread(proc.communicate, timeout=60)
+        assert proc.returncode == 0, err.decode()
+        await _wait_depth(s, "dlqinbox", 0)
+        await asyncio.sleep(0.5)
+        assert await _drain(s, "dlqinbox.dlq") == []
+    finally:
+        await running.stop(grace_s=5)
+    engine = create_engine(s.database_url("apidb"))
+    async with engine.connect() as conn:
+        rows = (await conn.execute(
+            text("SELECT count(*) FROM inbox WHERE consumer = 'dlqinbox'"))).scalar_one()
+    await engine.dispose()
+    return applied, int(rows)
+
+
+async def _publish_events(s: Settings, events: list[tuple[str, Any, bytes]]) -> None:
+    conn = await aio_pika.connect(s.rabbitmq_url)
+    async with conn:
+        ch = await conn.channel(publisher_confirms=True)
+        ex = await ch.get_exchange(m.EVENTS_EXCHANGE)
+        for message_id, ev, body in events:
+            await ex.publish(aio_pika.Message(
+                body, message_id=message_id, type=ev.event_type,
+                content_type=m.CONTENT_TYPE, delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                headers={m.H_SCHEMA_VERSION: 1, m.H_AGGREGATE_ID: ev.aggregate_id,
+                         m.H_AGGREGATE_TYPE: ev.aggregate_type},
+            ), routing_key=ev.event_type)
+
+
+async def _inbox_ids(s: Settings, n: int) -> list[str]:
+    engine = create_engine(s.database_url("apidb"))
+    async with engine.connect() as conn:
+        result = await conn.execute(
+            text("SELECT message_id FROM inbox WHERE consumer = 'dlqinbox' LIMIT :n"), {"n": n})
+        found = [str(r[0]) for r in result]
+    await engine.dispose()
+    return found
+
+
+async def _wait_depth(s: Settings, queue: str, depth: int) -> None:
+    conn = await aio_pika.connect(s.rabbitmq_url)
+    async with conn:
+        ch = await conn.channel()
+
+        async def count() -> int:
+            q = await ch.declare_queue(queue, passive=True)
+            return int(q.declaration_result.message_count or 0)
+
+        deadline = time.monotonic() + 30
+        while (current := await count()) != depth:
+            assert time.monotonic() < deadline, f"{queue} has {current}, expected {depth}"
+            await asyncio.sleep(0.05)
+
+
+async def _until(check: Any, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.05)
