@@ -9,6 +9,11 @@ they were read** before closing the channel. Measured on RabbitMQ 3.10: explicit
 nacks keep the queue order for classic and quorum queues, whereas merely closing the
 channel lets a quorum queue return them in a different order. A reader killed mid-browse
 still loses nothing (the broker requeues unacked messages), only the order may change.
+A 3.10 quorum queue puts a message nacked *alone* at its back, so order is only kept
+when the whole queue is held: ``DLQ_READ_LIMIT`` should stay above the deepest DLQ, and
+:meth:`move` keeps reading (without selecting) past ``--max`` to the end of the queue.
+Acks sent right before a channel close were seen to come back as requeued duplicates on
+quorum queues; a final synchronous ``basic.get`` (:func:`_barrier`) orders them first.
 
 Quorum queues count deliveries (``x-delivery-count`` grows by one per browse). That is
 harmless because dead-letter queues carry no ``delivery-limit`` (agreed with the runtime);
@@ -192,13 +197,14 @@ class AmqpDeadLetterStore:
         try:
             amqp_queue = await self._passive(channel, queue)
             cursor.depth = int(amqp_queue.declaration_result.message_count or 0)
-            while True:
+            while cursor.read < cursor.depth:
                 batch = await self._next_window(amqp_queue, queue, plan, cursor)
                 if not batch:
-                    break
+                    continue
                 window = await self._settle(channel, batch, plan, cursor)
                 outcomes.extend(window)
                 on_window(window)
+            await _barrier(amqp_queue, queue, cursor)
         finally:
             await _give_back(channel, cursor.held)
         return outcomes
@@ -208,14 +214,15 @@ class AmqpDeadLetterStore:
     ) -> list[_Taken]:
         batch: list[_Taken] = []
         while len(batch) < plan.window and cursor.read < cursor.depth:
-            if plan.max_count is not None and cursor.selected >= plan.max_count:
-                break
             taken = await self._get(amqp_queue, queue, cursor.read)
             if taken is None:
                 cursor.read = cursor.depth
                 break
             cursor.read += 1
-            if plan.select(taken.letter):
+            # Past --max the rest is still read and held: a quorum queue puts a message
+            # nacked alone at its back, so only holding everything to the end keeps order.
+            room = plan.max_count is None or cursor.selected < plan.max_count
+            if room and plan.select(taken.letter):
                 cursor.selected += 1
                 batch.append(taken)
             else:
@@ -294,6 +301,18 @@ class AmqpDeadLetterStore:
         }
         letter = parse_dead_letter(queue, position, message.headers or {}, message.body, props)
         return _Taken(message, letter)
+
+
+async def _barrier(amqp_queue: aio_pika.abc.AbstractQueue, queue: str, cursor: _Cursor) -> None:
+    """One synchronous ``basic.get`` after the last acks, before the channel closes.
+
+    Acks are asynchronous; on RabbitMQ 3.10 quorum queues we saw acks sent just before a
+    channel close come back as requeued messages (a duplicate, never a loss). A get is a
+    synchronous command that the queue orders after the acks sent before it.
+    """
+    taken = await AmqpDeadLetterStore._get(amqp_queue, queue, cursor.read)
+    if taken is not None:
+        cursor.held.append(taken)
 
 
 async def _give_back(channel: AbstractChannel, held: list[_Taken]) -> None:
