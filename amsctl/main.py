@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from amsctl import db, keys, outbox, topology, users
+from amsctl import db, dlq, keys, outbox, topology, users
 
 app = typer.Typer(
     name="amsctl",
@@ -17,3 +17,4 @@ app.add_typer(topology.app, name="topology")
 app.add_typer(outbox.app, name="outbox")
 app.add_typer(users.app, name="users")
 app.add_typer(keys.app, name="keys")
+app.add_typer(dlq.app, name="dlq")

@@ -233,6 +233,18 @@ class Settings:
     worker_blocking_threads: int = field(default=4, metadata=_env("WORKER_BLOCKING_THREADS"))
     """Threads for blocking or CPU-heavy handler work (``MessageContext.run_blocking``)."""
 
+    amsctl_audit_log: str = field(
+        default="~/.local/state/amsctl/audit.jsonl", metadata=_env("AMSCTL_AUDIT_LOG")
+    )
+    """Append-only JSON-lines audit log of every ``amsctl dlq replay`` and ``purge``."""
+
+    dlq_replay_window: int = field(default=100, metadata=_env("DLQ_REPLAY_WINDOW"))
+    """Dead letters published per confirm window by ``amsctl dlq replay``; each is removed
+    from its dead-letter queue only after its own publisher confirm."""
+
+    dlq_read_limit: int = field(default=10_000, metadata=_env("DLQ_READ_LIMIT"))
+    """Most messages ``amsctl dlq list``/``show`` read from one dead-letter queue."""
+
     def __post_init__(self) -> None:
         if not 0 < self.access_token_ttl_s <= 900:
             raise ValueError("ACCESS_TOKEN_TTL_S must be between 1 and 900 seconds")
