@@ -86,7 +86,11 @@ def main(argv: list[str]) -> int:
         print(f"check: {process.name:<10} {state:<8} {command}")
     if missing:
         names = ", ".join(sorted({p.module for p in missing}))
-        print(f"check: cannot start {len(missing)} process(es): nothing runnable as python -m {names}", file=sys.stderr)
+        print(
+            f"check: cannot start {len(missing)} process(es): nothing runnable as "
+            f"python -m {names}",
+            file=sys.stderr,
+        )
         return 1
     print(f"check: all {len(processes)} processes can start")
     return 0
