@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install services migrate topology run test test-fast lint bench clean
+.PHONY: install services migrate topology run run-check test test-fast lint bench clean
 
 $(STAMP): pyproject.toml scripts/install.sh
 	bash scripts/install.sh
@@ -20,9 +20,13 @@ migrate: install services
 topology: install services
 	$(PY) -m amsctl topology apply
 
-## Run the whole system (migrations, topology, then every process, supervised).
-run: migrate topology
-	$(PY) -m outbox
+## Run the whole system (migrations, topology, then every Procfile process under honcho).
+run: install
+	bash scripts/run.sh
+
+## Check that every Procfile process can start (its `python -m` module exists).
+run-check: install
+	bash scripts/run.sh --check
 
 ## Run the whole test suite against the local services (isolated databases and vhost).
 test: install services

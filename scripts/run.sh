@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Run the whole system on this machine, supervised by honcho (one coloured, prefixed log
+# stream for every process; Ctrl-C or SIGTERM stops them all).
+#
+#   scripts/run.sh             install (when needed), check services, migrate, apply the
+#                              topology, check every Procfile process can start, start them
+#   scripts/run.sh --check     only check that every Procfile process can start (exit 1 if
+#                              not); installs and touches nothing
+#   scripts/run.sh --no-setup  skip install, services, migrations and topology
+#   PROCFILE=path              use another Procfile (default: Procfile)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PROCFILE=${PROCFILE:-Procfile}
+check_only=0
+setup=1
+for arg in "$@"; do
+  case "$arg" in
+    --check) check_only=1 ;;
+    --no-setup) setup=0 ;;
+    -h|--help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "run: unknown option $arg (try --help)" >&2; exit 2 ;;
+  esac
+done
+
+if [ "$setup" = 1 ] && [ "$check_only" = 0 ]; then
+  if [ ! -f .venv/.installed ] || [ pyproject.toml -nt .venv/.installed ] \
+     || [ scripts/install.sh -nt .venv/.installed ]; then
+    bash scripts/install.sh
+    touch .venv/.installed
+  fi
+fi
+# The project's virtualenv when there is one, else whatever python is on PATH (a container,
+# or a virtualenv the caller activated).
+if [ -x .venv/bin/python ]; then
+  export VIRTUAL_ENV="$PWD/.venv"
+  export PATH="$VIRTUAL_ENV/bin:$PATH"
+fi
+export PYTHONUNBUFFERED=1
+export LOG_FORMAT=${LOG_FORMAT:-console}
+
+if [ "$check_only" = 1 ]; then
+  exec python scripts/check_procfile.py "$PROCFILE"
+fi
+
+if [ "$setup" = 1 ]; then
+  bash scripts/services.sh
+  echo "run: migrating the databases"
+  python -m amsctl db migrate
+  echo "run: applying the RabbitMQ topology"
+  python -m amsctl topology apply
+fi
+
+# Refuse to start half a system: honcho would stop everything as soon as one process exits.
+python scripts/check_procfile.py "$PROCFILE"
+
+echo "run: starting $(grep -cE '^[A-Za-z0-9_-]+:' "$PROCFILE") processes (Ctrl-C stops them all)"
+# exec: SIGINT/SIGTERM reach honcho directly, which stops every child and waits for it.
+exec python -m honcho start -f "$PROCFILE" -d .
