@@ -24,7 +24,9 @@ def migrate(
 
     unknown = set(database) - set(DATABASES)
     if unknown:
-        fail(f"unknown database(s) {', '.join(sorted(unknown))}; expected {', '.join(DATABASES)}", 2)
+        fail(
+            f"unknown database(s) {', '.join(sorted(unknown))}; expected {', '.join(DATABASES)}", 2
+        )
     try:
         created = run(settings(), tuple(database))
     except (OSError, PostgresError, sqlalchemy.exc.OperationalError) as exc:

@@ -1,7 +1,78 @@
-"""``amsctl outbox``: backlog and health of the three outboxes."""
+"""``amsctl outbox``: backlog and health of the three outboxes; re-queue parked events."""
 
 from __future__ import annotations
 
+import asyncio
+from dataclasses import asdict
+
+import asyncpg
 import typer
+from rich.table import Table
+
+from amsctl.common import EXIT_UNAVAILABLE, console, fail, print_json, settings
+from outbox import store
+from shared.config import DATABASES, Settings
+from shared.db import asyncpg_dsn
 
 app = typer.Typer(help="Outbox backlog, parked events, re-queueing.", no_args_is_help=True)
+
+
+async def _status(cfg: Settings, databases: tuple[str, ...]) -> list[dict[str, object]]:
+    out: list[dict[str, object]] = []
+    for db in databases:
+        conn = await asyncpg.connect(asyncpg_dsn(cfg.database_url(db)), timeout=10)
+        try:
+            out.append({"database": db, **asdict(await store.status(conn))})
+        finally:
+            await conn.close()
+    return out
+
+
+@app.command("status")
+def status(
+    json_output: bool = typer.Option(False, "--json", help="Print JSON for scripts."),
+) -> None:
+    """Backlog, events retrying, parked events and the age of the oldest unsent event."""
+    try:
+        rows = asyncio.run(_status(settings(), DATABASES))
+    except (OSError, asyncpg.PostgresError) as exc:
+        fail(f"PostgreSQL is unreachable: {exc}", EXIT_UNAVAILABLE)
+    if json_output:
+        print_json(rows)
+        return
+    table = Table(title="Outbox")
+    for column in ("database", "backlog", "retrying", "parked", "oldest unsent"):
+        table.add_column(column, justify="left" if column == "database" else "right")
+    for r in rows:
+        age = r["oldest_age_s"]
+        table.add_row(str(r["database"]), str(r["backlog"]), str(r["retrying"]), str(r["parked"]),
+                      "-" if age is None else f"{float(age):.1f} s")  # type: ignore[arg-type]
+    console.print(table)
+
+
+@app.command("requeue")
+def requeue(
+    database: str = typer.Option(..., "--database", "-d", help="authdb, apidb or admindb."),
+    event_id: list[str] = typer.Option(None, "--event-id", help="Parked event(s) to retry."),  # noqa: B008
+    all_parked: bool = typer.Option(False, "--all-parked", help="Retry every parked event."),
+) -> None:
+    """Give parked events a fresh attempt budget; the relay publishes them again."""
+    if database not in DATABASES:
+        fail(f"unknown database {database!r}; expected one of {', '.join(DATABASES)}", 2)
+    if not event_id and not all_parked:
+        fail("name events with --event-id, or pass --all-parked", 2)
+
+    async def run() -> int:
+        conn = await asyncpg.connect(asyncpg_dsn(settings().database_url(database)), timeout=10)
+        try:
+            return await store.requeue_parked(conn, None if all_parked else event_id)
+        finally:
+            await conn.close()
+
+    try:
+        count = asyncio.run(run())
+    except (OSError, asyncpg.PostgresError) as exc:
+        fail(f"PostgreSQL is unreachable: {exc}", EXIT_UNAVAILABLE)
+    console.print(f"{database}: re-queued {count} parked event(s)")
+    if count == 0:
+        raise typer.Exit(4)

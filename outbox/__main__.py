@@ -46,7 +46,10 @@ async def serve(settings: Settings, databases: tuple[str, ...]) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m outbox", description=__doc__)
     parser.add_argument(
-        "--database", "-d", action="append", choices=DATABASES,
+        "--database",
+        "-d",
+        action="append",
+        choices=DATABASES,
         help="database whose outbox to relay (repeatable; default: all three)",
     )
     args = parser.parse_args(argv)

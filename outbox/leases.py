@@ -50,7 +50,9 @@ class LeaseConnection:
 
     async def open(self) -> None:
         conn = await asyncpg.connect(self._dsn, command_timeout=30)
-        await conn.execute("SELECT pg_advisory_lock($1::int, $2::int)", LOCK_CLASS_MEMBER, self._member_key)
+        await conn.execute(
+            "SELECT pg_advisory_lock($1::int, $2::int)", LOCK_CLASS_MEMBER, self._member_key
+        )
         await conn.add_listener(NOTIFY_CHANNEL, self._notified)
         self.conn = conn
         self.owned = set()

@@ -17,7 +17,9 @@ OLDEST_AGE = Gauge(
 OWNED_PARTITIONS = Gauge(
     "outbox_owned_partitions", "Outbox partitions this relay owns.", ["database"]
 )
-BROKER_UP = Gauge("outbox_broker_connected", "1 while the relay is connected to RabbitMQ.", ["database"])
+BROKER_UP = Gauge(
+    "outbox_broker_connected", "1 while the relay is connected to RabbitMQ.", ["database"]
+)
 LATENCY = Histogram(
     "outbox_commit_to_confirm_seconds",
     "From the outbox row's insert to the broker's confirm.",

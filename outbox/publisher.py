@@ -18,6 +18,7 @@ import aio_pika
 import aiormq
 from aio_pika.abc import AbstractChannel, AbstractConnection
 from pamqp.commands import Basic
+from pamqp.common import FieldTable
 
 from outbox.rows import OutboxRow
 from shared.messaging import (
@@ -54,7 +55,7 @@ class Publisher(Protocol):
 
 
 def properties(row: OutboxRow, producer: str) -> Basic.Properties:
-    headers: dict[str, object] = json.loads(row.headers) if row.headers != "{}" else {}
+    headers: FieldTable = json.loads(row.headers) if row.headers != "{}" else {}
     headers[H_AGGREGATE_TYPE] = row.aggregate_type
     headers[H_AGGREGATE_ID] = row.aggregate_id
     headers[H_SCHEMA_VERSION] = row.schema_version
@@ -88,7 +89,9 @@ class AmqpPublisher:
         self._connection = await aio_pika.connect(
             self._url, client_properties={"connection_name": f"outbox-relay:{self._producer}"}
         )
-        self._channel = await self._connection.channel(publisher_confirms=True, on_return_raises=True)
+        self._channel = await self._connection.channel(
+            publisher_confirms=True, on_return_raises=True
+        )
 
     async def close(self) -> None:
         connection, self._connection, self._channel = self._connection, None, None
@@ -109,13 +112,13 @@ class AmqpPublisher:
         # broker receives the rows in id order; the confirms are awaited together.
         results = await asyncio.gather(
             *(
-                channel.basic_publish(
+                channel.basic_publish(  # type: ignore[call-arg]
                     row.payload.encode(),
                     exchange=self._exchange,
                     routing_key=row.routing_key,
                     properties=properties(row, self._producer),
                     mandatory=True,
-                    wait=False,
+                    wait=False,  # confirms are awaited below; no per-message drain
                 )
                 for row in rows
             ),
@@ -128,7 +131,9 @@ class AmqpPublisher:
         if isinstance(result, Basic.Ack):
             return None
         if isinstance(result, aiormq.exceptions.PublishError):
-            return RejectedByBroker(f"unroutable: no queue is bound for this routing key ({result})")
+            return RejectedByBroker(
+                f"unroutable: no queue is bound for this routing key ({result})"
+            )
         if isinstance(result, aiormq.exceptions.DeliveryError):
             return RejectedByBroker(f"nacked by the broker: {result}")
         if isinstance(result, BaseException):

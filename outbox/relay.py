@@ -68,12 +68,17 @@ class Relay:
                     await self._connect()
                     backoff.reset()
                     await self._loop(stop)
-                except Exception as exc:  # noqa: BLE001 - the relay must outlive any one failure
+                except Exception as exc:
                     self.ready.clear()
                     metrics.BROKER_UP.labels(self.database).set(0)
-                    expected = isinstance(exc, DB_ERRORS + (PublisherUnavailable,))
-                    log.warning("relay_interrupted", database=self.database, error=str(exc),
-                                error_type=type(exc).__name__, exc_info=not expected)
+                    expected = isinstance(exc, (*DB_ERRORS, PublisherUnavailable))
+                    log.warning(
+                        "relay_interrupted",
+                        database=self.database,
+                        error=str(exc),
+                        error_type=type(exc).__name__,
+                        exc_info=not expected,
+                    )
                     await self._drain()
                     self._leases.lost()
                     await self._publisher.close()
@@ -84,7 +89,9 @@ class Relay:
 
     async def _connect(self) -> None:
         if self._pool is None:
-            self._pool = await asyncpg.create_pool(self._dsn, min_size=1, max_size=2, command_timeout=30)
+            self._pool = await asyncpg.create_pool(
+                self._dsn, min_size=1, max_size=2, command_timeout=30
+            )
         if not self._leases.alive:
             await self._leases.open()
         await self._publisher.connect()
@@ -121,14 +128,14 @@ class Relay:
             await self._idle(stop, poll)
             poll = min(poll * 2, self._settings.relay_poll_max_s)
 
-    async def _idle(self, stop: asyncio.Event, timeout: float) -> None:
+    async def _idle(self, stop: asyncio.Event, wait_s: float) -> None:
+        # A finished batch sets the wake event too (see _batch_done).
         waiters = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())]
-        waiters += list(self._in_flight)
         try:
-            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(waiters, timeout=wait_s, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for w in waiters[:2]:
-                w.cancel()
+            for waiter in waiters:
+                waiter.cancel()
 
     async def _claim(self) -> list[OutboxRow]:
         owned = sorted(self._leases.owned)
@@ -136,7 +143,9 @@ class Relay:
             return []
         in_flight = [row_id for ids in self._in_flight.values() for row_id in ids]
         assert self._leases.conn is not None
-        return await store.claim(self._leases.conn, owned, in_flight, self._settings.relay_batch_size)
+        return await store.claim(
+            self._leases.conn, owned, in_flight, self._settings.relay_batch_size
+        )
 
     async def _maintain(self) -> None:
         """Rebalance partitions and refresh gauges, each on its own period."""
@@ -191,7 +200,11 @@ class Relay:
     async def _record_failures(self, failed: Sequence[tuple[OutboxRow, RejectedByBroker]]) -> None:
         s = self._settings
         failures = [
-            store.Failure(row.id, str(err), min(s.relay_backoff_base_s * 2**row.attempts, s.relay_backoff_max_s))
+            store.Failure(
+                row.id,
+                str(err),
+                min(s.relay_backoff_base_s * 2**row.attempts, s.relay_backoff_max_s),
+            )
             for row, err in failed
         ]
         await self._retry_db(store.record_failures, failures, s.relay_max_attempts)
@@ -200,8 +213,15 @@ class Relay:
             parked = row.attempts + 1 >= s.relay_max_attempts
             if parked:
                 metrics.PARKED.labels(self.database).inc()
-            log.warning("outbox_publish_rejected", database=self.database, event_id=str(row.event_id),
-                        event_type=row.event_type, attempts=row.attempts + 1, parked=parked, error=str(err))
+            log.warning(
+                "outbox_publish_rejected",
+                database=self.database,
+                event_id=str(row.event_id),
+                event_type=row.event_type,
+                attempts=row.attempts + 1,
+                parked=parked,
+                error=str(err),
+            )
 
     async def _retry_db(self, func: object, *args: object) -> None:
         """Run a write on the pool, retrying briefly: the broker already has the messages."""

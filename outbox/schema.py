@@ -38,12 +38,16 @@ outbox = sa.Table(
     sa.Column("headers", pg.JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
     sa.Column("correlation_id", sa.Text),
     sa.Column(
-        "created_at", sa.DateTime(timezone=True), nullable=False,
+        "created_at",
+        sa.DateTime(timezone=True),
+        nullable=False,
         server_default=sa.text("clock_timestamp()"),
     ),
     sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
     sa.Column(
-        "next_attempt_at", sa.DateTime(timezone=True), nullable=False,
+        "next_attempt_at",
+        sa.DateTime(timezone=True),
+        nullable=False,
         server_default=sa.text("'-infinity'"),
     ),
     sa.Column("last_error", sa.Text),
@@ -52,7 +56,10 @@ outbox = sa.Table(
     sa.Index("outbox_claim_idx", "partition", "id", postgresql_where=sa.text("parked_at IS NULL")),
     # Aggregates whose head event is backing off: later events of them wait.
     sa.Index(
-        "outbox_retrying_idx", "aggregate_type", "aggregate_id", "id",
+        "outbox_retrying_idx",
+        "aggregate_type",
+        "aggregate_id",
+        "id",
         postgresql_where=sa.text("attempts > 0 AND parked_at IS NULL"),
     ),
 )
@@ -64,7 +71,9 @@ inbox = sa.Table(
     sa.Column("message_id", sa.Text, primary_key=True),
     sa.Column("event_type", sa.Text, nullable=False),
     sa.Column(
-        "processed_at", sa.DateTime(timezone=True), nullable=False,
+        "processed_at",
+        sa.DateTime(timezone=True),
+        nullable=False,
         server_default=sa.text("clock_timestamp()"),
     ),
     sa.Index("inbox_processed_at_idx", "processed_at"),

@@ -85,7 +85,9 @@ async def delete_sent(pool: asyncpg.Pool, ids: Sequence[int]) -> None:
     await pool.execute(DELETE_SQL, list(ids))
 
 
-async def record_failures(pool: asyncpg.Pool, failures: Sequence[Failure], max_attempts: int) -> None:
+async def record_failures(
+    pool: asyncpg.Pool, failures: Sequence[Failure], max_attempts: int
+) -> None:
     await pool.execute(
         FAIL_SQL,
         [f.row_id for f in failures],
@@ -103,7 +105,9 @@ async def status(conn: asyncpg.Connection | asyncpg.Pool) -> OutboxStatus:
     return OutboxStatus(row["backlog"], row["parked"], row["retrying"], age)
 
 
-async def requeue_parked(conn: asyncpg.Connection | asyncpg.Pool, event_ids: Sequence[str] | None) -> int:
+async def requeue_parked(
+    conn: asyncpg.Connection | asyncpg.Pool, event_ids: Sequence[str] | None
+) -> int:
     """Give parked events a fresh attempt budget; all parked events when ``event_ids`` is None."""
     sql = (
         "UPDATE outbox SET parked_at = NULL, attempts = 0, next_attempt_at = now(), "

@@ -8,7 +8,11 @@ environment at import time.
 
 from __future__ import annotations
 
+import ast
+import inspect
+import itertools
 import os
+import textwrap
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, get_type_hints
@@ -293,20 +297,18 @@ def _coerce(name: str, raw: str, kind: Any) -> Any:
         if kind is bool:
             return raw.strip().lower() in {"1", "true", "yes", "on"}
     except ValueError:
-        raise ValueError(f"environment variable {name}={raw!r} is not a valid {kind.__name__}") from None
+        raise ValueError(
+            f"environment variable {name}={raw!r} is not a valid {kind.__name__}"
+        ) from None
     return raw
 
 
 def _field_docs(cls: type) -> dict[str, str]:
     """Attribute docstrings (the string literal right after each field)."""
-    import ast
-    import inspect
-    import textwrap
-
     tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
     body = tree.body[0].body  # type: ignore[attr-defined]
     docs: dict[str, str] = {}
-    for prev, node in zip(body, body[1:], strict=False):
+    for prev, node in itertools.pairwise(body):
         if (
             isinstance(prev, ast.AnnAssign)
             and isinstance(prev.target, ast.Name)

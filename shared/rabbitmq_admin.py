@@ -54,7 +54,9 @@ class ManagementClient:
         self._request("DELETE", f"/vhosts/{quote(vhost, safe='')}")
 
     def put_policy(self, vhost: str, name: str, definition: dict[str, Any]) -> None:
-        self._request("PUT", f"/policies/{quote(vhost, safe='')}/{quote(name, safe='')}", json=definition)
+        self._request(
+            "PUT", f"/policies/{quote(vhost, safe='')}/{quote(name, safe='')}", json=definition
+        )
 
     def queue(self, vhost: str, name: str) -> dict[str, Any]:
         response = self._request("GET", f"/queues/{quote(vhost, safe='')}/{quote(name, safe='')}")

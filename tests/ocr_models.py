@@ -18,10 +18,10 @@ from pathlib import Path
 
 
 def write_easyocr_models(directory: Path, *, seed: int = 0) -> list[Path]:
-    import torch  # noqa: PLC0415
-    from easyocr import config as eocfg  # noqa: PLC0415
-    from easyocr.craft import CRAFT  # noqa: PLC0415
-    from easyocr.model.vgg_model import Model  # noqa: PLC0415
+    import torch
+    from easyocr import config as eocfg
+    from easyocr.craft import CRAFT
+    from easyocr.model.vgg_model import Model
 
     torch.manual_seed(seed)
     directory.mkdir(parents=True, exist_ok=True)

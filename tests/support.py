@@ -8,14 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import fields
+from pathlib import Path
 from urllib.parse import quote
 
 from shared.config import DATABASES, Settings
 from shared.db import drop_database
 from shared.rabbitmq_admin import ManagementClient
+
+ROOT = Path(__file__).resolve().parents[1]
 
 POSTGRES = os.environ.get("TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432")
 RABBITMQ = os.environ.get("TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672")
@@ -24,7 +29,9 @@ REDIS = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
 
 
 @contextmanager
-def isolated_settings(label: str = "t", *, migrate: bool = True, **overrides: object) -> Iterator[Settings]:
+def isolated_settings(
+    label: str = "t", *, migrate: bool = True, **overrides: object
+) -> Iterator[Settings]:
     """Settings pointing at fresh databases and a fresh vhost; all removed afterwards."""
     from migrations.runner import migrate as run_migrations
 
@@ -52,3 +59,18 @@ def isolated_settings(label: str = "t", *, migrate: bool = True, **overrides: ob
             mgmt.delete_vhost(vhost)
             for url in urls.values():
                 asyncio.run(drop_database(url))
+
+
+def env_for(settings: Settings, **extra: str) -> dict[str, str]:
+    """The environment that makes ``Settings.from_env()`` equal ``settings``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AUTH_", "USERS_", "ADMIN_"))}
+    for f in fields(settings):
+        env[f.metadata["env"]] = str(getattr(settings, f.name))
+    env.update(PYTHONPATH=str(ROOT), **extra)
+    return env
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

@@ -51,7 +51,7 @@ class OcrEngine(Protocol):
         ...
 
 
-class OcrModelsMissing(TransientError):  # noqa: N818 - reads as the condition it names
+class OcrModelsMissing(TransientError):
     """Model files are missing or rejected; the message says which and where it looked.
 
     Transient for a message (providing the files fixes it), fatal at worker start-up.

@@ -4,8 +4,6 @@ as a user would, against isolated settings (``tests.support.isolated_settings``)
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
 import subprocess
 import sys
 import time
@@ -18,30 +16,9 @@ import httpx
 
 from shared.config import Settings
 from shared.topology_apply import apply_topology
+from tests.support import env_for, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def env_for(settings: Settings, **extra: str) -> dict[str, str]:
-    """The environment that makes ``Settings.from_env()`` equal ``settings``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AUTH_", "USERS_", "ADMIN_"))}
-    for f in fields(settings):
-        env[f.metadata["env"]] = str(getattr(settings, f.name))
-    env.update(PYTHONPATH=str(ROOT), **extra)
-    return env
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def relay_command() -> list[str]:
-    """The product's relay when this branch has it, else the test stand-in."""
-    if (ROOT / "outbox" / "__main__.py").exists():
-        return [sys.executable, "-m", "outbox"]
-    return [sys.executable, "-m", "tests.relay_standin", "authdb", "apidb"]
 
 
 @dataclass
@@ -72,7 +49,7 @@ def running_stack(settings: Settings, *, log_level: str = "WARNING") -> Iterator
         "auth": [sys.executable, "-m", "apps.auth"],
         "users": [sys.executable, "-m", "apps.users"],
         "worker": [sys.executable, "-m", "workers", "profiles"],
-        "relay": relay_command(),
+        "relay": [sys.executable, "-m", "outbox", "--database", "authdb", "--database", "apidb"],
     }
     processes = {name: subprocess.Popen(cmd, cwd=ROOT, env=env) for name, cmd in commands.items()}
     stack = Stack(

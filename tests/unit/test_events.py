@@ -15,7 +15,7 @@ def test_round_trip_keeps_every_field() -> None:
 def test_unknown_type_and_bad_payload_are_invalid_messages() -> None:
     with pytest.raises(InvalidMessage, match="unknown event type"):
         decode("user.exploded", 1, b"{}")
-    with pytest.raises(InvalidMessage, match="invalid user.registered"):
+    with pytest.raises(InvalidMessage, match=r"invalid user\.registered"):
         decode("user.registered", 1, b'{"user_id": "not-a-uuid", "email": "x"}')
     with pytest.raises(InvalidMessage):
         decode("user.registered", 1, b"\xff garbage")
