@@ -69,11 +69,11 @@ class Settings:
     db_pool_size: int = field(default=10, metadata=_env("DB_POOL_SIZE"))
     """Connections per database pool in each process."""
 
-    relay_batch_size: int = field(default=500, metadata=_env("RELAY_BATCH_SIZE"))
+    relay_batch_size: int = field(default=2000, metadata=_env("RELAY_BATCH_SIZE"))
     """Outbox rows claimed per relay round trip."""
 
     relay_max_batches_in_flight: int = field(
-        default=4, metadata=_env("RELAY_MAX_BATCHES_IN_FLIGHT")
+        default=2, metadata=_env("RELAY_MAX_BATCHES_IN_FLIGHT")
     )
     """Batches published but not yet confirmed; overlaps database work with publishing."""
 
