@@ -121,7 +121,7 @@ async def cached_reads(stack: Stack, token: str, seconds: float, connections: in
 def _run_fast(coro: Coroutine[Any, Any, float]) -> float:
     """The load generator shares the machine: give it the cheaper event loop if installed."""
     try:
-        import uvloop  # noqa: PLC0415
+        import uvloop
     except ImportError:
         return asyncio.run(coro)
     return uvloop.run(coro)

@@ -35,16 +35,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import aio_pika  # noqa: E402
-import asyncpg  # noqa: E402
+import aio_pika
+import asyncpg
 
-from outbox import add_event  # noqa: E402
-from shared.config import Settings  # noqa: E402
-from shared.db import asyncpg_dsn, create_engine, session_factory  # noqa: E402
-from shared.events import UserRegistered  # noqa: E402
-from shared.messaging import EVENTS_EXCHANGE  # noqa: E402
-from tests.relay_support import start_relay, stop_relay, wait_for_relays  # noqa: E402
-from tests.support import isolated_settings  # noqa: E402
+from outbox import add_event
+from shared.config import Settings
+from shared.db import asyncpg_dsn, create_engine, session_factory
+from shared.events import UserRegistered
+from shared.messaging import EVENTS_EXCHANGE
+from tests.relay_support import start_relay, stop_relay, wait_for_relays
+from tests.support import isolated_settings
 
 QUEUE = "bench.relay"
 BODY = json.dumps({"user_id": str(uuid.uuid4()), "email": "bench@example.org", "display_name": "b"})
