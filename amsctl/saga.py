@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Coroutine
 from typing import Annotated, Any, TypeVar
 
+import aio_pika
 import sqlalchemy.exc
 import typer
 from rich.table import Table
@@ -26,12 +27,10 @@ from amsctl.common import (
     print_json,
     settings,
 )
-from amsctl.dlq.broker import vhost_of
 from apps.auth import sagas
 from apps.auth.models import SAGA_STATUSES
 from shared.config import Settings
 from shared.db import create_engine, session_factory
-from shared.rabbitmq_admin import ManagementClient
 from shared.topology import consumer_spec
 
 T = TypeVar("T")
@@ -60,12 +59,22 @@ async def _list(cfg: Settings, status: str | None, limit: int) -> list[sagas.Sag
 
 
 def dead_letters(cfg: Settings, queue: str) -> int | None:
-    """Messages waiting in ``queue`` (management API); None when it cannot be asked."""
+    """Messages waiting in ``queue`` (a passive declare: exact, unlike the management
+    API's sampled statistics); None when the broker cannot be asked."""
     try:
-        with ManagementClient(cfg.rabbitmq_management_url) as mgmt:
-            return int(mgmt.queue(vhost_of(cfg.rabbitmq_url), queue).get("messages", 0))
+        return asyncio.run(_queue_depth(cfg.rabbitmq_url, queue))
     except Exception:  # the count is a hint; the saga is shown regardless
         return None
+
+
+async def _queue_depth(url: str, queue: str) -> int:
+    connection = await aio_pika.connect(url, timeout=5)
+    try:
+        channel = await connection.channel()
+        declared = await channel.declare_queue(queue, passive=True)
+        return int(declared.declaration_result.message_count or 0)
+    finally:
+        await connection.close()
 
 
 def _run(coro: Coroutine[Any, Any, T]) -> T:

@@ -8,7 +8,7 @@ from typing import Any
 from litestar import Controller, Request, delete, get, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
-from litestar.params import JSONBody
+from litestar.params import FromPath, JSONBody
 from litestar.status_codes import (
     HTTP_200_OK,
     HTTP_201_CREATED,
@@ -145,7 +145,7 @@ class AuthController(Controller):
     )
     async def delete_user(
         self,
-        user_id: uuid.UUID,
+        user_id: FromPath[uuid.UUID],
         principal: NamedDependency[Principal],
         service: NamedDependency[AuthService],
     ) -> DeletionAccepted:
@@ -161,7 +161,7 @@ class AuthController(Controller):
     )
     async def get_saga(
         self,
-        saga_id: uuid.UUID,
+        saga_id: FromPath[uuid.UUID],
         principal: NamedDependency[Principal],
         service: NamedDependency[AuthService],
     ) -> Saga:

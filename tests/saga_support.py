@@ -1,0 +1,119 @@
+"""The deletion saga's moving parts, in-process, for the saga tests.
+
+:class:`SagaStack` runs the outbox relay (all three databases) and any of the consumers
+``profiles``, ``documents``, ``saga`` (with its timeout sweeper) in the test's event
+loop, each startable and stoppable on its own; ``saga_worker_process`` runs the saga
+worker as a real process instead, for kill -9 tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+import uuid
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from outbox.__main__ import build_relays
+from shared.config import DATABASES, Settings
+from shared.db import create_engine, session_factory
+from tests.e2e.stack import ROOT, env_for
+from workers import registry
+from workers.runtime import RunningConsumer
+from workers.saga import SagaConsumer, Sweeper
+
+
+class SagaStack:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.engines: dict[str, AsyncEngine] = {
+            db: create_engine(settings.database_url(db), pool_size=2) for db in DATABASES
+        }
+        self._stop = asyncio.Event()
+        self._relay: asyncio.Task[Any] | None = None
+        self._consumers: dict[str, RunningConsumer] = {}
+        self._sweeper_stop = asyncio.Event()
+        self._sweeper: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> SagaStack:
+        relays = build_relays(self.settings, DATABASES)
+        self._relay = asyncio.gather(*(r.run(self._stop) for r in relays))
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for name in list(self._consumers):
+            await self.stop(name)
+        self._stop.set()
+        if self._relay is not None:
+            await asyncio.wait_for(self._relay, 15)
+        for engine in self.engines.values():
+            await engine.dispose()
+
+    async def start(self, name: str) -> None:
+        consumer = registry.get(name)(self.settings)
+        self._consumers[name] = await consumer.start(self.settings)
+        if isinstance(consumer, SagaConsumer):
+            self._sweeper_stop = asyncio.Event()
+            sweeper = Sweeper(
+                consumer.orchestrator, session_factory(self.engines["authdb"]),
+                self.settings.saga_sweep_interval_s,
+            )
+            self._sweeper = asyncio.create_task(sweeper.run(self._sweeper_stop))
+
+    async def stop(self, name: str) -> None:
+        running = self._consumers.pop(name)
+        await running.stop(grace_s=5)
+        if name == "saga" and self._sweeper is not None:
+            self._sweeper_stop.set()
+            await self._sweeper
+            self._sweeper = None
+
+    # --- looking at the databases ---------------------------------------------------------
+    async def one(self, db: str, sql: str, **params: Any) -> Any:
+        async with self.engines[db].connect() as conn:
+            return (await conn.execute(sa.text(sql), params)).first()
+
+    async def scalar(self, db: str, sql: str, **params: Any) -> Any:
+        async with self.engines[db].connect() as conn:
+            return (await conn.execute(sa.text(sql), params)).scalar()
+
+    async def wait_for(
+        self, db: str, sql: str, predicate: Any, *, timeout_s: float = 20.0, **params: Any
+    ) -> Any:
+        """Poll ``sql`` until ``predicate(first row)`` holds; the row."""
+        deadline = time.monotonic() + timeout_s
+        row = None
+        while time.monotonic() < deadline:
+            row = await self.one(db, sql, **params)
+            if predicate(row):
+                return row
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"timed out after {timeout_s}s waiting on {sql!r}; last row {row}")
+
+    async def wait_status(
+        self, saga_id: uuid.UUID | str, *statuses: str, timeout_s: float = 20.0
+    ) -> Any:
+        return await self.wait_for(
+            "authdb", "SELECT * FROM sagas WHERE id = :id",
+            lambda r: r is not None and r.status in statuses, timeout_s=timeout_s, id=saga_id,
+        )
+
+    async def steps(self, saga_id: uuid.UUID | str) -> dict[str, Any]:
+        async with self.engines["authdb"].connect() as conn:
+            rows = (
+                await conn.execute(
+                    sa.text("SELECT * FROM saga_steps WHERE saga_id = :id ORDER BY seq"),
+                    {"id": saga_id},
+                )
+            ).all()
+        return {r.name: r for r in rows}
+
+
+def saga_worker_process(settings: Settings) -> subprocess.Popen[bytes]:
+    """``python -m workers saga`` with ``settings``."""
+    env = env_for(settings, WORKER_METRICS_PORT="0", LOG_LEVEL="WARNING")
+    return subprocess.Popen([sys.executable, "-m", "workers", "saga"], cwd=ROOT, env=env)
