@@ -15,12 +15,14 @@ import time
 import uuid
 from typing import Any
 
+import aio_pika
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from outbox.__main__ import build_relays
 from shared.config import DATABASES, Settings
 from shared.db import create_engine, session_factory
+from shared.messaging import EVENTS_EXCHANGE
 from tests.e2e.stack import ROOT, env_for
 from workers import registry
 from workers.runtime import RunningConsumer
@@ -28,20 +30,22 @@ from workers.saga import SagaConsumer, Sweeper
 
 
 class SagaStack:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, relay: bool = True) -> None:
         self.settings = settings
+        self.relay = relay
         self.engines: dict[str, AsyncEngine] = {
             db: create_engine(settings.database_url(db), pool_size=2) for db in DATABASES
         }
         self._stop = asyncio.Event()
-        self._relay: asyncio.Task[Any] | None = None
+        self._relay: asyncio.Future[Any] | None = None
         self._consumers: dict[str, RunningConsumer] = {}
         self._sweeper_stop = asyncio.Event()
         self._sweeper: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> SagaStack:
-        relays = build_relays(self.settings, DATABASES)
-        self._relay = asyncio.gather(*(r.run(self._stop) for r in relays))
+        if self.relay:
+            relays = build_relays(self.settings, DATABASES)
+            self._relay = asyncio.gather(*(r.run(self._stop) for r in relays))
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -59,7 +63,8 @@ class SagaStack:
         if isinstance(consumer, SagaConsumer):
             self._sweeper_stop = asyncio.Event()
             sweeper = Sweeper(
-                consumer.orchestrator, session_factory(self.engines["authdb"]),
+                consumer.orchestrator,
+                session_factory(self.engines["authdb"]),
                 self.settings.saga_sweep_interval_s,
             )
             self._sweeper = asyncio.create_task(sweeper.run(self._sweeper_stop))
@@ -98,8 +103,11 @@ class SagaStack:
         self, saga_id: uuid.UUID | str, *statuses: str, timeout_s: float = 20.0
     ) -> Any:
         return await self.wait_for(
-            "authdb", "SELECT * FROM sagas WHERE id = :id",
-            lambda r: r is not None and r.status in statuses, timeout_s=timeout_s, id=saga_id,
+            "authdb",
+            "SELECT * FROM sagas WHERE id = :id",
+            lambda r: r is not None and r.status in statuses,
+            timeout_s=timeout_s,
+            id=saga_id,
         )
 
     async def steps(self, saga_id: uuid.UUID | str) -> dict[str, Any]:
@@ -117,3 +125,27 @@ def saga_worker_process(settings: Settings) -> subprocess.Popen[bytes]:
     """``python -m workers saga`` with ``settings``."""
     env = env_for(settings, WORKER_METRICS_PORT="0", LOG_LEVEL="WARNING")
     return subprocess.Popen([sys.executable, "-m", "workers", "saga"], cwd=ROOT, env=env)
+
+
+async def tap(settings: Settings, routing_key: str) -> str:
+    """A queue of the test's own that receives every ``routing_key`` event; its name."""
+    name = f"test.tap.{routing_key}.{uuid.uuid4().hex[:6]}"
+    connection = await aio_pika.connect(settings.rabbitmq_url)
+    try:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(name, durable=False)
+        await queue.bind(EVENTS_EXCHANGE, routing_key)
+    finally:
+        await connection.close()
+    return name
+
+
+async def queue_depth(settings: Settings, queue: str) -> int:
+    """Messages ready in ``queue`` (a passive declare: exact)."""
+    connection = await aio_pika.connect(settings.rabbitmq_url)
+    try:
+        channel = await connection.channel()
+        declared = await channel.declare_queue(queue, passive=True)
+        return int(declared.declaration_result.message_count or 0)
+    finally:
+        await connection.close()

@@ -37,7 +37,7 @@ from shared.events import (
 )
 from shared.topology_apply import apply_topology
 from tests.e2e.stack import ROOT, env_for
-from tests.saga_support import SagaStack, saga_worker_process
+from tests.saga_support import SagaStack, queue_depth, saga_worker_process, tap
 from tests.support import isolated_settings
 from workers.context import MessageContext
 from workers.saga import Orchestrator, compensation_failed_reason
@@ -101,8 +101,9 @@ async def _admin_token(client: AsyncTestClient[Any], settings: Settings) -> str:
 
     engine = create_engine(engine_url, pool_size=1)
     try:
-        await register_user(session_factory(engine), passwords, address, PASSWORD, None,
-                            ("user", "admin"))
+        await register_user(
+            session_factory(engine), passwords, address, PASSWORD, None, ("user", "admin")
+        )
     finally:
         passwords.close()
         await engine.dispose()
@@ -150,6 +151,7 @@ async def test_happy_path_deletes_across_three_databases(
     async with SagaStack(saga_settings) as stack:
         for name in ("profiles", "documents", "saga"):
             await stack.start(name)
+        deleted_tap = await tap(saga_settings, "user.deleted")
         address, user_id, tokens = await _user_with_profile(client, stack)
         doc_id = await _add_document(stack, user_id)
         other = await _add_document(stack, str(uuid.uuid4()))  # another user's: untouched
@@ -160,24 +162,35 @@ async def test_happy_path_deletes_across_three_databases(
         assert r.status_code == 401
         r = await client.post("/auth/refresh", json={"refresh_token": tokens["refresh_token"]})
         assert r.status_code == 401
-        assert (await client.get("/auth/me", headers=_auth(tokens["access_token"]))).status_code == 401
+        assert (
+            await client.get("/auth/me", headers=_auth(tokens["access_token"]))
+        ).status_code == 401
 
         saga = await stack.wait_status(saga_id, "completed", "compensated", "compensation_failed")
         assert saga.status == "completed", saga
-        assert await stack.scalar("authdb", "SELECT status FROM users WHERE id = :u", u=user_id) == "deleted"
-        profile = await stack.one("apidb", "SELECT deleted_at FROM profiles WHERE user_id = :u", u=user_id)
+        assert (
+            await stack.scalar("authdb", "SELECT status FROM users WHERE id = :u", u=user_id)
+            == "deleted"
+        )
+        profile = await stack.one(
+            "apidb", "SELECT deleted_at FROM profiles WHERE user_id = :u", u=user_id
+        )
         assert profile.deleted_at is not None
-        assert await stack.scalar("admindb", "SELECT count(*) FROM documents WHERE id = :d", d=doc_id) == 0
-        assert await stack.scalar("admindb", "SELECT count(*) FROM documents WHERE id = :d", d=other) == 1
+        assert (
+            await stack.scalar("admindb", "SELECT count(*) FROM documents WHERE id = :d", d=doc_id)
+            == 0
+        )
+        assert (
+            await stack.scalar("admindb", "SELECT count(*) FROM documents WHERE id = :d", d=other)
+            == 1
+        )
         steps = await stack.steps(saga_id)
         assert list(steps) == ["profile.delete", "documents.delete", "user.delete"]
-        assert all(s.status == "completed" and s.finished_at >= s.started_at for s in steps.values())
-        assert steps["documents.delete"].detail == "1 document(s) deleted"
-        deleted_events = await stack.scalar(
-            "authdb", "SELECT count(*) FROM outbox WHERE event_type = 'user.deleted' AND aggregate_id = :u",
-            u=user_id,
+        assert all(
+            s.status == "completed" and s.finished_at >= s.started_at for s in steps.values()
         )
-        assert deleted_events == 1
+        assert steps["documents.delete"].detail == "1 document(s) deleted"
+        assert await _eventually_depth(saga_settings, deleted_tap, 1) == 1  # user.deleted, once
 
         # The admin sees the saga over HTTP, with its steps.
         admin = await _admin_token(client, saga_settings)
@@ -185,13 +198,20 @@ async def test_happy_path_deletes_across_three_databases(
         assert r.status_code == 200, r.text
         body = r.json()
         assert body["status"] == "completed"
-        assert [s["name"] for s in body["steps"]] == ["profile.delete", "documents.delete", "user.delete"]
+        assert [s["name"] for s in body["steps"]] == [
+            "profile.delete",
+            "documents.delete",
+            "user.delete",
+        ]
         assert all(s["finished_at"] for s in body["steps"])
 
         # Duplicate replies with new message ids, through the broker: recognised, no effect.
         for db, reply in (
             ("apidb", ProfileDeleted(saga_id=uuid.UUID(saga_id), user_id=uuid.UUID(user_id))),
-            ("admindb", DocumentsDeleted(saga_id=uuid.UUID(saga_id), user_id=uuid.UUID(user_id), count=1)),
+            (
+                "admindb",
+                DocumentsDeleted(saga_id=uuid.UUID(saga_id), user_id=uuid.UUID(user_id), count=1),
+            ),
         ):
             async with stack.engines[db].begin() as conn:
                 from sqlalchemy.ext.asyncio import AsyncSession  # noqa: PLC0415
@@ -200,14 +220,23 @@ async def test_happy_path_deletes_across_three_databases(
                     await outbox.add_event(session, reply)
                     await session.commit()
         await stack.wait_for(
-            "authdb", "SELECT sum(late_replies) AS n FROM saga_steps WHERE saga_id = :s",
-            lambda r: r.n == 2, s=saga_id,
+            "authdb",
+            "SELECT sum(late_replies) AS n FROM saga_steps WHERE saga_id = :s",
+            lambda r: r.n == 2,
+            s=saga_id,
         )
         assert (await stack.wait_status(saga_id, "completed")).status == "completed"
-        assert await stack.scalar(
-            "authdb", "SELECT count(*) FROM outbox WHERE event_type = 'user.deleted' AND aggregate_id = :u",
-            u=user_id,
-        ) == 1
+        await asyncio.sleep(0.5)
+        assert await queue_depth(saga_settings, deleted_tap) == 1  # still one user.deleted
+
+
+async def _eventually_depth(settings: Settings, queue: str, expected: int) -> int:
+    for _ in range(100):
+        depth = await queue_depth(settings, queue)
+        if depth >= expected:
+            return depth
+        await asyncio.sleep(0.1)
+    return await queue_depth(settings, queue)
 
 
 async def test_another_user_may_not_delete_or_see_the_saga(
@@ -249,27 +278,42 @@ async def test_legal_hold_compensates_and_user_can_log_in_again(
         ]
         assert steps["profile.restore"].kind == "compensation"
         # All or nothing for the user: active, profile live, both documents still there.
-        assert await stack.scalar("authdb", "SELECT status FROM users WHERE id = :u", u=user_id) == "active"
+        assert (
+            await stack.scalar("authdb", "SELECT status FROM users WHERE id = :u", u=user_id)
+            == "active"
+        )
         profile = await stack.one(
             "apidb", "SELECT deleted_at, display_name FROM profiles WHERE user_id = :u", u=user_id
         )
-        assert profile.deleted_at is None and profile.display_name == "Del"
-        assert await stack.scalar(
-            "admindb", "SELECT count(*) FROM documents WHERE id IN (:a, :b)", a=free, b=held
-        ) == 2
+        assert profile.deleted_at is None
+        assert profile.display_name == "Del"
+        assert (
+            await stack.scalar(
+                "admindb", "SELECT count(*) FROM documents WHERE id IN (:a, :b)", a=free, b=held
+            )
+            == 2
+        )
         fresh = await _login(client, address)
         r = await client.get("/auth/me", headers=_auth(fresh["access_token"]))
-        assert r.status_code == 200 and r.json()["status"] == "active"
+        assert r.status_code == 200
+        assert r.json()["status"] == "active"
         # The user follows their own saga.
         r = await client.get(f"/auth/sagas/{saga_id}", headers=_auth(fresh["access_token"]))
-        assert r.status_code == 200 and r.json()["status"] == "compensated"
+        assert r.status_code == 200
+        assert r.json()["status"] == "compensated"
 
 
 # --- duplicate and out-of-order replies (the state machine, handler by handler) -----------------
 def _ctx(event_type: str) -> MessageContext:
     return MessageContext(
-        message_id=str(uuid.uuid4()), event_type=event_type, correlation_id="corr-saga",
-        causation_id=None, headers={}, redelivered=False, attempts=0, consumer="saga",
+        message_id=str(uuid.uuid4()),
+        event_type=event_type,
+        correlation_id="corr-saga",
+        causation_id=None,
+        headers={},
+        redelivered=False,
+        attempts=0,
+        consumer="saga",
     )
 
 
@@ -279,7 +323,7 @@ async def test_duplicate_and_out_of_order_replies_change_nothing(
     _, user_id, _ = await _register(client)
     uid = uuid.UUID(user_id)
     orchestrator = Orchestrator(step_timeout_s=60, compensation_timeout_s=60)
-    async with SagaStack(saga_settings) as stack:  # only for its engines; no consumers
+    async with SagaStack(saga_settings, relay=False) as stack:  # commands stay in the outbox
         sessions = session_factory(stack.engines["authdb"])
 
         async def deliver(handler: Any, message: Any) -> None:
@@ -287,17 +331,25 @@ async def test_duplicate_and_out_of_order_replies_change_nothing(
                 await handler(session, message, _ctx(message.event_type))
 
         async with sessions() as session, session.begin():
-            await session.execute(sa.text("UPDATE users SET status = 'deleting' WHERE id = :u"), {"u": uid})
+            await session.execute(
+                sa.text("UPDATE users SET status = 'deleting' WHERE id = :u"), {"u": uid}
+            )
             sid = await start_deletion(session, uid, requested_by=uid, step_timeout_s=60)
 
         async def commands(event_type: str) -> int:
-            return int(await stack.scalar(
-                "authdb", "SELECT count(*) FROM outbox WHERE aggregate_id = :s AND event_type = :t",
-                s=str(sid), t=event_type,
-            ))
+            return int(
+                await stack.scalar(
+                    "authdb",
+                    "SELECT count(*) FROM outbox WHERE aggregate_id = :s AND event_type = :t",
+                    s=str(sid),
+                    t=event_type,
+                )
+            )
 
         # Out of order: replies for steps that have not started are ignored.
-        await deliver(orchestrator.on_documents_deleted, DocumentsDeleted(saga_id=sid, user_id=uid, count=3))
+        await deliver(
+            orchestrator.on_documents_deleted, DocumentsDeleted(saga_id=sid, user_id=uid, count=3)
+        )
         await deliver(orchestrator.on_profile_restored, ProfileRestored(saga_id=sid, user_id=uid))
         saga = await stack.one("authdb", "SELECT * FROM sagas WHERE id = :s", s=sid)
         assert (saga.status, saga.current_step) == ("running", "profile.delete")
@@ -317,7 +369,9 @@ async def test_duplicate_and_out_of_order_replies_change_nothing(
             orchestrator.on_documents_deletion_failed,
             DocumentsDeletionFailed(saga_id=sid, user_id=uid, reason="legal hold"),
         )
-        await deliver(orchestrator.on_documents_deleted, DocumentsDeleted(saga_id=sid, user_id=uid, count=1))
+        await deliver(
+            orchestrator.on_documents_deleted, DocumentsDeleted(saga_id=sid, user_id=uid, count=1)
+        )
         await deliver(
             orchestrator.on_documents_deletion_failed,
             DocumentsDeletionFailed(saga_id=sid, user_id=uid, reason="legal hold"),
@@ -326,14 +380,20 @@ async def test_duplicate_and_out_of_order_replies_change_nothing(
         assert (saga.status, saga.current_step) == ("compensating", "profile.restore")
         assert await commands("profile.restore") == 1
         assert (await stack.steps(sid))["documents.delete"].late_replies == 2
-        assert await stack.scalar("authdb", "SELECT status FROM users WHERE id = :u", u=uid) == "deleting"
+        assert (
+            await stack.scalar("authdb", "SELECT status FROM users WHERE id = :u", u=uid)
+            == "deleting"
+        )
 
         await deliver(orchestrator.on_profile_restored, ProfileRestored(saga_id=sid, user_id=uid))
         await deliver(orchestrator.on_profile_restored, ProfileRestored(saga_id=sid, user_id=uid))
         saga = await stack.one("authdb", "SELECT * FROM sagas WHERE id = :s", s=sid)
         assert saga.status == "compensated"
         assert saga.reason == "documents.delete failed: legal hold"
-        assert await stack.scalar("authdb", "SELECT status FROM users WHERE id = :u", u=uid) == "active"
+        assert (
+            await stack.scalar("authdb", "SELECT status FROM users WHERE id = :u", u=uid)
+            == "active"
+        )
         assert (await stack.steps(sid))["profile.restore"].late_replies == 1
 
 
@@ -356,16 +416,24 @@ async def test_participant_that_never_answers_times_out_and_compensates(
         steps = await stack.steps(saga_id)
         assert steps["documents.delete"].status == "timed_out"
         assert steps["profile.restore"].status == "completed"
-        assert await stack.scalar("authdb", "SELECT status FROM users WHERE id = :u", u=user_id) == "active"
+        assert (
+            await stack.scalar("authdb", "SELECT status FROM users WHERE id = :u", u=user_id)
+            == "active"
+        )
         await _login(client, address)
 
         # The documents worker comes back: it refuses the expired command; nothing is deleted.
         await stack.start("documents")
         await stack.wait_for(
-            "authdb", "SELECT late_replies FROM saga_steps WHERE saga_id = :s AND name = 'documents.delete'",
-            lambda r: r.late_replies == 1, s=saga_id,
+            "authdb",
+            "SELECT late_replies FROM saga_steps WHERE saga_id = :s AND name = 'documents.delete'",
+            lambda r: r.late_replies == 1,
+            s=saga_id,
         )
-        assert await stack.scalar("admindb", "SELECT count(*) FROM documents WHERE id = :d", d=doc_id) == 1
+        assert (
+            await stack.scalar("admindb", "SELECT count(*) FROM documents WHERE id = :d", d=doc_id)
+            == 1
+        )
         assert (await stack.wait_status(saga_id, "compensated")).status == "compensated"
 
 
@@ -377,21 +445,25 @@ async def test_failing_compensation_ends_in_compensation_failed_with_a_dead_lett
             await stack.start(name)
         _, user_id, tokens = await _user_with_profile(client, stack)
         await _add_document(stack, user_id, legal_hold=True)
-        dlq_before = await _queue_depth(saga_settings, "profiles.dlq")
+        dlq_before = await queue_depth(saga_settings, "profiles.dlq")
 
         # Someone holds the profile row: every profile.restore attempt fails (NOWAIT).
         async with stack.engines["apidb"].connect() as blocker:
             txn = await blocker.begin()
             saga_id = await _delete(client, user_id, tokens["access_token"])
             await stack.wait_for(
-                "authdb", "SELECT status FROM saga_steps WHERE saga_id = :s AND name = 'profile.delete'",
-                lambda r: r is not None and r.status == "completed", s=saga_id,
+                "authdb",
+                "SELECT status FROM saga_steps WHERE saga_id = :s AND name = 'profile.delete'",
+                lambda r: r is not None and r.status == "completed",
+                s=saga_id,
             )
             await blocker.execute(
                 sa.text("SELECT 1 FROM profiles WHERE user_id = :u FOR UPDATE"), {"u": user_id}
             )
             await stack.start("documents")  # legal hold -> profile.restore, which keeps failing
-            saga = await stack.wait_status(saga_id, "compensated", "compensation_failed", timeout_s=30)
+            saga = await stack.wait_status(
+                saga_id, "compensated", "compensation_failed", timeout_s=30
+            )
             await txn.rollback()
 
         assert saga.status == "compensation_failed", saga
@@ -400,8 +472,11 @@ async def test_failing_compensation_ends_in_compensation_failed_with_a_dead_lett
         steps = await stack.steps(saga_id)
         assert steps["profile.restore"].status == "timed_out"
         assert "user.reactivate" not in steps  # never silently marked done
-        assert await stack.scalar("authdb", "SELECT status FROM users WHERE id = :u", u=user_id) == "deleting"
-        assert await _queue_depth(saga_settings, "profiles.dlq") == dlq_before + 1
+        assert (
+            await stack.scalar("authdb", "SELECT status FROM users WHERE id = :u", u=user_id)
+            == "deleting"
+        )
+        assert await queue_depth(saga_settings, "profiles.dlq") == dlq_before + 1
 
         # The operator sees both: the saga's state and the dead letter waiting.
         shown = _amsctl(saga_settings, "saga", "show", saga_id)
@@ -414,37 +489,39 @@ async def test_failing_compensation_ends_in_compensation_failed_with_a_dead_lett
 
         # With the lock gone, replaying the dead letter completes the compensation after all.
         replayed = _amsctl(
-            saga_settings, "dlq", "replay", "--queue", "profiles.dlq", "--reason", "lock released",
+            saga_settings,
+            "dlq",
+            "replay",
+            "--queue",
+            "profiles.dlq",
+            "--reason",
+            "lock released",
             AMSCTL_AUDIT_LOG=str(tmp_path / "audit.jsonl"),
         )
         assert replayed.returncode == 0, replayed.stdout + replayed.stderr
         saga = await stack.wait_status(saga_id, "compensated")
         assert saga.reason.endswith("recovered later")
-        assert await stack.scalar("authdb", "SELECT status FROM users WHERE id = :u", u=user_id) == "active"
+        assert (
+            await stack.scalar("authdb", "SELECT status FROM users WHERE id = :u", u=user_id)
+            == "active"
+        )
         assert (await stack.steps(saga_id))["profile.restore"].status == "completed"
-
-
-async def _queue_depth(settings: Settings, queue: str) -> int:
-    import aio_pika  # noqa: PLC0415
-
-    connection = await aio_pika.connect(settings.rabbitmq_url)
-    try:
-        channel = await connection.channel()
-        declared = await channel.declare_queue(queue, passive=True)
-        return int(declared.declaration_result.message_count or 0)
-    finally:
-        await connection.close()
 
 
 def _amsctl(settings: Settings, *args: str, **env_extra: str) -> subprocess.CompletedProcess[str]:
     env = env_for(settings, COLUMNS="250", **env_extra)
     return subprocess.run(
-        [sys.executable, "-m", "amsctl", *args], cwd=ROOT, env=env, capture_output=True,
-        text=True, timeout=60, check=False,
+        [sys.executable, "-m", "amsctl", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
 
 
-# --- kill -9 ---------------------------------------------------------------------------------------
+# --- kill -9 ----------------------------------------------------------------------------------
 async def test_orchestrator_killed_mid_saga_still_finishes(
     client: AsyncTestClient[Any], saga_settings: Settings
 ) -> None:
@@ -457,18 +534,24 @@ async def test_orchestrator_killed_mid_saga_still_finishes(
             saga_id = await _delete(client, user_id, tokens["access_token"])
             # profile.deleted handled, documents.delete sent; nobody answers it yet.
             await stack.wait_for(
-                "authdb", "SELECT current_step FROM sagas WHERE id = :s",
-                lambda r: r.current_step == "documents.delete", s=saga_id,
+                "authdb",
+                "SELECT current_step FROM sagas WHERE id = :s",
+                lambda r: r.current_step == "documents.delete",
+                s=saga_id,
             )
             os.kill(worker.pid, signal.SIGKILL)
             worker.wait(10)
             await stack.start("documents")  # its reply waits in the saga queue
             await stack.wait_for(
-                "admindb", "SELECT count(*) AS n FROM documents WHERE owner_id = :u",
-                lambda r: r.n == 0, u=user_id,
+                "admindb",
+                "SELECT count(*) AS n FROM documents WHERE owner_id = :u",
+                lambda r: r.n == 0,
+                u=user_id,
             )
             worker = saga_worker_process(saga_settings)
-            saga = await stack.wait_status(saga_id, "completed", "compensated", "compensation_failed")
+            saga = await stack.wait_status(
+                saga_id, "completed", "compensated", "compensation_failed"
+            )
         finally:
             worker.terminate()
             try:
@@ -476,4 +559,7 @@ async def test_orchestrator_killed_mid_saga_still_finishes(
             except subprocess.TimeoutExpired:
                 worker.kill()
         assert saga.status == "completed", saga
-        assert await stack.scalar("authdb", "SELECT status FROM users WHERE id = :u", u=user_id) == "deleted"
+        assert (
+            await stack.scalar("authdb", "SELECT status FROM users WHERE id = :u", u=user_id)
+            == "deleted"
+        )
