@@ -11,11 +11,13 @@ replay from a fresh inbox, or a duplicate event with another id), in which case 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from functools import partial
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from apps.users.cache import ProfileCache, RedisProfileCache
 from apps.users.models import profiles
 from shared.config import Settings
 from shared.errors import TransientError
@@ -28,6 +30,7 @@ from shared.events import (
     UserRegistered,
 )
 from shared.logging import get_logger
+from shared.redis_client import create_redis
 from workers.context import MessageContext
 from workers.runtime import Consumer
 
@@ -58,7 +61,10 @@ class ProfileMissingError(TransientError):
 
 
 async def handle_delete_profile(
-    session: AsyncSession, message: DeleteProfile, ctx: MessageContext
+    session: AsyncSession,
+    message: DeleteProfile,
+    ctx: MessageContext,
+    cache: ProfileCache | None = None,
 ) -> None:
     """Archive the profile and reply ``profile.deleted``; archiving twice changes nothing.
 
@@ -76,11 +82,16 @@ async def handle_delete_profile(
         .returning(profiles.c.user_id)
     )
     log.info("profile.archived", user_id=str(message.user_id), changed=archived.first() is not None)
+    if cache is not None:
+        await cache.evict(message.user_id)
     await ctx.emit(session, ProfileDeleted(saga_id=message.saga_id, user_id=message.user_id))
 
 
 async def handle_restore_profile(
-    session: AsyncSession, message: RestoreProfile, ctx: MessageContext
+    session: AsyncSession,
+    message: RestoreProfile,
+    ctx: MessageContext,
+    cache: ProfileCache | None = None,
 ) -> None:
     """Un-archive the profile and reply ``profile.restored``; idempotent.
 
@@ -104,18 +115,26 @@ async def handle_restore_profile(
             .values(deleted_at=None, deleted_by_saga=None, updated_at=sa.func.now())
         )
     log.info("profile.restored", user_id=str(message.user_id), changed=row.deleted_at is not None)
+    if cache is not None:
+        await cache.evict(message.user_id)
     await ctx.emit(session, ProfileRestored(saga_id=message.saga_id, user_id=message.user_id))
 
 
-def consumer(_: Settings) -> Consumer:
-    """The ``profiles`` consumer (apidb)."""
+def consumer(settings: Settings) -> Consumer:
+    """The ``profiles`` consumer (apidb); it evicts archived/restored profiles from the
+    users API's cache, so the API stops (or starts again) showing them at once."""
+    cache = RedisProfileCache(
+        create_redis(settings.redis_url),
+        prefix=settings.redis_key_prefix,
+        ttl_s=settings.profile_cache_ttl_s,
+    )
     return Consumer(
         name="profiles",
         database="apidb",
         handlers={
             UserRegistered: handle_user_registered,
-            DeleteProfile: handle_delete_profile,
-            RestoreProfile: handle_restore_profile,
+            DeleteProfile: partial(handle_delete_profile, cache=cache),
+            RestoreProfile: partial(handle_restore_profile, cache=cache),
         },
     )
 
