@@ -121,10 +121,10 @@ class SagaStack:
         return {r.name: r for r in rows}
 
 
-def saga_worker_process(settings: Settings) -> subprocess.Popen[bytes]:
-    """``python -m workers saga`` with ``settings``."""
+def worker_process(settings: Settings, name: str = "saga") -> subprocess.Popen[bytes]:
+    """``python -m workers <name>`` with ``settings``."""
     env = env_for(settings, WORKER_METRICS_PORT="0", LOG_LEVEL="WARNING")
-    return subprocess.Popen([sys.executable, "-m", "workers", "saga"], cwd=ROOT, env=env)
+    return subprocess.Popen([sys.executable, "-m", "workers", name], cwd=ROOT, env=env)
 
 
 async def tap(settings: Settings, routing_key: str) -> str:

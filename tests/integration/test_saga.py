@@ -37,7 +37,7 @@ from shared.events import (
 )
 from shared.topology_apply import apply_topology
 from tests.e2e.stack import ROOT, env_for
-from tests.saga_support import SagaStack, queue_depth, saga_worker_process, tap
+from tests.saga_support import SagaStack, queue_depth, tap, worker_process
 from tests.support import isolated_settings
 from workers.context import MessageContext
 from workers.saga import Orchestrator, compensation_failed_reason
@@ -529,7 +529,7 @@ async def test_orchestrator_killed_mid_saga_still_finishes(
         await stack.start("profiles")
         _, user_id, tokens = await _user_with_profile(client, stack)
         await _add_document(stack, user_id)
-        worker = saga_worker_process(saga_settings)
+        worker = worker_process(saga_settings, "saga")
         try:
             saga_id = await _delete(client, user_id, tokens["access_token"])
             # profile.deleted handled, documents.delete sent; nobody answers it yet.
@@ -548,18 +548,90 @@ async def test_orchestrator_killed_mid_saga_still_finishes(
                 lambda r: r.n == 0,
                 u=user_id,
             )
-            worker = saga_worker_process(saga_settings)
-            saga = await stack.wait_status(
-                saga_id, "completed", "compensated", "compensation_failed"
-            )
+            worker = worker_process(saga_settings, "saga")
+            saga = await stack.wait_status(saga_id, *FINAL)
         finally:
-            worker.terminate()
-            try:
-                worker.wait(10)
-            except subprocess.TimeoutExpired:
-                worker.kill()
+            _end(worker)
+        assert saga.status == "completed", saga
+        assert await _user_status(stack, user_id) == "deleted"
+
+
+async def test_participant_killed_mid_saga_still_finishes(
+    client: AsyncTestClient[Any], saga_settings: Settings
+) -> None:
+    async with SagaStack(saga_settings) as stack:
+        await stack.start("profiles")
+        await stack.start("saga")
+        _, user_id, tokens = await _user_with_profile(client, stack)
+        await _add_document(stack, user_id)
+        worker = worker_process(saga_settings, "documents")
+        try:
+            saga_id = await _delete(client, user_id, tokens["access_token"])
+            await stack.wait_for(
+                "authdb",
+                "SELECT current_step FROM sagas WHERE id = :s",
+                lambda r: r.current_step == "documents.delete",
+                s=saga_id,
+            )
+            os.kill(worker.pid, signal.SIGKILL)  # before, during or after its transaction
+            worker.wait(10)
+            worker = worker_process(saga_settings, "documents")
+            saga = await stack.wait_status(saga_id, *FINAL)
+        finally:
+            _end(worker)
         assert saga.status == "completed", saga
         assert (
-            await stack.scalar("authdb", "SELECT status FROM users WHERE id = :u", u=user_id)
-            == "deleted"
+            await stack.scalar(
+                "admindb", "SELECT count(*) FROM documents WHERE owner_id = :u", u=user_id
+            )
+            == 0
         )
+
+
+# --- several sweepers -----------------------------------------------------------------------
+async def test_concurrent_sweepers_fail_each_overdue_step_once(
+    client: AsyncTestClient[Any], saga_settings: Settings
+) -> None:
+    orchestrator = Orchestrator(step_timeout_s=0.01, compensation_timeout_s=60)
+    async with SagaStack(saga_settings, relay=False) as stack:
+        sessions = session_factory(stack.engines["authdb"])
+        saga_ids = []
+        for _ in range(6):
+            _, user_id, _ = await _register(client)
+            async with sessions() as session, session.begin():
+                uid = uuid.UUID(user_id)
+                saga_ids.append(
+                    await start_deletion(session, uid, requested_by=uid, step_timeout_s=0.01)
+                )
+        await asyncio.sleep(0.05)
+        handled = await asyncio.gather(*(orchestrator.sweep(sessions) for _ in range(3)))
+        handled_again = await orchestrator.sweep(sessions)
+        for sid in saga_ids:
+            saga = await stack.one("authdb", "SELECT * FROM sagas WHERE id = :s", s=sid)
+            assert saga.status == "compensating"
+            assert saga.reason == "profile.delete did not answer within 0.01s"
+            restores = await stack.scalar(
+                "authdb",
+                "SELECT count(*) FROM outbox WHERE aggregate_id = :s AND event_type = :t",
+                s=str(sid),
+                t="profile.restore",
+            )
+            assert restores == 1
+    assert sum(handled) >= len(saga_ids)
+    assert handled_again == 0
+
+
+FINAL = ("completed", "compensated", "compensation_failed")
+
+
+async def _user_status(stack: SagaStack, user_id: str) -> str:
+    return str(await stack.scalar("authdb", "SELECT status FROM users WHERE id = :u", u=user_id))
+
+
+def _end(worker: subprocess.Popen[bytes]) -> None:
+    worker.terminate()
+    try:
+        worker.wait(10)
+    except subprocess.TimeoutExpired:
+        worker.kill()
+        worker.wait(5)
