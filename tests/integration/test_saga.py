@@ -404,37 +404,47 @@ async def test_participant_that_never_answers_times_out_and_compensates(
     quick = dataclasses.replace(saga_settings, saga_step_timeout_s=1.5)
     async with AsyncTestClient(create_app(quick)) as client, SagaStack(quick) as stack:
         await stack.start("profiles")
-        await stack.start("saga")  # no documents worker: documents.delete is never answered
-        address, user_id, tokens = await _user_with_profile(client, stack)
-        doc_id = await _add_document(stack, user_id)
+        # The real saga worker process, with its sweeper; no documents worker, so
+        # documents.delete is never answered.
+        worker = worker_process(quick, "saga")
+        try:
+            address, user_id, tokens = await _user_with_profile(client, stack)
+            doc_id = await _add_document(stack, user_id)
 
-        saga_id = await _delete(client, user_id, tokens["access_token"])
-        saga = await stack.wait_status(saga_id, "completed", "compensated", "compensation_failed")
+            saga_id = await _delete(client, user_id, tokens["access_token"])
+            saga = await stack.wait_status(
+                saga_id, "completed", "compensated", "compensation_failed"
+            )
 
-        assert saga.status == "compensated", saga
-        assert saga.reason == "documents.delete did not answer within 1.5s"
-        steps = await stack.steps(saga_id)
-        assert steps["documents.delete"].status == "timed_out"
-        assert steps["profile.restore"].status == "completed"
-        assert (
-            await stack.scalar("authdb", "SELECT status FROM users WHERE id = :u", u=user_id)
-            == "active"
-        )
-        await _login(client, address)
+            assert saga.status == "compensated", saga
+            assert saga.reason == "documents.delete did not answer within 1.5s"
+            steps = await stack.steps(saga_id)
+            assert steps["documents.delete"].status == "timed_out"
+            assert steps["profile.restore"].status == "completed"
+            assert (
+                await stack.scalar("authdb", "SELECT status FROM users WHERE id = :u", u=user_id)
+                == "active"
+            )
+            await _login(client, address)
 
-        # The documents worker comes back: it refuses the expired command; nothing is deleted.
-        await stack.start("documents")
-        await stack.wait_for(
-            "authdb",
-            "SELECT late_replies FROM saga_steps WHERE saga_id = :s AND name = 'documents.delete'",
-            lambda r: r.late_replies == 1,
-            s=saga_id,
-        )
-        assert (
-            await stack.scalar("admindb", "SELECT count(*) FROM documents WHERE id = :d", d=doc_id)
-            == 1
-        )
-        assert (await stack.wait_status(saga_id, "compensated")).status == "compensated"
+            # The documents worker comes back: it refuses the expired command; nothing is deleted.
+            await stack.start("documents")
+            await stack.wait_for(
+                "authdb",
+                "SELECT late_replies FROM saga_steps"
+                " WHERE saga_id = :s AND name = 'documents.delete'",
+                lambda r: r.late_replies == 1,
+                s=saga_id,
+            )
+            assert (
+                await stack.scalar(
+                    "admindb", "SELECT count(*) FROM documents WHERE id = :d", d=doc_id
+                )
+                == 1
+            )
+            assert (await stack.wait_status(saga_id, "compensated")).status == "compensated"
+        finally:
+            _end(worker)
 
 
 async def test_failing_compensation_ends_in_compensation_failed_with_a_dead_letter(
