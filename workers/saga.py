@@ -92,7 +92,7 @@ async def _set_status(
     if reason is not None:
         values["reason"] = reason
     if final:
-        values.update(finished_at=sa.func.now(), step_deadline=None)
+        values.update(finished_at=sa.func.now(), step_deadline=None, current_step=None)
     await session.execute(sa.update(sagas).where(sagas.c.id == saga_id).values(**values))
     log.info("saga.status", saga_id=str(saga_id), status=status, reason=reason)
 
@@ -158,9 +158,6 @@ class Orchestrator:
         await session.execute(_DELETE_USER, {"user_id": saga.user_id})
         await _set_status(session, saga.id, "completed", final=True)
         await ctx.emit(session, UserDeleted(user_id=saga.user_id, saga_id=saga.id))
-        await session.execute(
-            sa.update(sagas).where(sagas.c.id == saga.id).values(current_step=None)
-        )
 
     async def on_documents_deletion_failed(
         self, session: AsyncSession, message: DocumentsDeletionFailed, ctx: MessageContext
@@ -236,9 +233,6 @@ class Orchestrator:
         await _local_step(session, saga.id, USER_REACTIVATE, "compensation")
         await session.execute(_REACTIVATE_USER, {"user_id": saga.user_id})
         await _set_status(session, saga.id, "compensated", reason=reason, final=True)
-        await session.execute(
-            sa.update(sagas).where(sagas.c.id == saga.id).values(current_step=None)
-        )
 
     # --- timeouts ---------------------------------------------------------------------------
     async def sweep(self, sessions: async_sessionmaker[AsyncSession]) -> int:

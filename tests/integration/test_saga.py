@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import os
 import signal
 import subprocess
@@ -494,8 +495,12 @@ async def test_failing_compensation_ends_in_compensation_failed_with_a_dead_lett
         assert "compensation_failed" in shown.stdout
         assert "dead-letter queue profiles.dlq" in shown.stdout
         assert f"dead letters in profiles.dlq: {dlq_before + 1}" in shown.stdout
-        listed = _amsctl(saga_settings, "saga", "list", "--status", "compensation_failed")
-        assert saga_id in listed.stdout.replace("\n", "") or saga_id[:8] in listed.stdout
+        listed = _amsctl(saga_settings, "saga", "list", "--status", "compensation_failed", "--json")
+        assert listed.returncode == 0, listed.stderr
+        assert [s["saga_id"] for s in json.loads(listed.stdout)] == [saga_id]
+        wrong = _amsctl(saga_settings, "saga", "list", "--status", "finished")
+        assert wrong.returncode == 2
+        assert _amsctl(saga_settings, "saga", "show", str(uuid.uuid4())).returncode == 4
 
         # With the lock gone, replaying the dead letter completes the compensation after all.
         replayed = _amsctl(
