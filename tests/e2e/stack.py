@@ -53,10 +53,7 @@ class Stack:
 
 
 @contextmanager
-def running_stack(
-    settings: Settings, *, log_level: str = "WARNING", workers: tuple[str, ...] = ()
-) -> Iterator[Stack]:
-    """The stack; ``workers`` names consumers to run besides ``profiles`` (e.g. ``saga``)."""
+def running_stack(settings: Settings, *, log_level: str = "WARNING") -> Iterator[Stack]:
     auth_port, users_port = free_port(), free_port()
     settings = Settings(
         **{
@@ -76,7 +73,6 @@ def running_stack(
         "users": [sys.executable, "-m", "apps.users"],
         "worker": [sys.executable, "-m", "workers", "profiles"],
         "relay": relay_command(),
-        **{f"worker-{w}": [sys.executable, "-m", "workers", w] for w in workers},
     }
     processes = {name: subprocess.Popen(cmd, cwd=ROOT, env=env) for name, cmd in commands.items()}
     stack = Stack(

@@ -15,7 +15,8 @@ import pytest
 import sqlalchemy as sa
 
 from shared.db import create_engine
-from tests.e2e.stack import ROOT, Stack, env_for, running_stack
+from tests.e2e.stack import Stack, running_stack
+from tests.saga_support import ROOT, env_for, worker_process
 from tests.support import isolated_settings
 
 PASSWORD = "correct horse battery staple"
@@ -33,9 +34,17 @@ def stack() -> Iterator[Stack]:
             argon2_time_cost=1,
             argon2_memory_kib=8192,
         ) as settings,
-        running_stack(settings, workers=("documents", "saga")) as running,
+        running_stack(settings) as running,
     ):
-        yield running
+        # Besides the stack's profiles worker: the saga's other two participants.
+        workers = [worker_process(running.settings, name) for name in ("documents", "saga")]
+        try:
+            yield running
+        finally:
+            for worker in workers:
+                worker.terminate()
+            for worker in workers:
+                worker.wait(15)
 
 
 @pytest.fixture(scope="module")

@@ -37,8 +37,7 @@ from shared.events import (
     ProfileRestored,
 )
 from shared.topology_apply import apply_topology
-from tests.e2e.stack import ROOT, env_for
-from tests.saga_support import SagaStack, queue_depth, tap, worker_process
+from tests.saga_support import ROOT, SagaStack, env_for, queue_depth, tap, worker_process
 from tests.support import isolated_settings
 from workers.context import MessageContext
 from workers.saga import Orchestrator, compensation_failed_reason
