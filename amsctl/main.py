@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from amsctl import db, dlq, keys, outbox, topology, users
+from amsctl import db, dlq, keys, outbox, saga, topology, users
 
 app = typer.Typer(
     name="amsctl",
@@ -18,3 +18,4 @@ app.add_typer(outbox.app, name="outbox")
 app.add_typer(users.app, name="users")
 app.add_typer(keys.app, name="keys")
 app.add_typer(dlq.app, name="dlq")
+app.add_typer(saga.app, name="saga")

@@ -237,6 +237,22 @@ class Settings:
     worker_blocking_threads: int = field(default=4, metadata=_env("WORKER_BLOCKING_THREADS"))
     """Threads for blocking or CPU-heavy handler work (``MessageContext.run_blocking``)."""
 
+    saga_step_timeout_s: float = field(default=30.0, metadata=_env("SAGA_STEP_TIMEOUT_S"))
+    """How long a deletion-saga participant may take to answer a command (profile.delete,
+    documents.delete) before the step counts as failed and compensation starts. The
+    command carries this deadline too, so a participant refuses it once it has passed."""
+
+    saga_compensation_timeout_s: float = field(
+        default=300.0, metadata=_env("SAGA_COMPENSATION_TIMEOUT_S")
+    )
+    """How long a compensation (profile.restore) may take, including the runtime's retries
+    (``WORKER_RETRY_DELAYS``), before the saga ends in ``compensation_failed``. Keep it
+    longer than the sum of the retry delays, so a dead letter exists by then."""
+
+    saga_sweep_interval_s: float = field(default=1.0, metadata=_env("SAGA_SWEEP_INTERVAL_S"))
+    """How often the saga worker looks for overdue steps (several copies share the work:
+    ``SELECT ... FOR UPDATE SKIP LOCKED``)."""
+
     amsctl_audit_log: str = field(
         default="~/.local/state/amsctl/audit.jsonl", metadata=_env("AMSCTL_AUDIT_LOG")
     )

@@ -10,6 +10,7 @@ change gets a new ``schema_version`` and a new struct registered beside the old 
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import ClassVar
 
 import msgspec
@@ -105,6 +106,8 @@ class DeleteProfile(Message, frozen=True, kw_only=True):
     aggregate_field = "saga_id"
     saga_id: uuid.UUID
     user_id: uuid.UUID
+    deadline: datetime | None = None
+    """When the orchestrator stops waiting; a participant refuses the command after it."""
 
 
 class DeleteDocuments(Message, frozen=True, kw_only=True):
@@ -113,6 +116,8 @@ class DeleteDocuments(Message, frozen=True, kw_only=True):
     aggregate_field = "saga_id"
     saga_id: uuid.UUID
     user_id: uuid.UUID
+    deadline: datetime | None = None
+    """When the orchestrator stops waiting; a participant refuses the command after it."""
 
 
 class RestoreProfile(Message, frozen=True, kw_only=True):

@@ -1,4 +1,6 @@
-"""The profiles worker: ``user.registered`` -> a profile in apidb + ``profile.created``.
+"""The profiles worker: ``user.registered`` -> a profile in apidb + ``profile.created``;
+and the profile steps of the deletion saga: ``profile.delete`` archives the profile (a
+soft delete, so that ``profile.restore`` can bring it back), each answered with a reply.
 
 Idempotent twice over: the runtime records the message id in the inbox in the same
 transaction, and the insert itself does nothing when the profile already exists (a
@@ -8,13 +10,27 @@ replay from a fresh inbox, or a duplicate event with another id), in which case 
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from functools import partial
+
+import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from apps.users.cache import ProfileCache, RedisProfileCache
 from apps.users.models import profiles
 from shared.config import Settings
-from shared.events import ProfileCreated, UserRegistered
+from shared.errors import TransientError
+from shared.events import (
+    DeleteProfile,
+    ProfileCreated,
+    ProfileDeleted,
+    ProfileRestored,
+    RestoreProfile,
+    UserRegistered,
+)
 from shared.logging import get_logger
+from shared.redis_client import create_redis
 from workers.context import MessageContext
 from workers.runtime import Consumer
 
@@ -40,11 +56,92 @@ async def handle_user_registered(
     log.info("profile.created", user_id=str(message.user_id))
 
 
-def consumer(_: Settings) -> Consumer:
-    """The ``profiles`` consumer (apidb)."""
+class ProfileMissingError(TransientError):
+    """The profile to restore is not there (yet): retried, then dead-lettered."""
+
+
+async def handle_delete_profile(
+    session: AsyncSession,
+    message: DeleteProfile,
+    ctx: MessageContext,
+    cache: ProfileCache | None = None,
+) -> None:
+    """Archive the profile and reply ``profile.deleted``; archiving twice changes nothing.
+
+    A command past its deadline is refused silently: the orchestrator has stopped
+    waiting and sends ``profile.restore`` instead (which is harmless on a live profile).
+    A user without a profile has nothing to archive, which is a success.
+    """
+    if message.deadline is not None and message.deadline < datetime.now(UTC):
+        log.warning("profile.delete_expired", saga_id=str(message.saga_id))
+        return
+    archived = await session.execute(
+        sa.update(profiles)
+        .where(profiles.c.user_id == message.user_id, profiles.c.deleted_at.is_(None))
+        .values(deleted_at=sa.func.now(), deleted_by_saga=message.saga_id)
+        .returning(profiles.c.user_id)
+    )
+    log.info("profile.archived", user_id=str(message.user_id), changed=archived.first() is not None)
+    if cache is not None:
+        await cache.evict(message.user_id)
+    await ctx.emit(session, ProfileDeleted(saga_id=message.saga_id, user_id=message.user_id))
+
+
+async def handle_restore_profile(
+    session: AsyncSession,
+    message: RestoreProfile,
+    ctx: MessageContext,
+    cache: ProfileCache | None = None,
+) -> None:
+    """Un-archive the profile and reply ``profile.restored``; idempotent.
+
+    The row is locked with ``NOWAIT``: a profile locked by someone else fails the attempt
+    at once (a transient error, retried with backoff by the runtime, dead-lettered when
+    the attempts are exhausted), and so does a missing profile.
+    """
+    row = (
+        await session.execute(
+            sa.select(profiles.c.user_id, profiles.c.deleted_at)
+            .where(profiles.c.user_id == message.user_id)
+            .with_for_update(nowait=True)
+        )
+    ).first()
+    if row is None:
+        raise ProfileMissingError(f"profile {message.user_id} to restore does not exist")
+    if row.deleted_at is not None:
+        await session.execute(
+            sa.update(profiles)
+            .where(profiles.c.user_id == message.user_id)
+            .values(deleted_at=None, deleted_by_saga=None, updated_at=sa.func.now())
+        )
+    log.info("profile.restored", user_id=str(message.user_id), changed=row.deleted_at is not None)
+    if cache is not None:
+        await cache.evict(message.user_id)
+    await ctx.emit(session, ProfileRestored(saga_id=message.saga_id, user_id=message.user_id))
+
+
+def consumer(settings: Settings) -> Consumer:
+    """The ``profiles`` consumer (apidb); it evicts archived/restored profiles from the
+    users API's cache, so the API stops (or starts again) showing them at once."""
+    cache = RedisProfileCache(
+        create_redis(settings.redis_url),
+        prefix=settings.redis_key_prefix,
+        ttl_s=settings.profile_cache_ttl_s,
+    )
     return Consumer(
-        name="profiles", database="apidb", handlers={UserRegistered: handle_user_registered}
+        name="profiles",
+        database="apidb",
+        handlers={
+            UserRegistered: handle_user_registered,
+            DeleteProfile: partial(handle_delete_profile, cache=cache),
+            RestoreProfile: partial(handle_restore_profile, cache=cache),
+        },
     )
 
 
-__all__ = ["consumer", "handle_user_registered"]
+__all__ = [
+    "consumer",
+    "handle_delete_profile",
+    "handle_restore_profile",
+    "handle_user_registered",
+]

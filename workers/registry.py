@@ -11,13 +11,15 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from shared.config import Settings
-from workers import profiles
+from workers import documents, profiles, saga
 from workers.runtime import Consumer
 
 ConsumerFactory = Callable[[Settings], Consumer]
 
 CONSUMERS: dict[str, ConsumerFactory] = {
     "profiles": profiles.consumer,
+    "documents": documents.consumer,
+    "saga": saga.consumer,
     "ocr": lambda settings: _ocr(settings),  # noqa: PLW0108 - _ocr is defined below
 }
 """Registered consumers, by queue name."""

@@ -67,6 +67,7 @@ def create_app(
             max_attempts_per_client=settings.login_max_attempts_per_client,
         ),
         refresh_ttl_s=settings.refresh_token_ttl_s,
+        saga_step_timeout_s=settings.saga_step_timeout_s,
     )
 
     @asynccontextmanager

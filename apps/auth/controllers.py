@@ -2,22 +2,32 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
-from litestar import Controller, Request, get, post
+from litestar import Controller, Request, delete, get, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
-from litestar.params import JSONBody
-from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CONTENT
+from litestar.params import FromPath, JSONBody
+from litestar.status_codes import (
+    HTTP_200_OK,
+    HTTP_201_CREATED,
+    HTTP_202_ACCEPTED,
+    HTTP_204_NO_CONTENT,
+)
 
 from apps.auth.keys import KeyRing
+from apps.auth.sagas import SagaView
 from apps.auth.schemas import (
+    DeletionAccepted,
     Jwks,
     LoginRequest,
     MeResponse,
     RefreshRequest,
     RegisterRequest,
     RegisterResponse,
+    Saga,
+    SagaStep,
     TokenPair,
 )
 from apps.auth.services import Account, AuthService, Tokens
@@ -42,6 +52,12 @@ def _me(account: Account) -> MeResponse:
     return MeResponse(
         user_id=account.user_id, email=account.email, roles=account.roles, status=account.status
     )
+
+
+def _saga(view: SagaView) -> Saga:
+    data = view.as_dict()
+    data["steps"] = [SagaStep(**step) for step in data["steps"]]
+    return Saga(**data)
 
 
 class AuthController(Controller):
@@ -116,6 +132,40 @@ class AuthController(Controller):
         self, principal: NamedDependency[Principal], service: NamedDependency[AuthService]
     ) -> MeResponse:
         return _me(await service.me(principal))
+
+    @delete(
+        "/users/{user_id:uuid}",
+        operation_id="deleteUser",
+        status_code=HTTP_202_ACCEPTED,
+        security=SECURITY,
+        summary="Delete a user (self or admin): starts the deletion saga",
+        description="Login and refresh are refused at once; follow the saga for the outcome.",
+        dependencies={"principal": Provide(current_principal)},
+        responses=error_responses(401, 403, 404, 503),
+    )
+    async def delete_user(
+        self,
+        user_id: FromPath[uuid.UUID],
+        principal: NamedDependency[Principal],
+        service: NamedDependency[AuthService],
+    ) -> DeletionAccepted:
+        return DeletionAccepted(saga_id=await service.request_deletion(principal, user_id))
+
+    @get(
+        "/sagas/{saga_id:uuid}",
+        operation_id="getSaga",
+        security=SECURITY,
+        summary="A deletion saga with every step, its outcome and timestamps",
+        dependencies={"principal": Provide(current_principal)},
+        responses=error_responses(401, 404, 503),
+    )
+    async def get_saga(
+        self,
+        saga_id: FromPath[uuid.UUID],
+        principal: NamedDependency[Principal],
+        service: NamedDependency[AuthService],
+    ) -> Saga:
+        return _saga(await service.saga(principal, saga_id))
 
 
 @get(

@@ -64,3 +64,44 @@ signing_keys = sa.Table(
     ),
     sa.Column("retired_at", sa.DateTime(timezone=True)),
 )
+
+SAGA_STATUSES = ("running", "compensating", "completed", "compensated", "compensation_failed")
+"""``running`` and ``compensating`` are in flight; the other three are final."""
+
+sagas = sa.Table(
+    "sagas",
+    metadata,
+    sa.Column("id", pg.UUID(as_uuid=True), primary_key=True),
+    sa.Column("kind", sa.Text, nullable=False, server_default="user_deletion"),
+    sa.Column("user_id", pg.UUID(as_uuid=True), sa.ForeignKey("users.id"), nullable=False),
+    sa.Column("requested_by", pg.UUID(as_uuid=True)),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("current_step", sa.Text),
+    sa.Column("step_deadline", sa.DateTime(timezone=True)),
+    sa.Column("reason", sa.Text),
+    sa.Column(
+        "created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+    ),
+    sa.Column(
+        "updated_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+    ),
+    sa.Column("finished_at", sa.DateTime(timezone=True)),
+)
+
+saga_steps = sa.Table(
+    "saga_steps",
+    metadata,
+    sa.Column("saga_id", pg.UUID(as_uuid=True), sa.ForeignKey("sagas.id"), primary_key=True),
+    sa.Column("name", sa.Text, primary_key=True),
+    sa.Column("seq", sa.Integer, nullable=False),
+    sa.Column("kind", sa.Text, nullable=False),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("command_id", pg.UUID(as_uuid=True)),
+    sa.Column("detail", sa.Text),
+    sa.Column(
+        "started_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+    ),
+    sa.Column("deadline", sa.DateTime(timezone=True)),
+    sa.Column("finished_at", sa.DateTime(timezone=True)),
+    sa.Column("late_replies", sa.Integer, nullable=False, server_default="0"),
+)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Annotated
 
 import msgspec
@@ -62,3 +63,37 @@ class Jwk(msgspec.Struct, kw_only=True, omit_defaults=True):
 
 class Jwks(msgspec.Struct, kw_only=True):
     keys: list[Jwk]
+
+
+class DeletionAccepted(msgspec.Struct, kw_only=True):
+    saga_id: uuid.UUID
+    """Follow it with ``GET /auth/sagas/{saga_id}``."""
+
+
+class SagaStep(msgspec.Struct, kw_only=True):
+    name: str
+    kind: str
+    """``action`` or ``compensation``."""
+    status: str
+    """``pending``, ``completed``, ``failed`` or ``timed_out``."""
+    detail: str | None
+    started_at: datetime
+    deadline: datetime | None
+    finished_at: datetime | None
+    late_replies: int
+    """Duplicate or late replies that were recognised and ignored."""
+
+
+class Saga(msgspec.Struct, kw_only=True):
+    saga_id: uuid.UUID
+    user_id: uuid.UUID
+    requested_by: uuid.UUID | None
+    status: str
+    """``running``, ``compensating``, ``completed``, ``compensated``, ``compensation_failed``."""
+    current_step: str | None
+    step_deadline: datetime | None
+    reason: str | None
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None
+    steps: list[SagaStep]

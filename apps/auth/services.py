@@ -17,11 +17,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 import outbox
+from apps.auth import sagas
 from apps.auth.models import refresh_families, refresh_tokens, users
 from apps.auth.passwords import Argon2Passwords, check_password_policy, normalise_password
 from apps.auth.stores import LoginLimits, Sessions
 from apps.auth.tokens import TokenIssuer
-from shared.auth import REFRESH, Principal, TokenVerifier
+from shared.auth import REFRESH, Principal, TokenVerifier, require_self_or_admin
 from shared.errors import AuthenticationFailed, Conflict, NotFound, ValidationFailed
 from shared.events import UserRegistered
 from shared.logging import get_logger
@@ -125,6 +126,7 @@ class AuthService:
         limits: LoginLimits,
         *,
         refresh_ttl_s: int,
+        saga_step_timeout_s: float = 30.0,
     ) -> None:
         self._db = sessions
         self._passwords = passwords
@@ -133,6 +135,7 @@ class AuthService:
         self._redis = redis_sessions
         self._limits = limits
         self._refresh_ttl_s = refresh_ttl_s
+        self._saga_step_timeout_s = saga_step_timeout_s
 
     # --- registration ---------------------------------------------------------------------
     async def register(
@@ -262,6 +265,60 @@ class AuthService:
         if row is None:
             raise NotFound("user not found")
         return Account(principal.user_id, row.email, list(row.roles), row.status)
+
+    # --- deletion saga ------------------------------------------------------------------------
+    async def request_deletion(self, principal: Principal, user_id: uuid.UUID) -> uuid.UUID:
+        """Start deleting ``user_id`` (self or admin); the saga id. Asking again returns it.
+
+        One transaction: the user becomes ``deleting`` (login and refresh refused), every
+        refresh-token family is revoked, the saga row and its first command are written.
+        Then the sessions end in Redis, which revokes the access tokens bound to them.
+        """
+        require_self_or_admin(principal, user_id)
+        async with self._db() as session, session.begin():
+            status = (
+                await session.execute(
+                    sa.select(users.c.status).where(users.c.id == user_id).with_for_update()
+                )
+            ).scalar_one_or_none()
+            if status is None or status == "deleted":
+                raise NotFound("user not found")
+            if status == "deleting":
+                existing = await sagas.active_saga_of(session, user_id)
+                if existing is not None:
+                    return existing
+            await session.execute(
+                sa.update(users)
+                .where(users.c.id == user_id)
+                .values(status="deleting", updated_at=sa.func.now())
+            )
+            families = (
+                await session.execute(
+                    sa.update(refresh_families)
+                    .where(
+                        refresh_families.c.user_id == user_id,
+                        refresh_families.c.revoked_at.is_(None),
+                    )
+                    .values(revoked_at=sa.func.now(), revoked_reason="account deletion")
+                    .returning(refresh_families.c.id)
+                )
+            ).scalars().all()
+            saga_id = await sagas.start_deletion(
+                session, user_id, requested_by=principal.user_id,
+                step_timeout_s=self._saga_step_timeout_s,
+            )
+        for family_id in families:
+            await self._redis.close(str(family_id))
+        log.info("user.deletion_requested", user_id=str(user_id), saga_id=str(saga_id))
+        return saga_id
+
+    async def saga(self, principal: Principal, saga_id: uuid.UUID) -> sagas.SagaView:
+        """The saga with its steps, for its user or an admin (others: not found)."""
+        async with self._db() as session:
+            view = await sagas.load(session, saga_id)
+        if view is None or not (principal.is_admin or principal.user_id == view.user_id):
+            raise NotFound("saga not found")
+        return view
 
 
 # Exactly one concurrent caller gets a row: the UPDATE re-checks ``used_at IS NULL`` after

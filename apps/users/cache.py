@@ -24,6 +24,7 @@ class ProfileCache(Protocol):
     async def get(self, user_id: uuid.UUID) -> bytes | None: ...
     async def fill(self, user_id: uuid.UUID, body: bytes) -> None: ...
     async def put(self, user_id: uuid.UUID, body: bytes) -> None: ...
+    async def evict(self, user_id: uuid.UUID) -> None: ...
 
 
 class RedisProfileCache:
@@ -61,6 +62,13 @@ class RedisProfileCache:
 
     async def put(self, user_id: uuid.UUID, body: bytes) -> None:
         await self._set(user_id, body, nx=False)
+
+    async def evict(self, user_id: uuid.UUID) -> None:
+        """Forget the profile (archived or restored by the deletion saga); fails open."""
+        try:
+            await self._redis.delete(self._key(user_id))
+        except REDIS_ERRORS as exc:
+            self._failed(exc)
 
     async def _set(self, user_id: uuid.UUID, body: bytes, *, nx: bool) -> None:
         if self._bypassed():

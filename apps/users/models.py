@@ -20,4 +20,7 @@ profiles = sa.Table(
     sa.Column(
         "updated_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
     ),
+    # Set while a deletion saga has archived the profile; NULL when live.
+    sa.Column("deleted_at", sa.DateTime(timezone=True)),
+    sa.Column("deleted_by_saga", sa.UUID(as_uuid=True)),
 )

@@ -15,6 +15,8 @@ from apps.users.schemas import Profile
 from shared.errors import NotYetAvailable
 
 _encoder = msgspec.json.Encoder()
+_PUBLIC = tuple(profiles.c[name] for name in Profile.__struct_fields__)
+"""Columns of the public profile (not the archive bookkeeping); archived profiles are hidden."""
 
 
 class ProfileService:
@@ -38,7 +40,11 @@ class ProfileService:
             return cached
         async with self._db() as session:
             row = (
-                await session.execute(sa.select(profiles).where(profiles.c.user_id == user_id))
+                await session.execute(
+                    sa.select(*_PUBLIC).where(
+                        profiles.c.user_id == user_id, profiles.c.deleted_at.is_(None)
+                    )
+                )
             ).first()
         if row is None:
             raise self._not_yet(user_id)
@@ -52,9 +58,9 @@ class ProfileService:
             row = (
                 await session.execute(
                     sa.update(profiles)
-                    .where(profiles.c.user_id == user_id)
+                    .where(profiles.c.user_id == user_id, profiles.c.deleted_at.is_(None))
                     .values(**changes, updated_at=sa.func.now())
-                    .returning(profiles)
+                    .returning(*_PUBLIC)
                 )
             ).first()
         if row is None:

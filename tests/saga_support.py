@@ -1,0 +1,164 @@
+"""The deletion saga's moving parts, in-process, for the saga tests.
+
+:class:`SagaStack` runs the outbox relay (all three databases) and any of the consumers
+``profiles``, ``documents``, ``saga`` (with its timeout sweeper) in the test's event
+loop, each startable and stoppable on its own; ``saga_worker_process`` runs the saga
+worker as a real process instead, for kill -9 tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from outbox.__main__ import build_relays
+from shared.config import DATABASES, Settings
+from shared.db import create_engine, session_factory
+from shared.messaging import EVENTS_EXCHANGE
+from workers import registry
+from workers.runtime import RunningConsumer
+from workers.saga import SagaConsumer, Sweeper
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def env_for(settings: Settings, **extra: str) -> dict[str, str]:
+    """The environment that makes ``Settings.from_env()`` equal ``settings``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AUTH_", "USERS_", "ADMIN_"))}
+    for f in fields(settings):
+        env[f.metadata["env"]] = str(getattr(settings, f.name))
+    env.update(PYTHONPATH=str(ROOT), **extra)
+    return env
+
+
+class SagaStack:
+    def __init__(self, settings: Settings, *, relay: bool = True) -> None:
+        self.settings = settings
+        self.relay = relay
+        self.engines: dict[str, AsyncEngine] = {
+            db: create_engine(settings.database_url(db), pool_size=2) for db in DATABASES
+        }
+        self._stop = asyncio.Event()
+        self._relay: asyncio.Future[Any] | None = None
+        self._consumers: dict[str, RunningConsumer] = {}
+        self._sweeper_stop = asyncio.Event()
+        self._sweeper: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> SagaStack:
+        if self.relay:
+            relays = build_relays(self.settings, DATABASES)
+            self._relay = asyncio.gather(*(r.run(self._stop) for r in relays))
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for name in list(self._consumers):
+            await self.stop(name)
+        self._stop.set()
+        if self._relay is not None:
+            await asyncio.wait_for(self._relay, 15)
+        for engine in self.engines.values():
+            await engine.dispose()
+
+    async def start(self, name: str) -> None:
+        consumer = registry.get(name)(self.settings)
+        self._consumers[name] = await consumer.start(self.settings)
+        if isinstance(consumer, SagaConsumer):
+            self._sweeper_stop = asyncio.Event()
+            sweeper = Sweeper(
+                consumer.orchestrator,
+                session_factory(self.engines["authdb"]),
+                self.settings.saga_sweep_interval_s,
+            )
+            self._sweeper = asyncio.create_task(sweeper.run(self._sweeper_stop))
+
+    async def stop(self, name: str) -> None:
+        running = self._consumers.pop(name)
+        await running.stop(grace_s=5)
+        if name == "saga" and self._sweeper is not None:
+            self._sweeper_stop.set()
+            await self._sweeper
+            self._sweeper = None
+
+    # --- looking at the databases ---------------------------------------------------------
+    async def one(self, db: str, sql: str, **params: Any) -> Any:
+        async with self.engines[db].connect() as conn:
+            return (await conn.execute(sa.text(sql), params)).first()
+
+    async def scalar(self, db: str, sql: str, **params: Any) -> Any:
+        async with self.engines[db].connect() as conn:
+            return (await conn.execute(sa.text(sql), params)).scalar()
+
+    async def wait_for(
+        self, db: str, sql: str, predicate: Any, *, timeout_s: float = 20.0, **params: Any
+    ) -> Any:
+        """Poll ``sql`` until ``predicate(first row)`` holds; the row."""
+        deadline = time.monotonic() + timeout_s
+        row = None
+        while time.monotonic() < deadline:
+            row = await self.one(db, sql, **params)
+            if predicate(row):
+                return row
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"timed out after {timeout_s}s waiting on {sql!r}; last row {row}")
+
+    async def wait_status(
+        self, saga_id: uuid.UUID | str, *statuses: str, timeout_s: float = 20.0
+    ) -> Any:
+        return await self.wait_for(
+            "authdb",
+            "SELECT * FROM sagas WHERE id = :id",
+            lambda r: r is not None and r.status in statuses,
+            timeout_s=timeout_s,
+            id=saga_id,
+        )
+
+    async def steps(self, saga_id: uuid.UUID | str) -> dict[str, Any]:
+        async with self.engines["authdb"].connect() as conn:
+            rows = (
+                await conn.execute(
+                    sa.text("SELECT * FROM saga_steps WHERE saga_id = :id ORDER BY seq"),
+                    {"id": saga_id},
+                )
+            ).all()
+        return {r.name: r for r in rows}
+
+
+def worker_process(settings: Settings, name: str = "saga") -> subprocess.Popen[bytes]:
+    """``python -m workers <name>`` with ``settings``."""
+    env = env_for(settings, WORKER_METRICS_PORT="0", LOG_LEVEL="WARNING")
+    return subprocess.Popen([sys.executable, "-m", "workers", name], cwd=ROOT, env=env)
+
+
+async def tap(settings: Settings, routing_key: str) -> str:
+    """A queue of the test's own that receives every ``routing_key`` event; its name."""
+    name = f"test.tap.{routing_key}.{uuid.uuid4().hex[:6]}"
+    connection = await aio_pika.connect(settings.rabbitmq_url)
+    try:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(name, durable=False)
+        await queue.bind(EVENTS_EXCHANGE, routing_key)
+    finally:
+        await connection.close()
+    return name
+
+
+async def queue_depth(settings: Settings, queue: str) -> int:
+    """Messages ready in ``queue`` (a passive declare: exact)."""
+    connection = await aio_pika.connect(settings.rabbitmq_url)
+    try:
+        channel = await connection.channel()
+        declared = await channel.declare_queue(queue, passive=True)
+        return int(declared.declaration_result.message_count or 0)
+    finally:
+        await connection.close()
