@@ -9,13 +9,10 @@ worker as a real process instead, for kill -9 tests.
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
 import sys
 import time
 import uuid
-from dataclasses import fields
-from pathlib import Path
 from typing import Any
 
 import aio_pika
@@ -26,20 +23,10 @@ from outbox.__main__ import build_relays
 from shared.config import DATABASES, Settings
 from shared.db import create_engine, session_factory
 from shared.messaging import EVENTS_EXCHANGE
+from tests.support import ROOT, env_for
 from workers import registry
 from workers.runtime import RunningConsumer
 from workers.saga import SagaConsumer, Sweeper
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def env_for(settings: Settings, **extra: str) -> dict[str, str]:
-    """The environment that makes ``Settings.from_env()`` equal ``settings``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AUTH_", "USERS_", "ADMIN_"))}
-    for f in fields(settings):
-        env[f.metadata["env"]] = str(getattr(settings, f.name))
-    env.update(PYTHONPATH=str(ROOT), **extra)
-    return env
 
 
 class SagaStack:

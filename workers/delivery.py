@@ -132,16 +132,27 @@ class Processor:
     async def _apply(
         self, message: AbstractIncomingMessage, headers: dict[str, Any], ctx: MessageContext
     ) -> bool:
-        """Run the handler with the inbox row in one transaction; True for a duplicate."""
+        """Run the handler and record the inbox row in one transaction; True for a duplicate.
+
+        The inbox row is inserted *after* the handler, in the same transaction, so that a
+        handler which first works outside the database (OCR for a minute) holds no
+        transaction open meanwhile: the transaction begins with the handler's first
+        statement. A duplicate running concurrently ends with a conflict on the inbox key
+        and its effects are rolled back; a plain redelivery is caught by the cheap check
+        before the handler runs.
+        """
         payload, handler = self._decode(message, headers, ctx)
-        async with self._sessions() as session, session.begin():
-            first = await inbox.claim(
-                session, consumer=self._spec.name, message_id=ctx.message_id,
-                event_type=ctx.event_type,
-            )
-            if not first:
+        keys = {"consumer": self._spec.name, "message_id": ctx.message_id}
+        async with self._sessions() as session:
+            applied_before = await inbox.seen(session, **keys)
+            await session.rollback()  # end the check's transaction before the handler
+            if applied_before:
                 return True
             await handler(session, payload, ctx)
+            if not await inbox.claim(session, event_type=ctx.event_type, **keys):
+                await session.rollback()
+                return True
+            await session.commit()
         return False
 
     async def _fail(

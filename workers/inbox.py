@@ -23,3 +23,12 @@ async def claim(session: AsyncSession, *, consumer: str, message_id: str, event_
         _CLAIM, {"consumer": consumer, "message_id": message_id, "event_type": event_type}
     )
     return result.scalar_one_or_none() is not None
+
+
+_SEEN = text("SELECT 1 FROM inbox WHERE consumer = :consumer AND message_id = :message_id")
+
+
+async def seen(session: AsyncSession, *, consumer: str, message_id: str) -> bool:
+    """True if ``message_id`` was applied already (a cheap check before doing the work)."""
+    result = await session.execute(_SEEN, {"consumer": consumer, "message_id": message_id})
+    return result.scalar_one_or_none() is not None

@@ -97,7 +97,7 @@ async def _admin_token(client: AsyncTestClient[Any], settings: Settings) -> str:
     address = _email()
     passwords = Argon2Passwords(time_cost=1, memory_kib=8192, parallelism=1)
     engine_url = settings.auth_database_url
-    from shared.db import create_engine  # noqa: PLC0415
+    from shared.db import create_engine
 
     engine = create_engine(engine_url, pool_size=1)
     try:
@@ -214,7 +214,7 @@ async def test_happy_path_deletes_across_three_databases(
             ),
         ):
             async with stack.engines[db].begin() as conn:
-                from sqlalchemy.ext.asyncio import AsyncSession  # noqa: PLC0415
+                from sqlalchemy.ext.asyncio import AsyncSession
 
                 async with AsyncSession(bind=conn) as session:
                     await outbox.add_event(session, reply)
