@@ -1,4 +1,4 @@
-"""Litestar pieces every API shares: JSON errors, correlation ids, health, readiness.
+"""Litestar pieces every API shares: JSON errors, correlation ids, health, readiness, metrics.
 
 Errors always have one shape, ``{"error": {"code", "message", "details"?}}``, whatever
 raised them: a domain error from a service, a Litestar validation error, an unknown
@@ -23,6 +23,7 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.plugins import SwaggerRenderPlugin
+from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 from litestar.types import ASGIApp, ExceptionHandlersMap, Message, Receive, Scope, Send
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -264,6 +265,23 @@ def health_routes(checks: Mapping[str, ReadyCheck]) -> list[HTTPRouteHandler]:
     return [health, ready]
 
 
+# --- metrics -------------------------------------------------------------------------------
+class MetricsController(PrometheusController):
+    """``GET /metrics``: Prometheus text of this process (requests by route template, status)."""
+
+    path = "/metrics"
+    include_in_schema = False
+
+
+def metrics_config(title: str) -> PrometheusConfig:
+    """Request count and latency per method, route template and status; ops routes excluded."""
+    app_name = re.sub(r"[^a-z0-9_]", "_", title.lower())
+    return PrometheusConfig(
+        app_name=app_name, prefix="ams_http", group_path=True,
+        exclude=["^/metrics$", "^/health$", "^/ready$"],
+    )
+
+
 # --- the app -------------------------------------------------------------------------------
 def api_app(
     *,
@@ -275,14 +293,18 @@ def api_app(
     description: str | None = None,
     **litestar_kwargs: Any,
 ) -> Litestar:
-    """A Litestar app with the shared errors, correlation ids, health, limits and /schema."""
+    """A Litestar app with the shared errors, correlation ids, health, /metrics, limits and
+    /schema."""
     openapi = OpenAPIConfig(
         title=title, version=version, description=description, path="/schema",
         render_plugins=[SwaggerRenderPlugin()], components=[bearer_components()],
     )
-    middleware = [correlation_middleware, *litestar_kwargs.pop("middleware", [])]
+    middleware = [
+        correlation_middleware, metrics_config(title).middleware,
+        *litestar_kwargs.pop("middleware", []),
+    ]
     return Litestar(
-        route_handlers=[*health_routes(ready_checks), *route_handlers],
+        route_handlers=[*health_routes(ready_checks), MetricsController, *route_handlers],
         exception_handlers={**EXCEPTION_HANDLERS, **litestar_kwargs.pop("exception_handlers", {})},
         middleware=middleware,
         openapi_config=openapi,

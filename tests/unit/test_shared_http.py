@@ -124,3 +124,23 @@ async def test_health_ready_and_schema() -> None:
         r = await client.get("/ready")
         assert r.status_code == 503
         assert r.json()["checks"]["redis"].startswith("error")
+
+
+def _conflict_count(metrics_text: str) -> float:
+    for line in metrics_text.splitlines():
+        if line.startswith("ams_http_requests_total{") and 'path="/conflict"' in line:
+            assert 'status_code="409"' in line
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+async def test_metrics_count_requests_by_route_template_and_status() -> None:
+    async with app() as client:
+        before = _conflict_count((await client.get("/metrics")).text)
+        await client.get("/conflict")
+        await client.get("/cid")
+        r = await client.get("/metrics")
+        assert r.status_code == 200
+        assert r.headers["content-type"].startswith("text/plain")
+        assert _conflict_count(r.text) == before + 1
+        assert 'path="/metrics"' not in r.text
