@@ -21,7 +21,6 @@ from pamqp.commands import Basic
 from pamqp.common import FieldTable
 
 from outbox.rows import OutboxRow
-from shared.topology import UNCONSUMED_EVENTS
 from shared.messaging import (
     CONTENT_TYPE,
     EVENTS_EXCHANGE,
@@ -31,6 +30,7 @@ from shared.messaging import (
     H_PRODUCER,
     H_SCHEMA_VERSION,
 )
+from shared.topology import UNCONSUMED_EVENTS
 
 
 class PublisherUnavailable(ConnectionError):
