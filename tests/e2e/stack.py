@@ -87,11 +87,9 @@ class Stack:
         return int(line.split()[1])
 
     def cpu_s(self, name: str) -> float:
-        """User + system CPU seconds of the process (and its waited-for children)."""
-        stat = Path(f"/proc/{self.processes[name].pid}/stat").read_text()
-        values = stat.rsplit(")", 1)[1].split()
-        # fields 14-17 (utime, stime, cutime, cstime), counted from the state (field 3)
-        return sum(int(v) for v in values[11:15]) / CLK_TCK
+        """User + system CPU seconds of the process and its descendants (an OCR pool's
+        processes, the tesseract runs they waited for)."""
+        return sum(_cpu_of(pid) for pid in _tree(self.processes[name].pid))
 
     def stop(self) -> None:
         for proc in self.processes.values():
@@ -105,6 +103,29 @@ class Stack:
                 proc.wait(5)
         for out in self._logs:
             out.close()
+
+
+def _tree(pid: int) -> list[int]:
+    pids, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        pids.append(current)
+        for task in Path(f"/proc/{current}/task").glob("*/children"):
+            try:
+                todo += [int(p) for p in task.read_text().split()]
+            except OSError:
+                continue
+    return pids
+
+
+def _cpu_of(pid: int) -> float:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0  # exited meanwhile
+    values = stat.rsplit(")", 1)[1].split()
+    # utime, stime, cutime, cstime are fields 14-17 of stat(5); values[0] is field 3
+    return sum(int(v) for v in values[11:15]) / CLK_TCK
 
 
 def via(url: str, proxy: TcpProxy) -> str:
