@@ -25,6 +25,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 from litestar.types import ASGIApp, ExceptionHandlersMap, Message, Receive, Scope, Send
+from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -135,10 +136,29 @@ def _internal_handler(_: Request[Any, Any, Any], exc: Exception) -> Response[Err
     return error_response(500, "internal_error", "internal server error")
 
 
+def _connection_lost_handler(
+    request: Request[Any, Any, Any], exc: Exception
+) -> Response[ErrorBody]:
+    """A database (or other dependency) connection refused, dropped or timed out: 503, not
+    a bug. Other database errors (integrity, syntax) stay 500."""
+    if isinstance(exc, sa_exc.DBAPIError) and not (
+        exc.connection_invalidated
+        or isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError)
+    ):
+        return _internal_handler(request, exc)
+    log.warning("request.dependency_unavailable", error=str(exc)[:300],
+                error_type=type(exc).__name__)
+    return error_response(503, "dependency_unavailable", "a dependency is unavailable",
+                          headers={"Retry-After": "1"})
+
+
 EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     **{cls: _domain_handler for cls, _, _ in _DOMAIN_STATUS},
     ValidationException: _validation_handler,
     HTTPException: _http_handler,
+    OSError: _connection_lost_handler,
+    sa_exc.DBAPIError: _connection_lost_handler,
+    sa_exc.TimeoutError: _connection_lost_handler,
     Exception: _internal_handler,
 }
 """Pass as ``exception_handlers=`` (``api_app`` does)."""
