@@ -31,7 +31,6 @@ from tests.support import isolated_settings
 
 USERS = 1000
 CONCURRENCY = 50
-FAST_HASHING = {"argon2_memory_kib": 1024, "argon2_time_cost": 1}
 
 
 @pytest.fixture
@@ -39,7 +38,8 @@ def chaos_stack(tmp_path: Path) -> Iterator[Stack]:
     with (
         isolated_settings(
             "chaos", redis_key_prefix=f"c{uuid.uuid4().hex[:8]}:", worker_retry_delays="200ms,1s",
-            relay_poll_max_s=0.5, relay_backoff_max_s=2.0, **FAST_HASHING,
+            relay_poll_max_s=0.5, relay_backoff_max_s=2.0,
+            argon2_memory_kib=1024, argon2_time_cost=1,
         ) as settings,
         running_stack(settings, proxied=True, log_dir=tmp_path, log_level="INFO") as stack,
     ):
@@ -127,13 +127,15 @@ async def _dead_letters(
 
 def test_registrations_survive_kill9_and_broker_outage(chaos_stack: Stack) -> None:
     stack = chaos_stack
-    stop, events = threading.Event(), []
+    stop, events = threading.Event(), list[str]()
     monkey = threading.Thread(target=_monkey, args=(stack, stop, events))
+    chaos_started = time.monotonic()
     monkey.start()
     try:
         user_ids = asyncio.run(_register_all(stack))
         registered_at = time.monotonic()
-        time.sleep(4.0)  # the chaos goes on while the backlog drains
+        # the chaos goes on while the backlog drains: 15 s of chaos at least
+        time.sleep(max(2.0, chaos_started + 15 - time.monotonic()))
     finally:
         stop.set()
         monkey.join(30)
