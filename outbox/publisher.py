@@ -30,6 +30,7 @@ from shared.messaging import (
     H_PRODUCER,
     H_SCHEMA_VERSION,
 )
+from shared.topology import UNCONSUMED_EVENTS
 
 
 class PublisherUnavailable(ConnectionError):
@@ -75,7 +76,8 @@ def properties(row: OutboxRow, producer: str) -> Basic.Properties:
 
 
 class AmqpPublisher:
-    """Publishes to the ``events`` exchange with publisher confirms and ``mandatory``."""
+    """Publishes to the ``events`` exchange with publisher confirms and ``mandatory`` (except
+    for :data:`shared.topology.UNCONSUMED_EVENTS`)."""
 
     def __init__(self, url: str, *, producer: str, exchange: str = EVENTS_EXCHANGE) -> None:
         self._url = url
@@ -117,7 +119,8 @@ class AmqpPublisher:
                     exchange=self._exchange,
                     routing_key=row.routing_key,
                     properties=properties(row, self._producer),
-                    mandatory=True,
+                    # Unroutable is an error only for events some consumer must get.
+                    mandatory=row.routing_key not in UNCONSUMED_EVENTS,
                     wait=False,  # confirms are awaited below; no per-message drain
                 )
                 for row in rows

@@ -194,6 +194,11 @@ class Relay:
             hist = metrics.LATENCY.labels(self.database)
             for row in sent:
                 hist.observe((confirmed_at - row.created_at).total_seconds())
+                # DEBUG only: one line per event lets an operator follow a correlation id.
+                log.debug(
+                    "outbox_published", database=self.database, event_id=str(row.event_id),
+                    event_type=row.event_type, correlation_id=row.correlation_id,
+                )
         if failed:
             await self._record_failures(failed)
 

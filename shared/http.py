@@ -1,4 +1,4 @@
-"""Litestar pieces every API shares: JSON errors, correlation ids, health, readiness.
+"""Litestar pieces every API shares: JSON errors, correlation ids, health, readiness, metrics.
 
 Errors always have one shape, ``{"error": {"code", "message", "details"?}}``, whatever
 raised them: a domain error from a service, a Litestar validation error, an unknown
@@ -23,7 +23,9 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.plugins import SwaggerRenderPlugin
+from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 from litestar.types import ASGIApp, ExceptionHandlersMap, Message, Receive, Scope, Send
+from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -134,10 +136,29 @@ def _internal_handler(_: Request[Any, Any, Any], exc: Exception) -> Response[Err
     return error_response(500, "internal_error", "internal server error")
 
 
+def _connection_lost_handler(
+    request: Request[Any, Any, Any], exc: Exception
+) -> Response[ErrorBody]:
+    """A database (or other dependency) connection refused, dropped or timed out: 503, not
+    a bug. Other database errors (integrity, syntax) stay 500."""
+    if isinstance(exc, sa_exc.DBAPIError) and not (
+        exc.connection_invalidated
+        or isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError)
+    ):
+        return _internal_handler(request, exc)
+    log.warning("request.dependency_unavailable", error=str(exc)[:300],
+                error_type=type(exc).__name__)
+    return error_response(503, "dependency_unavailable", "a dependency is unavailable",
+                          headers={"Retry-After": "1"})
+
+
 EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     **{cls: _domain_handler for cls, _, _ in _DOMAIN_STATUS},
     ValidationException: _validation_handler,
     HTTPException: _http_handler,
+    OSError: _connection_lost_handler,
+    sa_exc.DBAPIError: _connection_lost_handler,
+    sa_exc.TimeoutError: _connection_lost_handler,
     Exception: _internal_handler,
 }
 """Pass as ``exception_handlers=`` (``api_app`` does)."""
@@ -264,6 +285,23 @@ def health_routes(checks: Mapping[str, ReadyCheck]) -> list[HTTPRouteHandler]:
     return [health, ready]
 
 
+# --- metrics -------------------------------------------------------------------------------
+class MetricsController(PrometheusController):
+    """``GET /metrics``: Prometheus text of this process (requests by route template, status)."""
+
+    path = "/metrics"
+    include_in_schema = False
+
+
+def metrics_config(title: str) -> PrometheusConfig:
+    """Request count and latency per method, route template and status; ops routes excluded."""
+    app_name = re.sub(r"[^a-z0-9_]", "_", title.lower())
+    return PrometheusConfig(
+        app_name=app_name, prefix="ams_http", group_path=True,
+        exclude=["^/metrics$", "^/health$", "^/ready$"],
+    )
+
+
 # --- the app -------------------------------------------------------------------------------
 def api_app(
     *,
@@ -275,14 +313,18 @@ def api_app(
     description: str | None = None,
     **litestar_kwargs: Any,
 ) -> Litestar:
-    """A Litestar app with the shared errors, correlation ids, health, limits and /schema."""
+    """A Litestar app with the shared errors, correlation ids, health, /metrics, limits and
+    /schema."""
     openapi = OpenAPIConfig(
         title=title, version=version, description=description, path="/schema",
         render_plugins=[SwaggerRenderPlugin()], components=[bearer_components()],
     )
-    middleware = [correlation_middleware, *litestar_kwargs.pop("middleware", [])]
+    middleware = [
+        correlation_middleware, metrics_config(title).middleware,
+        *litestar_kwargs.pop("middleware", []),
+    ]
     return Litestar(
-        route_handlers=[*health_routes(ready_checks), *route_handlers],
+        route_handlers=[*health_routes(ready_checks), MetricsController, *route_handlers],
         exception_handlers={**EXCEPTION_HANDLERS, **litestar_kwargs.pop("exception_handlers", {})},
         middleware=middleware,
         openapi_config=openapi,

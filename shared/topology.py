@@ -194,6 +194,15 @@ CONSUMERS: tuple[ConsumerSpec, ...] = (
 """Every consumer of the product; ``python -m workers <name>`` runs one."""
 
 
+UNCONSUMED_EVENTS: frozenset[str] = frozenset(
+    {cls.event_type for cls in events.CATALOGUE.values()}
+    - {key for spec in CONSUMERS for key in spec.routing_keys}
+)
+"""Catalogue events no consumer of the product handles (``profile.created``,
+``document.ocr_completed`` …: notifications for audit or read models). The relay publishes
+them without ``mandatory``: no queue bound is expected, not a failure to retry and park."""
+
+
 def consumer_spec(name: str) -> ConsumerSpec:
     for spec in CONSUMERS:
         if spec.name == name:

@@ -1,83 +1,247 @@
-"""Start the auth service, the users API, the profiles worker and the relay as processes,
-as a user would, against isolated settings (``tests.support.isolated_settings``)."""
+"""Start the APIs, the workers and the relay as processes, as a user would, against isolated
+settings (``tests.support.isolated_settings``).
+
+Options for the system tests and ``bench/system.py``:
+
+- ``proxied=True`` puts a :class:`tests.faults.TcpProxy` in front of PostgreSQL, Redis and
+  RabbitMQ for every process: cutting one is that service going away for the whole stack,
+  without touching the shared services other engineers use.
+- ``log_dir``: each process writes stdout+stderr to ``<log_dir>/<name>.log`` (appended across
+  restarts) instead of inheriting the test's.
+- ``with_admin=True`` adds the admin API and the OCR worker.
+- every worker and the relay get a free metrics port (``Stack.metrics_urls``).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, fields
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import IO
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
 from shared.config import Settings
 from shared.topology_apply import apply_topology
+from tests.faults import TcpProxy
 from tests.support import env_for, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
+CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
 class Stack:
     settings: Settings
+    """What the processes use (through the proxies when ``proxied``)."""
+    direct: Settings
+    """The same databases and vhost without proxies: for the test's own checks."""
     auth_url: str
     users_url: str
+    admin_url: str | None
     processes: dict[str, subprocess.Popen[bytes]]
+    commands: dict[str, list[str]]
+    envs: dict[str, dict[str, str]]
+    metrics_urls: dict[str, str]
+    proxies: dict[str, TcpProxy] = field(default_factory=dict)
+    log_dir: Path | None = None
+    _logs: list[IO[bytes]] = field(default_factory=list)
 
+    def start(self, name: str) -> None:
+        out: IO[bytes] | None = None
+        if self.log_dir is not None:
+            out = (self.log_dir / f"{name}.log").open("ab")
+            self._logs.append(out)
+        self.processes[name] = subprocess.Popen(
+            self.commands[name], cwd=ROOT, env=self.envs[name], stdout=out,
+            stderr=subprocess.STDOUT if out is not None else None,
+        )
 
-@contextmanager
-def running_stack(settings: Settings, *, log_level: str = "WARNING") -> Iterator[Stack]:
-    auth_port, users_port = free_port(), free_port()
-    settings = Settings(
-        **{
-            **{f.name: getattr(settings, f.name) for f in fields(settings)},
-            "auth_port": auth_port,
-            "users_port": users_port,
-            "log_level": log_level,
-            "auth_jwks_url": f"http://127.0.0.1:{auth_port}/.well-known/jwks.json",
-            "worker_metrics_port": 0,
-            "relay_metrics_port": 0,
-        }
-    )
-    asyncio.run(apply_topology(settings))
-    env = env_for(settings)
-    commands = {
-        "auth": [sys.executable, "-m", "apps.auth"],
-        "users": [sys.executable, "-m", "apps.users"],
-        "worker": [sys.executable, "-m", "workers", "profiles"],
-        "relay": [sys.executable, "-m", "outbox", "--database", "authdb", "--database", "apidb"],
-    }
-    processes = {name: subprocess.Popen(cmd, cwd=ROOT, env=env) for name, cmd in commands.items()}
-    stack = Stack(
-        settings, f"http://127.0.0.1:{auth_port}", f"http://127.0.0.1:{users_port}", processes
-    )
-    try:
-        _wait_ready(stack)
-        yield stack
-    finally:
-        for proc in processes.values():
-            proc.terminate()
-        for proc in processes.values():
+    def kill9(self, name: str) -> None:
+        """``kill -9``: no shutdown code runs."""
+        proc = self.processes[name]
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+
+    def restart(self, name: str) -> None:
+        if self.processes[name].poll() is None:
+            self.kill9(name)
+        self.start(name)
+
+    def log_text(self, name: str) -> str:
+        assert self.log_dir is not None, "start the stack with log_dir"
+        return (self.log_dir / f"{name}.log").read_text(errors="replace")
+
+    def rss_kib(self, name: str) -> int:
+        """Resident memory of the process (``VmRSS`` of /proc/<pid>/status)."""
+        status = Path(f"/proc/{self.processes[name].pid}/status").read_text()
+        line = next(ln for ln in status.splitlines() if ln.startswith("VmRSS:"))
+        return int(line.split()[1])
+
+    def cpu_s(self, name: str) -> float:
+        """User + system CPU seconds of the process and its descendants (an OCR pool's
+        processes, the tesseract runs they waited for)."""
+        return sum(_cpu_of(pid) for pid in _tree(self.processes[name].pid))
+
+    def stop(self) -> None:
+        for proc in self.processes.values():
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.processes.values():
             try:
                 proc.wait(10)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(5)
+        for out in self._logs:
+            out.close()
 
 
-def _wait_ready(stack: Stack, timeout_s: float = 30.0) -> None:
+def _tree(pid: int) -> list[int]:
+    pids, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        pids.append(current)
+        for task in Path(f"/proc/{current}/task").glob("*/children"):
+            try:
+                todo += [int(p) for p in task.read_text().split()]
+            except OSError:
+                continue
+    return pids
+
+
+def _cpu_of(pid: int) -> float:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0  # exited meanwhile
+    values = stat.rsplit(")", 1)[1].split()
+    # utime, stime, cutime, cstime are fields 14-17 of stat(5); values[0] is field 3
+    return sum(int(v) for v in values[11:15]) / CLK_TCK
+
+
+def via(url: str, proxy: TcpProxy) -> str:
+    """``url`` with its host:port replaced by the proxy's."""
+    parts = urlsplit(url)
+    userinfo = parts.netloc.rpartition("@")[0]
+    netloc = f"{userinfo}@127.0.0.1:{proxy.port}" if userinfo else f"127.0.0.1:{proxy.port}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _target(url: str, default_port: int) -> tuple[str, int]:
+    parts = urlsplit(url)
+    return parts.hostname or "127.0.0.1", parts.port or default_port
+
+
+@contextmanager
+def running_stack(
+    settings: Settings,
+    *,
+    log_level: str = "WARNING",
+    proxied: bool = False,
+    log_dir: Path | None = None,
+    with_admin: bool = False,
+    env: dict[str, str] | None = None,
+) -> Iterator[Stack]:
+    with ExitStack() as exits:
+        direct = settings
+        proxies: dict[str, TcpProxy] = {}
+        if proxied:
+            proxies = {
+                "postgres": TcpProxy(*_target(settings.auth_database_url, 5432)),
+                "redis": TcpProxy(*_target(settings.redis_url, 6379)),
+                "rabbitmq": TcpProxy(*_target(settings.rabbitmq_url, 5672)),
+            }
+            for proxy in proxies.values():
+                exits.enter_context(proxy)
+            settings = replace(
+                settings,
+                auth_database_url=via(settings.auth_database_url, proxies["postgres"]),
+                users_database_url=via(settings.users_database_url, proxies["postgres"]),
+                admin_database_url=via(settings.admin_database_url, proxies["postgres"]),
+                redis_url=via(settings.redis_url, proxies["redis"]),
+                rabbitmq_url=via(settings.rabbitmq_url, proxies["rabbitmq"]),
+            )
+        ports = {name: free_port() for name in ("auth", "users", "admin")}
+        settings = replace(
+            settings,
+            auth_port=ports["auth"],
+            users_port=ports["users"],
+            admin_port=ports["admin"],
+            log_level=log_level,
+            auth_jwks_url=f"http://127.0.0.1:{ports['auth']}/.well-known/jwks.json",
+            worker_metrics_port=0,
+            relay_metrics_port=0,
+        )
+        asyncio.run(apply_topology(direct))
+        databases = ["authdb", "apidb", *(["admindb"] if with_admin else [])]
+        commands = {
+            "auth": [sys.executable, "-m", "apps.auth"],
+            "users": [sys.executable, "-m", "apps.users"],
+            "profiles": [sys.executable, "-m", "workers", "profiles"],
+            "relay": [
+                sys.executable, "-m", "outbox", *(a for db in databases for a in ("-d", db))
+            ],
+        }
+        if with_admin:
+            commands["admin"] = [sys.executable, "-m", "apps.admin"]
+            commands["ocr"] = [sys.executable, "-m", "workers", "ocr"]
+        base = env_for(settings, **(env or {}))
+        envs: dict[str, dict[str, str]] = {}
+        metrics_urls: dict[str, str] = {}
+        for name in commands:
+            envs[name] = dict(base)
+            if name in ("auth", "users", "admin"):
+                metrics_urls[name] = f"http://127.0.0.1:{ports[name]}/metrics"
+                continue
+            port = free_port()
+            key = "RELAY_METRICS_PORT" if name == "relay" else "WORKER_METRICS_PORT"
+            envs[name][key] = str(port)
+            metrics_urls[name] = f"http://127.0.0.1:{port}/metrics"
+        stack = Stack(
+            settings=settings, direct=direct,
+            auth_url=f"http://127.0.0.1:{ports['auth']}",
+            users_url=f"http://127.0.0.1:{ports['users']}",
+            admin_url=f"http://127.0.0.1:{ports['admin']}" if with_admin else None,
+            processes={}, commands=commands, envs=envs, metrics_urls=metrics_urls,
+            proxies=proxies, log_dir=log_dir,
+        )
+        exits.callback(stack.stop)
+        for name in commands:
+            stack.start(name)
+        _wait_ready(stack)
+        yield stack
+
+
+def wait_until(predicate: object, timeout_s: float, what: str, interval_s: float = 0.2) -> None:
+    """Poll ``predicate()`` until true; AssertionError naming ``what`` after ``timeout_s``."""
     deadline = time.monotonic() + timeout_s
-    for url in (stack.auth_url, stack.users_url):
+    while not predicate():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not reached within {timeout_s}s")
+        time.sleep(interval_s)
+
+
+def _wait_ready(stack: Stack, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    urls = [u for u in (stack.auth_url, stack.users_url, stack.admin_url) if u]
+    for url in [f"{u}/ready" for u in urls] + [
+        stack.metrics_urls[n] for n in stack.processes if n not in ("auth", "users", "admin")
+    ]:
         while True:
             for name, proc in stack.processes.items():
                 if proc.poll() is not None:
                     raise RuntimeError(f"{name} exited with {proc.returncode}")
             try:
-                if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
+                if httpx.get(url, timeout=1).status_code == 200:
                     break
             except httpx.HTTPError:
                 pass

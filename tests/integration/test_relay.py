@@ -22,7 +22,7 @@ from outbox.publisher import AmqpPublisher
 from outbox.relay import Relay
 from shared.config import Settings
 from shared.db import asyncpg_dsn, create_engine, session_factory
-from shared.events import DocumentUploaded
+from shared.events import DocumentUploaded, ProfileCreated
 from tests.faults import TcpProxy
 from tests.relay_support import (
     Collector,
@@ -239,6 +239,26 @@ async def test_unroutable_event_is_parked_without_blocking_others(relay_settings
     assert result.exit_code == 0, result.output
     [requeued] = await outbox_rows(relay_settings)
     assert requeued["parked_at"] is None and requeued["attempts"] == 0
+
+
+async def test_event_no_consumer_handles_is_published_not_parked(relay_settings: Settings) -> None:
+    """profile.created has no consumer in the product (audit only): no bound queue is not an
+    error, the relay must not retry and park it (it did, with ``mandatory`` on every event)."""
+    engine = create_engine(relay_settings.auth_database_url)
+    sessions = session_factory(engine)
+    async with (
+        Collector(relay_settings, routing_keys=("user.#",)) as collector,
+        running_relay(relay_settings),
+    ):
+        async with sessions() as session, session.begin():
+            await add_event(session, ProfileCreated(user_id=uuid.uuid4(), display_name="n"))
+        behind = await produce(relay_settings, aggregates(5), 2)
+        await collector.wait_for(behind, 20)
+        deadline = time.monotonic() + 10
+        while rows := await outbox_rows(relay_settings):
+            assert time.monotonic() < deadline, f"left in the outbox: {rows}"
+            await asyncio.sleep(0.05)
+    await engine.dispose()
 
 
 async def _amsctl(settings: Settings, *args: str) -> Result:

@@ -6,6 +6,7 @@ import msgspec
 from litestar import get, post
 from litestar.params import JSONBody
 from litestar.testing import AsyncTestClient
+from sqlalchemy import exc as sa_exc
 
 from shared.errors import Conflict, DependencyUnavailable, NotYetAvailable, RateLimited
 from shared.http import api_app
@@ -124,3 +125,55 @@ async def test_health_ready_and_schema() -> None:
         r = await client.get("/ready")
         assert r.status_code == 503
         assert r.json()["checks"]["redis"].startswith("error")
+
+
+def _conflict_count(metrics_text: str) -> float:
+    for line in metrics_text.splitlines():
+        if line.startswith("ams_http_requests_total{") and 'path="/conflict"' in line:
+            assert 'status_code="409"' in line
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+async def test_metrics_count_requests_by_route_template_and_status() -> None:
+    async with app() as client:
+        before = _conflict_count((await client.get("/metrics")).text)
+        await client.get("/conflict")
+        await client.get("/cid")
+        r = await client.get("/metrics")
+        assert r.status_code == 200
+        assert r.headers["content-type"].startswith("text/plain")
+        assert _conflict_count(r.text) == before + 1
+        assert 'path="/metrics"' not in r.text
+
+
+@get("/refused", operation_id="refused", sync_to_thread=False)
+def refused() -> None:
+    raise ConnectionRefusedError(111, "Connect call failed ('127.0.0.1', 5432)")
+
+
+@get("/dropped", operation_id="dropped", sync_to_thread=False)
+def dropped() -> None:
+    raise sa_exc.InterfaceError("SELECT 1", {}, ConnectionError("connection was closed"))
+
+
+@get("/integrity", operation_id="integrity", sync_to_thread=False)
+def integrity() -> None:
+    raise sa_exc.IntegrityError("INSERT", {}, ValueError("duplicate key"))
+
+
+async def test_lost_database_connection_is_503_not_500() -> None:
+    client = AsyncTestClient(api_app(
+        title="t2", route_handlers=[refused, dropped, integrity],
+        ready_checks={"database": ok_check}, max_body_bytes=1024,
+    ))
+    async with client:
+        for path in ("/refused", "/dropped"):
+            r = await client.get(path)
+            assert r.status_code == 503, path
+            assert r.json()["error"]["code"] == "dependency_unavailable"
+            assert r.headers["retry-after"] == "1"
+            assert "5432" not in r.text
+        r = await client.get("/integrity")
+        assert r.status_code == 500
+        assert r.json()["error"]["code"] == "internal_error"

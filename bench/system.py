@@ -1,0 +1,212 @@
+"""System benchmark: register->profile and upload->OCR-completed with every process running.
+
+    python bench/system.py [--quick] [--users N] [--concurrency C] [--documents M]
+
+Starts the auth, users and admin APIs, the profiles and OCR workers and the relay as
+processes (``tests/e2e/stack.py``, as a user starts them) against their own databases and
+vhost (removed afterwards), on this machine's local PostgreSQL, Redis and RabbitMQ.
+
+1. register->profile: N registrations at concurrency C (default argon2id parameters);
+   latency from sending ``POST /auth/register`` to the profile row committed by the worker
+   (``profiles.created_at``); throughput over the whole run.
+2. upload->OCR: M one-page PNG scans uploaded by one user at concurrency 4; latency from
+   sending ``POST /documents`` to ``documents.completed_at``. OCR_ENGINE=tesseract: the
+   easyocr weights are not on this machine (see docs/ocr.md), so the OCR numbers are
+   tesseract's.
+3. ``cpu``: CPU seconds (utime+stime from /proc/<pid>/stat) each process used in each phase;
+   the process whose CPU seconds approach the phase's wall time (1 core = 1.0 per second)
+   saturates first. ``saturated_first`` names it per phase.
+
+The last line printed is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import asyncpg
+import httpx
+from PIL import Image, ImageDraw
+
+from shared.db import asyncpg_dsn
+from tests.e2e.stack import Stack, running_stack
+from tests.support import isolated_settings
+
+PASSWORD = "correct horse battery staple"
+
+
+def percentile(values: list[float], q: float) -> float:
+    if len(values) < 2:
+        return values[0] if values else 0.0
+    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
+
+
+def cpu_snapshot(stack: Stack) -> dict[str, float]:
+    return {name: stack.cpu_s(name) for name in stack.processes}
+
+
+def cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    return {name: round(after[name] - before[name], 2) for name in after}
+
+
+async def wait_rows(url: str, sql: str, expected: int, timeout_s: float) -> None:
+    conn = await asyncpg.connect(asyncpg_dsn(url))
+    try:
+        deadline = time.monotonic() + timeout_s
+        while await conn.fetchval(sql) < expected:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"timed out waiting for {expected} rows: {sql}")
+            await asyncio.sleep(0.1)
+    finally:
+        await conn.close()
+
+
+async def register_profile(stack: Stack, users: int, concurrency: int) -> dict[str, object]:
+    sent: dict[str, float] = {}
+    limit = asyncio.Semaphore(concurrency)
+    async with httpx.AsyncClient(base_url=stack.auth_url, timeout=60) as client:
+
+        async def one(i: int) -> None:
+            async with limit:
+                started = time.time()
+                r = await client.post("/auth/register", json={
+                    "email": f"b{i}-{uuid.uuid4().hex[:6]}@example.com", "password": PASSWORD,
+                })
+            if r.status_code != 201:
+                raise SystemExit(f"register failed: {r.status_code} {r.text}")
+            sent[r.json()["user_id"]] = started
+
+        t0 = time.time()
+        await asyncio.gather(*(one(i) for i in range(users)))
+    url = stack.direct.users_database_url
+    await wait_rows(url, "SELECT count(*) FROM profiles", users, 120)
+    conn = await asyncpg.connect(asyncpg_dsn(url))
+    try:
+        rows = await conn.fetch(
+            "SELECT user_id::text AS u, extract(epoch FROM created_at) AS t FROM profiles"
+        )
+    finally:
+        await conn.close()
+    latencies = [(float(r["t"]) - sent[r["u"]]) * 1000 for r in rows if r["u"] in sent]
+    elapsed = max(float(r["t"]) for r in rows) - t0
+    return {
+        "register_profile_per_s": round(users / elapsed, 1),
+        "register_profile_p50_ms": round(percentile(latencies, 50), 1),
+        "register_profile_p99_ms": round(percentile(latencies, 99), 1),
+        "register_seconds": round(elapsed, 2),
+    }
+
+
+def scan_png(i: int) -> bytes:
+    image = Image.new("L", (900, 300), 255)
+    draw = ImageDraw.Draw(image)
+    for line in range(4):
+        draw.text((20, 20 + 60 * line), f"Invoice {i} line {line} total 42.{line}0 EUR", fill=0)
+    out = io.BytesIO()
+    image.resize((1800, 600)).save(out, format="PNG")
+    return out.getvalue()
+
+
+async def upload_ocr(stack: Stack, documents: int) -> dict[str, object]:
+    assert stack.admin_url is not None
+    email = f"ocr-{uuid.uuid4().hex[:8]}@example.com"
+    async with httpx.AsyncClient(timeout=60) as client:
+        r = await client.post(f"{stack.auth_url}/auth/register",
+                              json={"email": email, "password": PASSWORD})
+        r.raise_for_status()
+        tokens = (await client.post(f"{stack.auth_url}/auth/login",
+                                    json={"email": email, "password": PASSWORD})).json()
+        headers = {"Authorization": f"Bearer {tokens['access_token']}"}
+        sent: dict[str, float] = {}
+        limit = asyncio.Semaphore(4)
+        scans = [scan_png(i) for i in range(documents)]
+
+        async def one(i: int) -> None:
+            async with limit:
+                started = time.time()
+                r = await client.post(f"{stack.admin_url}/documents", headers=headers,
+                                      files={"file": (f"scan{i}.png", scans[i], "image/png")})
+            if r.status_code != 202:
+                raise SystemExit(f"upload failed: {r.status_code} {r.text}")
+            sent[r.json()["document_id"]] = started
+
+        t0 = time.time()
+        await asyncio.gather(*(one(i) for i in range(documents)))
+    url = stack.direct.admin_database_url
+    await wait_rows(url, "SELECT count(*) FROM documents WHERE status IN ('completed', 'failed')",
+                    documents, 300)
+    conn = await asyncpg.connect(asyncpg_dsn(url))
+    try:
+        rows = await conn.fetch(
+            "SELECT id::text AS d, status, extract(epoch FROM completed_at) AS t FROM documents"
+        )
+    finally:
+        await conn.close()
+    failed = [r["d"] for r in rows if r["status"] != "completed"]
+    if failed:
+        raise SystemExit(f"{len(failed)} documents failed OCR")
+    latencies = [(float(r["t"]) - sent[r["d"]]) * 1000 for r in rows]
+    elapsed = max(float(r["t"]) for r in rows) - t0
+    return {
+        "ocr_per_min": round(documents / elapsed * 60, 1),
+        "upload_ocr_p50_ms": round(percentile(latencies, 50), 1),
+        "upload_ocr_p99_ms": round(percentile(latencies, 99), 1),
+        "ocr_seconds": round(elapsed, 2),
+    }
+
+
+def phase(stack: Stack, name: str, run: object) -> tuple[dict[str, object], dict[str, float]]:
+    before, started = cpu_snapshot(stack), time.monotonic()
+    result: dict[str, object] = asyncio.run(run)  # type: ignore[arg-type]
+    wall = time.monotonic() - started
+    cpu = cpu_delta(before, cpu_snapshot(stack))
+    busiest = max(cpu, key=lambda n: cpu[n])
+    result[f"{name}_saturated_first"] = f"{busiest} ({cpu[busiest] / wall:.0%} of a core)"
+    return result, cpu
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="small run, under a minute")
+    parser.add_argument("--users", type=int, help="registrations (default 200 quick, 1000)")
+    parser.add_argument("--concurrency", type=int, default=16, help="registrations in flight")
+    parser.add_argument("--documents", type=int, help="uploads (default 8 quick, 40)")
+    args = parser.parse_args()
+    users = args.users or (200 if args.quick else 1000)
+    documents = args.documents or (8 if args.quick else 40)
+    prefix = f"sb{uuid.uuid4().hex[:8]}:"
+    with (
+        tempfile.TemporaryDirectory() as logs,
+        isolated_settings("sysbench", redis_key_prefix=prefix, ocr_engine="tesseract") as settings,
+        running_stack(settings, with_admin=True, log_dir=Path(logs)) as stack,
+    ):
+        registered, cpu_register = phase(
+            stack, "register", register_profile(stack, users, args.concurrency)
+        )
+        ocr, cpu_ocr = phase(stack, "ocr", upload_ocr(stack, documents))
+    result = {
+        "users": users, "concurrency": args.concurrency, "documents": documents,
+        **registered, **ocr,
+        "cpu": {"register_profile": cpu_register, "upload_ocr": cpu_ocr},
+        "ocr_engine": "tesseract (easyocr weights not installed here)",
+        "cores": 2,
+    }
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

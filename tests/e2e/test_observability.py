@@ -1,0 +1,112 @@
+"""Every process serves Prometheus metrics; one correlation id follows a registration through
+the auth log, the authdb outbox, the relay log, the worker log and the follow-up event."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import aio_pika
+import httpx
+import pytest
+
+from shared.messaging import EVENTS_EXCHANGE, H_CORRELATION_ID
+from tests.e2e.stack import Stack, running_stack, wait_until
+from tests.support import isolated_settings
+
+TAP = "e2e.obs_profile_created"
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    log_dir: Path = tmp_path_factory.mktemp("obs-logs")
+    with (
+        isolated_settings(
+            "obs", redis_key_prefix=f"o{uuid.uuid4().hex[:8]}:", ocr_engine="tesseract"
+        ) as settings,
+        running_stack(settings, log_level="DEBUG", log_dir=log_dir, with_admin=True) as running,
+    ):
+        yield running
+
+
+def test_every_process_serves_prometheus_text(stack: Stack) -> None:
+    assert set(stack.metrics_urls) == {"auth", "users", "admin", "profiles", "ocr", "relay"}
+    httpx.get(f"{stack.auth_url}/health")
+    for name, url in stack.metrics_urls.items():
+        r = httpx.get(url, timeout=5)
+        assert r.status_code == 200, name
+        assert r.headers["content-type"].startswith("text/plain"), name
+        assert "# TYPE " in r.text, name
+        assert "process_resident_memory_bytes" in r.text, name
+    relay = httpx.get(stack.metrics_urls["relay"]).text
+    assert "outbox" in relay
+
+
+def _log_events(stack: Stack, name: str) -> list[dict[str, object]]:
+    events = []
+    for line in stack.log_text(name).splitlines():
+        if line.startswith("{"):
+            events.append(json.loads(line))
+    return events
+
+
+def _with_id(stack: Stack, name: str, correlation_id: str) -> list[str]:
+    return [
+        str(e.get("event")) for e in _log_events(stack, name)
+        if e.get("correlation_id") == correlation_id
+    ]
+
+
+def test_one_correlation_id_follows_a_registration(stack: Stack) -> None:
+    asyncio.run(_declare_tap(stack))
+    correlation_id = str(uuid.uuid4())
+    r = httpx.post(
+        f"{stack.auth_url}/auth/register",
+        json={"email": f"o{uuid.uuid4().hex[:8]}@example.com", "password": "correct horse ok!"},
+        headers={"X-Correlation-ID": correlation_id},
+    )
+    assert r.status_code == 201, r.text
+    assert r.headers["x-correlation-id"] == correlation_id
+    user_id = r.json()["user_id"]
+
+    def seen_everywhere() -> bool:
+        return all(
+            _with_id(stack, name, correlation_id) for name in ("auth", "relay", "profiles")
+        ) and "profile.created" in _with_id(stack, "profiles", correlation_id)
+
+    wait_until(seen_everywhere, 15, "correlation id in the auth, relay and worker logs")
+    assert "user.registered" in _with_id(stack, "auth", correlation_id)
+    relayed = [
+        e for e in _log_events(stack, "relay")
+        if e.get("correlation_id") == correlation_id and e.get("event") == "outbox_published"
+    ]
+    # The relay published both the user.registered (authdb) and the profile.created (apidb).
+    assert {e["event_type"] for e in relayed} == {"user.registered", "profile.created"}
+    message = asyncio.run(_next_tapped(stack))
+    assert message.headers[H_CORRELATION_ID] == correlation_id
+    assert message.correlation_id == correlation_id
+    assert json.loads(message.body)["user_id"] == user_id
+
+
+async def _declare_tap(stack: Stack) -> None:
+    connection = await aio_pika.connect(stack.direct.rabbitmq_url)
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(TAP, auto_delete=False)
+        await queue.bind(EVENTS_EXCHANGE, routing_key="profile.created")
+
+
+async def _next_tapped(stack: Stack) -> aio_pika.abc.AbstractIncomingMessage:
+    connection = await aio_pika.connect(stack.direct.rabbitmq_url)
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.get_queue(TAP)
+        for _ in range(200):
+            message = await queue.get(fail=False, no_ack=True)
+            if message is not None:
+                return message
+            await asyncio.sleep(0.05)
+    raise AssertionError("no profile.created event within 10 s")
