@@ -182,14 +182,11 @@ def running_stack(
             relay_metrics_port=0,
         )
         asyncio.run(apply_topology(direct))
-        databases = ["authdb", "apidb", *(["admindb"] if with_admin else [])]
         commands = {
             "auth": [sys.executable, "-m", "apps.auth"],
             "users": [sys.executable, "-m", "apps.users"],
             "profiles": [sys.executable, "-m", "workers", "profiles"],
-            "relay": [
-                sys.executable, "-m", "outbox", *(a for db in databases for a in ("-d", db))
-            ],
+            "relay": [sys.executable, "-m", "outbox"],  # all three databases
         }
         if with_admin:
             commands["admin"] = [sys.executable, "-m", "apps.admin"]
