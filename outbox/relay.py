@@ -55,6 +55,7 @@ class Relay:
         self._broken: BaseException | None = None
         self._next_rebalance = 0.0
         self._next_status = 0.0
+        self._trace = settings.log_level.upper() == "DEBUG"
         self.ready = asyncio.Event()
         """Set once the relay owns partitions and is connected (for tests and /ready)."""
 
@@ -194,11 +195,12 @@ class Relay:
             hist = metrics.LATENCY.labels(self.database)
             for row in sent:
                 hist.observe((confirmed_at - row.created_at).total_seconds())
-                # DEBUG only: one line per event lets an operator follow a correlation id.
-                log.debug(
-                    "outbox_published", database=self.database, event_id=str(row.event_id),
-                    event_type=row.event_type, correlation_id=row.correlation_id,
-                )
+            if self._trace:  # LOG_LEVEL=DEBUG: one line per event, to follow a correlation id
+                for row in sent:
+                    log.debug(
+                        "outbox_published", database=self.database, event_id=str(row.event_id),
+                        event_type=row.event_type, correlation_id=row.correlation_id,
+                    )
         if failed:
             await self._record_failures(failed)
 

@@ -46,6 +46,11 @@ async def _load(stack: Stack, samples: dict[str, list[tuple[float, int]]]) -> in
         await client.post(f"{stack.auth_url}/auth/register", json=body)
         token = (await client.post(f"{stack.auth_url}/auth/login", json=body)).json()
         headers = {"Authorization": f"Bearer {token['access_token']}"}
+        # The profile appears once the worker has handled user.registered (404 until then).
+        for _ in range(100):
+            if (await client.get(f"{stack.users_url}/profiles/me", headers=headers)).status_code == 200:
+                break
+            await asyncio.sleep(0.1)
         started = time.monotonic()
         sent, next_sample = 0, 0.0
 

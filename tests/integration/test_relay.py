@@ -278,3 +278,24 @@ async def test_commit_wakes_relay_before_poll_interval(relay_settings: Settings)
             latencies.append(time.monotonic() - started)
             await asyncio.sleep(0.2)
     assert max(latencies) < 0.5, f"woken by NOTIFY, not by the 5 s poll: {latencies}"
+
+
+async def test_database_connections_dropped_mid_stream(relay_settings: Settings) -> None:
+    """PostgreSQL goes away under the relay (every connection dropped, new ones refused for
+    3 s, as in a restart): the relay reconnects by itself and loses nothing."""
+    with TcpProxy("127.0.0.1", 5432) as proxy:
+        parts = urlsplit(relay_settings.auth_database_url)
+        via_proxy = urlunsplit(parts._replace(netloc=f"{parts.username}@127.0.0.1:{proxy.port}"))
+        relay_through_proxy = replace(relay_settings, auth_database_url=via_proxy)
+        async with Collector(relay_settings) as collector, running_relay(relay_through_proxy):
+            producing = asyncio.create_task(
+                produce(relay_settings, aggregates(100), 10, concurrency=10, max_delay_s=0.01)
+            )
+            await asyncio.sleep(0.3)
+            proxy.cut()
+            await asyncio.sleep(3)
+            proxy.restore()
+            committed = await producing
+            await collector.wait_for(committed, 30)
+    assert collector.ids == committed
+    assert collector.order_violations() == []

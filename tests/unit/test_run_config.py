@@ -318,18 +318,25 @@ def test_rabbitmq_imports_definitions_and_runs_the_plugins(compose: dict[str, An
     assert conf["loopback_users"] == "none", "other containers connect as guest"
 
 
-def test_rabbitmq_boot_user_matches_the_clients_credentials() -> None:
-    """A node importing definitions at boot creates no default user: 00-users.json does."""
+def test_rabbitmq_boot_users_match_their_documented_credentials() -> None:
+    """A node importing definitions at boot creates no default user: 00-users.json does,
+    guest (the clients' user) and the least-privilege operator of docs/operations.md."""
     users_file = ROOT / "infra" / "rabbitmq" / "definitions.d" / "00-users.json"
     users = json.loads(users_file.read_text())
-    (guest,) = users["users"]
-    assert guest["hashing_algorithm"] == "rabbit_password_hashing_sha256"
-    raw = base64.b64decode(guest["password_hash"])
-    salt, digest = raw[:4], raw[4:]
-    assert hashlib.sha256(salt + b"guest").digest() == digest
-    assert {"user": "guest", "vhost": "/", "configure": ".*", "write": ".*", "read": ".*"} in (
-        users["permissions"]
-    )
+    by_name = {u["name"]: u for u in users["users"]}
+    assert set(by_name) == {"guest", "operator"}
+    for name, user in by_name.items():  # local credentials: the password is the name
+        assert user["hashing_algorithm"] == "rabbit_password_hashing_sha256"
+        raw = base64.b64decode(user["password_hash"])
+        salt, digest = raw[:4], raw[4:]
+        assert hashlib.sha256(salt + name.encode()).digest() == digest
+    assert by_name["operator"]["tags"] == ["monitoring"]
+    permissions = {p["user"]: p for p in users["permissions"]}
+    assert permissions["guest"] == {
+        "user": "guest", "vhost": "/", "configure": ".*", "write": ".*", "read": ".*"
+    }
+    assert permissions["operator"]["configure"] == "^$"
+    assert permissions["operator"]["read"] == r"^.*\.dlq$"
 
 
 # --- Dockerfile ---------------------------------------------------------------------------
