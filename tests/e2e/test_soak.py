@@ -48,7 +48,8 @@ async def _load(stack: Stack, samples: dict[str, list[tuple[float, int]]]) -> in
         headers = {"Authorization": f"Bearer {token['access_token']}"}
         # The profile appears once the worker has handled user.registered (404 until then).
         for _ in range(100):
-            if (await client.get(f"{stack.users_url}/profiles/me", headers=headers)).status_code == 200:
+            first = await client.get(f"{stack.users_url}/profiles/me", headers=headers)
+            if first.status_code == 200:
                 break
             await asyncio.sleep(0.1)
         started = time.monotonic()
