@@ -42,6 +42,7 @@ __all__ = ["Consumer", "Handler", "MessageContext", "RunningConsumer"]
 log = get_logger(__name__)
 
 CONNECT_RETRY_MAX_S = 30.0
+CANCEL_TIMEOUT_S = 5.0
 
 
 class Consumer:
@@ -173,8 +174,10 @@ class RunningConsumer:
         """Stop taking messages, let in-flight ones finish (bounded), close everything."""
         if self._queue is not None and self._tag is not None:
             try:
-                await self._queue.cancel(self._tag)
-            except (aio_pika.exceptions.AMQPError, ConnectionError, RuntimeError) as exc:
+                # Bounded: with the broker away, there is nothing to cancel, and unacked
+                # messages go back to the queue when the connection is gone anyway.
+                await asyncio.wait_for(self._queue.cancel(self._tag), CANCEL_TIMEOUT_S)
+            except (TimeoutError, aio_pika.exceptions.AMQPError, ConnectionError, RuntimeError) as exc:
                 log.warning("consumer_cancel_failed", error=repr(exc))
         limit = self.settings.worker_shutdown_timeout_s if grace_s is None else grace_s
         if not await self._serializer.drain(limit):
