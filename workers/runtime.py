@@ -132,6 +132,7 @@ class RunningConsumer:
             delays=parse_retry_delays(consumer.retry_delays or settings.worker_retry_delays),
         )
         self.reconnects = 0
+        self._stopping = False
         self._serializer = KeyedSerializer()
         self._executor = ThreadPoolExecutor(
             settings.worker_blocking_threads, thread_name_prefix=f"{consumer.name}-blocking"
@@ -172,12 +173,13 @@ class RunningConsumer:
 
     async def stop(self, grace_s: float | None = None) -> None:
         """Stop taking messages, let in-flight ones finish (bounded), close everything."""
+        self._stopping = True
         if self._queue is not None and self._tag is not None:
             try:
                 # Bounded: with the broker away, there is nothing to cancel, and unacked
                 # messages go back to the queue when the connection is gone anyway.
                 await asyncio.wait_for(self._queue.cancel(self._tag), CANCEL_TIMEOUT_S)
-            except (TimeoutError, aio_pika.exceptions.AMQPError, ConnectionError, RuntimeError) as exc:
+            except (TimeoutError, aio_pika.exceptions.AMQPError, OSError, RuntimeError) as exc:
                 log.warning("consumer_cancel_failed", error=repr(exc))
         limit = self.settings.worker_shutdown_timeout_s if grace_s is None else grace_s
         if not await self._serializer.drain(limit):
@@ -201,11 +203,17 @@ class RunningConsumer:
 
     def _on_message(self, message: AbstractIncomingMessage) -> Any:
         # Synchronous on purpose: the job is queued behind its aggregate in arrival order.
-        assert self._processor is not None
         key = (message.headers or {}).get(m.H_AGGREGATE_ID) or message.message_id or ""
-        processor = self._processor
-        self._serializer.submit(str(key), lambda: processor.process(message))
+        self._serializer.submit(str(key), lambda: self._process(message))
         return _done()
+
+    async def _process(self, message: AbstractIncomingMessage) -> None:
+        assert self._processor is not None
+        if self._stopping:
+            # Not started before shutdown: left unacked, the broker hands it out again
+            # (in its place) when this connection closes.
+            return
+        await self._processor.process(message)
 
     def _on_reconnect(self, *_: object) -> None:
         self.reconnects += 1

@@ -274,7 +274,7 @@ async def test_broker_connection_cut_mid_consumption_resumes_and_loses_nothing(
             replace(rt_settings, rabbitmq_url=via_proxy)
         )
         running.append(consumer)
-        messages = [user_message(f"ok{i}@example.com") for i in range(300)]
+        messages = [user_message(f"ok{i}@example.com") for i in range(1500)]
         for message in messages:
             await publish(channel, message)
 
@@ -283,16 +283,23 @@ async def test_broker_connection_cut_mid_consumption_resumes_and_loses_nothing(
 
         await wait_for(some_done, 20, "consumption to start")
         proxy.cut()
+        assert len(await effects(db, name)) < len(messages)  # cut mid-consumption
         await asyncio.sleep(3)
         proxy.restore()
+
+        async def reconnected() -> bool:
+            return consumer.reconnects >= 1
 
         async def all_done() -> bool:
             return len(await effects(db, name)) >= len(messages) and consumer.in_flight == 0
 
+        await wait_for(reconnected, 20, "the consumer to reconnect")
         await wait_for(all_done, 60, "every message after the outage")
-        assert consumer.reconnects >= 1
+        await consumer.stop(grace_s=5)
+        running.remove(consumer)
     rows = await effects(db, name)
     assert sorted(r["message_id"] for r in rows) == sorted(msg.message_id for msg in messages)
+    assert await ready_count(channel, name) == 0
 
 
 @pytest.mark.slow
