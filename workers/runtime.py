@@ -33,6 +33,7 @@ from shared.db import create_engine, session_factory
 from shared.events import Message
 from shared.logging import get_logger
 from shared.topology import ConsumerSpec, parse_retry_delays
+from workers.batching import Batcher
 from workers.context import MessageContext
 from workers.delivery import Handler, Processor, RetryPolicy
 from workers.ordering import KeyedSerializer
@@ -48,8 +49,9 @@ CANCEL_TIMEOUT_S = 5.0
 class Consumer:
     """One consumer: ``name`` is its work queue, ``handlers`` its one table of handlers.
 
-    ``prefetch``, ``max_attempts`` and ``retry_delays`` (e.g. ``"1s,5s,30s"``) default to
-    the ``WORKER_*`` settings.
+    ``prefetch``, ``max_attempts``, ``retry_delays`` (e.g. ``"1s,5s,30s"``) and
+    ``batch_max`` (messages per transaction under load; 1 for slow handlers such as OCR,
+    so that one long job holds no one else's commit) default to the ``WORKER_*`` settings.
     """
 
     def __init__(
@@ -61,6 +63,7 @@ class Consumer:
         *,
         max_attempts: int | None = None,
         retry_delays: str | None = None,
+        batch_max: int | None = None,
     ) -> None:
         if not handlers:
             raise ValueError(f"consumer {name!r} has no handlers")
@@ -72,6 +75,7 @@ class Consumer:
         self.prefetch = prefetch
         self.max_attempts = max_attempts
         self.retry_delays = retry_delays
+        self.batch_max = batch_max
 
     @property
     def spec(self) -> ConsumerSpec:
@@ -142,6 +146,7 @@ class RunningConsumer:
         self._queue: Any = None
         self._tag: str | None = None
         self._processor: Processor | None = None
+        self._batcher: Batcher[AbstractIncomingMessage] | None = None
 
     @property
     def in_flight(self) -> int:
@@ -166,6 +171,13 @@ class RunningConsumer:
             self.spec, self.consumer.handlers, session_factory(self._engine), publisher,
             self.policy, executor=self._executor,
         )
+        batch_max = self.consumer.batch_max or self.settings.worker_batch_max
+        if batch_max > 1:
+            self._batcher = Batcher(
+                self._processor.process_batch, max_batch=batch_max,
+                # Few, full batches beat many small ones: commits, not CPUs, are scarce.
+                max_concurrency=max(1, min(self.settings.db_pool_size, self.prefetch // batch_max)),
+            )
         channel = await connection.channel()
         await channel.set_qos(prefetch_count=self.prefetch)
         self._queue = await channel.declare_queue(self.spec.queue_name, passive=True)
@@ -213,7 +225,10 @@ class RunningConsumer:
             # Not started before shutdown: left unacked, the broker hands it out again
             # (in its place) when this connection closes.
             return
-        await self._processor.process(message)
+        if self._batcher is not None:
+            await self._batcher.submit(message)
+        else:
+            await self._processor.process(message)
 
     def _on_reconnect(self, *_: object) -> None:
         self.reconnects += 1
