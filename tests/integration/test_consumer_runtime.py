@@ -308,7 +308,10 @@ async def test_sixty_second_blocking_handler_keeps_the_connection_up(
 ) -> None:
     # Heartbeat 5 s: a blocked event loop would lose the connection within ~15 s.
     heartbeat_url = rt_settings.rabbitmq_url + "?heartbeat=5"
-    consumer = await build_consumer(name).start(replace(rt_settings, rabbitmq_url=heartbeat_url))
+    # One message per transaction, as for OCR: a long job must not hold others' commits.
+    consumer = await build_consumer(name, batch_max=1).start(
+        replace(rt_settings, rabbitmq_url=heartbeat_url)
+    )
     running.append(consumer)
     blocking = user_message("block60@example.com")
     await publish(channel, blocking)
