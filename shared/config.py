@@ -226,6 +226,9 @@ class Settings:
     """Delays before retry 1, 2, 3 … (``ms``/``s``/``m``/``h``); the last one repeats.
     Each delay is a TTL queue ``<consumer>.retry.<delay>``."""
 
+    worker_batch_max: int = field(default=32, metadata=_env("WORKER_BATCH_MAX"))
+    """Most messages (of different aggregates) applied in one transaction under load."""
+
     worker_metrics_port: int = field(default=9102, metadata=_env("WORKER_METRICS_PORT"))
     """Prometheus endpoint of a worker process (0 disables it)."""
 

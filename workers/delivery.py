@@ -42,6 +42,14 @@ REQUEUE_PAUSE_S = 1.0
 
 
 @dataclass(frozen=True)
+class _Prepared:
+    message: AbstractIncomingMessage
+    ctx: MessageContext
+    payload: Message
+    handler: Handler
+
+
+@dataclass(frozen=True)
 class RetryPolicy:
     """How failures are retried: attempts in total, and the delay before each retry."""
 
@@ -89,6 +97,62 @@ class Processor:
                 if duplicate:
                     log.info("duplicate_acked")
         metrics.LATENCY.labels(self._spec.name).observe(time.perf_counter() - started)
+
+    async def process_batch(self, messages: list[AbstractIncomingMessage]) -> None:
+        """Apply several messages (distinct aggregates) in one transaction, then ack each.
+
+        If anything in the batch fails, the transaction rolls back as a whole and every
+        message is processed again on its own, so that only the failing one is retried
+        or dead-lettered. A handler's only effects are in its transaction, so running it
+        again after a rollback is safe.
+        """
+        if len(messages) == 1:
+            await self.process(messages[0])
+            return
+        started = time.perf_counter()
+        prepared: list[_Prepared] = []
+        for message in messages:
+            headers = dict(message.headers or {})
+            ctx = self._context(message, headers)
+            try:
+                payload, handler = self._decode(message, headers, ctx)
+            except InvalidMessage:
+                await self.process(message)  # dead-letters it, with the reason
+                continue
+            prepared.append(_Prepared(message, ctx, payload, handler))
+        try:
+            duplicates = await self._apply_all(prepared)
+        except Exception as exc:  # one failure: fall back to one transaction per message
+            log.info("batch_rolled_back", size=len(prepared), error=repr(exc))
+            await asyncio.gather(*(self.process(p.message) for p in prepared))
+            return
+        elapsed = time.perf_counter() - started
+        for item in prepared:
+            await _ack(item.message)
+            duplicate = item.ctx.message_id in duplicates
+            metrics.HANDLED.labels(self._spec.name, item.ctx.event_type, str(duplicate)).inc()
+            metrics.LATENCY.labels(self._spec.name).observe(elapsed)
+
+    async def _apply_all(self, prepared: list[_Prepared]) -> set[str]:
+        """One transaction for the batch; returns the ids recognised as duplicates."""
+        async with self._sessions() as session, session.begin():
+            claimed = await inbox.claim_many(
+                session, consumer=self._spec.name,
+                messages=[(p.ctx.message_id, p.ctx.event_type) for p in prepared],
+            )
+            duplicates: set[str] = set()
+            for item in prepared:
+                message_id = item.ctx.message_id
+                if message_id not in claimed:
+                    duplicates.add(message_id)
+                    continue
+                claimed.discard(message_id)  # the same id twice in a batch runs once
+                with bound(
+                    correlation_id=item.ctx.correlation_id, message_id=message_id,
+                    event_type=item.ctx.event_type,
+                ):
+                    await item.handler(session, item.payload, item.ctx)
+        return duplicates
 
     def _context(self, message: AbstractIncomingMessage, headers: dict[str, Any]) -> MessageContext:
         message_id = message.message_id or ""

@@ -32,3 +32,27 @@ async def seen(session: AsyncSession, *, consumer: str, message_id: str) -> bool
     """True if ``message_id`` was applied already (a cheap check before doing the work)."""
     result = await session.execute(_SEEN, {"consumer": consumer, "message_id": message_id})
     return result.scalar_one_or_none() is not None
+
+
+_CLAIM_MANY = text(
+    """
+    INSERT INTO inbox (consumer, message_id, event_type)
+    SELECT :consumer, ids.message_id, ids.event_type
+    FROM unnest(CAST(:message_ids AS text[]), CAST(:event_types AS text[]))
+         AS ids(message_id, event_type)
+    ON CONFLICT DO NOTHING
+    RETURNING message_id
+    """
+)
+
+
+async def claim_many(
+    session: AsyncSession, *, consumer: str, messages: list[tuple[str, str]]
+) -> set[str]:
+    """Record several ``(message_id, event_type)`` at once; returns the ids new to the inbox."""
+    result = await session.execute(_CLAIM_MANY, {
+        "consumer": consumer,
+        "message_ids": [message_id for message_id, _ in messages],
+        "event_types": [event_type for _, event_type in messages],
+    })
+    return {str(row) for row in result.scalars()}

@@ -205,7 +205,11 @@ class OcrConsumer(Consumer):
         )
         # The lease outlives the timeout: a claim is only taken over once its OCR is surely over.
         job = OcrJob(session_factory(self.db), self.runner, lease_s=settings.ocr_timeout_s + 30)
-        super().__init__(name="ocr", database="admindb", handlers={DocumentUploaded: job.handle})
+        # batch_max=1: one message per transaction, begun only after the OCR (the runtime
+        # writes the inbox row after the handler), so no transaction stays open during OCR.
+        super().__init__(
+            name="ocr", database="admindb", handlers={DocumentUploaded: job.handle}, batch_max=1
+        )
 
     async def run(self, settings: Settings) -> None:
         preflight(self.engine_config)  # missing models: fail now, naming them, not per message

@@ -33,6 +33,7 @@ from shared.db import create_engine, session_factory
 from shared.events import Message
 from shared.logging import get_logger
 from shared.topology import ConsumerSpec, parse_retry_delays
+from workers.batching import Batcher
 from workers.context import MessageContext
 from workers.delivery import Handler, Processor, RetryPolicy
 from workers.ordering import KeyedSerializer
@@ -42,13 +43,15 @@ __all__ = ["Consumer", "Handler", "MessageContext", "RunningConsumer"]
 log = get_logger(__name__)
 
 CONNECT_RETRY_MAX_S = 30.0
+CANCEL_TIMEOUT_S = 5.0
 
 
 class Consumer:
     """One consumer: ``name`` is its work queue, ``handlers`` its one table of handlers.
 
-    ``prefetch``, ``max_attempts`` and ``retry_delays`` (e.g. ``"1s,5s,30s"``) default to
-    the ``WORKER_*`` settings.
+    ``prefetch``, ``max_attempts``, ``retry_delays`` (e.g. ``"1s,5s,30s"``) and
+    ``batch_max`` (messages per transaction under load; 1 for slow handlers such as OCR,
+    so that one long job holds no one else's commit) default to the ``WORKER_*`` settings.
     """
 
     def __init__(
@@ -60,6 +63,7 @@ class Consumer:
         *,
         max_attempts: int | None = None,
         retry_delays: str | None = None,
+        batch_max: int | None = None,
     ) -> None:
         if not handlers:
             raise ValueError(f"consumer {name!r} has no handlers")
@@ -71,6 +75,7 @@ class Consumer:
         self.prefetch = prefetch
         self.max_attempts = max_attempts
         self.retry_delays = retry_delays
+        self.batch_max = batch_max
 
     @property
     def spec(self) -> ConsumerSpec:
@@ -131,6 +136,7 @@ class RunningConsumer:
             delays=parse_retry_delays(consumer.retry_delays or settings.worker_retry_delays),
         )
         self.reconnects = 0
+        self._stopping = False
         self._serializer = KeyedSerializer()
         self._executor = ThreadPoolExecutor(
             settings.worker_blocking_threads, thread_name_prefix=f"{consumer.name}-blocking"
@@ -140,6 +146,7 @@ class RunningConsumer:
         self._queue: Any = None
         self._tag: str | None = None
         self._processor: Processor | None = None
+        self._batcher: Batcher[AbstractIncomingMessage] | None = None
 
     @property
     def in_flight(self) -> int:
@@ -164,6 +171,13 @@ class RunningConsumer:
             self.spec, self.consumer.handlers, session_factory(self._engine), publisher,
             self.policy, executor=self._executor,
         )
+        batch_max = self.consumer.batch_max or self.settings.worker_batch_max
+        if batch_max > 1:
+            self._batcher = Batcher(
+                self._processor.process_batch, max_batch=batch_max,
+                # Few, full batches beat many small ones: commits, not CPUs, are scarce.
+                max_concurrency=max(1, min(self.settings.db_pool_size, self.prefetch // batch_max)),
+            )
         channel = await connection.channel()
         await channel.set_qos(prefetch_count=self.prefetch)
         self._queue = await channel.declare_queue(self.spec.queue_name, passive=True)
@@ -171,10 +185,13 @@ class RunningConsumer:
 
     async def stop(self, grace_s: float | None = None) -> None:
         """Stop taking messages, let in-flight ones finish (bounded), close everything."""
+        self._stopping = True
         if self._queue is not None and self._tag is not None:
             try:
-                await self._queue.cancel(self._tag)
-            except (aio_pika.exceptions.AMQPError, ConnectionError, RuntimeError) as exc:
+                # Bounded: with the broker away, there is nothing to cancel, and unacked
+                # messages go back to the queue when the connection is gone anyway.
+                await asyncio.wait_for(self._queue.cancel(self._tag), CANCEL_TIMEOUT_S)
+            except (TimeoutError, aio_pika.exceptions.AMQPError, OSError, RuntimeError) as exc:
                 log.warning("consumer_cancel_failed", error=repr(exc))
         limit = self.settings.worker_shutdown_timeout_s if grace_s is None else grace_s
         if not await self._serializer.drain(limit):
@@ -198,11 +215,20 @@ class RunningConsumer:
 
     def _on_message(self, message: AbstractIncomingMessage) -> Any:
         # Synchronous on purpose: the job is queued behind its aggregate in arrival order.
-        assert self._processor is not None
         key = (message.headers or {}).get(m.H_AGGREGATE_ID) or message.message_id or ""
-        processor = self._processor
-        self._serializer.submit(str(key), lambda: processor.process(message))
+        self._serializer.submit(str(key), lambda: self._process(message))
         return _done()
+
+    async def _process(self, message: AbstractIncomingMessage) -> None:
+        assert self._processor is not None
+        if self._stopping:
+            # Not started before shutdown: left unacked, the broker hands it out again
+            # (in its place) when this connection closes.
+            return
+        if self._batcher is not None:
+            await self._batcher.submit(message)
+        else:
+            await self._processor.process(message)
 
     def _on_reconnect(self, *_: object) -> None:
         self.reconnects += 1

@@ -1,0 +1,161 @@
+"""Consumer runtime throughput beside a bare aio-pika consume-and-ack loop.
+
+Both read pre-filled quorum queues of the same broker in the same run, with the same
+prefetch. The runtime does the full job per message: decode and validate, inbox row plus
+a one-row effect in one PostgreSQL transaction, commit, ack. Messages spread over a few
+hundred aggregates, so per-aggregate order is kept while different aggregates run in
+parallel. Runs in its own vhost and databases (``tests.support.isolated_settings``),
+removed afterwards.
+
+    python bench/consumer.py [--quick] [--messages N] [--prefetch P]
+
+The last line printed is one JSON object: consumer_mps, raw_mps, ratio and the setup.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import aio_pika
+import asyncpg
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from shared import messaging as m
+from shared.config import Settings
+from shared.db import asyncpg_dsn
+from shared.events import UserRegistered, encode
+from tests.support import isolated_settings
+from workers.runtime import Consumer, MessageContext
+
+AGGREGATES = 500
+RAW_QUEUE = "bench.raw"
+NAME = "bench"
+
+
+async def effect(session: AsyncSession, message: UserRegistered, ctx: MessageContext) -> None:
+    await session.execute(
+        text("INSERT INTO bench_effects (message_id, user_id) VALUES (:m, :u)"),
+        {"m": ctx.message_id, "u": message.user_id},
+    )
+
+
+def messages(n: int) -> list[aio_pika.Message]:
+    users = [uuid.uuid4() for _ in range(AGGREGATES)]
+    out = []
+    for i in range(n):
+        event = UserRegistered(user_id=users[i % AGGREGATES], email=f"u{i}@example.com")
+        out.append(aio_pika.Message(
+            encode(event), message_id=str(uuid.uuid4()), type=event.event_type,
+            content_type=m.CONTENT_TYPE, delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            headers={m.H_AGGREGATE_ID: event.aggregate_id, m.H_SCHEMA_VERSION: 1},
+        ))
+    return out
+
+
+async def fill(channel: aio_pika.abc.AbstractChannel, queue: str, n: int) -> None:
+    for message in messages(n):
+        await channel.default_exchange.publish(message, routing_key=queue)
+    # Polling the broker: no event to wait for across processes.
+    while (await channel.declare_queue(queue, passive=True)).declaration_result.message_count < n:  # noqa: ASYNC110
+        await asyncio.sleep(0.1)
+
+
+async def raw_rate(settings: Settings, n: int, prefetch: int) -> float:
+    connection = await aio_pika.connect(settings.rabbitmq_url)
+    try:
+        channel = await connection.channel(publisher_confirms=False)
+        await channel.declare_queue(RAW_QUEUE, durable=True, arguments={"x-queue-type": "quorum"})
+        await fill(channel, RAW_QUEUE, n)
+        consume = await connection.channel()
+        await consume.set_qos(prefetch_count=prefetch)
+        queue = await consume.declare_queue(RAW_QUEUE, passive=True)
+        done = asyncio.Event()
+        count = 0
+
+        async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+            nonlocal count
+            await message.ack()
+            count += 1
+            if count == n:
+                done.set()
+
+        started = time.perf_counter()
+        await queue.consume(on_message)
+        await asyncio.wait_for(done.wait(), 300)
+        return n / (time.perf_counter() - started)
+    finally:
+        await connection.close()
+
+
+async def runtime_rate(settings: Settings, n: int, prefetch: int) -> float:
+    consumer = Consumer(NAME, "apidb", {UserRegistered: effect}, prefetch=prefetch)
+    # First start declares the queues; stop at once, fill, then measure from a cold start.
+    await (await consumer.start(settings)).stop(grace_s=5)
+    connection = await aio_pika.connect(settings.rabbitmq_url)
+    try:
+        channel = await connection.channel(publisher_confirms=False)
+        await fill(channel, NAME, n)
+    finally:
+        await connection.close()
+    db = await asyncpg.connect(asyncpg_dsn(settings.users_database_url))
+    try:
+        running = await consumer.start(settings)
+        started = time.perf_counter()  # connected and consuming: the same start as the raw loop
+        while await db.fetchval("SELECT count(*) FROM bench_effects") < n:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        elapsed = time.perf_counter() - started
+        await running.stop(grace_s=5)
+    finally:
+        await db.close()
+    return n / elapsed
+
+
+async def prepare(settings: Settings) -> None:
+    db = await asyncpg.connect(asyncpg_dsn(settings.users_database_url))
+    try:
+        await db.execute(
+            "CREATE TABLE bench_effects (message_id text PRIMARY KEY, user_id uuid NOT NULL)"
+        )
+    finally:
+        await db.close()
+
+
+async def run(settings: Settings, n: int, prefetch: int) -> dict[str, object]:
+    await prepare(settings)
+    raw = await raw_rate(settings, n, prefetch)
+    print(f"raw aio-pika consume+ack: {raw:,.0f} msg/s", flush=True)
+    full = await runtime_rate(settings, n, prefetch)
+    print(f"consumer runtime (inbox + effect + ack): {full:,.0f} msg/s", flush=True)
+    return {
+        "consumer_mps": round(full, 1), "raw_mps": round(raw, 1), "ratio": round(full / raw, 3),
+        "messages": n, "prefetch": prefetch, "db_pool_size": settings.db_pool_size,
+        "queue_type": "quorum", "aggregates": AGGREGATES,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small run, under a minute")
+    parser.add_argument("--messages", type=int, default=None)
+    parser.add_argument("--prefetch", type=int, default=64)
+    parser.add_argument("--pool", type=int, default=16, help="database connections")
+    args = parser.parse_args()
+    n = args.messages or (4000 if args.quick else 20000)
+    with isolated_settings(
+        "bench", worker_metrics_port=0, db_pool_size=args.pool, log_level="WARNING"
+    ) as settings:
+        result = asyncio.run(run(settings, n, args.prefetch))
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,402 @@
+"""The consumer runtime against real RabbitMQ and PostgreSQL (isolated vhost and databases)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import fields, replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import aio_pika
+import asyncpg
+import pytest
+from prometheus_client import REGISTRY
+
+from shared import messaging as m
+from shared.config import Settings
+from shared.db import asyncpg_dsn
+from shared.messaging import EVENTS_EXCHANGE
+from tests.faults import TcpProxy
+from tests.runtime_consumer import EFFECTS_DDL, build_consumer, user_message
+from tests.support import isolated_settings
+from workers.runtime import RunningConsumer
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def rt_settings() -> Iterator[Settings]:
+    with isolated_settings(
+        "rt",
+        worker_retry_delays="300ms,600ms",
+        worker_max_attempts=3,
+        worker_metrics_port=0,
+        worker_shutdown_timeout_s=15.0,
+        worker_prefetch=16,
+    ) as settings:
+        yield settings
+
+
+@pytest.fixture(scope="module")
+async def db(rt_settings: Settings) -> AsyncIterator[asyncpg.Pool]:
+    dsn = asyncpg_dsn(rt_settings.users_database_url)
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
+    await pool.execute(EFFECTS_DDL)
+    yield pool
+    await pool.close()
+
+
+@pytest.fixture(scope="module")
+async def channel(rt_settings: Settings) -> AsyncIterator[aio_pika.abc.AbstractChannel]:
+    connection = await aio_pika.connect(rt_settings.rabbitmq_url)
+    yield await connection.channel()
+    await connection.close()
+
+
+@pytest.fixture
+def name() -> str:
+    return f"rt_{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+async def running(
+    rt_settings: Settings, name: str, db: asyncpg.Pool
+) -> AsyncIterator[list[RunningConsumer]]:
+    """Start consumers with ``await start()``; each is stopped after the test."""
+    started: list[RunningConsumer] = []
+    yield started
+    for consumer in started:
+        await consumer.stop(grace_s=5)
+
+
+async def publish(channel: aio_pika.abc.AbstractChannel, message: aio_pika.Message) -> None:
+    exchange = await channel.get_exchange(EVENTS_EXCHANGE)
+    await exchange.publish(message, routing_key=message.type or "")
+
+
+async def effects(db: asyncpg.Pool, name: str) -> list[asyncpg.Record]:
+    return list(await db.fetch(
+        "SELECT * FROM rt_effects WHERE consumer = $1 ORDER BY id", name
+    ))
+
+
+async def wait_for(check: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.1)
+
+
+async def ready_count(channel: aio_pika.abc.AbstractChannel, queue: str) -> int:
+    declared = await channel.declare_queue(queue, passive=True)
+    return int(declared.declaration_result.message_count or 0)
+
+
+async def dead_letters(
+    channel: aio_pika.abc.AbstractChannel, name: str
+) -> list[aio_pika.abc.AbstractIncomingMessage]:
+    """Everything in the DLQ, read without removing it (get + requeue, as amsctl does)."""
+    queue = await channel.get_queue(f"{name}.dlq")
+    got = []
+    while (message := await queue.get(no_ack=False, fail=False)) is not None:
+        got.append(message)
+    for message in got:
+        await message.nack(requeue=True)
+    return got
+
+
+def env_of(settings: Settings) -> dict[str, str]:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    for f in fields(settings):
+        env[f.metadata["env"]] = str(getattr(settings, f.name))
+    return env
+
+
+async def test_same_message_three_times_also_concurrently_has_one_effect(
+    rt_settings: Settings, name: str, db: asyncpg.Pool, channel: Any, running: list[RunningConsumer]
+) -> None:
+    consumer = build_consumer(name)
+    # Three instances on one queue: the three copies of a slow message overlap in time.
+    for _ in range(3):
+        running.append(await consumer.start(rt_settings))
+    sequential, concurrent = str(uuid.uuid4()), str(uuid.uuid4())
+    for _ in range(3):
+        await publish(channel, user_message("ok@example.com", message_id=sequential))
+        await asyncio.sleep(0.3)
+    for _ in range(3):
+        await publish(channel, user_message("slow@example.com", message_id=concurrent))
+
+    async def all_acked() -> bool:
+        return await ready_count(channel, name) == 0 and all(r.in_flight == 0 for r in running)
+
+    await asyncio.sleep(0.5)
+    await wait_for(all_acked, 20, "every copy to be acked")
+    rows = await effects(db, name)
+    assert sorted(r["message_id"] for r in rows) == sorted([sequential, concurrent])
+    assert await dead_letters(channel, name) == []
+
+
+async def test_kill_9_after_commit_before_ack_has_no_second_effect(
+    rt_settings: Settings, name: str, db: asyncpg.Pool, channel: Any,
+    running: list[RunningConsumer], tmp_path: Path,
+) -> None:
+    marker = tmp_path / "committed"
+    env = env_of(rt_settings) | {"RT_HANG_MARKER": str(marker)}
+    # The subprocess declares the queue; publish once it consumes, then it hangs before the ack.
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.runtime_consumer", name], env=env, cwd=ROOT,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        await wait_for(
+            lambda: _queue_exists(rt_settings.rabbitmq_url, name), 20, "the subprocess to declare"
+        )
+        await asyncio.sleep(0.5)
+        message_id = str(uuid.uuid4())
+        await publish(channel, user_message("ok@example.com", message_id=message_id))
+        await wait_for(lambda: _exists(marker), 20, "the commit in the subprocess")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    assert len(await effects(db, name)) == 1
+
+    # The unacked message is redelivered to a fresh consumer, which recognises it.
+    running.append(await build_consumer(name).start(rt_settings))
+    async def duplicate_acked() -> bool:
+        return _handled(name, duplicate=True) == 1 and running[0].in_flight == 0
+
+    await wait_for(duplicate_acked, 20, "the redelivery to be recognised and acked")
+    assert _handled(name, duplicate=False) == 0
+    assert await ready_count(channel, name) == 0
+    rows = await effects(db, name)
+    assert [r["message_id"] for r in rows] == [message_id]
+    assert await dead_letters(channel, name) == []
+
+
+async def test_poison_message_is_dead_lettered_with_reason_while_others_flow(
+    rt_settings: Settings, name: str, db: asyncpg.Pool, channel: Any, running: list[RunningConsumer]
+) -> None:
+    running.append(await build_consumer(name).start(rt_settings))
+    poison = user_message("transient-always@example.com")
+    await publish(channel, poison)
+    good = [user_message(f"ok{i}@example.com") for i in range(30)]
+    for message in good:
+        await publish(channel, message)
+
+    async def good_done() -> bool:
+        return len(await effects(db, name)) == len(good)
+
+    started = time.monotonic()
+    await wait_for(good_done, 10, "the good messages")
+    # They were all handled before the poison message ran out of retries (300ms + 600ms).
+    assert await dead_letters(channel, name) == []
+
+    async def parked() -> bool:
+        return len(await dead_letters(channel, name)) == 1
+
+    await wait_for(parked, 15, "the poison message in the DLQ")
+    assert time.monotonic() - started >= 0.9 - 0.3
+    [dead] = await dead_letters(channel, name)
+    headers = dead.headers
+    assert headers[m.H_ATTEMPTS] == 3
+    assert headers[m.H_FAILED_QUEUE] == name
+    assert headers[m.H_FAILED_ROUTING_KEY] == "user.registered"
+    assert headers[m.H_ERROR_TYPE] == "shared.errors.TransientError"
+    assert headers[m.H_ERROR_MESSAGE] == "dependency is down for good"
+    assert "tests.runtime_consumer:record_user:" in headers[m.H_ERROR_WHERE]
+    assert "TransientError" in headers[m.H_TRACEBACK]
+    assert headers[m.H_FIRST_FAILURE_AT] < headers[m.H_LAST_FAILURE_AT]
+    _assert_same_message(dead, poison)
+    assert len(await effects(db, name)) == len(good)
+
+
+async def test_domain_error_and_invalid_payload_are_dead_lettered_at_once(
+    rt_settings: Settings, name: str, db: asyncpg.Pool, channel: Any, running: list[RunningConsumer]
+) -> None:
+    running.append(await build_consumer(name).start(rt_settings))
+    domain = user_message("domain@example.com")
+    invalid = user_message("ok@example.com")
+    invalid.body = b'{"user_id": "not-a-uuid"}'
+    await publish(channel, domain)
+    await publish(channel, invalid)
+
+    async def parked() -> bool:
+        return len(await dead_letters(channel, name)) == 2
+
+    await wait_for(parked, 10, "both messages in the DLQ")
+    by_id = {d.message_id: d for d in await dead_letters(channel, name)}
+    assert by_id[domain.message_id].headers[m.H_ATTEMPTS] == 1
+    assert by_id[domain.message_id].headers[m.H_ERROR_TYPE] == "shared.errors.ValidationFailed"
+    assert by_id[invalid.message_id].headers[m.H_ERROR_TYPE] == "shared.errors.InvalidMessage"
+    assert by_id[invalid.message_id].body == invalid.body
+    assert await effects(db, name) == []
+
+
+async def test_transient_failure_is_retried_after_a_delay_then_succeeds(
+    rt_settings: Settings, name: str, db: asyncpg.Pool, channel: Any, running: list[RunningConsumer]
+) -> None:
+    running.append(await build_consumer(name).start(rt_settings))
+    message = user_message("transient-once@example.com")
+    published = time.monotonic()
+    await publish(channel, message)
+
+    async def done() -> bool:
+        return len(await effects(db, name)) == 1
+
+    await wait_for(done, 10, "the retried message")
+    elapsed = time.monotonic() - published
+    [row] = await effects(db, name)
+    assert row["message_id"] == message.message_id
+    assert row["attempts"] == 1  # the handler saw one failed attempt before this one
+    assert elapsed >= 0.3  # the first retry delay
+    assert row["correlation_id"] == message.correlation_id
+    assert await dead_letters(channel, name) == []
+
+
+async def test_broker_connection_cut_mid_consumption_resumes_and_loses_nothing(
+    rt_settings: Settings, name: str, db: asyncpg.Pool, channel: Any, running: list[RunningConsumer]
+) -> None:
+    url = urlsplit(rt_settings.rabbitmq_url)
+    with TcpProxy(url.hostname or "127.0.0.1", url.port or 5672) as proxy:
+        via_proxy = urlunsplit(url._replace(
+            netloc=f"guest:guest@127.0.0.1:{proxy.port}", query="reconnect_interval=1"
+        ))
+        consumer = await build_consumer(name, prefetch=8).start(
+            replace(rt_settings, rabbitmq_url=via_proxy)
+        )
+        running.append(consumer)
+        messages = [user_message(f"ok{i}@example.com") for i in range(1500)]
+        for message in messages:
+            await publish(channel, message)
+
+        async def some_done() -> bool:
+            return len(await effects(db, name)) >= 20
+
+        await wait_for(some_done, 20, "consumption to start")
+        proxy.cut()
+        assert len(await effects(db, name)) < len(messages)  # cut mid-consumption
+        await asyncio.sleep(3)
+        proxy.restore()
+
+        async def reconnected() -> bool:
+            return consumer.reconnects >= 1
+
+        async def all_done() -> bool:
+            return len(await effects(db, name)) >= len(messages) and consumer.in_flight == 0
+
+        await wait_for(reconnected, 20, "the consumer to reconnect")
+        await wait_for(all_done, 60, "every message after the outage")
+        await consumer.stop(grace_s=5)
+        running.remove(consumer)
+    rows = await effects(db, name)
+    assert sorted(r["message_id"] for r in rows) == sorted(msg.message_id for msg in messages)
+    assert await ready_count(channel, name) == 0
+
+
+@pytest.mark.slow
+async def test_sixty_second_blocking_handler_keeps_the_connection_up(
+    rt_settings: Settings, name: str, db: asyncpg.Pool, channel: Any, running: list[RunningConsumer]
+) -> None:
+    # Heartbeat 5 s: a blocked event loop would lose the connection within ~15 s.
+    heartbeat_url = rt_settings.rabbitmq_url + "?heartbeat=5"
+    # One message per transaction, as for OCR: a long job must not hold others' commits.
+    consumer = await build_consumer(name, batch_max=1).start(
+        replace(rt_settings, rabbitmq_url=heartbeat_url)
+    )
+    running.append(consumer)
+    blocking = user_message("block60@example.com")
+    await publish(channel, blocking)
+    await asyncio.sleep(1)
+    others = [user_message(f"ok{i}@example.com") for i in range(5)]
+    for message in others:
+        await publish(channel, message)
+
+    async def others_done() -> bool:
+        return len(await effects(db, name)) == len(others)
+
+    await wait_for(others_done, 10, "the other messages, while the long handler runs")
+
+    async def blocking_done() -> bool:
+        return len(await effects(db, name)) == len(others) + 1 and consumer.in_flight == 0
+
+    await wait_for(blocking_done, 75, "the 60-second handler")
+    assert consumer.reconnects == 0
+    assert not consumer.connection.is_closed
+    await consumer.stop(grace_s=5)
+    running.remove(consumer)
+    # The ack went out on the original channel: nothing waits for redelivery.
+    assert await ready_count(channel, name) == 0
+    assert len(await effects(db, name)) == len(others) + 1
+
+
+async def test_sigterm_finishes_in_flight_message_then_exits(
+    rt_settings: Settings, name: str, db: asyncpg.Pool, channel: Any, running: list[RunningConsumer]
+) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.runtime_consumer", name], env=env_of(rt_settings),
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        await wait_for(
+            lambda: _queue_exists(rt_settings.rabbitmq_url, name), 20, "the subprocess to declare"
+        )
+        await asyncio.sleep(0.5)
+        user = uuid.uuid4()  # one aggregate: the three run one after another, 2 s each
+        messages = [user_message(f"slow{i}@example.com", user_id=user) for i in range(3)]
+        for message in messages:
+            await publish(channel, message)
+        await asyncio.sleep(1)  # the first is in its handler now
+        proc.send_signal(signal.SIGTERM)
+        exit_code = await asyncio.to_thread(proc.wait, 20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert exit_code == 0
+    rows = await effects(db, name)
+    # In-flight work finished and committed; what was not started stays in the queue.
+    assert [r["message_id"] for r in rows] == [msg.message_id for msg in messages[: len(rows)]]
+    assert 1 <= len(rows) < 3
+    assert await ready_count(channel, name) == 3 - len(rows)
+
+
+def _assert_same_message(
+    dead: aio_pika.abc.AbstractIncomingMessage, sent: aio_pika.Message
+) -> None:
+    assert dead.message_id == sent.message_id
+    assert dead.body == sent.body
+    assert dead.type == sent.type
+    assert dead.content_type == sent.content_type
+    assert dead.correlation_id == sent.correlation_id
+    assert dead.timestamp == sent.timestamp
+    for key, value in sent.headers.items():
+        assert dead.headers[key] == value
+
+
+async def _queue_exists(url: str, name: str) -> bool:
+    connection = await aio_pika.connect(url)
+    try:
+        probe = await connection.channel()
+        await probe.declare_queue(name, passive=True)
+    except aio_pika.exceptions.ChannelClosed:
+        return False
+    finally:
+        await connection.close()
+    return True
+
+
+def _handled(name: str, *, duplicate: bool) -> float:
+    labels = {"consumer": name, "event_type": "user.registered", "duplicate": str(duplicate)}
+    return REGISTRY.get_sample_value("ams_worker_messages_handled_total", labels) or 0.0
+
+
+async def _exists(path: Path) -> bool:
+    return path.exists()
