@@ -8,7 +8,7 @@ import zlib
 from collections.abc import Mapping
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from outbox.schema import PARTITIONS
 from shared.events import Message, encode
@@ -43,14 +43,15 @@ def _lock_key(aggregate_type: str, aggregate_id: str) -> int:
 
 
 async def add_event(
-    session: AsyncSession,
+    session: AsyncSession | AsyncConnection,
     event: Message,
     *,
     correlation_id: str | None = None,
     headers: Mapping[str, str] | None = None,
     event_id: uuid.UUID | None = None,
 ) -> uuid.UUID:
-    """Add ``event`` to the outbox inside ``session``'s open transaction.
+    """Add ``event`` to the outbox inside ``session``'s open transaction (an ORM session or
+    a Core connection).
 
     Fills in the event id, routing key, aggregate, partition, schema version and the
     correlation id (the one bound to the current request or message unless given).
