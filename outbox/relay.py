@@ -52,6 +52,9 @@ class Relay:
         self._leases = LeaseConnection(dsn, on_notify=self._wake.set)
         self._pool: asyncpg.Pool | None = None
         self._in_flight: dict[asyncio.Task[None], list[int]] = {}
+        self._confirmed: set[int] = set()
+        """Rows the broker confirmed that are not deleted yet; never claimed again."""
+        self._delete_wanted = asyncio.Event()
         self._broken: BaseException | None = None
         self._next_rebalance = 0.0
         self._next_status = 0.0
@@ -90,8 +93,11 @@ class Relay:
 
     async def _connect(self) -> None:
         if self._pool is None:
+            # Deleting a confirmed row need not wait for its WAL flush: a delete lost in a
+            # database crash only means the event is published once more (at-least-once).
             self._pool = await asyncpg.create_pool(
-                self._dsn, min_size=1, max_size=2, command_timeout=30
+                self._dsn, min_size=1, max_size=2, command_timeout=30,
+                server_settings={"synchronous_commit": "off"},
             )
         if not self._leases.alive:
             await self._leases.open()
@@ -109,6 +115,15 @@ class Relay:
 
     # --- the loop --------------------------------------------------------------------------
     async def _loop(self, stop: asyncio.Event) -> None:
+        deleter = asyncio.create_task(self._delete_confirmed())
+        try:
+            await self._claim_and_publish(stop)
+        finally:
+            deleter.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await deleter
+
+    async def _claim_and_publish(self, stop: asyncio.Event) -> None:
         poll = self._settings.relay_poll_min_s
         while not stop.is_set():
             if self._broken is not None:
@@ -143,6 +158,7 @@ class Relay:
         if not owned:
             return []
         in_flight = [row_id for ids in self._in_flight.values() for row_id in ids]
+        in_flight.extend(self._confirmed)
         assert self._leases.conn is not None
         return await store.claim(
             self._leases.conn, owned, in_flight, self._settings.relay_batch_size
@@ -190,7 +206,10 @@ class Relay:
         sent = [row for row, outcome in zip(rows, outcomes, strict=True) if outcome is None]
         failed = [(row, outcome) for row, outcome in zip(rows, outcomes, strict=True) if outcome]
         if sent:
-            await self._retry_db(store.delete_sent, [row.id for row in sent])
+            # Deleted in the background, many batches per statement: the publishing slot is
+            # free as soon as the broker has confirmed.
+            self._confirmed.update(row.id for row in sent)
+            self._delete_wanted.set()
             metrics.PUBLISHED.labels(self.database).inc(len(sent))
             hist = metrics.LATENCY.labels(self.database)
             for row in sent:
@@ -242,9 +261,30 @@ class Relay:
             with attempt:
                 await func(self._pool, *args)  # type: ignore[operator]
 
+    async def _delete_confirmed(self) -> None:
+        """Background task: delete confirmed rows, coalescing whatever has accumulated."""
+        try:
+            while True:
+                await self._delete_wanted.wait()
+                self._delete_wanted.clear()
+                await self._flush_confirmed()
+        except DB_ERRORS as exc:
+            self._broken = exc  # the loop reconnects; the rows stay in _confirmed
+            self._wake.set()
+
+    async def _flush_confirmed(self) -> None:
+        ids = list(self._confirmed)
+        if ids:
+            await self._retry_db(store.delete_sent, ids)
+            self._confirmed.difference_update(ids)
+
     async def _drain(self) -> None:
+        """Wait for every in-flight batch, then delete what the broker confirmed."""
         if self._in_flight:
             await asyncio.wait(list(self._in_flight))
+        if self._pool is not None:
+            with contextlib.suppress(*DB_ERRORS):
+                await self._flush_confirmed()
 
 
 class _Backoff:
