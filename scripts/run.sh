@@ -51,6 +51,17 @@ if [ "$setup" = 1 ]; then
   python -m amsctl topology apply
 fi
 
+# easyocr needs model files this machine may not have (docs/ocr.md). Rather than let the ocr
+# worker refuse to start (and honcho stop everything), a local run without them uses the
+# tesseract engine and says so; set OCR_ENGINE explicitly to override.
+if [ -z "${OCR_ENGINE:-}" ]; then
+  models=${OCR_MODEL_DIR:-/var/lib/ams/easyocr}
+  if [ ! -f "$models/craft_mlt_25k.pth" ] || [ ! -f "$models/english_g2.pth" ]; then
+    echo "run: easyocr models not found in $models; OCR uses tesseract for this run (see docs/ocr.md)"
+    export OCR_ENGINE=tesseract
+  fi
+fi
+
 # Refuse to start half a system: honcho would stop everything as soon as one process exits.
 python scripts/check_procfile.py "$PROCFILE"
 

@@ -6,7 +6,8 @@ import asyncio
 import sys
 
 from shared.config import Settings
-from shared.logging import configure_logging
+from shared.errors import AmsError
+from shared.logging import configure_logging, get_logger
 from workers import registry
 
 USAGE = "usage: python -m workers <consumer>"
@@ -24,7 +25,12 @@ def main(argv: list[str]) -> int:
         return 2
     settings = Settings.from_env()
     configure_logging(settings, service=f"worker-{argv[0]}")
-    asyncio.run(factory(settings).run(settings))
+    try:
+        asyncio.run(factory(settings).run(settings))
+    except AmsError as exc:  # a start-up refusal (missing OCR models …): say why, no traceback
+        get_logger("workers").error("worker_cannot_start", consumer=argv[0], error=str(exc))
+        sys.stderr.write(f"worker {argv[0]} cannot start: {exc}\n")
+        return 3
     return 0
 
 
