@@ -203,6 +203,7 @@ async def test_refresh_token_is_not_an_access_token(client: AsyncTestClient[Any]
     assert r.status_code == 401
     r = await client.post("/auth/refresh", json={"refresh_token": tokens["access_token"]})
     assert r.status_code == 401
+    assert r.json()["error"]["message"] == "wrong token type (expected refresh)"
 
 
 async def test_logout_revokes_access_token_at_once(client: AsyncTestClient[Any]) -> None:
