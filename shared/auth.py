@@ -270,7 +270,7 @@ class TokenVerifier:
         except jwt.PyJWTError as exc:
             raise AuthenticationFailed(f"invalid token: {exc}") from exc
         if claims.get("typ") != expected_type:
-            raise AuthenticationFailed(f"not an {expected_type} token")
+            raise AuthenticationFailed(f"wrong token type (expected {expected_type})")
         return claims
 
 

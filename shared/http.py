@@ -46,6 +46,9 @@ from shared.errors import (
 from shared.logging import get_logger, new_correlation_id
 
 CORRELATION_HEADER = "x-correlation-id"
+NO_NUL = r"^[^\x00]*$"
+"""``msgspec.Meta(pattern=NO_NUL)`` for request text that is stored or queried in PostgreSQL,
+which refuses NUL characters (the request would end in a 500 instead of a 422)."""
 _VALID_CORRELATION_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 log = get_logger(__name__)
@@ -335,6 +338,7 @@ def api_app(
 
 __all__ = [
     "EXCEPTION_HANDLERS",
+    "NO_NUL",
     "ErrorBody",
     "api_app",
     "correlation_middleware",

@@ -1,21 +1,14 @@
-"""``python -m apps.admin``: the admin API on ``ADMIN_PORT`` (8003)."""
+"""``python -m apps.admin``: run the admin API on ADMIN_PORT (8003)."""
 
 from __future__ import annotations
 
-import uvicorn
-
 from apps.admin.app import create_app
-from shared.config import Settings
-from shared.logging import configure_logging
+from shared.serve import serve
 
 
 def main() -> None:
-    settings = Settings.from_env()
-    configure_logging(settings, service="admin")
-    uvicorn.run(
-        create_app(settings), host=settings.http_host, port=settings.admin_port,
-        log_config=None, timeout_graceful_shutdown=10,
-    )
+    # An upload in flight may take a while to finish.
+    serve(create_app, service="admin", port=lambda s: s.admin_port, graceful_shutdown_s=10)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,9 @@ from apps.admin.services import UploadLimits, Viewer
 from shared.auth import SECURITY, Principal, current_principal
 from shared.http import error_responses
 
+MAX_OFFSET = 2**63 - 1
+"""PostgreSQL's OFFSET is a bigint: a larger one would fail in the driver (a 500)."""
+
 
 def viewer_of(principal: Principal) -> Viewer:
     return Viewer(user_id=principal.user_id, is_admin=principal.is_admin)
@@ -39,7 +42,7 @@ class DocumentController(Controller):
 
     @post(
         "/", operation_id="upload_document", status_code=202,
-        responses=error_responses(401, 413, 415, 422),
+        responses=error_responses(401, 413, 415, 422, 503),
         summary="Upload a scan or PDF for OCR",
     )
     async def upload(
@@ -52,11 +55,11 @@ class DocumentController(Controller):
         )
         return UploadAccepted(**result)
 
-    @get("/", operation_id="list_documents", responses=error_responses(401))
+    @get("/", operation_id="list_documents", responses=error_responses(401, 422, 503))
     async def list_documents(
         self, principal: Principal, db_session: AsyncSession,
         limit: Annotated[int, Parameter(ge=1, le=100)] = 20,
-        offset: Annotated[int, Parameter(ge=0)] = 0,
+        offset: Annotated[int, Parameter(ge=0, le=MAX_OFFSET)] = 0,
     ) -> DocumentPage:
         rows, total = await services.list_documents(
             db_session, viewer_of(principal), limit=limit, offset=offset
@@ -64,7 +67,10 @@ class DocumentController(Controller):
         items = [msgspec.convert(r, DocumentSummary) for r in rows]
         return DocumentPage(items=items, total=total, limit=limit, offset=offset)
 
-    @get("/{document_id:uuid}", operation_id="get_document", responses=error_responses(401, 404))
+    @get(
+        "/{document_id:uuid}", operation_id="get_document",
+        responses=error_responses(401, 404, 503),
+    )
     async def get_document(
         self, principal: Principal, db_session: AsyncSession, document_id: uuid.UUID
     ) -> DocumentDetail:
@@ -75,7 +81,7 @@ class DocumentController(Controller):
 
     @delete(
         "/{document_id:uuid}", operation_id="delete_document", status_code=204,
-        responses=error_responses(401, 404, 409),
+        responses=error_responses(401, 404, 409, 503),
     )
     async def delete_document(
         self, principal: Principal, db_session: AsyncSession, document_id: uuid.UUID
@@ -84,7 +90,7 @@ class DocumentController(Controller):
 
     @put(
         "/{document_id:uuid}/legal-hold", operation_id="set_legal_hold",
-        responses=error_responses(401, 403, 404),
+        responses=error_responses(401, 403, 404, 422, 503),
     )
     async def set_legal_hold(
         self, principal: Principal, db_session: AsyncSession, document_id: uuid.UUID,

@@ -2,24 +2,12 @@
 
 from __future__ import annotations
 
-import uvicorn
-
 from apps.auth.app import create_app
-from shared.config import Settings
-from shared.logging import configure_logging
+from shared.serve import serve
 
 
 def main() -> None:
-    settings = Settings.from_env()
-    configure_logging(settings, service="auth")
-    uvicorn.run(
-        create_app(settings),
-        host=settings.http_host,
-        port=settings.auth_port,
-        access_log=False,
-        log_config=None,
-        timeout_graceful_shutdown=5,
-    )
+    serve(create_app, service="auth", port=lambda s: s.auth_port)
 
 
 if __name__ == "__main__":

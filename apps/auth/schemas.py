@@ -8,12 +8,16 @@ from typing import Annotated
 
 import msgspec
 
-Email = Annotated[str, msgspec.Meta(min_length=3, max_length=254, description="Email address")]
+from shared.http import NO_NUL
+
+Email = Annotated[
+    str, msgspec.Meta(min_length=3, max_length=254, pattern=NO_NUL, description="Email address")
+]
 Password = Annotated[
     str,
     msgspec.Meta(min_length=1, max_length=1024, description="8-128 characters, not a common one"),
 ]
-DisplayName = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+DisplayName = Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=NO_NUL)]
 
 
 class RegisterRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

@@ -121,6 +121,11 @@ async def test_visibility_pagination_legal_hold_and_delete(
 
     page = (await client.get("/documents?limit=2&offset=0", headers=alice)).json()
     assert (page["total"], len(page["items"])) == (4, 2)
+    for offset in (-1, 2**63):  # beyond PostgreSQL's bigint: invalid input, not a 500
+        r = await client.get(f"/documents?offset={offset}", headers=alice)
+        assert (r.status_code, r.json()["error"]["code"]) == (422, "validation_failed"), r.text
+    page = (await client.get(f"/documents?offset={2**63 - 1}", headers=alice)).json()
+    assert (page["total"], page["items"]) == (4, [])
     assert (await client.get(f"/documents/{ids[0]}", headers=bob)).status_code == 404
     assert (await client.get("/documents", headers=bob)).json()["total"] == 0
     assert (await client.get(f"/documents/{ids[0]}", headers=admin)).status_code == 200

@@ -113,6 +113,25 @@ async def test_malformed_registration_is_422(
     assert r.json()["error"]["code"] == "validation_failed"
 
 
+@pytest.mark.parametrize(
+    ("path", "payload"),
+    [
+        ("/auth/register", {"email": "a\u0000b@example.com", "password": PASSWORD}),
+        ("/auth/register", {"email": "nul@example.com", "password": PASSWORD,
+                            "display_name": "A\u0000"}),
+        ("/auth/login", {"email": "a\u0000b@example.com", "password": PASSWORD}),
+    ],
+    ids=["register-email", "register-name", "login-email"],
+)
+async def test_nul_character_is_422_not_500(
+    client: AsyncTestClient[Any], path: str, payload: dict[str, Any]
+) -> None:
+    """PostgreSQL refuses NUL in text; the request is invalid input, not a server error."""
+    r = await client.post(path, json=payload)
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["details"][0]["key"] in {"email", "display_name"}
+
+
 async def test_long_password_is_not_truncated(client: AsyncTestClient[Any]) -> None:
     address = email()
     long_password = "p" * 100 + "-unique-tail-1"
@@ -184,6 +203,7 @@ async def test_refresh_token_is_not_an_access_token(client: AsyncTestClient[Any]
     assert r.status_code == 401
     r = await client.post("/auth/refresh", json={"refresh_token": tokens["access_token"]})
     assert r.status_code == 401
+    assert r.json()["error"]["message"] == "wrong token type (expected refresh)"
 
 
 async def test_logout_revokes_access_token_at_once(client: AsyncTestClient[Any]) -> None:

@@ -129,6 +129,9 @@ async def test_get_and_patch_my_profile(system: System) -> None:
     assert (await system.users.get("/profiles/me", headers=auth)).json()["bio"] == "hello"
     r = await system.users.patch("/profiles/me", headers=auth, json={"display_name": ""})
     assert r.status_code == 422
+    for field in ("display_name", "bio"):  # PostgreSQL refuses NUL: 422, not a 500
+        r = await system.users.patch("/profiles/me", headers=auth, json={field: "a\u0000b"})
+        assert r.status_code == 422, r.text
 
 
 async def test_other_profiles_need_admin(system: System) -> None:
