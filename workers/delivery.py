@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -39,6 +40,104 @@ class, and callables are contravariant in their parameters."""
 
 REQUEUE_PAUSE_S = 1.0
 """Pause before handing a message back when even the failure path (publishing) failed."""
+
+ACK_FLUSH_S = 0.05
+"""Longest a finished message waits for a bulk ack before it is acked on its own."""
+
+_IN_FLIGHT, _READY, _SETTLED = 0, 1, 2
+
+
+class Acks:
+    """Acks finished deliveries in bulk: one ``basic.ack(multiple)`` per run of them.
+
+    ``multiple`` acks every delivery up to that tag on the channel, so a bulk ack is sent
+    only for a prefix of the deliveries (in arrival order) that are all finished: acked
+    here, or settled on their own (a retry, a dead letter, a requeue). A finished message
+    stuck behind one still running is acked on its own after ``flush_s``, so a slow
+    message holds no prefetch slots. Deliveries of a channel that closed are forgotten:
+    the broker hands them out again anyway.
+    """
+
+    def __init__(self, flush_s: float = ACK_FLUSH_S) -> None:
+        self._flush_s = flush_s
+        self._channel: object | None = None
+        self._order: deque[int] = deque()
+        self._state: dict[int, int] = {}
+        self._ready: dict[int, AbstractIncomingMessage] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._flushes: set[asyncio.Task[None]] = set()
+
+    def track(self, message: AbstractIncomingMessage) -> None:
+        """Record a delivery as it arrives (deliveries arrive in delivery-tag order)."""
+        channel = _channel_of(message)
+        if channel is not self._channel:
+            self._channel = channel
+            self._order.clear()
+            self._state.clear()
+            self._ready.clear()
+        tag = message.delivery_tag
+        if tag is not None:
+            self._order.append(tag)
+            self._state[tag] = _IN_FLIGHT
+
+    async def ack(self, messages: list[AbstractIncomingMessage]) -> None:
+        """The effects of ``messages`` committed: ack them, in bulk where order allows."""
+        for message in messages:
+            tag = message.delivery_tag
+            if not self._tracked(message):
+                await _ack(message)
+                continue
+            assert tag is not None
+            self._state[tag] = _READY
+            self._ready[tag] = message
+        await self._advance()
+
+    def settled(self, message: AbstractIncomingMessage) -> None:
+        """``message`` was acked or nacked on its own."""
+        if self._tracked(message):
+            assert message.delivery_tag is not None
+            self._state[message.delivery_tag] = _SETTLED
+
+    async def flush(self) -> None:
+        """Ack every finished message now, on its own if need be (before shutdown)."""
+        await self._advance()
+        ready = list(self._ready.items())
+        self._ready.clear()
+        for tag, message in ready:
+            self._state[tag] = _SETTLED
+            await _ack(message)
+        await self._advance()
+
+    def _tracked(self, message: AbstractIncomingMessage) -> bool:
+        tag = message.delivery_tag
+        return (
+            tag is not None and tag in self._state
+            and _channel_of(message) is self._channel
+        )
+
+    async def _advance(self) -> None:
+        last: AbstractIncomingMessage | None = None
+        while self._order and self._state[self._order[0]] != _IN_FLIGHT:
+            tag = self._order.popleft()
+            if self._state.pop(tag) == _READY:
+                last = self._ready.pop(tag)
+        if last is not None:
+            await _ack(last, multiple=True)
+        if self._ready and self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self._flush_s, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        task = asyncio.create_task(self.flush())
+        self._flushes.add(task)
+        task.add_done_callback(self._flushes.discard)
+
+
+def _channel_of(message: AbstractIncomingMessage) -> object | None:
+    try:
+        return message.channel
+    except ChannelInvalidStateError:
+        return None
 
 
 @dataclass(frozen=True)
@@ -72,8 +171,10 @@ class Processor:
         policy: RetryPolicy,
         *,
         executor: Executor | None = None,
+        acks: Acks | None = None,
     ) -> None:
         self._spec = spec
+        self._acks = acks
         self._handlers = handlers
         self._sessions = sessions
         self._publisher = publisher
@@ -92,7 +193,7 @@ class Processor:
             except Exception as exc:  # every failure is mapped once, below
                 await self._fail(message, headers, ctx, exc)
             else:
-                await _ack(message)
+                await self._ack_all([message])
                 metrics.HANDLED.labels(self._spec.name, ctx.event_type, str(duplicate)).inc()
                 if duplicate:
                     log.info("duplicate_acked")
@@ -127,8 +228,8 @@ class Processor:
             await asyncio.gather(*(self.process(p.message) for p in prepared))
             return
         elapsed = time.perf_counter() - started
+        await self._ack_all([item.message for item in prepared])
         for item in prepared:
-            await _ack(item.message)
             duplicate = item.ctx.message_id in duplicates
             metrics.HANDLED.labels(self._spec.name, item.ctx.event_type, str(duplicate)).inc()
             metrics.LATENCY.labels(self._spec.name).observe(elapsed)
@@ -249,13 +350,26 @@ class Processor:
         except Exception as publish_exc:  # redelivered; nothing is lost
             log.warning("failure_publish_failed", target=target, error=repr(publish_exc))
             await _requeue(message)
+            self._settled(message)
             return
         await _ack(message)
+        self._settled(message)
         if retry:
             metrics.RETRIED.labels(self._spec.name, ctx.event_type).inc()
         else:
             reason = "exhausted" if outcome is Outcome.RETRY else "permanent"
             metrics.DEAD_LETTERED.labels(self._spec.name, ctx.event_type, reason).inc()
+
+    async def _ack_all(self, messages: list[AbstractIncomingMessage]) -> None:
+        if self._acks is None:
+            for message in messages:
+                await _ack(message)
+        else:
+            await self._acks.ack(messages)
+
+    def _settled(self, message: AbstractIncomingMessage) -> None:
+        if self._acks is not None:
+            self._acks.settled(message)
 
     async def _publish_copy(
         self, message: AbstractIncomingMessage, headers: dict[str, Any], routing_key: str
@@ -277,9 +391,9 @@ class Processor:
         await exchange.publish(copy, routing_key=routing_key, mandatory=True)
 
 
-async def _ack(message: AbstractIncomingMessage) -> None:
+async def _ack(message: AbstractIncomingMessage, *, multiple: bool = False) -> None:
     try:
-        await message.ack()
+        await message.ack(multiple=multiple)
     except (ChannelInvalidStateError, AMQPError, ConnectionError) as exc:
         # The channel died after the commit: the broker redelivers, the inbox drops it.
         log.warning("ack_lost", error=repr(exc))
