@@ -65,6 +65,7 @@ class Acks:
         self._state: dict[int, int] = {}
         self._ready: dict[int, AbstractIncomingMessage] = {}
         self._timer: asyncio.TimerHandle | None = None
+        self._sending = asyncio.Lock()
         self._flushes: set[asyncio.Task[None]] = set()
 
     def track(self, message: AbstractIncomingMessage) -> None:
@@ -101,11 +102,13 @@ class Acks:
     async def flush(self) -> None:
         """Ack every finished message now, on its own if need be (before shutdown)."""
         await self._advance()
-        ready = list(self._ready.items())
-        self._ready.clear()
-        for tag, message in ready:
-            self._state[tag] = _SETTLED
-            await _ack(message)
+        async with self._sending:
+            ready = list(self._ready.values())
+            self._ready.clear()
+            for message in ready:
+                assert message.delivery_tag is not None
+                self._state[message.delivery_tag] = _SETTLED
+                await _ack(message)
         await self._advance()
 
     def _tracked(self, message: AbstractIncomingMessage) -> bool:
@@ -116,13 +119,16 @@ class Acks:
         )
 
     async def _advance(self) -> None:
-        last: AbstractIncomingMessage | None = None
-        while self._order and self._state[self._order[0]] != _IN_FLIGHT:
-            tag = self._order.popleft()
-            if self._state.pop(tag) == _READY:
-                last = self._ready.pop(tag)
-        if last is not None:
-            await _ack(last, multiple=True)
+        # One sender at a time: a lone ack must reach the broker before any bulk ack
+        # that covers its tag (an ack of a tag no longer unacked closes the channel).
+        async with self._sending:
+            last: AbstractIncomingMessage | None = None
+            while self._order and self._state[self._order[0]] != _IN_FLIGHT:
+                tag = self._order.popleft()
+                if self._state.pop(tag) == _READY:
+                    last = self._ready.pop(tag)
+            if last is not None:
+                await _ack(last, multiple=True)
         if self._ready and self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(self._flush_s, self._on_timer)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 from typing import cast
 
 import sqlalchemy.exc
@@ -135,3 +136,53 @@ async def test_acks_of_a_closed_channel_are_not_bulk_acked_on_the_new_one() -> N
     await acks.ack([first])  # a stale delivery: acked on its own (and lost, in real life)
     await acks.ack([second])
     assert sent == [(1, False), (1, True)]
+
+
+class _Broker:
+    """The broker's side of acks: a tag acked twice (or unknown) would close the channel."""
+
+    def __init__(self, tags: range) -> None:
+        self.unacked = set(tags)
+
+    def ack(self, tag: int, multiple: bool) -> None:
+        assert tag in self.unacked, f"ack of unknown delivery tag {tag}"
+        self.unacked -= {t for t in self.unacked if t <= tag} if multiple else {tag}
+
+
+class _YieldingDelivery(_FakeDelivery):
+    def __init__(self, channel: object, tag: int, broker: _Broker) -> None:
+        super().__init__(channel, tag, [])
+        self._broker = broker
+
+    async def ack(self, multiple: bool = False) -> None:
+        await asyncio.sleep(0)  # a socket write may let other coroutines run
+        self._broker.ack(self.delivery_tag, multiple)
+
+
+async def _finish_later(acks: Acks, group: list[AbstractIncomingMessage], delay: float) -> None:
+    await asyncio.sleep(delay)
+    await acks.ack(group)
+
+
+async def test_acks_never_ack_a_tag_twice_when_flushes_and_bulk_acks_interleave() -> None:
+    rng = random.Random(7)
+    for _ in range(50):
+        broker = _Broker(range(1, 21))
+        channel = object()
+        acks = Acks(flush_s=0.001)
+        d = [
+            cast(AbstractIncomingMessage, _YieldingDelivery(channel, tag, broker))
+            for tag in range(1, 21)
+        ]
+        for delivery in d:
+            acks.track(delivery)
+        order = d[:]
+        rng.shuffle(order)
+        groups = [order[i:i + 3] for i in range(0, 20, 3)]
+
+        await asyncio.gather(
+            *(_finish_later(acks, g, rng.random() / 200) for g in groups),
+            acks.flush(), acks.flush(),
+        )
+        await acks.flush()
+        assert broker.unacked == set()
