@@ -17,8 +17,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import aio_pika
+import structlog
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 from aiormq.exceptions import AMQPError, ChannelInvalidStateError
+from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared import messaging as m
@@ -181,6 +183,9 @@ class Processor:
     ) -> None:
         self._spec = spec
         self._acks = acks
+        # Metric children looked up once, not per message.
+        self._latency = metrics.LATENCY.labels(spec.name)
+        self._handled_children: dict[tuple[str, bool], Counter] = {}
         self._handlers = handlers
         self._sessions = sessions
         self._publisher = publisher
@@ -200,10 +205,10 @@ class Processor:
                 await self._fail(message, headers, ctx, exc)
             else:
                 await self._ack_all([message])
-                metrics.HANDLED.labels(self._spec.name, ctx.event_type, str(duplicate)).inc()
+                self._handled(ctx.event_type, duplicate).inc()
                 if duplicate:
                     log.info("duplicate_acked")
-        metrics.LATENCY.labels(self._spec.name).observe(time.perf_counter() - started)
+        self._latency.observe(time.perf_counter() - started)
 
     async def process_batch(self, messages: list[AbstractIncomingMessage]) -> None:
         """Apply several messages (distinct aggregates) in one transaction, then ack each.
@@ -237,8 +242,8 @@ class Processor:
         await self._ack_all([item.message for item in prepared])
         for item in prepared:
             duplicate = item.ctx.message_id in duplicates
-            metrics.HANDLED.labels(self._spec.name, item.ctx.event_type, str(duplicate)).inc()
-            metrics.LATENCY.labels(self._spec.name).observe(elapsed)
+            self._handled(item.ctx.event_type, duplicate).inc()
+            self._latency.observe(elapsed)
 
     async def _apply_all(self, prepared: list[_Prepared]) -> set[str]:
         """One transaction for the batch; returns the ids recognised as duplicates."""
@@ -254,11 +259,14 @@ class Processor:
                     duplicates.add(message_id)
                     continue
                 claimed.discard(message_id)  # the same id twice in a batch runs once
-                with bound(
+                tokens = structlog.contextvars.bind_contextvars(
                     correlation_id=item.ctx.correlation_id, message_id=message_id,
                     event_type=item.ctx.event_type,
-                ):
+                )
+                try:
                     await item.handler(session, item.payload, item.ctx)
+                finally:
+                    structlog.contextvars.reset_contextvars(**tokens)
         return duplicates
 
     def _context(self, message: AbstractIncomingMessage, headers: dict[str, Any]) -> MessageContext:
@@ -365,6 +373,13 @@ class Processor:
         else:
             reason = "exhausted" if outcome is Outcome.RETRY else "permanent"
             metrics.DEAD_LETTERED.labels(self._spec.name, ctx.event_type, reason).inc()
+
+    def _handled(self, event_type: str, duplicate: bool) -> Counter:
+        child = self._handled_children.get((event_type, duplicate))
+        if child is None:
+            child = metrics.HANDLED.labels(self._spec.name, event_type, str(duplicate))
+            self._handled_children[(event_type, duplicate)] = child
+        return child
 
     async def _ack_all(self, messages: list[AbstractIncomingMessage]) -> None:
         if self._acks is None:

@@ -160,15 +160,19 @@ class RunningConsumer:
 
     async def start(self) -> None:
         await self._declare_topology()
+        batch_max = self.consumer.batch_max or self.settings.worker_batch_max
         self._engine = create_engine(
             self.settings.database_url(self.consumer.database),
             pool_size=max(self.settings.db_pool_size, 1),
+            # A batch that fails on a dead connection is run again message by message,
+            # on fresh connections (the failure invalidates the pool): no ping needed.
+            # One message per transaction (OCR) keeps the ping: no attempt is wasted.
+            pre_ping=batch_max == 1,
         )
         connection = await connect(self.settings.rabbitmq_url, name=f"worker:{self.spec.name}")
         self._connection = connection
         connection.reconnect_callbacks.add(self._on_reconnect)
         publisher = await connection.channel(publisher_confirms=True, on_return_raises=True)
-        batch_max = self.consumer.batch_max or self.settings.worker_batch_max
         # Bulk acks only with batches: one message at a time (OCR) acks each on its own.
         self._acks = Acks() if batch_max > 1 else None
         self._processor = Processor(
