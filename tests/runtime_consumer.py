@@ -108,11 +108,11 @@ def user_message(
 def _hang_before_ack(marker: Path) -> None:
     """Make the process stop for good right after the commit, before the ack goes out."""
 
-    async def hang(message: object) -> None:
+    async def hang(message: object, **_: object) -> None:
         marker.write_text("committed")
         await asyncio.Event().wait()
 
-    delivery._ack = hang  # type: ignore[assignment]  # test-only fault injection
+    delivery._ack = hang  # test-only fault injection
 
 
 async def _main(name: str, hang_marker: Path | None) -> None:

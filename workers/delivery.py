@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
 import aio_pika
+import structlog
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 from aiormq.exceptions import AMQPError, ChannelInvalidStateError
+from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared import messaging as m
@@ -39,6 +42,110 @@ class, and callables are contravariant in their parameters."""
 
 REQUEUE_PAUSE_S = 1.0
 """Pause before handing a message back when even the failure path (publishing) failed."""
+
+ACK_FLUSH_S = 0.05
+"""Longest a finished message waits for a bulk ack before it is acked on its own."""
+
+_IN_FLIGHT, _READY, _SETTLED = 0, 1, 2
+
+
+class Acks:
+    """Acks finished deliveries in bulk: one ``basic.ack(multiple)`` per run of them.
+
+    ``multiple`` acks every delivery up to that tag on the channel, so a bulk ack is sent
+    only for a prefix of the deliveries (in arrival order) that are all finished: acked
+    here, or settled on their own (a retry, a dead letter, a requeue). A finished message
+    stuck behind one still running is acked on its own after ``flush_s``, so a slow
+    message holds no prefetch slots. Deliveries of a channel that closed are forgotten:
+    the broker hands them out again anyway.
+    """
+
+    def __init__(self, flush_s: float = ACK_FLUSH_S) -> None:
+        self._flush_s = flush_s
+        self._channel: object | None = None
+        self._order: deque[int] = deque()
+        self._state: dict[int, int] = {}
+        self._ready: dict[int, AbstractIncomingMessage] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._sending = asyncio.Lock()
+        self._flushes: set[asyncio.Task[None]] = set()
+
+    def track(self, message: AbstractIncomingMessage) -> None:
+        """Record a delivery as it arrives (deliveries arrive in delivery-tag order)."""
+        channel = _channel_of(message)
+        if channel is not self._channel:
+            self._channel = channel
+            self._order.clear()
+            self._state.clear()
+            self._ready.clear()
+        tag = message.delivery_tag
+        if tag is not None:
+            self._order.append(tag)
+            self._state[tag] = _IN_FLIGHT
+
+    async def ack(self, messages: list[AbstractIncomingMessage]) -> None:
+        """The effects of ``messages`` committed: ack them, in bulk where order allows."""
+        for message in messages:
+            tag = message.delivery_tag
+            if not self._tracked(message):
+                await _ack(message)
+                continue
+            assert tag is not None
+            self._state[tag] = _READY
+            self._ready[tag] = message
+        await self._advance()
+
+    def settled(self, message: AbstractIncomingMessage) -> None:
+        """``message`` was acked or nacked on its own."""
+        if self._tracked(message):
+            assert message.delivery_tag is not None
+            self._state[message.delivery_tag] = _SETTLED
+
+    async def flush(self) -> None:
+        """Ack every finished message now, on its own if need be (before shutdown)."""
+        await self._advance()
+        async with self._sending:
+            ready = list(self._ready.values())
+            self._ready.clear()
+            for message in ready:
+                assert message.delivery_tag is not None
+                self._state[message.delivery_tag] = _SETTLED
+                await _ack(message)
+        await self._advance()
+
+    def _tracked(self, message: AbstractIncomingMessage) -> bool:
+        tag = message.delivery_tag
+        return (
+            tag is not None and tag in self._state
+            and _channel_of(message) is self._channel
+        )
+
+    async def _advance(self) -> None:
+        # One sender at a time: a lone ack must reach the broker before any bulk ack
+        # that covers its tag (an ack of a tag no longer unacked closes the channel).
+        async with self._sending:
+            last: AbstractIncomingMessage | None = None
+            while self._order and self._state[self._order[0]] != _IN_FLIGHT:
+                tag = self._order.popleft()
+                if self._state.pop(tag) == _READY:
+                    last = self._ready.pop(tag)
+            if last is not None:
+                await _ack(last, multiple=True)
+        if self._ready and self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self._flush_s, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        task = asyncio.create_task(self.flush())
+        self._flushes.add(task)
+        task.add_done_callback(self._flushes.discard)
+
+
+def _channel_of(message: AbstractIncomingMessage) -> object | None:
+    try:
+        return message.channel
+    except ChannelInvalidStateError:
+        return None
 
 
 @dataclass(frozen=True)
@@ -72,8 +179,13 @@ class Processor:
         policy: RetryPolicy,
         *,
         executor: Executor | None = None,
+        acks: Acks | None = None,
     ) -> None:
         self._spec = spec
+        self._acks = acks
+        # Metric children looked up once, not per message.
+        self._latency = metrics.LATENCY.labels(spec.name)
+        self._handled_children: dict[tuple[str, bool], Counter] = {}
         self._handlers = handlers
         self._sessions = sessions
         self._publisher = publisher
@@ -92,11 +204,11 @@ class Processor:
             except Exception as exc:  # every failure is mapped once, below
                 await self._fail(message, headers, ctx, exc)
             else:
-                await _ack(message)
-                metrics.HANDLED.labels(self._spec.name, ctx.event_type, str(duplicate)).inc()
+                await self._ack_all([message])
+                self._handled(ctx.event_type, duplicate).inc()
                 if duplicate:
                     log.info("duplicate_acked")
-        metrics.LATENCY.labels(self._spec.name).observe(time.perf_counter() - started)
+        self._latency.observe(time.perf_counter() - started)
 
     async def process_batch(self, messages: list[AbstractIncomingMessage]) -> None:
         """Apply several messages (distinct aggregates) in one transaction, then ack each.
@@ -127,11 +239,11 @@ class Processor:
             await asyncio.gather(*(self.process(p.message) for p in prepared))
             return
         elapsed = time.perf_counter() - started
+        await self._ack_all([item.message for item in prepared])
         for item in prepared:
-            await _ack(item.message)
             duplicate = item.ctx.message_id in duplicates
-            metrics.HANDLED.labels(self._spec.name, item.ctx.event_type, str(duplicate)).inc()
-            metrics.LATENCY.labels(self._spec.name).observe(elapsed)
+            self._handled(item.ctx.event_type, duplicate).inc()
+            self._latency.observe(elapsed)
 
     async def _apply_all(self, prepared: list[_Prepared]) -> set[str]:
         """One transaction for the batch; returns the ids recognised as duplicates."""
@@ -147,11 +259,14 @@ class Processor:
                     duplicates.add(message_id)
                     continue
                 claimed.discard(message_id)  # the same id twice in a batch runs once
-                with bound(
+                tokens = structlog.contextvars.bind_contextvars(
                     correlation_id=item.ctx.correlation_id, message_id=message_id,
                     event_type=item.ctx.event_type,
-                ):
+                )
+                try:
                     await item.handler(session, item.payload, item.ctx)
+                finally:
+                    structlog.contextvars.reset_contextvars(**tokens)
         return duplicates
 
     def _context(self, message: AbstractIncomingMessage, headers: dict[str, Any]) -> MessageContext:
@@ -249,13 +364,33 @@ class Processor:
         except Exception as publish_exc:  # redelivered; nothing is lost
             log.warning("failure_publish_failed", target=target, error=repr(publish_exc))
             await _requeue(message)
+            self._settled(message)
             return
         await _ack(message)
+        self._settled(message)
         if retry:
             metrics.RETRIED.labels(self._spec.name, ctx.event_type).inc()
         else:
             reason = "exhausted" if outcome is Outcome.RETRY else "permanent"
             metrics.DEAD_LETTERED.labels(self._spec.name, ctx.event_type, reason).inc()
+
+    def _handled(self, event_type: str, duplicate: bool) -> Counter:
+        child = self._handled_children.get((event_type, duplicate))
+        if child is None:
+            child = metrics.HANDLED.labels(self._spec.name, event_type, str(duplicate))
+            self._handled_children[(event_type, duplicate)] = child
+        return child
+
+    async def _ack_all(self, messages: list[AbstractIncomingMessage]) -> None:
+        if self._acks is None:
+            for message in messages:
+                await _ack(message)
+        else:
+            await self._acks.ack(messages)
+
+    def _settled(self, message: AbstractIncomingMessage) -> None:
+        if self._acks is not None:
+            self._acks.settled(message)
 
     async def _publish_copy(
         self, message: AbstractIncomingMessage, headers: dict[str, Any], routing_key: str
@@ -277,9 +412,9 @@ class Processor:
         await exchange.publish(copy, routing_key=routing_key, mandatory=True)
 
 
-async def _ack(message: AbstractIncomingMessage) -> None:
+async def _ack(message: AbstractIncomingMessage, *, multiple: bool = False) -> None:
     try:
-        await message.ack()
+        await message.ack(multiple=multiple)
     except (ChannelInvalidStateError, AMQPError, ConnectionError) as exc:
         # The channel died after the commit: the broker redelivers, the inbox drops it.
         log.warning("ack_lost", error=repr(exc))

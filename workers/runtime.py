@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -35,7 +35,7 @@ from shared.logging import get_logger
 from shared.topology import ConsumerSpec, parse_retry_delays
 from workers.batching import Batcher
 from workers.context import MessageContext
-from workers.delivery import Handler, Processor, RetryPolicy
+from workers.delivery import Acks, Handler, Processor, RetryPolicy
 from workers.ordering import KeyedSerializer
 
 __all__ = ["Consumer", "Handler", "MessageContext", "RunningConsumer"]
@@ -147,6 +147,7 @@ class RunningConsumer:
         self._tag: str | None = None
         self._processor: Processor | None = None
         self._batcher: Batcher[AbstractIncomingMessage] | None = None
+        self._acks: Acks | None = None
 
     @property
     def in_flight(self) -> int:
@@ -159,19 +160,25 @@ class RunningConsumer:
 
     async def start(self) -> None:
         await self._declare_topology()
+        batch_max = self.consumer.batch_max or self.settings.worker_batch_max
         self._engine = create_engine(
             self.settings.database_url(self.consumer.database),
             pool_size=max(self.settings.db_pool_size, 1),
+            # A batch that fails on a dead connection is run again message by message,
+            # on fresh connections (the failure invalidates the pool): no ping needed.
+            # One message per transaction (OCR) keeps the ping: no attempt is wasted.
+            pre_ping=batch_max == 1,
         )
         connection = await connect(self.settings.rabbitmq_url, name=f"worker:{self.spec.name}")
         self._connection = connection
         connection.reconnect_callbacks.add(self._on_reconnect)
         publisher = await connection.channel(publisher_confirms=True, on_return_raises=True)
+        # Bulk acks only with batches: one message at a time (OCR) acks each on its own.
+        self._acks = Acks() if batch_max > 1 else None
         self._processor = Processor(
             self.spec, self.consumer.handlers, session_factory(self._engine), publisher,
-            self.policy, executor=self._executor,
+            self.policy, executor=self._executor, acks=self._acks,
         )
-        batch_max = self.consumer.batch_max or self.settings.worker_batch_max
         if batch_max > 1:
             self._batcher = Batcher(
                 self._processor.process_batch, max_batch=batch_max,
@@ -196,6 +203,8 @@ class RunningConsumer:
         limit = self.settings.worker_shutdown_timeout_s if grace_s is None else grace_s
         if not await self._serializer.drain(limit):
             log.warning("shutdown_timeout", in_flight=self.in_flight)
+        if self._acks is not None:
+            await self._acks.flush()
         if self._connection is not None:
             await self._connection.close()
         if self._engine is not None:
@@ -216,19 +225,20 @@ class RunningConsumer:
     def _on_message(self, message: AbstractIncomingMessage) -> Any:
         # Synchronous on purpose: the job is queued behind its aggregate in arrival order.
         key = (message.headers or {}).get(m.H_AGGREGATE_ID) or message.message_id or ""
+        if self._acks is not None:
+            self._acks.track(message)
         self._serializer.submit(str(key), lambda: self._process(message))
         return _done()
 
-    async def _process(self, message: AbstractIncomingMessage) -> None:
+    def _process(self, message: AbstractIncomingMessage) -> Awaitable[None]:
         assert self._processor is not None
         if self._stopping:
             # Not started before shutdown: left unacked, the broker hands it out again
             # (in its place) when this connection closes.
-            return
+            return _done()
         if self._batcher is not None:
-            await self._batcher.submit(message)
-        else:
-            await self._processor.process(message)
+            return self._batcher.enqueue(message)
+        return self._processor.process(message)
 
     def _on_reconnect(self, *_: object) -> None:
         self.reconnects += 1

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import random
+from typing import cast
 
 import sqlalchemy.exc
+from aio_pika.abc import AbstractIncomingMessage
 
 from shared import messaging as m
 from shared.errors import InvalidMessage, LegalHold, TransientError
 from workers.batching import Batcher
+from workers.delivery import Acks
 from workers.failures import Failure, Outcome, attempts_of, classify, failure_headers
 from workers.ordering import KeyedSerializer
 
@@ -83,3 +87,102 @@ async def test_batcher_groups_waiting_items_and_bounds_concurrency() -> None:
     assert sorted(i for b in batches for i in b) == list(range(25))
     assert max(len(b) for b in batches) == 10
     assert len(batches) <= 4
+
+
+class _FakeDelivery:
+    """Just what :class:`workers.delivery.Acks` reads of a delivery, and the acks it got."""
+
+    def __init__(self, channel: object, tag: int, sent: list[tuple[int, bool]]) -> None:
+        self.channel = channel
+        self.delivery_tag = tag
+        self._sent = sent
+
+    async def ack(self, multiple: bool = False) -> None:
+        self._sent.append((self.delivery_tag, multiple))
+
+
+def _delivery(channel: object, tag: int, sent: list[tuple[int, bool]]) -> AbstractIncomingMessage:
+    return cast(AbstractIncomingMessage, _FakeDelivery(channel, tag, sent))
+
+
+async def test_acks_go_in_bulk_only_over_a_finished_prefix() -> None:
+    sent: list[tuple[int, bool]] = []
+    channel = object()
+    acks = Acks(flush_s=0.05)
+    d = [_delivery(channel, tag, sent) for tag in range(1, 7)]
+    for delivery in d:
+        acks.track(delivery)
+    await acks.ack([d[2], d[3]])  # 1 and 2 still running: nothing may cover 3 and 4 yet
+    assert sent == []
+    acks.settled(d[1])  # 2 went to a retry queue, acked on its own
+    await acks.ack([d[0]])
+    assert sent == [(4, True)]  # one ack for 1..4
+    await acks.ack([d[5]])  # 5 still running: 6 is acked on its own after the flush delay
+    assert sent == [(4, True)]
+    await asyncio.sleep(0.15)
+    assert sent == [(4, True), (6, False)]
+    await acks.ack([d[4]])
+    assert sent == [(4, True), (6, False), (5, True)]
+
+
+async def test_acks_of_a_closed_channel_are_not_bulk_acked_on_the_new_one() -> None:
+    sent: list[tuple[int, bool]] = []
+    old, new = object(), object()
+    acks = Acks()
+    first = _delivery(old, 1, sent)
+    acks.track(first)
+    second = _delivery(new, 1, sent)  # after a reconnect, tags start again
+    acks.track(second)
+    await acks.ack([first])  # a stale delivery: acked on its own (and lost, in real life)
+    await acks.ack([second])
+    assert sent == [(1, False), (1, True)]
+
+
+class _Broker:
+    """The broker's side of acks: a tag acked twice (or unknown) would close the channel."""
+
+    def __init__(self, tags: range) -> None:
+        self.unacked = set(tags)
+
+    def ack(self, tag: int, multiple: bool) -> None:
+        assert tag in self.unacked, f"ack of unknown delivery tag {tag}"
+        self.unacked -= {t for t in self.unacked if t <= tag} if multiple else {tag}
+
+
+class _YieldingDelivery(_FakeDelivery):
+    def __init__(self, channel: object, tag: int, broker: _Broker) -> None:
+        super().__init__(channel, tag, [])
+        self._broker = broker
+
+    async def ack(self, multiple: bool = False) -> None:
+        await asyncio.sleep(0)  # a socket write may let other coroutines run
+        self._broker.ack(self.delivery_tag, multiple)
+
+
+async def _finish_later(acks: Acks, group: list[AbstractIncomingMessage], delay: float) -> None:
+    await asyncio.sleep(delay)
+    await acks.ack(group)
+
+
+async def test_acks_never_ack_a_tag_twice_when_flushes_and_bulk_acks_interleave() -> None:
+    rng = random.Random(7)
+    for _ in range(50):
+        broker = _Broker(range(1, 21))
+        channel = object()
+        acks = Acks(flush_s=0.001)
+        d = [
+            cast(AbstractIncomingMessage, _YieldingDelivery(channel, tag, broker))
+            for tag in range(1, 21)
+        ]
+        for delivery in d:
+            acks.track(delivery)
+        order = d[:]
+        rng.shuffle(order)
+        groups = [order[i:i + 3] for i in range(0, 20, 3)]
+
+        await asyncio.gather(
+            *(_finish_later(acks, g, rng.random() / 200) for g in groups),
+            acks.flush(), acks.flush(),
+        )
+        await acks.flush()
+        assert broker.unacked == set()
