@@ -65,7 +65,7 @@ async def fill(channel: aio_pika.abc.AbstractChannel, queue: str, n: int) -> Non
     for message in messages(n):
         await channel.default_exchange.publish(message, routing_key=queue)
     # Polling the broker: no event to wait for across processes.
-    while (await channel.declare_queue(queue, passive=True)).declaration_result.message_count < n:  # noqa: ASYNC110
+    while (await channel.declare_queue(queue, passive=True)).declaration_result.message_count < n:
         await asyncio.sleep(0.1)
 
 
@@ -110,7 +110,7 @@ async def runtime_rate(settings: Settings, n: int, prefetch: int) -> float:
     try:
         running = await consumer.start(settings)
         started = time.perf_counter()  # connected and consuming: the same start as the raw loop
-        while await db.fetchval("SELECT count(*) FROM bench_effects") < n:  # noqa: ASYNC110
+        while await db.fetchval("SELECT count(*) FROM bench_effects") < n:
             await asyncio.sleep(0.05)
         elapsed = time.perf_counter() - started
         await running.stop(grace_s=5)
