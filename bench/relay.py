@@ -13,7 +13,10 @@ Everything runs against the local PostgreSQL and RabbitMQ in its own database an
    the broker and deleted.
 3. ``p50_ms``/``p99_ms``: a steady offered load (one event per transaction, ``--rate``
    per second); latency from each transaction's commit to the event's delivery to a
-   consumer in another process. This is an upper bound of commit->confirm.
+   consumer in another process (commit -> confirm -> delivery, with a producer and a
+   consumer process competing for the same two cores).
+   ``confirm_p50_ms``/``confirm_p99_ms``: the relay's own histogram for the same events,
+   from the row's insert (before the commit) to the broker's confirm, interpolated.
    ``raw_p50_ms``/``raw_p99_ms``: the same offered load published directly (bare
    aio-pika, confirmed), publish -> delivery: the broker's own floor on this machine.
 
@@ -27,6 +30,7 @@ import asyncio
 import contextlib
 import json
 import multiprocessing
+import re
 import statistics
 import sys
 import time
@@ -40,6 +44,7 @@ sys.path.insert(0, str(ROOT))
 
 import aio_pika
 import asyncpg
+import httpx
 
 from outbox import add_event
 from shared.config import Settings
@@ -47,7 +52,7 @@ from shared.db import asyncpg_dsn, create_engine
 from shared.events import UserRegistered
 from shared.messaging import EVENTS_EXCHANGE
 from tests.relay_support import start_relay, stop_relay, wait_for_relays
-from tests.support import isolated_settings
+from tests.support import free_port, isolated_settings
 
 QUEUE = "bench.relay"
 BODY = json.dumps({"user_id": str(uuid.uuid4()), "email": "bench@example.org", "display_name": "b"})
@@ -173,8 +178,28 @@ async def _offered_load(
     return [(arrived[m] - sent[m]) * 1000 for m in sent]
 
 
-async def relay_latency(settings: Settings, rate: int, seconds: float) -> list[float]:
-    """Single-event transactions through the outbox and the relay: commit -> delivery."""
+def histogram_quantile(text: str, name: str, q: float) -> float:
+    """Quantile (ms) of a Prometheus histogram, interpolated inside its bucket."""
+    buckets = [
+        (float(le), float(count))
+        for le, count in re.findall(name + r'_bucket\{[^}]*le="([^"]+)"\} (\S+)', text)
+        if le != "+Inf"
+    ]
+    total = float(re.search(name + r"_count\{[^}]*\} (\S+)", text).group(1))  # type: ignore[union-attr]
+    rank, lower, below = q * total, 0.0, 0.0
+    for upper, count in buckets:
+        if count >= rank:
+            share = (rank - below) / (count - below) if count > below else 1.0
+            return (lower + (upper - lower) * share) * 1000
+        lower, below = upper, count
+    return buckets[-1][0] * 1000
+
+
+async def relay_latency(
+    settings: Settings, rate: int, seconds: float, confirm_ms: dict[str, float]
+) -> list[float]:
+    """Single-event transactions through the outbox and the relay: commit -> delivery.
+    ``confirm_ms`` receives the relay's own insert -> confirm p50/p99 (its histogram)."""
     engine = create_engine(settings.auth_database_url, pool_size=20)
 
     async def one() -> tuple[str, float]:
@@ -191,11 +216,18 @@ async def relay_latency(settings: Settings, rate: int, seconds: float) -> list[f
             await conn.commit()
         return str(event_id), committing
 
-    relay = start_relay(settings)
+    port = free_port()
+    relay = start_relay(settings, relay_metrics_port=port)
     try:
         await wait_for_relays(settings, 1)
         await asyncio.sleep(1.0)
-        return await _offered_load(settings, rate, seconds, one)
+        latencies = await _offered_load(settings, rate, seconds, one)
+        async with httpx.AsyncClient() as client:
+            text = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
+        for q in (0.5, 0.99):
+            name = "outbox_commit_to_confirm_seconds"
+            confirm_ms[f"p{int(q * 100)}"] = histogram_quantile(text, name, q)
+        return latencies
     finally:
         stop_relay(relay)
         await engine.dispose()
@@ -235,7 +267,8 @@ async def run(settings: Settings, events: int, rate: int, seconds: float) -> dic
     await queue.purge()
     raw_latencies = await raw_latency(settings, rate, seconds)
     await queue.purge()
-    latencies = await relay_latency(settings, rate, seconds)
+    confirm_ms: dict[str, float] = {}
+    latencies = await relay_latency(settings, rate, seconds, confirm_ms)
     await queue.delete(if_unused=False, if_empty=False)
     await connection.close()
     return {
@@ -247,6 +280,8 @@ async def run(settings: Settings, events: int, rate: int, seconds: float) -> dic
         "latency_samples": len(latencies),
         "p50_ms": round(percentile(latencies, 50), 2),
         "p99_ms": round(percentile(latencies, 99), 2),
+        "confirm_p50_ms": round(confirm_ms["p50"], 2),
+        "confirm_p99_ms": round(confirm_ms["p99"], 2),
         "raw_p50_ms": round(percentile(raw_latencies, 50), 2),
         "raw_p99_ms": round(percentile(raw_latencies, 99), 2),
         "queue_type": "quorum",

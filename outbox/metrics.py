@@ -24,5 +24,8 @@ LATENCY = Histogram(
     "outbox_commit_to_confirm_seconds",
     "From the outbox row's insert to the broker's confirm.",
     ["database"],
-    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+    buckets=(
+        0.0005, 0.001, 0.002, 0.003, 0.004, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.025, 0.05,
+        0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60,
+    ),
 )

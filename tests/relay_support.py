@@ -150,8 +150,10 @@ async def clear_outbox(settings: Settings) -> None:
 
 
 def start_relay(settings: Settings, **overrides: object) -> subprocess.Popen[bytes]:
-    """``python -m outbox --database authdb`` as a user starts it."""
-    env = env_for(replace(settings, relay_metrics_port=0, **overrides), LOG_LEVEL="WARNING")  # type: ignore[arg-type]
+    """``python -m outbox --database authdb`` as a user starts it (metrics off unless
+    ``relay_metrics_port`` is given)."""
+    overrides.setdefault("relay_metrics_port", 0)
+    env = env_for(replace(settings, **overrides), LOG_LEVEL="WARNING")  # type: ignore[arg-type]
     return subprocess.Popen(
         [sys.executable, "-m", "outbox", "--database", "authdb"], cwd=ROOT, env=env
     )
