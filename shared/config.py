@@ -98,6 +98,10 @@ class Settings:
     relay_metrics_port: int = field(default=9101, metadata=_env("RELAY_METRICS_PORT"))
     """Prometheus endpoint of the relay process (0 disables it)."""
 
+    relay_vacuum_every: int = field(default=20_000, metadata=_env("RELAY_VACUUM_EVERY"))
+    """Deleted rows after which the relay owning partition 0 vacuums the outbox (0: never).
+    Dead rows at the head of the id index slow every claim; autovacuum naps for a minute."""
+
     # --- admin API and OCR worker ---------------------------------------------------------
     upload_max_bytes: int = field(default=20 * 1024 * 1024, metadata=_env("UPLOAD_MAX_BYTES"))
     """Largest accepted upload; bigger bodies are refused with 413 before being buffered."""
