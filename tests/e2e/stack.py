@@ -27,9 +27,12 @@ from pathlib import Path
 from typing import IO
 from urllib.parse import urlsplit, urlunsplit
 
+import aio_pika
+import aio_pika.abc
 import httpx
 
 from shared.config import Settings
+from shared.messaging import EVENTS_EXCHANGE
 from shared.topology_apply import apply_topology
 from tests.faults import TcpProxy
 from tests.support import env_for, free_port
@@ -245,3 +248,26 @@ def _wait_ready(stack: Stack, timeout_s: float = 60.0) -> None:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{url} not ready after {timeout_s}s")
             time.sleep(0.1)
+
+
+async def declare_tap(url: str, queue_name: str, routing_key: str) -> None:
+    """A durable queue that collects ``routing_key`` events for a test to inspect."""
+    connection = await aio_pika.connect(url)
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(queue_name, auto_delete=False)
+        await queue.bind(EVENTS_EXCHANGE, routing_key=routing_key)
+
+
+async def next_tapped(url: str, queue_name: str) -> aio_pika.abc.AbstractIncomingMessage:
+    """The next message of a tap queue, waiting up to 10 s."""
+    connection = await aio_pika.connect(url)
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.get_queue(queue_name)
+        for _ in range(200):
+            message = await queue.get(fail=False, no_ack=True)
+            if message is not None:
+                return message
+            await asyncio.sleep(0.05)
+    raise AssertionError(f"no message in {queue_name} within 10 s")

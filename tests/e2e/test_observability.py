@@ -9,12 +9,11 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import aio_pika
 import httpx
 import pytest
 
-from shared.messaging import EVENTS_EXCHANGE, H_CORRELATION_ID
-from tests.e2e.stack import Stack, running_stack, wait_until
+from shared.messaging import H_CORRELATION_ID
+from tests.e2e.stack import Stack, declare_tap, next_tapped, running_stack, wait_until
 from tests.support import isolated_settings
 
 TAP = "e2e.obs_profile_created"
@@ -61,7 +60,7 @@ def _with_id(stack: Stack, name: str, correlation_id: str) -> list[str]:
 
 
 def test_one_correlation_id_follows_a_registration(stack: Stack) -> None:
-    asyncio.run(_declare_tap(stack))
+    asyncio.run(declare_tap(stack.direct.rabbitmq_url, TAP, "profile.created"))
     correlation_id = str(uuid.uuid4())
     r = httpx.post(
         f"{stack.auth_url}/auth/register",
@@ -85,28 +84,7 @@ def test_one_correlation_id_follows_a_registration(stack: Stack) -> None:
     ]
     # The relay published both the user.registered (authdb) and the profile.created (apidb).
     assert {e["event_type"] for e in relayed} == {"user.registered", "profile.created"}
-    message = asyncio.run(_next_tapped(stack))
+    message = asyncio.run(next_tapped(stack.direct.rabbitmq_url, TAP))
     assert message.headers[H_CORRELATION_ID] == correlation_id
     assert message.correlation_id == correlation_id
     assert json.loads(message.body)["user_id"] == user_id
-
-
-async def _declare_tap(stack: Stack) -> None:
-    connection = await aio_pika.connect(stack.direct.rabbitmq_url)
-    async with connection:
-        channel = await connection.channel()
-        queue = await channel.declare_queue(TAP, auto_delete=False)
-        await queue.bind(EVENTS_EXCHANGE, routing_key="profile.created")
-
-
-async def _next_tapped(stack: Stack) -> aio_pika.abc.AbstractIncomingMessage:
-    connection = await aio_pika.connect(stack.direct.rabbitmq_url)
-    async with connection:
-        channel = await connection.channel()
-        queue = await channel.get_queue(TAP)
-        for _ in range(200):
-            message = await queue.get(fail=False, no_ack=True)
-            if message is not None:
-                return message
-            await asyncio.sleep(0.05)
-    raise AssertionError("no profile.created event within 10 s")

@@ -7,13 +7,11 @@ import time
 import uuid
 from collections.abc import Iterator
 
-import aio_pika
-import aio_pika.abc
 import httpx
 import pytest
 
-from shared.messaging import EVENTS_EXCHANGE, H_AGGREGATE_ID, H_CAUSATION_ID, H_CORRELATION_ID
-from tests.e2e.stack import Stack, running_stack
+from shared.messaging import H_AGGREGATE_ID, H_CAUSATION_ID, H_CORRELATION_ID
+from tests.e2e.stack import Stack, declare_tap, next_tapped, running_stack
 from tests.support import isolated_settings
 
 PASSWORD = "correct horse battery staple"
@@ -28,7 +26,7 @@ def stack() -> Iterator[Stack]:
         isolated_settings("e2e", redis_key_prefix=prefix) as settings,
         running_stack(settings) as running,
     ):
-        asyncio.run(_declare_tap(settings.rabbitmq_url))
+        asyncio.run(declare_tap(settings.rabbitmq_url, TAP, "profile.created"))
         yield running
 
 
@@ -64,31 +62,10 @@ def test_register_login_profile_visible_with_correlation(stack: Stack) -> None:
     assert profile.json()["display_name"] == "Eve"
     # The correlation id travelled HTTP -> authdb outbox -> broker -> worker -> apidb outbox
     # -> broker: the worker's follow-up carries it, and names its cause.
-    follow_up = asyncio.run(_next_profile_created(stack))
+    follow_up = asyncio.run(next_tapped(stack.settings.rabbitmq_url, TAP))
     assert follow_up.headers[H_CORRELATION_ID] == "e2e-corr-1"
     assert follow_up.headers[H_CAUSATION_ID]
     assert follow_up.headers[H_AGGREGATE_ID] == user_id
-
-
-async def _declare_tap(url: str) -> None:
-    connection = await aio_pika.connect(url)
-    async with connection:
-        channel = await connection.channel()
-        queue = await channel.declare_queue(TAP, auto_delete=False)
-        await queue.bind(EVENTS_EXCHANGE, routing_key="profile.created")
-
-
-async def _next_profile_created(stack: Stack) -> aio_pika.abc.AbstractIncomingMessage:
-    connection = await aio_pika.connect(stack.settings.rabbitmq_url)
-    async with connection:
-        channel = await connection.channel()
-        queue = await channel.get_queue(TAP)
-        for _ in range(200):
-            message = await queue.get(fail=False, no_ack=True)
-            if message is not None:
-                return message
-            await asyncio.sleep(0.05)
-    raise AssertionError("no profile.created event within 10 s")
 
 
 def test_duplicate_malformed_and_token_attacks(stack: Stack) -> None:
