@@ -37,6 +37,11 @@ log = get_logger(__name__)
 Handler = Callable[[AsyncSession, Any, MessageContext], Awaitable[None]]
 """``async def handler(session, message: SomeEvent, ctx) -> None``.
 
+A handler puts every effect in ``session`` and never commits or rolls it back itself: the
+runtime adds the inbox row to that same transaction and commits both, or neither. Work
+outside the database (OCR) may come before the first statement; the transaction begins
+there.
+
 The message parameter is typed ``Any`` here because a handler accepts one concrete event
 class, and callables are contravariant in their parameters."""
 
