@@ -1,15 +1,20 @@
 """Consumer runtime throughput beside a bare aio-pika consume-and-ack loop.
 
-Both read pre-filled quorum queues of the same broker in the same run, with the same
-prefetch. The runtime does the full job per message: decode and validate, inbox row plus
-a one-row effect in one PostgreSQL transaction, commit, ack. Messages spread over a few
-hundred aggregates, so per-aggregate order is kept while different aggregates run in
-parallel. Runs in its own vhost and databases (``tests.support.isolated_settings``),
-removed afterwards.
+Both read pre-filled quorum queues of the same broker in the same process, with the
+same prefetch and the same event loop as ``python -m workers`` (asyncio's). The runtime
+does the full job per message: decode and validate, inbox row plus a one-row effect in
+one PostgreSQL transaction, commit, ack. Messages spread over a few hundred aggregates,
+so per-aggregate order is kept while different aggregates run in parallel. Runs in its
+own vhost and databases (``tests.support.isolated_settings``), removed afterwards.
 
-    python bench/consumer.py [--quick] [--messages N] [--prefetch P]
+The two are measured in alternating rounds (raw first in odd rounds, the runtime first
+in even ones), so that drift on a shared machine hits both alike; the result is the
+median of each, and the median of the per-round ratios.
 
-The last line printed is one JSON object: consumer_mps, raw_mps, ratio and the setup.
+    python bench/consumer.py [--quick] [--messages N] [--rounds R] [--prefetch P]
+
+The last line printed is one JSON object: consumer_mps, raw_mps, ratio, every round,
+and the setup.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import statistics
 import sys
 import time
 import uuid
@@ -41,11 +47,11 @@ RAW_QUEUE = "bench.raw"
 NAME = "bench"
 
 
+_EFFECT = text("INSERT INTO bench_effects (message_id, user_id) VALUES (:m, :u)")
+
+
 async def effect(session: AsyncSession, message: UserRegistered, ctx: MessageContext) -> None:
-    await session.execute(
-        text("INSERT INTO bench_effects (message_id, user_id) VALUES (:m, :u)"),
-        {"m": ctx.message_id, "u": message.user_id},
-    )
+    await session.execute(_EFFECT, {"m": ctx.message_id, "u": message.user_id})
 
 
 def messages(n: int) -> list[aio_pika.Message]:
@@ -73,7 +79,6 @@ async def raw_rate(settings: Settings, n: int, prefetch: int) -> float:
     connection = await aio_pika.connect(settings.rabbitmq_url)
     try:
         channel = await connection.channel(publisher_confirms=False)
-        await channel.declare_queue(RAW_QUEUE, durable=True, arguments={"x-queue-type": "quorum"})
         await fill(channel, RAW_QUEUE, n)
         consume = await connection.channel()
         await consume.set_qos(prefetch_count=prefetch)
@@ -96,10 +101,13 @@ async def raw_rate(settings: Settings, n: int, prefetch: int) -> float:
         await connection.close()
 
 
+def bench_consumer(prefetch: int) -> Consumer:
+    return Consumer(NAME, "apidb", {UserRegistered: effect}, prefetch=prefetch)
+
+
 async def runtime_rate(settings: Settings, n: int, prefetch: int) -> float:
-    consumer = Consumer(NAME, "apidb", {UserRegistered: effect}, prefetch=prefetch)
-    # First start declares the queues; stop at once, fill, then measure from a cold start.
-    await (await consumer.start(settings)).stop(grace_s=5)
+    """Fill the work queue, then time a cold start (connect, consume) to the n-th effect."""
+    consumer = bench_consumer(prefetch)
     connection = await aio_pika.connect(settings.rabbitmq_url)
     try:
         channel = await connection.channel(publisher_confirms=False)
@@ -108,9 +116,10 @@ async def runtime_rate(settings: Settings, n: int, prefetch: int) -> float:
         await connection.close()
     db = await asyncpg.connect(asyncpg_dsn(settings.users_database_url))
     try:
+        before = await db.fetchval("SELECT count(*) FROM bench_effects")
         running = await consumer.start(settings)
         started = time.perf_counter()  # connected and consuming: the same start as the raw loop
-        while await db.fetchval("SELECT count(*) FROM bench_effects") < n:
+        while await db.fetchval("SELECT count(*) FROM bench_effects") < before + n:
             await asyncio.sleep(0.05)
         elapsed = time.perf_counter() - started
         await running.stop(grace_s=5)
@@ -119,7 +128,8 @@ async def runtime_rate(settings: Settings, n: int, prefetch: int) -> float:
     return n / elapsed
 
 
-async def prepare(settings: Settings) -> None:
+async def prepare(settings: Settings, prefetch: int) -> None:
+    """The effect table, the raw queue, and the runtime's queues (declared by a start)."""
     db = await asyncpg.connect(asyncpg_dsn(settings.users_database_url))
     try:
         await db.execute(
@@ -127,33 +137,63 @@ async def prepare(settings: Settings) -> None:
         )
     finally:
         await db.close()
+    connection = await aio_pika.connect(settings.rabbitmq_url)
+    try:
+        channel = await connection.channel()
+        await channel.declare_queue(RAW_QUEUE, durable=True, arguments={"x-queue-type": "quorum"})
+    finally:
+        await connection.close()
+    await (await bench_consumer(prefetch).start(settings)).stop(grace_s=5)
 
 
-async def run(settings: Settings, n: int, prefetch: int) -> dict[str, object]:
-    await prepare(settings)
-    raw = await raw_rate(settings, n, prefetch)
-    print(f"raw aio-pika consume+ack: {raw:,.0f} msg/s", flush=True)
-    full = await runtime_rate(settings, n, prefetch)
-    print(f"consumer runtime (inbox + effect + ack): {full:,.0f} msg/s", flush=True)
+async def run(settings: Settings, n: int, rounds: int, prefetch: int) -> dict[str, object]:
+    await prepare(settings, prefetch)
+    raws: list[float] = []
+    fulls: list[float] = []
+    for round_no in range(1, rounds + 1):
+        if round_no % 2:
+            raw = await raw_rate(settings, n, prefetch)
+            full = await runtime_rate(settings, n, prefetch)
+        else:
+            full = await runtime_rate(settings, n, prefetch)
+            raw = await raw_rate(settings, n, prefetch)
+        raws.append(raw)
+        fulls.append(full)
+        print(
+            f"round {round_no}: raw aio-pika consume+ack {raw:,.0f} msg/s, "
+            f"runtime (inbox + effect + ack) {full:,.0f} msg/s, ratio {full / raw:.2f}",
+            flush=True,
+        )
     return {
-        "consumer_mps": round(full, 1), "raw_mps": round(raw, 1), "ratio": round(full / raw, 3),
-        "messages": n, "prefetch": prefetch, "db_pool_size": settings.db_pool_size,
-        "queue_type": "quorum", "aggregates": AGGREGATES,
+        "consumer_mps": round(statistics.median(fulls), 1),
+        "raw_mps": round(statistics.median(raws), 1),
+        "ratio": round(statistics.median(f / r for f, r in zip(fulls, raws, strict=True)), 3),
+        "rounds": [
+            {"consumer_mps": round(f, 1), "raw_mps": round(r, 1)}
+            for f, r in zip(fulls, raws, strict=True)
+        ],
+        "messages_per_round": n, "prefetch": prefetch, "db_pool_size": settings.db_pool_size,
+        "batch_max": settings.worker_batch_max, "queue_type": "quorum",
+        "aggregates": AGGREGATES, "event_loop": "asyncio",
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small run, under a minute")
-    parser.add_argument("--messages", type=int, default=None)
+    parser.add_argument("--messages", type=int, default=None, help="messages per round")
+    parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--prefetch", type=int, default=64)
     parser.add_argument("--pool", type=int, default=16, help="database connections")
+    parser.add_argument("--batch-max", type=int, default=None, help="WORKER_BATCH_MAX")
     args = parser.parse_args()
-    n = args.messages or (4000 if args.quick else 20000)
+    n = args.messages or (5000 if args.quick else 20000)
+    rounds = args.rounds or (3 if args.quick else 5)
     with isolated_settings(
-        "bench", worker_metrics_port=0, db_pool_size=args.pool, log_level="WARNING"
+        "bench", worker_metrics_port=0, db_pool_size=args.pool, log_level="WARNING",
+        **({"worker_batch_max": args.batch_max} if args.batch_max else {}),
     ) as settings:
-        result = asyncio.run(run(settings, n, args.prefetch))
+        result = asyncio.run(run(settings, n, rounds, args.prefetch))
     print(json.dumps(result))
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import aio_pika
 import structlog
-from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
+from aio_pika.abc import AbstractChannel
 from aiormq.exceptions import AMQPError, ChannelInvalidStateError
 from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -29,6 +29,7 @@ from shared.events import Message, decode
 from shared.logging import bound, get_logger
 from shared.topology import ConsumerSpec, RetryDelay
 from workers import inbox, metrics
+from workers.amqp import InboundMessage
 from workers.context import MessageContext
 from workers.failures import Failure, Outcome, attempts_of, classify, failure_headers
 
@@ -70,12 +71,12 @@ class Acks:
         self._channel: object | None = None
         self._order: deque[int] = deque()
         self._state: dict[int, int] = {}
-        self._ready: dict[int, AbstractIncomingMessage] = {}
+        self._ready: dict[int, InboundMessage] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._sending = asyncio.Lock()
         self._flushes: set[asyncio.Task[None]] = set()
 
-    def track(self, message: AbstractIncomingMessage) -> None:
+    def track(self, message: InboundMessage) -> None:
         """Record a delivery as it arrives (deliveries arrive in delivery-tag order)."""
         channel = _channel_of(message)
         if channel is not self._channel:
@@ -88,7 +89,7 @@ class Acks:
             self._order.append(tag)
             self._state[tag] = _IN_FLIGHT
 
-    async def ack(self, messages: list[AbstractIncomingMessage]) -> None:
+    async def ack(self, messages: list[InboundMessage]) -> None:
         """The effects of ``messages`` committed: ack them, in bulk where order allows."""
         for message in messages:
             tag = message.delivery_tag
@@ -100,7 +101,7 @@ class Acks:
             self._ready[tag] = message
         await self._advance()
 
-    def settled(self, message: AbstractIncomingMessage) -> None:
+    def settled(self, message: InboundMessage) -> None:
         """``message`` was acked or nacked on its own."""
         if self._tracked(message):
             assert message.delivery_tag is not None
@@ -118,7 +119,7 @@ class Acks:
                 await _ack(message)
         await self._advance()
 
-    def _tracked(self, message: AbstractIncomingMessage) -> bool:
+    def _tracked(self, message: InboundMessage) -> bool:
         tag = message.delivery_tag
         return (
             tag is not None and tag in self._state
@@ -129,7 +130,7 @@ class Acks:
         # One sender at a time: a lone ack must reach the broker before any bulk ack
         # that covers its tag (an ack of a tag no longer unacked closes the channel).
         async with self._sending:
-            last: AbstractIncomingMessage | None = None
+            last: InboundMessage | None = None
             while self._order and self._state[self._order[0]] != _IN_FLIGHT:
                 tag = self._order.popleft()
                 if self._state.pop(tag) == _READY:
@@ -146,7 +147,7 @@ class Acks:
         task.add_done_callback(self._flushes.discard)
 
 
-def _channel_of(message: AbstractIncomingMessage) -> object | None:
+def _channel_of(message: InboundMessage) -> object | None:
     try:
         return message.channel
     except ChannelInvalidStateError:
@@ -155,7 +156,7 @@ def _channel_of(message: AbstractIncomingMessage) -> object | None:
 
 @dataclass(frozen=True)
 class _Prepared:
-    message: AbstractIncomingMessage
+    message: InboundMessage
     ctx: MessageContext
     payload: Message
     handler: Handler
@@ -197,7 +198,7 @@ class Processor:
         self._policy = policy
         self._executor = executor
 
-    async def process(self, message: AbstractIncomingMessage) -> None:
+    async def process(self, message: InboundMessage) -> None:
         started = time.perf_counter()
         headers = dict(message.headers or {})
         ctx = self._context(message, headers)
@@ -215,7 +216,7 @@ class Processor:
                     log.info("duplicate_acked")
         self._latency.observe(time.perf_counter() - started)
 
-    async def process_batch(self, messages: list[AbstractIncomingMessage]) -> None:
+    async def process_batch(self, messages: list[InboundMessage]) -> None:
         """Apply several messages (distinct aggregates) in one transaction, then ack each.
 
         If anything in the batch fails, the transaction rolls back as a whole and every
@@ -274,7 +275,7 @@ class Processor:
                     structlog.contextvars.reset_contextvars(**tokens)
         return duplicates
 
-    def _context(self, message: AbstractIncomingMessage, headers: dict[str, Any]) -> MessageContext:
+    def _context(self, message: InboundMessage, headers: dict[str, Any]) -> MessageContext:
         message_id = message.message_id or ""
         correlation = message.correlation_id or headers.get(m.H_CORRELATION_ID) or message_id
         aggregate = headers.get(m.H_AGGREGATE_ID)
@@ -294,7 +295,7 @@ class Processor:
         )
 
     def _decode(
-        self, message: AbstractIncomingMessage, headers: dict[str, Any], ctx: MessageContext
+        self, message: InboundMessage, headers: dict[str, Any], ctx: MessageContext
     ) -> tuple[Message, Handler]:
         if not ctx.message_id:
             raise InvalidMessage("message has no message_id; it cannot be processed idempotently")
@@ -314,7 +315,7 @@ class Processor:
         return payload, entry[1]
 
     async def _apply(
-        self, message: AbstractIncomingMessage, headers: dict[str, Any], ctx: MessageContext
+        self, message: InboundMessage, headers: dict[str, Any], ctx: MessageContext
     ) -> bool:
         """Run the handler and record the inbox row in one transaction; True for a duplicate.
 
@@ -341,7 +342,7 @@ class Processor:
 
     async def _fail(
         self,
-        message: AbstractIncomingMessage,
+        message: InboundMessage,
         headers: dict[str, Any],
         ctx: MessageContext,
         exc: Exception,
@@ -386,19 +387,19 @@ class Processor:
             self._handled_children[(event_type, duplicate)] = child
         return child
 
-    async def _ack_all(self, messages: list[AbstractIncomingMessage]) -> None:
+    async def _ack_all(self, messages: list[InboundMessage]) -> None:
         if self._acks is None:
             for message in messages:
                 await _ack(message)
         else:
             await self._acks.ack(messages)
 
-    def _settled(self, message: AbstractIncomingMessage) -> None:
+    def _settled(self, message: InboundMessage) -> None:
         if self._acks is not None:
             self._acks.settled(message)
 
     async def _publish_copy(
-        self, message: AbstractIncomingMessage, headers: dict[str, Any], routing_key: str
+        self, message: InboundMessage, headers: dict[str, Any], routing_key: str
     ) -> None:
         """The same message (id, type, properties, body) with new headers, confirmed."""
         copy = aio_pika.Message(
@@ -417,7 +418,7 @@ class Processor:
         await exchange.publish(copy, routing_key=routing_key, mandatory=True)
 
 
-async def _ack(message: AbstractIncomingMessage, *, multiple: bool = False) -> None:
+async def _ack(message: InboundMessage, *, multiple: bool = False) -> None:
     try:
         await message.ack(multiple=multiple)
     except (ChannelInvalidStateError, AMQPError, ConnectionError) as exc:
@@ -425,7 +426,7 @@ async def _ack(message: AbstractIncomingMessage, *, multiple: bool = False) -> N
         log.warning("ack_lost", error=repr(exc))
 
 
-async def _requeue(message: AbstractIncomingMessage) -> None:
+async def _requeue(message: InboundMessage) -> None:
     await asyncio.sleep(REQUEUE_PAUSE_S)
     try:
         await message.nack(requeue=True)

@@ -19,10 +19,9 @@ import asyncio
 import signal
 from collections.abc import Awaitable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 import aio_pika
-from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
+from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
 from prometheus_client import start_http_server
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -33,6 +32,7 @@ from shared.db import create_engine, session_factory
 from shared.events import Message
 from shared.logging import get_logger
 from shared.topology import ConsumerSpec, parse_retry_delays
+from workers.amqp import Delivery, InboundMessage, Subscription
 from workers.batching import Batcher
 from workers.context import MessageContext
 from workers.delivery import Acks, Handler, Processor, RetryPolicy
@@ -143,10 +143,9 @@ class RunningConsumer:
         )
         self._engine: AsyncEngine | None = None
         self._connection: AbstractRobustConnection | None = None
-        self._queue: Any = None
-        self._tag: str | None = None
+        self._subscription: Subscription | None = None
         self._processor: Processor | None = None
-        self._batcher: Batcher[AbstractIncomingMessage] | None = None
+        self._batcher: Batcher[InboundMessage] | None = None
         self._acks: Acks | None = None
 
     @property
@@ -186,18 +185,19 @@ class RunningConsumer:
                 max_concurrency=max(1, min(self.settings.db_pool_size, self.prefetch // batch_max)),
             )
         channel = await connection.channel()
+        assert isinstance(channel, AbstractRobustChannel)
         await channel.set_qos(prefetch_count=self.prefetch)
-        self._queue = await channel.declare_queue(self.spec.queue_name, passive=True)
-        self._tag = await self._queue.consume(self._on_message)
+        self._subscription = Subscription(channel, self.spec.queue_name, self._on_message)
+        await self._subscription.start()
 
     async def stop(self, grace_s: float | None = None) -> None:
         """Stop taking messages, let in-flight ones finish (bounded), close everything."""
         self._stopping = True
-        if self._queue is not None and self._tag is not None:
+        if self._subscription is not None:
             try:
                 # Bounded: with the broker away, there is nothing to cancel, and unacked
                 # messages go back to the queue when the connection is gone anyway.
-                await asyncio.wait_for(self._queue.cancel(self._tag), CANCEL_TIMEOUT_S)
+                await asyncio.wait_for(self._subscription.cancel(), CANCEL_TIMEOUT_S)
             except (TimeoutError, aio_pika.exceptions.AMQPError, OSError, RuntimeError) as exc:
                 log.warning("consumer_cancel_failed", error=repr(exc))
         limit = self.settings.worker_shutdown_timeout_s if grace_s is None else grace_s
@@ -222,15 +222,14 @@ class RunningConsumer:
         finally:
             await connection.close()
 
-    def _on_message(self, message: AbstractIncomingMessage) -> Any:
+    def _on_message(self, message: Delivery) -> None:
         # Synchronous on purpose: the job is queued behind its aggregate in arrival order.
-        key = (message.headers or {}).get(m.H_AGGREGATE_ID) or message.message_id or ""
+        key = message.headers.get(m.H_AGGREGATE_ID) or message.message_id or ""
         if self._acks is not None:
             self._acks.track(message)
         self._serializer.submit(str(key), lambda: self._process(message))
-        return _done()
 
-    def _process(self, message: AbstractIncomingMessage) -> Awaitable[None]:
+    def _process(self, message: Delivery) -> Awaitable[None]:
         assert self._processor is not None
         if self._stopping:
             # Not started before shutdown: left unacked, the broker hands it out again

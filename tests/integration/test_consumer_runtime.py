@@ -21,9 +21,11 @@ import pytest
 from prometheus_client import REGISTRY
 
 from shared import messaging as m
+from shared.broker import declare_topology
 from shared.config import Settings
 from shared.db import asyncpg_dsn
 from shared.messaging import EVENTS_EXCHANGE
+from shared.topology import parse_retry_delays
 from tests.faults import TcpProxy
 from tests.runtime_consumer import EFFECTS_DDL, build_consumer, user_message
 from tests.support import isolated_settings
@@ -300,6 +302,62 @@ async def test_broker_connection_cut_mid_consumption_resumes_and_loses_nothing(
     rows = await effects(db, name)
     assert sorted(r["message_id"] for r in rows) == sorted(msg.message_id for msg in messages)
     assert await ready_count(channel, name) == 0
+
+
+async def test_channel_closed_by_the_broker_is_reopened_and_consumption_resumes(
+    rt_settings: Settings, name: str, db: asyncpg.Pool, channel: Any, running: list[RunningConsumer]
+) -> None:
+    consumer = await build_consumer(name, prefetch=8).start(rt_settings)
+    running.append(consumer)
+    first = [user_message(f"a{i}@example.com") for i in range(50)]
+    for message in first:
+        await publish(channel, message)
+
+    async def done(n: int) -> bool:
+        return len(await effects(db, name)) >= n and consumer.in_flight == 0
+
+    await wait_for(lambda: done(len(first)), 20, "the first messages")
+    # A channel error (an ack of a tag never delivered): the broker closes the consuming
+    # channel; the robust channel reopens it and the runtime must consume again on it.
+    subscription = consumer._subscription
+    assert subscription is not None
+    underlay = await subscription._channel.get_underlay_channel()
+    await underlay.basic_ack(10_000_000)
+    second = [user_message(f"b{i}@example.com") for i in range(50)]
+    for message in second:
+        await publish(channel, message)
+    await wait_for(lambda: done(len(first) + len(second)), 30, "messages after the reopen")
+    rows = await effects(db, name)
+    assert sorted(r["message_id"] for r in rows) == sorted(
+        str(msg.message_id) for msg in first + second
+    )
+
+
+async def test_work_queue_deleted_and_recreated_consumption_resumes(
+    rt_settings: Settings, name: str, db: asyncpg.Pool, channel: Any, running: list[RunningConsumer]
+) -> None:
+    built = build_consumer(name, prefetch=8)
+    consumer = await built.start(rt_settings)
+    running.append(consumer)
+    # Deleting the queue makes the broker cancel the consumer (basic.cancel); while it is
+    # missing, consuming again fails (and closes the channel) a few times.
+    await channel.queue_delete(name)
+    await asyncio.sleep(4)
+    await declare_topology(
+        channel,
+        queues=built.spec.queues(parse_retry_delays(rt_settings.worker_retry_delays)),
+        bindings=built.spec.bindings(),
+    )
+    messages = [user_message(f"c{i}@example.com") for i in range(30)]
+    for message in messages:
+        await publish(channel, message)
+
+    async def all_done() -> bool:
+        return len(await effects(db, name)) >= len(messages) and consumer.in_flight == 0
+
+    await wait_for(all_done, 30, "consumption on the re-created queue")
+    rows = await effects(db, name)
+    assert sorted(r["message_id"] for r in rows) == sorted(str(m.message_id) for m in messages)
 
 
 @pytest.mark.slow

@@ -7,10 +7,10 @@ import random
 from typing import cast
 
 import sqlalchemy.exc
-from aio_pika.abc import AbstractIncomingMessage
 
 from shared import messaging as m
 from shared.errors import InvalidMessage, LegalHold, TransientError
+from workers.amqp import InboundMessage
 from workers.batching import Batcher
 from workers.delivery import Acks
 from workers.failures import Failure, Outcome, attempts_of, classify, failure_headers
@@ -101,8 +101,8 @@ class _FakeDelivery:
         self._sent.append((self.delivery_tag, multiple))
 
 
-def _delivery(channel: object, tag: int, sent: list[tuple[int, bool]]) -> AbstractIncomingMessage:
-    return cast(AbstractIncomingMessage, _FakeDelivery(channel, tag, sent))
+def _delivery(channel: object, tag: int, sent: list[tuple[int, bool]]) -> InboundMessage:
+    return cast(InboundMessage, _FakeDelivery(channel, tag, sent))
 
 
 async def test_acks_go_in_bulk_only_over_a_finished_prefix() -> None:
@@ -159,7 +159,7 @@ class _YieldingDelivery(_FakeDelivery):
         self._broker.ack(self.delivery_tag, multiple)
 
 
-async def _finish_later(acks: Acks, group: list[AbstractIncomingMessage], delay: float) -> None:
+async def _finish_later(acks: Acks, group: list[InboundMessage], delay: float) -> None:
     await asyncio.sleep(delay)
     await acks.ack(group)
 
@@ -171,7 +171,7 @@ async def test_acks_never_ack_a_tag_twice_when_flushes_and_bulk_acks_interleave(
         channel = object()
         acks = Acks(flush_s=0.001)
         d = [
-            cast(AbstractIncomingMessage, _YieldingDelivery(channel, tag, broker))
+            cast(InboundMessage, _YieldingDelivery(channel, tag, broker))
             for tag in range(1, 21)
         ]
         for delivery in d:
