@@ -8,8 +8,9 @@ so per-aggregate order is kept while different aggregates run in parallel. Runs 
 own vhost and databases (``tests.support.isolated_settings``), removed afterwards.
 
 The two are measured in alternating rounds (raw first in odd rounds, the runtime first
-in even ones), so that drift on a shared machine hits both alike; the result is the
-median of each, and the median of the per-round ratios.
+in even ones), so that drift on a shared machine hits both alike; every round starts
+from new queues and empty tables. The result is the median of each, and the median of
+the per-round ratios.
 
     python bench/consumer.py [--quick] [--messages N] [--rounds R] [--prefetch P]
 
@@ -116,10 +117,9 @@ async def runtime_rate(settings: Settings, n: int, prefetch: int) -> float:
         await connection.close()
     db = await asyncpg.connect(asyncpg_dsn(settings.users_database_url))
     try:
-        before = await db.fetchval("SELECT count(*) FROM bench_effects")
         running = await consumer.start(settings)
         started = time.perf_counter()  # connected and consuming: the same start as the raw loop
-        while await db.fetchval("SELECT count(*) FROM bench_effects") < before + n:
+        while await db.fetchval("SELECT count(*) FROM bench_effects") < n:
             await asyncio.sleep(0.05)
         elapsed = time.perf_counter() - started
         await running.stop(grace_s=5)
@@ -128,8 +128,7 @@ async def runtime_rate(settings: Settings, n: int, prefetch: int) -> float:
     return n / elapsed
 
 
-async def prepare(settings: Settings, prefetch: int) -> None:
-    """The effect table, the raw queue, and the runtime's queues (declared by a start)."""
+async def prepare(settings: Settings) -> None:
     db = await asyncpg.connect(asyncpg_dsn(settings.users_database_url))
     try:
         await db.execute(
@@ -137,20 +136,33 @@ async def prepare(settings: Settings, prefetch: int) -> None:
         )
     finally:
         await db.close()
+
+
+async def fresh_round(settings: Settings, prefetch: int) -> None:
+    """New, empty queues and tables for each round, so that no round inherits the work of
+    the ones before it (a quorum queue's log, a growing effects table)."""
+    db = await asyncpg.connect(asyncpg_dsn(settings.users_database_url))
+    try:
+        await db.execute("TRUNCATE bench_effects, inbox")
+    finally:
+        await db.close()
     connection = await aio_pika.connect(settings.rabbitmq_url)
     try:
         channel = await connection.channel()
+        for queue in (RAW_QUEUE, NAME):
+            await channel.queue_delete(queue)
         await channel.declare_queue(RAW_QUEUE, durable=True, arguments={"x-queue-type": "quorum"})
     finally:
         await connection.close()
-    await (await bench_consumer(prefetch).start(settings)).stop(grace_s=5)
+    await (await bench_consumer(prefetch).start(settings)).stop(grace_s=5)  # declares NAME
 
 
 async def run(settings: Settings, n: int, rounds: int, prefetch: int) -> dict[str, object]:
-    await prepare(settings, prefetch)
+    await prepare(settings)
     raws: list[float] = []
     fulls: list[float] = []
     for round_no in range(1, rounds + 1):
+        await fresh_round(settings, prefetch)
         if round_no % 2:
             raw = await raw_rate(settings, n, prefetch)
             full = await runtime_rate(settings, n, prefetch)
