@@ -13,6 +13,10 @@ from new queues and empty tables. The result is the median of each, and the medi
 the per-round ratios.
 
     python bench/consumer.py [--quick] [--messages N] [--rounds R] [--prefetch P]
+                             [--effect row|none]
+
+``--effect none`` measures the runtime with a handler that writes nothing (the inbox row,
+the transaction and the ack remain): the runtime's own cost beside the bare loop.
 
 The last line printed is one JSON object: consumer_mps, raw_mps, ratio, every round,
 and the setup.
@@ -41,7 +45,7 @@ from shared.config import Settings
 from shared.db import asyncpg_dsn
 from shared.events import UserRegistered, encode
 from tests.support import isolated_settings
-from workers.runtime import Consumer, MessageContext
+from workers.runtime import Consumer, Handler, MessageContext
 
 AGGREGATES = 500
 RAW_QUEUE = "bench.raw"
@@ -102,13 +106,20 @@ async def raw_rate(settings: Settings, n: int, prefetch: int) -> float:
         await connection.close()
 
 
-def bench_consumer(prefetch: int) -> Consumer:
-    return Consumer(NAME, "apidb", {UserRegistered: effect}, prefetch=prefetch)
+async def no_effect(session: AsyncSession, message: UserRegistered, ctx: MessageContext) -> None:
+    return None
 
 
-async def runtime_rate(settings: Settings, n: int, prefetch: int) -> float:
+HANDLERS = {"row": effect, "none": no_effect}
+
+
+def bench_consumer(prefetch: int, handler: Handler) -> Consumer:
+    return Consumer(NAME, "apidb", {UserRegistered: handler}, prefetch=prefetch)
+
+
+async def runtime_rate(settings: Settings, n: int, prefetch: int, handler: Handler) -> float:
     """Fill the work queue, then time a cold start (connect, consume) to the n-th effect."""
-    consumer = bench_consumer(prefetch)
+    consumer = bench_consumer(prefetch, handler)
     connection = await aio_pika.connect(settings.rabbitmq_url)
     try:
         channel = await connection.channel(publisher_confirms=False)
@@ -119,7 +130,7 @@ async def runtime_rate(settings: Settings, n: int, prefetch: int) -> float:
     try:
         running = await consumer.start(settings)
         started = time.perf_counter()  # connected and consuming: the same start as the raw loop
-        while await db.fetchval("SELECT count(*) FROM bench_effects") < n:
+        while await db.fetchval("SELECT count(*) FROM inbox") < n:
             await asyncio.sleep(0.05)
         elapsed = time.perf_counter() - started
         await running.stop(grace_s=5)
@@ -138,7 +149,7 @@ async def prepare(settings: Settings) -> None:
         await db.close()
 
 
-async def fresh_round(settings: Settings, prefetch: int) -> None:
+async def fresh_round(settings: Settings, prefetch: int, handler: Handler) -> None:
     """New, empty queues and tables for each round, so that no round inherits the work of
     the ones before it (a quorum queue's log, a growing effects table)."""
     db = await asyncpg.connect(asyncpg_dsn(settings.users_database_url))
@@ -154,20 +165,23 @@ async def fresh_round(settings: Settings, prefetch: int) -> None:
         await channel.declare_queue(RAW_QUEUE, durable=True, arguments={"x-queue-type": "quorum"})
     finally:
         await connection.close()
-    await (await bench_consumer(prefetch).start(settings)).stop(grace_s=5)  # declares NAME
+    await (await bench_consumer(prefetch, handler).start(settings)).stop(grace_s=5)  # declares NAME
 
 
-async def run(settings: Settings, n: int, rounds: int, prefetch: int) -> dict[str, object]:
+async def run(
+    settings: Settings, n: int, rounds: int, prefetch: int, effect_name: str
+) -> dict[str, object]:
+    handler = HANDLERS[effect_name]
     await prepare(settings)
     raws: list[float] = []
     fulls: list[float] = []
     for round_no in range(1, rounds + 1):
-        await fresh_round(settings, prefetch)
+        await fresh_round(settings, prefetch, handler)
         if round_no % 2:
             raw = await raw_rate(settings, n, prefetch)
-            full = await runtime_rate(settings, n, prefetch)
+            full = await runtime_rate(settings, n, prefetch, handler)
         else:
-            full = await runtime_rate(settings, n, prefetch)
+            full = await runtime_rate(settings, n, prefetch, handler)
             raw = await raw_rate(settings, n, prefetch)
         raws.append(raw)
         fulls.append(full)
@@ -187,6 +201,7 @@ async def run(settings: Settings, n: int, rounds: int, prefetch: int) -> dict[st
         "messages_per_round": n, "prefetch": prefetch, "db_pool_size": settings.db_pool_size,
         "batch_max": settings.worker_batch_max, "queue_type": "quorum",
         "aggregates": AGGREGATES, "event_loop": "asyncio",
+        "effect": effect_name,
     }
 
 
@@ -198,6 +213,10 @@ def main() -> None:
     parser.add_argument("--prefetch", type=int, default=64)
     parser.add_argument("--pool", type=int, default=16, help="database connections")
     parser.add_argument("--batch-max", type=int, default=None, help="WORKER_BATCH_MAX")
+    parser.add_argument(
+        "--effect", choices=sorted(HANDLERS), default="row",
+        help="row: one INSERT per message (default); none: the inbox row only",
+    )
     args = parser.parse_args()
     n = args.messages or (5000 if args.quick else 20000)
     rounds = args.rounds or (3 if args.quick else 5)
@@ -205,7 +224,7 @@ def main() -> None:
         "bench", worker_metrics_port=0, db_pool_size=args.pool, log_level="WARNING",
         **({"worker_batch_max": args.batch_max} if args.batch_max else {}),
     ) as settings:
-        result = asyncio.run(run(settings, n, rounds, args.prefetch))
+        result = asyncio.run(run(settings, n, rounds, args.prefetch, args.effect))
     print(json.dumps(result))
 
 

@@ -3,7 +3,8 @@
 What the handler does depends on the ``email`` of the :class:`UserRegistered` it gets:
 ``ok…`` records the effect; ``transient-once…`` fails transiently on its first attempt;
 ``transient-always…`` always fails transiently; ``domain…`` breaks a business rule;
-``block60…`` blocks a thread for 60 s (off the event loop) first; ``slow…`` takes 2 s.
+``block60…`` blocks a thread for 60 s (off the event loop) first; ``slow…`` takes 2 s;
+``commits…`` breaks the handler contract by committing its effect itself.
 Run as a script (``python -m tests.runtime_consumer NAME [--hang-before-ack]``) it is the
 subprocess the kill -9 and SIGTERM tests use; settings come from the environment.
 """
@@ -67,6 +68,8 @@ async def record_user(session: AsyncSession, message: UserRegistered, ctx: Messa
         {"c": ctx.consumer, "m": ctx.message_id, "u": message.user_id, "e": email,
          "a": ctx.attempts, "k": ctx.correlation_id},
     )
+    if email.startswith("commits"):
+        await session.commit()
 
 
 def build_consumer(

@@ -21,7 +21,8 @@ import structlog
 from aio_pika.abc import AbstractChannel
 from aiormq.exceptions import AMQPError, ChannelInvalidStateError
 from prometheus_client import Counter
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Session
 
 from shared import messaging as m
 from shared.errors import InvalidMessage
@@ -39,12 +40,59 @@ Handler = Callable[[AsyncSession, Any, MessageContext], Awaitable[None]]
 """``async def handler(session, message: SomeEvent, ctx) -> None``.
 
 A handler puts every effect in ``session`` and never commits or rolls it back itself: the
-runtime adds the inbox row to that same transaction and commits both, or neither. Work
+runtime adds the inbox row to that same transaction and commits both, or neither (a
+handler's own commit or rollback raises :class:`HandlerContractError`). Work
 outside the database (OCR) may come before the first statement; the transaction begins
 there.
 
 The message parameter is typed ``Any`` here because a handler accepts one concrete event
 class, and callables are contravariant in their parameters."""
+
+class HandlerContractError(RuntimeError):
+    """A handler ended the runtime's transaction itself (committed or rolled back)."""
+
+
+_RUNTIME_ENDS = "ams_runtime_ends_transaction"
+
+
+class HandlerSession(Session):
+    """The session behind a handler's ``AsyncSession``: only the runtime ends its transaction.
+
+    A handler that committed would commit its effects without the inbox row (a redelivery
+    would apply them twice); one that rolled back would let the inbox row commit without
+    the effects. Both are refused with an error naming the rule, so the message is retried
+    and then dead-lettered with that reason, and nothing half-done is committed.
+    """
+
+    def commit(self) -> None:
+        self._runtime_only("commit")
+        super().commit()
+
+    def rollback(self) -> None:
+        self._runtime_only("rollback")
+        super().rollback()
+
+    def _runtime_only(self, what: str) -> None:
+        if not self.info.get(_RUNTIME_ENDS):
+            raise HandlerContractError(
+                f"a handler must not {what} its session: the runtime commits the handler's "
+                "effects together with the inbox row, or rolls both back"
+            )
+
+
+def handler_sessions(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    """Sessions for handlers (:class:`HandlerSession`); objects stay usable after commit."""
+    return async_sessionmaker(engine, expire_on_commit=False, sync_session_class=HandlerSession)
+
+
+async def _end(session: AsyncSession, *, commit: bool) -> None:
+    """Commit or roll back as the runtime (a handler may not, see :class:`HandlerSession`)."""
+    session.info[_RUNTIME_ENDS] = True
+    try:
+        await (session.commit() if commit else session.rollback())
+    finally:
+        session.info.pop(_RUNTIME_ENDS, None)
+
 
 REQUEUE_PAUSE_S = 1.0
 """Pause before handing a message back when even the failure path (publishing) failed."""
@@ -330,14 +378,14 @@ class Processor:
         keys = {"consumer": self._spec.name, "message_id": ctx.message_id}
         async with self._sessions() as session:
             applied_before = await inbox.seen(session, **keys)
-            await session.rollback()  # end the check's transaction before the handler
+            await _end(session, commit=False)  # end the check's transaction before the handler
             if applied_before:
                 return True
             await handler(session, payload, ctx)
             if not await inbox.claim(session, event_type=ctx.event_type, **keys):
-                await session.rollback()
+                await _end(session, commit=False)
                 return True
-            await session.commit()
+            await _end(session, commit=True)
         return False
 
     async def _fail(

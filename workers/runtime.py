@@ -28,14 +28,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from shared import messaging as m
 from shared.broker import connect, declare_topology
 from shared.config import Settings
-from shared.db import create_engine, session_factory
+from shared.db import create_engine
 from shared.events import Message
 from shared.logging import get_logger
 from shared.topology import ConsumerSpec, parse_retry_delays
 from workers.amqp import Delivery, InboundMessage, Subscription
 from workers.batching import Batcher
 from workers.context import MessageContext
-from workers.delivery import Acks, Handler, Processor, RetryPolicy
+from workers.delivery import Acks, Handler, Processor, RetryPolicy, handler_sessions
 from workers.ordering import KeyedSerializer
 
 __all__ = ["Consumer", "Handler", "MessageContext", "RunningConsumer"]
@@ -175,7 +175,7 @@ class RunningConsumer:
         # Bulk acks only with batches: one message at a time (OCR) acks each on its own.
         self._acks = Acks() if batch_max > 1 else None
         self._processor = Processor(
-            self.spec, self.consumer.handlers, session_factory(self._engine), publisher,
+            self.spec, self.consumer.handlers, handler_sessions(self._engine), publisher,
             self.policy, executor=self._executor, acks=self._acks,
         )
         if batch_max > 1:

@@ -243,6 +243,28 @@ async def test_domain_error_and_invalid_payload_are_dead_lettered_at_once(
     assert await effects(db, name) == []
 
 
+async def test_handler_that_commits_itself_is_refused_and_nothing_half_done_commits(
+    rt_settings: Settings, name: str, db: asyncpg.Pool, channel: Any, running: list[RunningConsumer]
+) -> None:
+    running.append(await build_consumer(name).start(rt_settings))
+    rogue = user_message("commits@example.com")
+    fine = [user_message(f"ok{i}@example.com") for i in range(20)]
+    await publish(channel, rogue)
+    for message in fine:
+        await publish(channel, message)
+
+    async def parked() -> bool:
+        return len(await dead_letters(channel, name)) == 1
+
+    await wait_for(parked, 15, "the rogue message in the DLQ")
+    [dead] = await dead_letters(channel, name)
+    assert dead.message_id == rogue.message_id
+    assert dead.headers[m.H_ERROR_TYPE] == "workers.delivery.HandlerContractError"
+    assert dead.headers[m.H_ATTEMPTS] == 3
+    rows = await effects(db, name)
+    assert sorted(r["message_id"] for r in rows) == sorted(str(f.message_id) for f in fine)
+
+
 async def test_transient_failure_is_retried_after_a_delay_then_succeeds(
     rt_settings: Settings, name: str, db: asyncpg.Pool, channel: Any, running: list[RunningConsumer]
 ) -> None:
