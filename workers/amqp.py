@@ -163,12 +163,12 @@ class Subscription:
     async def _consume(self) -> None:
         underlay = await self._channel.get_underlay_channel()
         underlay.on_consumer_cancel_callbacks.add(self._on_broker_cancel)
-        ok = await underlay.basic_consume(
-            self._queue, self._deliver, consumer_tag=self._tag
-        )
+        ok = await underlay.basic_consume(self._queue, self._deliver, consumer_tag=self._tag)
         self._tag = ok.consumer_tag
 
     async def _deliver(self, message: DeliveredMessage) -> None:
+        # aiormq runs this in a task per delivery, started in delivery order; nothing is
+        # awaited before ``on_delivery``, so it sees the deliveries in that order.
         self._on_delivery(Delivery(message))
 
     async def _on_reopen(self, *_: object) -> None:

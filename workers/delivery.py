@@ -48,6 +48,7 @@ there.
 The message parameter is typed ``Any`` here because a handler accepts one concrete event
 class, and callables are contravariant in their parameters."""
 
+
 class HandlerContractError(RuntimeError):
     """A handler ended the runtime's transaction itself (committed or rolled back)."""
 
