@@ -210,7 +210,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small run, under a minute")
     parser.add_argument("--messages", type=int, default=None, help="messages per round")
     parser.add_argument("--rounds", type=int, default=None)
-    parser.add_argument("--prefetch", type=int, default=64)
+    parser.add_argument(
+        "--prefetch", type=int, default=None, help="both loops; default WORKER_PREFETCH's"
+    )
     parser.add_argument("--pool", type=int, default=16, help="database connections")
     parser.add_argument("--batch-max", type=int, default=None, help="WORKER_BATCH_MAX")
     parser.add_argument(
@@ -224,7 +226,8 @@ def main() -> None:
         "bench", worker_metrics_port=0, db_pool_size=args.pool, log_level="WARNING",
         **({"worker_batch_max": args.batch_max} if args.batch_max else {}),
     ) as settings:
-        result = asyncio.run(run(settings, n, rounds, args.prefetch, args.effect))
+        prefetch = args.prefetch or settings.worker_prefetch
+        result = asyncio.run(run(settings, n, rounds, prefetch, args.effect))
     print(json.dumps(result))
 
 

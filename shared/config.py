@@ -220,8 +220,9 @@ class Settings:
     profile_retry_after_s: int = field(default=1, metadata=_env("PROFILE_RETRY_AFTER_S"))
     """``Retry-After`` of the 404 for a profile the worker has not created yet."""
 
-    worker_prefetch: int = field(default=64, metadata=_env("WORKER_PREFETCH"))
-    """Unacknowledged messages per consumer; also the most handlers running in parallel."""
+    worker_prefetch: int = field(default=128, metadata=_env("WORKER_PREFETCH"))
+    """Unacknowledged messages per consumer; also the most handlers running in parallel.
+    The OCR consumer takes ``2 x OCR_WORKERS`` instead: its jobs are slow."""
 
     worker_max_attempts: int = field(default=5, metadata=_env("WORKER_MAX_ATTEMPTS"))
     """Handling attempts of a message that fails transiently before it is dead-lettered."""
@@ -230,7 +231,7 @@ class Settings:
     """Delays before retry 1, 2, 3 … (``ms``/``s``/``m``/``h``); the last one repeats.
     Each delay is a TTL queue ``<consumer>.retry.<delay>``."""
 
-    worker_batch_max: int = field(default=32, metadata=_env("WORKER_BATCH_MAX"))
+    worker_batch_max: int = field(default=64, metadata=_env("WORKER_BATCH_MAX"))
     """Most messages (of different aggregates) applied in one transaction under load."""
 
     worker_metrics_port: int = field(default=9102, metadata=_env("WORKER_METRICS_PORT"))

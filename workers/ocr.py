@@ -207,8 +207,11 @@ class OcrConsumer(Consumer):
         job = OcrJob(session_factory(self.db), self.runner, lease_s=settings.ocr_timeout_s + 30)
         # batch_max=1: one message per transaction, begun only after the OCR (the runtime
         # writes the inbox row after the handler), so no transaction stays open during OCR.
+        # Prefetch: enough to keep every OCR process busy, not so many that one worker
+        # holds jobs another one could run.
         super().__init__(
-            name="ocr", database="admindb", handlers={DocumentUploaded: job.handle}, batch_max=1
+            name="ocr", database="admindb", handlers={DocumentUploaded: job.handle},
+            prefetch=2 * max(1, settings.ocr_workers), batch_max=1,
         )
 
     async def run(self, settings: Settings) -> None:

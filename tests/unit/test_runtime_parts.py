@@ -9,11 +9,13 @@ from typing import cast
 import sqlalchemy.exc
 
 from shared import messaging as m
+from shared.config import Settings
 from shared.errors import InvalidMessage, LegalHold, TransientError
 from workers.amqp import InboundMessage
 from workers.batching import Batcher
 from workers.delivery import Acks
 from workers.failures import Failure, Outcome, attempts_of, classify, failure_headers
+from workers.ocr import OcrConsumer
 from workers.ordering import KeyedSerializer
 
 
@@ -186,3 +188,15 @@ async def test_acks_never_ack_a_tag_twice_when_flushes_and_bulk_acks_interleave(
         )
         await acks.flush()
         assert broker.unacked == set()
+
+
+async def test_ocr_consumer_takes_only_the_jobs_its_processes_can_run() -> None:
+    settings = Settings(ocr_workers=3, ocr_engine="tesseract")
+    consumer = OcrConsumer(settings)
+    try:
+        # Slow jobs: a big prefetch would let one worker hold jobs an idle one could run.
+        assert consumer.prefetch == 6
+        assert consumer.batch_max == 1
+        assert settings.worker_prefetch > consumer.prefetch
+    finally:
+        await consumer.db.dispose()
