@@ -110,6 +110,15 @@ class SagaStack:
             id=saga_id,
         )
 
+    async def wait_step(self, saga_id: uuid.UUID | str, step: str) -> Any:
+        """Wait until the saga's current step is ``step`` (its request was sent)."""
+        return await self.wait_for(
+            "authdb",
+            "SELECT * FROM sagas WHERE id = :id",
+            lambda r: r is not None and r.current_step == step,
+            id=saga_id,
+        )
+
     async def steps(self, saga_id: uuid.UUID | str) -> dict[str, Any]:
         async with self.engines["authdb"].connect() as conn:
             rows = (

@@ -547,12 +547,7 @@ async def test_orchestrator_killed_mid_saga_still_finishes(
         try:
             saga_id = await _delete(client, user_id, tokens["access_token"])
             # profile.deleted handled, documents.delete sent; nobody answers it yet.
-            await stack.wait_for(
-                "authdb",
-                "SELECT current_step FROM sagas WHERE id = :s",
-                lambda r: r.current_step == "documents.delete",
-                s=saga_id,
-            )
+            await stack.wait_step(saga_id, "documents.delete")
             os.kill(worker.pid, signal.SIGKILL)
             worker.wait(10)
             await stack.start("documents")  # its reply waits in the saga queue
@@ -581,12 +576,7 @@ async def test_participant_killed_mid_saga_still_finishes(
         worker = worker_process(saga_settings, "documents")
         try:
             saga_id = await _delete(client, user_id, tokens["access_token"])
-            await stack.wait_for(
-                "authdb",
-                "SELECT current_step FROM sagas WHERE id = :s",
-                lambda r: r.current_step == "documents.delete",
-                s=saga_id,
-            )
+            await stack.wait_step(saga_id, "documents.delete")
             os.kill(worker.pid, signal.SIGKILL)  # before, during or after its transaction
             worker.wait(10)
             worker = worker_process(saga_settings, "documents")
