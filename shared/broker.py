@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
 from typing import Any
 
 import aio_pika
@@ -22,26 +21,27 @@ async def connect(url: str, *, name: str) -> AbstractRobustConnection:
 
 
 async def declare_topology(
-    channel: AbstractChannel,
-    *,
-    queues: Iterable[topology.Queue] = topology.QUEUES,
-    bindings: Iterable[topology.Binding] = topology.BINDINGS,
+    channel: AbstractChannel, topo: topology.Topology = topology.DEFAULT
 ) -> list[str]:
-    """Declare exchanges, queues and bindings (default: all of :mod:`shared.topology`).
+    """Declare the exchanges, queues and bindings of ``topo`` (default: the product's).
 
     Idempotent. ``channel`` must be a plain (non-robust) channel: a queue that already
     exists with other arguments (an older delivery limit, say) is kept as it is, with a
     warning, and the channel is reopened. Returns the names of the queues kept that way.
     """
     exchanges: dict[str, AbstractExchange] = {}
-    for ex in topology.EXCHANGES:
+    for ex in topo.exchanges:
         exchanges[ex.name] = await channel.declare_exchange(
             ex.name, ex.type, durable=ex.durable, internal=ex.internal, arguments=ex.arguments
         )
-    kept = [q.name for q in queues if not await declare_queue(channel, q)]
-    for b in bindings:
-        queue = await channel.get_queue(b.queue, ensure=False)
-        await queue.bind(exchanges[b.exchange], routing_key=b.routing_key)
+    kept = [q.name for q in topo.queues if not await declare_queue(channel, q)]
+    for b in topo.bindings:
+        source = exchanges[b.exchange]
+        if b.destination_type == "exchange":
+            await exchanges[b.destination].bind(source, routing_key=b.routing_key)
+        else:
+            queue = await channel.get_queue(b.destination, ensure=False)
+            await queue.bind(source, routing_key=b.routing_key)
     return kept
 
 
@@ -57,7 +57,7 @@ async def declare_queue(channel: AbstractChannel, queue: topology.Queue) -> bool
     return True
 
 
-def definitions(vhost: str = "/") -> dict[str, Any]:
+def definitions(vhost: str = "/", topo: topology.Topology = topology.DEFAULT) -> dict[str, Any]:
     """The topology in the management plugin's definitions format."""
     return {
         "rabbit_version": "3.10.8",
@@ -67,22 +67,23 @@ def definitions(vhost: str = "/") -> dict[str, Any]:
                 "name": ex.name, "vhost": vhost, "type": ex.type, "durable": ex.durable,
                 "auto_delete": False, "internal": ex.internal, "arguments": ex.arguments,
             }
-            for ex in topology.EXCHANGES
+            for ex in topo.exchanges
         ],
         "queues": [
             {"name": q.name, "vhost": vhost, "durable": q.durable, "auto_delete": False,
              "arguments": q.arguments}
-            for q in topology.QUEUES
+            for q in topo.queues
         ],
         "bindings": [
-            {"source": b.exchange, "vhost": vhost, "destination": b.queue,
-             "destination_type": "queue", "routing_key": b.routing_key, "arguments": {}}
-            for b in topology.BINDINGS
+            {"source": b.exchange, "vhost": vhost, "destination": b.destination,
+             "destination_type": b.destination_type, "routing_key": b.routing_key,
+             "arguments": {}}
+            for b in topo.bindings
         ],
         "policies": [
             {"vhost": vhost, "name": p.name, "pattern": p.pattern, "apply-to": p.apply_to,
              "definition": p.definition, "priority": p.priority}
-            for p in topology.POLICIES
+            for p in topo.policies
         ],
     }
 

@@ -231,6 +231,12 @@ class Settings:
     """Delays before retry 1, 2, 3 … (``ms``/``s``/``m``/``h``); the last one repeats.
     Each delay is a TTL queue ``<consumer>.retry.<delay>``."""
 
+    worker_partitions: int = field(default=1, metadata=_env("WORKER_PARTITIONS"))
+    """Processes per consumer (OCR excepted), each owning a share of the aggregates: a
+    consistent-hash exchange routes every aggregate to one partition queue, so order per
+    aggregate holds across processes. ``python -m workers NAME`` then starts one process
+    per partition. Change it only with the consumer's queues empty (docs/operations.md)."""
+
     worker_batch_max: int = field(default=64, metadata=_env("WORKER_BATCH_MAX"))
     """Most messages (of different aggregates) applied in one transaction under load."""
 
@@ -276,6 +282,8 @@ class Settings:
     def __post_init__(self) -> None:
         if not 0 < self.access_token_ttl_s <= 900:
             raise ValueError("ACCESS_TOKEN_TTL_S must be between 1 and 900 seconds")
+        if not 1 <= self.worker_partitions <= 64:
+            raise ValueError("WORKER_PARTITIONS must be between 1 and 64")
 
     def database_url(self, database: str) -> str:
         """URL of one logical database (``authdb``, ``apidb`` or ``admindb``)."""

@@ -16,6 +16,14 @@ queues are derived from it:
     A message waits there for ``<delay>`` (queue TTL) and is then dead-lettered through
     the default exchange back to ``<consumer>`` only, never to the other subscribers of
     its routing key. At-least-once dead-lettering, so a retry survives a broker crash.
+``<consumer>.p<i>`` (partitioned consumers, ``WORKER_PARTITIONS`` > 1)
+    Instead of the one work queue: ``<consumer>.partitions``, a consistent-hash exchange
+    on the ``x-aggregate-id`` header, takes the consumer's routing keys from ``events``
+    and puts every aggregate in one partition queue, always the same one. One worker
+    process consumes each partition (single active consumer: a second copy waits as a
+    hot standby), so order per aggregate holds while the partitions run on several
+    cores. Each partition has its own retry queues (``<consumer>.p<i>.retry.<delay>``,
+    back to that partition only); the dead-letter queue is shared.
 ``<consumer>.dlq`` (classic, durable)
     Parked messages for the operator. Classic on purpose: ``amsctl dlq`` reads it with
     get-without-ack + requeue, and a classic queue puts a requeued message back in its
@@ -27,11 +35,11 @@ queues are derived from it:
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from shared import events
-from shared.messaging import EVENTS_EXCHANGE
+from shared.messaging import EVENTS_EXCHANGE, H_AGGREGATE_ID
 
 DELIVERY_LIMIT = 20
 """Deliveries of one message to a work queue before the broker dead-letters it (crash loops).
@@ -61,9 +69,12 @@ class Queue:
 
 @dataclass(frozen=True)
 class Binding:
+    """``exchange`` routes ``routing_key`` to ``destination``: a queue, or an exchange."""
+
     exchange: str
-    queue: str
+    destination: str
     routing_key: str
+    destination_type: str = "queue"
 
 
 @dataclass(frozen=True)
@@ -109,29 +120,73 @@ def parse_retry_delays(text: str) -> tuple[RetryDelay, ...]:
     return delays
 
 
+MAX_PARTITIONS = 64
+
+
 @dataclass(frozen=True)
 class ConsumerSpec:
-    """One consumer: its name (= work queue), its database and the routing keys it handles."""
+    """One consumer: its name (= work queue), its database and the routing keys it handles.
+
+    With ``partitions`` > 1 the consumer has one work queue per partition, and the names
+    below are those of partition ``partition``; :meth:`queues` and :meth:`bindings` cover
+    every partition. ``partitionable`` is False for a consumer that scales otherwise (OCR
+    runs its own process pool): it keeps one queue whatever ``WORKER_PARTITIONS`` says.
+    """
 
     name: str
     database: str
     routing_keys: tuple[str, ...]
+    partitions: int = 1
+    partition: int = 0
+    partitionable: bool = True
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.partitions <= MAX_PARTITIONS:
+            raise ValueError(
+                f"consumer {self.name!r}: partitions must be 1 to {MAX_PARTITIONS}, "
+                f"not {self.partitions}"
+            )
+        if not 0 <= self.partition < self.partitions:
+            raise ValueError(
+                f"consumer {self.name!r} has partitions 0 to {self.partitions - 1}, "
+                f"not {self.partition}"
+            )
+
+    def with_partitions(self, partitions: int) -> ConsumerSpec:
+        """This consumer split into ``partitions`` (unchanged if it is not partitionable)."""
+        if not self.partitionable:
+            return self
+        return replace(self, partitions=partitions, partition=0)
+
+    def for_partition(self, partition: int) -> ConsumerSpec:
+        return replace(self, partition=partition)
+
+    @property
+    def partitioned(self) -> bool:
+        return self.partitions > 1
 
     @property
     def queue_name(self) -> str:
-        return self.name
+        return f"{self.name}.p{self.partition}" if self.partitioned else self.name
+
+    @property
+    def exchange_name(self) -> str:
+        """The consistent-hash exchange in front of the partitions (partitioned only)."""
+        return f"{self.name}.partitions"
 
     @property
     def dlq_name(self) -> str:
         return f"{self.name}.dlq"
 
     def retry_queue_name(self, delay: RetryDelay) -> str:
-        return f"{self.name}.retry.{delay.label}"
+        return f"{self.queue_name}.retry.{delay.label}"
 
     def work_queue(self) -> Queue:
+        partitioned = {"x-single-active-consumer": True} if self.partitioned else {}
         return Queue(self.queue_name, arguments={
             "x-queue-type": "quorum",
             "x-delivery-limit": DELIVERY_LIMIT,
+            **partitioned,
             **_dead_letter_to(self.dlq_name),
         })
 
@@ -145,12 +200,40 @@ class ConsumerSpec:
             **_dead_letter_to(self.queue_name),
         })
 
+    def _partitions(self) -> tuple[ConsumerSpec, ...]:
+        return tuple(self.for_partition(i) for i in range(self.partitions))
+
     def queues(self, delays: tuple[RetryDelay, ...]) -> tuple[Queue, ...]:
-        retry = tuple(self.retry_queue(d) for d in dict.fromkeys(delays))
-        return (self.work_queue(), *retry, self.dead_letter_queue())
+        """Every queue of the consumer: work and retry queues of each partition, the DLQ."""
+        out: list[Queue] = []
+        for part in self._partitions():
+            out.append(part.work_queue())
+            out.extend(part.retry_queue(d) for d in dict.fromkeys(delays))
+        return (*out, self.dead_letter_queue())
+
+    def exchanges(self) -> tuple[Exchange, ...]:
+        if not self.partitioned:
+            return ()
+        # Internal: reached only through its bindings from ``events``, never published to.
+        return (Exchange(
+            self.exchange_name, "x-consistent-hash", internal=True,
+            arguments={"hash-header": H_AGGREGATE_ID},
+        ),)
 
     def bindings(self) -> tuple[Binding, ...]:
-        return tuple(Binding(EVENTS_EXCHANGE, self.queue_name, key) for key in self.routing_keys)
+        if not self.partitioned:
+            return tuple(
+                Binding(EVENTS_EXCHANGE, self.queue_name, key) for key in self.routing_keys
+            )
+        # Exchange first, then every partition with the same weight; declared together, so
+        # the hash ring is complete before the first message is routed through it.
+        into_exchange = tuple(
+            Binding(EVENTS_EXCHANGE, self.exchange_name, key, "exchange")
+            for key in self.routing_keys
+        )
+        return into_exchange + tuple(
+            Binding(self.exchange_name, part.queue_name, "1") for part in self._partitions()
+        )
 
     def policy(self) -> Policy:
         """The work queue's limits as a policy, so an operator can tune them on a live queue."""
@@ -161,7 +244,8 @@ class ConsumerSpec:
             "dead-letter-strategy": "at-least-once",
             "overflow": "reject-publish",
         }
-        return Policy(f"ams-{self.name}", f"^{re.escape(self.name)}$", definition)
+        # The work queue, or any of its partitions.
+        return Policy(f"ams-{self.name}", rf"^{re.escape(self.name)}(\.p\d+)?$", definition)
 
 
 def _dead_letter_to(queue: str) -> dict[str, Any]:
@@ -181,7 +265,8 @@ CONSUMERS: tuple[ConsumerSpec, ...] = (
         events.DeleteProfile.event_type,
         events.RestoreProfile.event_type,
     )),
-    ConsumerSpec("ocr", "admindb", (events.DocumentUploaded.event_type,)),
+    # OCR scales with its own process pool (OCR_WORKERS), not with partitions.
+    ConsumerSpec("ocr", "admindb", (events.DocumentUploaded.event_type,), partitionable=False),
     ConsumerSpec("documents", "admindb", (events.DeleteDocuments.event_type,)),
     ConsumerSpec("saga", "authdb", (
         events.UserDeletionRequested.event_type,
@@ -213,13 +298,33 @@ def consumer_spec(name: str) -> ConsumerSpec:
 EVENTS = Exchange(EVENTS_EXCHANGE)
 """Every event and saga command goes through this durable topic exchange."""
 
-EXCHANGES: tuple[Exchange, ...] = (EVENTS,)
-_DELAYS = parse_retry_delays(DEFAULT_RETRY_DELAYS)
-QUEUES: tuple[Queue, ...] = tuple(q for spec in CONSUMERS for q in spec.queues(_DELAYS))
-BINDINGS: tuple[Binding, ...] = tuple(b for spec in CONSUMERS for b in spec.bindings())
-POLICIES: tuple[Policy, ...] = tuple(spec.policy() for spec in CONSUMERS)
+
+@dataclass(frozen=True)
+class Topology:
+    """Everything to declare on the broker for a set of consumers."""
+
+    exchanges: tuple[Exchange, ...]
+    queues: tuple[Queue, ...]
+    bindings: tuple[Binding, ...]
+    policies: tuple[Policy, ...]
 
 
-def queues_for(delays: tuple[RetryDelay, ...]) -> tuple[Queue, ...]:
-    """Every queue with the given retry delays (a deployment may configure its own)."""
-    return tuple(q for spec in CONSUMERS for q in spec.queues(delays))
+def topology_of(
+    specs: tuple[ConsumerSpec, ...], delays: tuple[RetryDelay, ...]
+) -> Topology:
+    """The exchanges, queues, bindings and policies of ``specs``."""
+    return Topology(
+        exchanges=(EVENTS, *(ex for spec in specs for ex in spec.exchanges())),
+        queues=tuple(q for spec in specs for q in spec.queues(delays)),
+        bindings=tuple(b for spec in specs for b in spec.bindings()),
+        policies=tuple(spec.policy() for spec in specs),
+    )
+
+
+def deployed(delays: tuple[RetryDelay, ...], partitions: int = 1) -> Topology:
+    """The product's topology with the configured retry delays and partitions."""
+    return topology_of(tuple(spec.with_partitions(partitions) for spec in CONSUMERS), delays)
+
+
+DEFAULT = deployed(parse_retry_delays(DEFAULT_RETRY_DELAYS))
+"""The topology ``infra/rabbitmq/definitions.json`` holds (default settings)."""

@@ -27,27 +27,27 @@ async def apply_topology(settings: Settings) -> str:
     they can change on a live queue) are written with PUT, which replaces them.
     """
     delays = topology.parse_retry_delays(settings.worker_retry_delays)
-    queues = topology.queues_for(delays)
+    topo = topology.deployed(delays, settings.worker_partitions)
     connection = await aio_pika.connect(settings.rabbitmq_url)
     try:
         channel = await connection.channel()
-        kept = await declare_topology(channel, queues=queues)
+        kept = await declare_topology(channel, topo)
     finally:
         await connection.close()
-    await asyncio.to_thread(put_policies, settings)
+    await asyncio.to_thread(put_policies, settings, topo.policies)
     summary = (
-        f"declared {len(topology.EXCHANGES)} exchange(s), {len(queues)} queue(s), "
-        f"{len(topology.BINDINGS)} binding(s), {len(topology.POLICIES)} policy(ies)"
+        f"declared {len(topo.exchanges)} exchange(s), {len(topo.queues)} queue(s), "
+        f"{len(topo.bindings)} binding(s), {len(topo.policies)} policy(ies)"
     )
     if kept:
         summary += f"; kept existing queue(s) with other arguments: {', '.join(kept)}"
     return summary
 
 
-def put_policies(settings: Settings) -> None:
+def put_policies(settings: Settings, policies: tuple[topology.Policy, ...]) -> None:
     vhost = vhost_of(settings.rabbitmq_url)
     with ManagementClient(settings.rabbitmq_management_url) as mgmt:
-        for policy in topology.POLICIES:
+        for policy in policies:
             mgmt.put_policy(vhost, policy.name, {
                 "pattern": policy.pattern,
                 "apply-to": policy.apply_to,

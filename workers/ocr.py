@@ -212,14 +212,15 @@ class OcrConsumer(Consumer):
         super().__init__(
             name="ocr", database="admindb", handlers={DocumentUploaded: job.handle},
             prefetch=2 * max(1, settings.ocr_workers), batch_max=1,
+            partitions=1,  # scales with OCR_WORKERS; see shared.topology
         )
 
-    async def run(self, settings: Settings) -> None:
+    async def run(self, settings: Settings, partition: int = 0) -> None:
         preflight(self.engine_config)  # missing models: fail now, naming them, not per message
         await self.runner.warm_up()
         log.info("ocr_engine_ready", engine=self.engine_config.engine, workers=settings.ocr_workers)
         try:
-            await super().run(settings)
+            await super().run(settings, partition)
         finally:
             await self.runner.close()
             await self.db.dispose()

@@ -10,7 +10,9 @@ with the reason attached (:mod:`workers.delivery`).
 Parallelism: up to ``prefetch`` messages are in flight; messages with the same
 ``x-aggregate-id`` run one after another in arrival order, others in parallel. A message
 sent to a retry queue no longer holds up later messages of its aggregate: a poison
-message must not block what comes behind it.
+message must not block what comes behind it. Beyond one core, a consumer is split into
+partitions (``WORKER_PARTITIONS``): each process consumes one partition queue, and every
+aggregate belongs to exactly one partition (:mod:`workers.partitions`).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from shared.config import Settings
 from shared.db import create_engine
 from shared.events import Message
 from shared.logging import get_logger
-from shared.topology import ConsumerSpec, parse_retry_delays
+from shared.topology import ConsumerSpec, parse_retry_delays, topology_of
 from workers.amqp import Delivery, InboundMessage, Subscription
 from workers.batching import Batcher
 from workers.context import MessageContext
@@ -49,9 +51,10 @@ CANCEL_TIMEOUT_S = 5.0
 class Consumer:
     """One consumer: ``name`` is its work queue, ``handlers`` its one table of handlers.
 
-    ``prefetch``, ``max_attempts``, ``retry_delays`` (e.g. ``"1s,5s,30s"``) and
+    ``prefetch``, ``max_attempts``, ``retry_delays`` (e.g. ``"1s,5s,30s"``),
     ``batch_max`` (messages per transaction under load; 1 for slow handlers such as OCR,
-    so that one long job holds no one else's commit) default to the ``WORKER_*`` settings.
+    so that one long job holds no one else's commit) and ``partitions`` default to the
+    ``WORKER_*`` settings.
     """
 
     def __init__(
@@ -64,6 +67,7 @@ class Consumer:
         max_attempts: int | None = None,
         retry_delays: str | None = None,
         batch_max: int | None = None,
+        partitions: int | None = None,
     ) -> None:
         if not handlers:
             raise ValueError(f"consumer {name!r} has no handlers")
@@ -76,18 +80,22 @@ class Consumer:
         self.max_attempts = max_attempts
         self.retry_delays = retry_delays
         self.batch_max = batch_max
+        self.partitions = partitions
 
-    @property
-    def spec(self) -> ConsumerSpec:
-        return ConsumerSpec(self.name, self.database, tuple(self.handlers))
+    def spec_for(self, settings: Settings) -> ConsumerSpec:
+        """The consumer's queues: one work queue, or one per partition."""
+        return ConsumerSpec(
+            self.name, self.database, tuple(self.handlers),
+            partitions=self.partitions or settings.worker_partitions,
+        )
 
-    async def start(self, settings: Settings) -> RunningConsumer:
-        """Declare the consumer's queues, connect and start consuming."""
-        running = RunningConsumer(self, settings)
+    async def start(self, settings: Settings, partition: int = 0) -> RunningConsumer:
+        """Declare the consumer's queues, connect and start consuming ``partition``."""
+        running = RunningConsumer(self, settings, partition)
         await running.start()
         return running
 
-    async def run(self, settings: Settings) -> None:
+    async def run(self, settings: Settings, partition: int = 0) -> None:
         """Consume until SIGTERM/SIGINT; then stop taking messages, finish in-flight ones."""
         if settings.worker_metrics_port:
             start_http_server(settings.worker_metrics_port)
@@ -95,23 +103,23 @@ class Consumer:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        running = await _start_when_reachable(self, settings, stop)
+        running = await _start_when_reachable(self, settings, partition, stop)
         if running is None:
             return
-        log.info("consumer_started", consumer=self.name)
+        log.info("consumer_started", consumer=self.name, queue=running.spec.queue_name)
         await stop.wait()
         log.info("consumer_stopping", consumer=self.name, in_flight=running.in_flight)
         await running.stop()
 
 
 async def _start_when_reachable(
-    consumer: Consumer, settings: Settings, stop: asyncio.Event
+    consumer: Consumer, settings: Settings, partition: int, stop: asyncio.Event
 ) -> RunningConsumer | None:
     """Start, retrying with backoff while the broker or database is unreachable."""
     delay = 0.5
     while not stop.is_set():
         try:
-            return await consumer.start(settings)
+            return await consumer.start(settings, partition)
         except (OSError, ConnectionError, aio_pika.exceptions.AMQPError) as exc:
             log.warning(
                 "consumer_start_failed", consumer=consumer.name, error=repr(exc), retry_in=delay
@@ -126,10 +134,11 @@ async def _start_when_reachable(
 class RunningConsumer:
     """A started consumer: its connection, channels, pool, and the messages in flight."""
 
-    def __init__(self, consumer: Consumer, settings: Settings) -> None:
+    def __init__(self, consumer: Consumer, settings: Settings, partition: int = 0) -> None:
         self.consumer = consumer
         self.settings = settings
-        self.spec = consumer.spec
+        self.consumer_spec = consumer.spec_for(settings)  # every partition
+        self.spec = self.consumer_spec.for_partition(partition)  # the one consumed here
         self.prefetch = consumer.prefetch or settings.worker_prefetch
         self.policy = RetryPolicy(
             max_attempts=consumer.max_attempts or settings.worker_max_attempts,
@@ -168,7 +177,9 @@ class RunningConsumer:
             # One message per transaction (OCR) keeps the ping: no attempt is wasted.
             pre_ping=batch_max == 1,
         )
-        connection = await connect(self.settings.rabbitmq_url, name=f"worker:{self.spec.name}")
+        connection = await connect(
+            self.settings.rabbitmq_url, name=f"worker:{self.spec.queue_name}"
+        )
         self._connection = connection
         connection.reconnect_callbacks.add(self._on_reconnect)
         publisher = await connection.channel(publisher_confirms=True, on_return_raises=True)
@@ -213,12 +224,11 @@ class RunningConsumer:
 
     async def _declare_topology(self) -> None:
         # A plain connection: a queue with other arguments is kept, and the channel reopened.
+        # Every partition at once, so that the hash ring is whole before anything is routed.
         connection = await aio_pika.connect(self.settings.rabbitmq_url)
         try:
             channel = await connection.channel()
-            await declare_topology(
-                channel, queues=self.spec.queues(self.policy.delays), bindings=self.spec.bindings()
-            )
+            await declare_topology(channel, topology_of((self.consumer_spec,), self.policy.delays))
         finally:
             await connection.close()
 

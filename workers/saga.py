@@ -329,14 +329,14 @@ class SagaConsumer(Consumer):
             },
         )
 
-    async def run(self, settings: Settings) -> None:
+    async def run(self, settings: Settings, partition: int = 0) -> None:
         engine = create_engine(settings.auth_database_url, pool_size=1)
         interval = settings.saga_sweep_interval_s
         sweeper = Sweeper(self.orchestrator, session_factory(engine), interval)
         stop = asyncio.Event()
         task = asyncio.create_task(sweeper.run(stop))
         try:
-            await super().run(settings)
+            await super().run(settings, partition)
         finally:
             stop.set()
             await task

@@ -25,7 +25,7 @@ from shared.broker import declare_topology
 from shared.config import Settings
 from shared.db import asyncpg_dsn
 from shared.messaging import EVENTS_EXCHANGE
-from shared.topology import parse_retry_delays
+from shared.topology import parse_retry_delays, topology_of
 from tests.faults import TcpProxy
 from tests.runtime_consumer import EFFECTS_DDL, build_consumer, user_message
 from tests.support import isolated_settings
@@ -365,11 +365,9 @@ async def test_work_queue_deleted_and_recreated_consumption_resumes(
     # missing, consuming again fails (and closes the channel) a few times.
     await channel.queue_delete(name)
     await asyncio.sleep(4)
-    await declare_topology(
-        channel,
-        queues=built.spec.queues(parse_retry_delays(rt_settings.worker_retry_delays)),
-        bindings=built.spec.bindings(),
-    )
+    await declare_topology(channel, topology_of(
+        (built.spec_for(rt_settings),), parse_retry_delays(rt_settings.worker_retry_delays)
+    ))
     messages = [user_message(f"c{i}@example.com") for i in range(30)]
     for message in messages:
         await publish(channel, message)

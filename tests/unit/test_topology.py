@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ def test_committed_definitions_equal_the_generated_ones() -> None:
 
 
 def test_every_consumer_gets_work_retry_and_dead_letter_queues() -> None:
-    names = {q.name for q in topology.QUEUES}
+    names = {q.name for q in topology.DEFAULT.queues}
     for spec in topology.CONSUMERS:
         assert {spec.name, f"{spec.name}.dlq", f"{spec.name}.retry.5s"} <= names
 
@@ -46,11 +47,51 @@ def test_dead_letter_queue_is_classic_without_delivery_limit() -> None:
 
 
 def test_bindings_follow_the_consumer_table() -> None:
-    keys = {(b.queue, b.routing_key) for b in topology.BINDINGS}
+    keys = {(b.destination, b.routing_key) for b in topology.DEFAULT.bindings}
     assert ("profiles", "user.registered") in keys
     assert ("saga", "documents.deletion_failed") in keys
     assert ("documents", "documents.delete") in keys
-    assert all(b.exchange == "events" for b in topology.BINDINGS)
+    assert all(b.exchange == "events" for b in topology.DEFAULT.bindings)
+    assert [ex.name for ex in topology.DEFAULT.exchanges] == ["events"]
+
+
+def test_partitioned_consumer_hashes_aggregates_over_single_active_partition_queues() -> None:
+    spec = topology.consumer_spec("profiles").with_partitions(3)
+    topo = topology.topology_of((spec,), topology.parse_retry_delays("5s"))
+    (exchange,) = [ex for ex in topo.exchanges if ex.name != "events"]
+    assert (exchange.name, exchange.type) == ("profiles.partitions", "x-consistent-hash")
+    assert exchange.arguments == {"hash-header": "x-aggregate-id"}
+    assert exchange.internal  # only reachable through the bindings from ``events``
+    assert {q.name for q in topo.queues} == {
+        "profiles.p0", "profiles.p1", "profiles.p2",
+        "profiles.p0.retry.5s", "profiles.p1.retry.5s", "profiles.p2.retry.5s",
+        "profiles.dlq",  # one place for the operator
+    }
+    p1 = spec.for_partition(1)
+    work = p1.work_queue().arguments
+    assert work["x-single-active-consumer"] is True
+    assert work["x-dead-letter-routing-key"] == "profiles.dlq"
+    retry = p1.retry_queue(topology.RetryDelay.parse("5s")).arguments
+    assert retry["x-dead-letter-routing-key"] == "profiles.p1"  # back to the same partition
+    bindings = {(b.exchange, b.destination, b.routing_key, b.destination_type)
+                for b in topo.bindings}
+    assert ("events", "profiles.partitions", "user.registered", "exchange") in bindings
+    assert ("profiles.partitions", "profiles.p2", "1", "queue") in bindings
+    assert not any(b.destination == "profiles" for b in topo.bindings)
+    policy = re.compile(spec.policy().pattern)
+    assert all(policy.match(n) for n in ("profiles", "profiles.p0", "profiles.p12"))
+    assert not any(policy.match(n) for n in ("profiles.dlq", "profiles.p1.retry.5s", "profiles2"))
+
+
+def test_ocr_is_not_partitioned_and_partition_numbers_are_checked() -> None:
+    assert topology.consumer_spec("ocr").with_partitions(4).queue_name == "ocr"
+    deployed = topology.deployed(topology.parse_retry_delays("5s"), partitions=2)
+    assert "ocr" in {q.name for q in deployed.queues}
+    assert "saga.p1" in {q.name for q in deployed.queues}
+    with pytest.raises(ValueError, match="partitions 0 to 1"):
+        topology.consumer_spec("saga").with_partitions(2).for_partition(2)
+    with pytest.raises(ValueError, match="1 to 64"):
+        topology.consumer_spec("saga").with_partitions(0)
 
 
 @pytest.mark.parametrize(
