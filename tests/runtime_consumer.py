@@ -73,10 +73,12 @@ async def record_user(session: AsyncSession, message: UserRegistered, ctx: Messa
 
 
 def build_consumer(
-    name: str, *, prefetch: int | None = None, batch_max: int | None = None
+    name: str, *, prefetch: int | None = None, batch_max: int | None = None,
+    partitions: int | None = None,
 ) -> Consumer:
     return Consumer(
-        name, DATABASE, {UserRegistered: record_user}, prefetch=prefetch, batch_max=batch_max
+        name, DATABASE, {UserRegistered: record_user}, prefetch=prefetch, batch_max=batch_max,
+        partitions=partitions,
     )
 
 

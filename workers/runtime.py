@@ -145,6 +145,7 @@ class RunningConsumer:
             delays=parse_retry_delays(consumer.retry_delays or settings.worker_retry_delays),
         )
         self.reconnects = 0
+        self.received = 0  # deliveries taken from the queue
         self._stopping = False
         self._serializer = KeyedSerializer()
         self._executor = ThreadPoolExecutor(
@@ -234,6 +235,7 @@ class RunningConsumer:
 
     def _on_message(self, message: Delivery) -> None:
         # Synchronous on purpose: the job is queued behind its aggregate in arrival order.
+        self.received += 1
         key = message.headers.get(m.H_AGGREGATE_ID) or message.message_id or ""
         if self._acks is not None:
             self._acks.track(message)
