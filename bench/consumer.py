@@ -12,8 +12,14 @@ in even ones), so that drift on a shared machine hits both alike; every round st
 from new queues and empty tables. The result is the median of each, and the median of
 the per-round ratios.
 
+The runtime runs as deployed for throughput: one partition per core (``--partitions``,
+``WORKER_PARTITIONS``), each a process of its own consuming its partition queue, as
+``python -m workers NAME`` starts them. The partition processes are started and idle
+before the clock starts; it starts when they are told to connect and consume, so their
+connecting counts against them. ``--partitions 1`` measures one process, in this one.
+
     python bench/consumer.py [--quick] [--messages N] [--rounds R] [--prefetch P]
-                             [--effect row|none]
+                             [--effect row|none] [--partitions K]
 
 ``--effect none`` measures the runtime with a handler that writes nothing (the inbox row,
 the transaction and the ack remain): the runtime's own cost beside the bare loop.
@@ -27,6 +33,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import signal
 import statistics
 import sys
 import time
@@ -44,7 +52,7 @@ from shared import messaging as m
 from shared.config import Settings
 from shared.db import asyncpg_dsn
 from shared.events import UserRegistered, encode
-from tests.support import isolated_settings
+from tests.support import env_for, isolated_settings
 from workers.runtime import Consumer, Handler, MessageContext
 
 AGGREGATES = 500
@@ -72,12 +80,19 @@ def messages(n: int) -> list[aio_pika.Message]:
     return out
 
 
+async def wait_queued(channel: aio_pika.abc.AbstractChannel, queues: list[str], n: int) -> None:
+    """Until ``queues`` hold ``n`` messages together (polling: no event to wait for)."""
+    while sum([
+        (await channel.declare_queue(q, passive=True)).declaration_result.message_count or 0
+        for q in queues
+    ]) < n:
+        await asyncio.sleep(0.1)
+
+
 async def fill(channel: aio_pika.abc.AbstractChannel, queue: str, n: int) -> None:
     for message in messages(n):
         await channel.default_exchange.publish(message, routing_key=queue)
-    # Polling the broker: no event to wait for across processes.
-    while (await channel.declare_queue(queue, passive=True)).declaration_result.message_count < n:
-        await asyncio.sleep(0.1)
+    await wait_queued(channel, [queue], n)
 
 
 async def raw_rate(settings: Settings, n: int, prefetch: int) -> float:
@@ -113,30 +128,96 @@ async def no_effect(session: AsyncSession, message: UserRegistered, ctx: Message
 HANDLERS = {"row": effect, "none": no_effect}
 
 
-def bench_consumer(prefetch: int, handler: Handler) -> Consumer:
-    return Consumer(NAME, "apidb", {UserRegistered: handler}, prefetch=prefetch)
+def bench_consumer(prefetch: int, handler: Handler, partitions: int) -> Consumer:
+    return Consumer(
+        NAME, "apidb", {UserRegistered: handler}, prefetch=prefetch, partitions=partitions
+    )
 
 
-async def runtime_rate(settings: Settings, n: int, prefetch: int, handler: Handler) -> float:
-    """Fill the work queue, then time a cold start (connect, consume) to the n-th effect."""
-    consumer = bench_consumer(prefetch, handler)
+async def fill_consumer(settings: Settings, n: int, partitions: int) -> None:
+    """Publish through ``events``, as the relay does; wait until every partition holds its share."""
+    queues = [NAME] if partitions == 1 else [f"{NAME}.p{i}" for i in range(partitions)]
     connection = await aio_pika.connect(settings.rabbitmq_url)
     try:
         channel = await connection.channel(publisher_confirms=False)
-        await fill(channel, NAME, n)
+        exchange = await channel.get_exchange(m.EVENTS_EXCHANGE)
+        for message in messages(n):
+            await exchange.publish(message, routing_key=UserRegistered.event_type)
+        await wait_queued(channel, queues, n)
     finally:
         await connection.close()
+
+
+async def wait_applied(settings: Settings, n: int) -> None:
     db = await asyncpg.connect(asyncpg_dsn(settings.users_database_url))
     try:
-        running = await consumer.start(settings)
-        started = time.perf_counter()  # connected and consuming: the same start as the raw loop
         while await db.fetchval("SELECT count(*) FROM inbox") < n:
             await asyncio.sleep(0.05)
-        elapsed = time.perf_counter() - started
-        await running.stop(grace_s=5)
     finally:
         await db.close()
+
+
+async def runtime_rate(
+    settings: Settings, n: int, prefetch: int, effect_name: str, partitions: int
+) -> float:
+    """Fill the work queue(s), then time a cold start (connect, consume) to the n-th effect."""
+    await fill_consumer(settings, n, partitions)
+    if partitions > 1:
+        return await partitioned_rate(settings, n, prefetch, effect_name, partitions)
+    consumer = bench_consumer(prefetch, HANDLERS[effect_name], partitions)
+    running = await consumer.start(settings)
+    started = time.perf_counter()  # connected and consuming: the same start as the raw loop
+    await wait_applied(settings, n)
+    elapsed = time.perf_counter() - started
+    await running.stop(grace_s=5)
     return n / elapsed
+
+
+async def partitioned_rate(
+    settings: Settings, n: int, prefetch: int, effect_name: str, partitions: int
+) -> float:
+    """One process per partition, as ``python -m workers`` runs them."""
+    procs = [
+        await asyncio.create_subprocess_exec(
+            sys.executable, __file__, "--serve-partition", str(i), "--partitions",
+            str(partitions), "--prefetch", str(prefetch), "--effect", effect_name,
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            env=env_for(settings),
+        )
+        for i in range(partitions)
+    ]
+    try:
+        for proc in procs:  # imported and idle
+            assert proc.stdout is not None
+            await proc.stdout.readline()
+        started = time.perf_counter()
+        for proc in procs:
+            assert proc.stdin is not None
+            proc.stdin.write(b"go\n")
+            await proc.stdin.drain()
+        await wait_applied(settings, n)
+        elapsed = time.perf_counter() - started
+    finally:
+        for proc in procs:
+            if proc.returncode is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            await proc.wait()
+    return n / elapsed
+
+
+async def serve_partition(partition: int, partitions: int, prefetch: int, effect: str) -> None:
+    """A partition process: wait for "go" on stdin, consume until SIGTERM."""
+    settings = Settings.from_env()
+    consumer = bench_consumer(prefetch, HANDLERS[effect], partitions)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    print("ready", flush=True)
+    await loop.run_in_executor(None, sys.stdin.readline)
+    running = await consumer.start(settings, partition)
+    await stop.wait()
+    await running.stop(grace_s=5)
 
 
 async def prepare(settings: Settings) -> None:
@@ -149,7 +230,7 @@ async def prepare(settings: Settings) -> None:
         await db.close()
 
 
-async def fresh_round(settings: Settings, prefetch: int, handler: Handler) -> None:
+async def fresh_round(settings: Settings, prefetch: int, handler: Handler, partitions: int) -> None:
     """New, empty queues and tables for each round, so that no round inherits the work of
     the ones before it (a quorum queue's log, a growing effects table)."""
     db = await asyncpg.connect(asyncpg_dsn(settings.users_database_url))
@@ -157,31 +238,32 @@ async def fresh_round(settings: Settings, prefetch: int, handler: Handler) -> No
         await db.execute("TRUNCATE bench_effects, inbox")
     finally:
         await db.close()
+    consumer = bench_consumer(prefetch, handler, partitions)
     connection = await aio_pika.connect(settings.rabbitmq_url)
     try:
         channel = await connection.channel()
-        for queue in (RAW_QUEUE, NAME):
+        for queue in (RAW_QUEUE, *(q.name for q in consumer.spec_for(settings).queues(()))):
             await channel.queue_delete(queue)
         await channel.declare_queue(RAW_QUEUE, durable=True, arguments={"x-queue-type": "quorum"})
     finally:
         await connection.close()
-    await (await bench_consumer(prefetch, handler).start(settings)).stop(grace_s=5)  # declares NAME
+    await (await consumer.start(settings)).stop(grace_s=5)  # declares the consumer's queues
 
 
 async def run(
-    settings: Settings, n: int, rounds: int, prefetch: int, effect_name: str
+    settings: Settings, n: int, rounds: int, prefetch: int, effect_name: str, partitions: int
 ) -> dict[str, object]:
     handler = HANDLERS[effect_name]
     await prepare(settings)
     raws: list[float] = []
     fulls: list[float] = []
     for round_no in range(1, rounds + 1):
-        await fresh_round(settings, prefetch, handler)
+        await fresh_round(settings, prefetch, handler, partitions)
         if round_no % 2:
             raw = await raw_rate(settings, n, prefetch)
-            full = await runtime_rate(settings, n, prefetch, handler)
+            full = await runtime_rate(settings, n, prefetch, effect_name, partitions)
         else:
-            full = await runtime_rate(settings, n, prefetch, handler)
+            full = await runtime_rate(settings, n, prefetch, effect_name, partitions)
             raw = await raw_rate(settings, n, prefetch)
         raws.append(raw)
         fulls.append(full)
@@ -201,7 +283,7 @@ async def run(
         "messages_per_round": n, "prefetch": prefetch, "db_pool_size": settings.db_pool_size,
         "batch_max": settings.worker_batch_max, "queue_type": "quorum",
         "aggregates": AGGREGATES, "event_loop": "asyncio",
-        "effect": effect_name,
+        "effect": effect_name, "partitions": partitions, "cpus": os.cpu_count(),
     }
 
 
@@ -219,7 +301,17 @@ def main() -> None:
         "--effect", choices=sorted(HANDLERS), default="row",
         help="row: one INSERT per message (default); none: the inbox row only",
     )
+    parser.add_argument(
+        "--partitions", type=int, default=os.cpu_count() or 1,
+        help="runtime processes, one per partition (default: one per core)",
+    )
+    parser.add_argument("--serve-partition", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.serve_partition is not None:  # a partition process of partitioned_rate
+        asyncio.run(
+            serve_partition(args.serve_partition, args.partitions, args.prefetch, args.effect)
+        )
+        return
     n = args.messages or (5000 if args.quick else 20000)
     rounds = args.rounds or (3 if args.quick else 5)
     with isolated_settings(
@@ -227,7 +319,7 @@ def main() -> None:
         **({"worker_batch_max": args.batch_max} if args.batch_max else {}),
     ) as settings:
         prefetch = args.prefetch or settings.worker_prefetch
-        result = asyncio.run(run(settings, n, rounds, prefetch, args.effect))
+        result = asyncio.run(run(settings, n, rounds, prefetch, args.effect, args.partitions))
     print(json.dumps(result))
 
 
