@@ -31,6 +31,15 @@ def work_queue_of(dlq: str) -> str:
     return dlq[: -len(DLQ_SUFFIX)]
 
 
+def _dead_lettered_from(headers: Mapping[str, Any]) -> str | None:
+    """The queue the broker dead-lettered from (delivery limit): a partition's, say."""
+    deaths = headers.get("x-death")
+    if isinstance(deaths, list) and deaths and isinstance(deaths[0], dict):
+        queue = deaths[0].get("queue")
+        return str(queue) if queue and not is_dlq_name(str(queue)) else None
+    return None
+
+
 @dataclass(frozen=True)
 class DeadLetter:
     """One message sitting in a dead-letter queue, as an operator sees it."""
@@ -114,7 +123,7 @@ def parse_dead_letter(
         message_id=str(properties.get("message_id") or ""),
         type=mtype,
         routing_key=str(h.get(m.H_FAILED_ROUTING_KEY) or mtype),
-        failed_queue=str(h.get(m.H_FAILED_QUEUE) or work_queue_of(queue)),
+        failed_queue=str(h.get(m.H_FAILED_QUEUE) or _dead_lettered_from(h) or work_queue_of(queue)),
         error_type=str(h.get(m.H_ERROR_TYPE) or ""),
         error_message=str(h.get(m.H_ERROR_MESSAGE) or ""),
         error_where=str(h.get(m.H_ERROR_WHERE) or ""),

@@ -111,3 +111,16 @@ def test_retry_delays_parse(text: str, labels: list[str], ms: list[int]) -> None
 def test_invalid_retry_delays_are_refused(text: str) -> None:
     with pytest.raises(ValueError):
         topology.parse_retry_delays(text)
+
+
+def test_a_dead_letter_from_the_broker_replays_into_the_queue_it_died_in() -> None:
+    from amsctl.dlq.model import parse_dead_letter
+
+    # The delivery-limit backstop: no x-ams-* headers, only the broker's x-death.
+    crashed = parse_dead_letter(
+        "profiles.dlq", 0, {"x-death": [{"queue": "profiles.p1", "reason": "delivery_limit"}]},
+        b"{}", {"type": "user.registered", "message_id": "m1"},
+    )
+    assert crashed.failed_queue == "profiles.p1"
+    legacy = parse_dead_letter("profiles.dlq", 0, {}, b"{}", {"type": "user.registered"})
+    assert legacy.failed_queue == "profiles"
