@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
+from dataclasses import replace
 
 import aio_pika
 import pytest
@@ -43,3 +45,43 @@ async def test_apply_twice_and_over_a_queue_with_other_arguments(topo_settings: 
     assert {p["name"] for p in policies} == {
         "ams-profiles", "ams-ocr", "ams-documents", "ams-saga"
     }
+
+
+async def test_apply_partitioned_routes_an_aggregate_to_one_partition(
+    topo_settings: Settings,
+) -> None:
+    settings = replace(topo_settings, worker_partitions=3)
+    summary = await apply_topology(settings)
+    # 3 partitioned consumers x 3 partitions x (work + 4 retry) + ocr (1 + 4) + 4 DLQs
+    assert "54 queue(s)" in summary and "4 exchange(s)" in summary
+    with ManagementClient(settings.rabbitmq_management_url) as mgmt:
+        vhost = vhost_of(settings.rabbitmq_url)
+        queues = {q["name"]: q for q in mgmt.queues(vhost)}
+        exchanges = {e["name"]: e for e in mgmt._request("GET", f"/exchanges/{vhost}").json()}
+    assert queues["profiles.p2"]["arguments"]["x-single-active-consumer"] is True
+    assert "profiles" not in queues and "ocr" in queues
+    assert exchanges["profiles.partitions"]["type"] == "x-consistent-hash"
+    for _ in range(100):  # the management API reports the applied policy with its stats
+        if queues["profiles.p0"].get("policy"):
+            break
+        await asyncio.sleep(0.1)
+        with ManagementClient(settings.rabbitmq_management_url) as mgmt:
+            queues = {q["name"]: q for q in mgmt.queues(vhost)}
+    assert queues["profiles.p0"].get("policy") == "ams-profiles"  # the pattern covers partitions
+
+    connection = await aio_pika.connect(settings.rabbitmq_url)
+    try:
+        channel = await connection.channel()
+        events = await channel.get_exchange("events")
+        for i in range(30):  # one aggregate, many events: all in the same partition
+            await events.publish(
+                aio_pika.Message(b"{}", headers={"x-aggregate-id": "user-42"}, message_id=str(i)),
+                routing_key="user.registered",
+            )
+        depths = []
+        for p in range(3):
+            declared = await channel.declare_queue(f"profiles.p{p}", passive=True)
+            depths.append(declared.declaration_result.message_count)
+    finally:
+        await connection.close()
+    assert sorted(depths) == [0, 0, 30]
