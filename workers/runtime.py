@@ -31,6 +31,7 @@ from shared import messaging as m
 from shared.broker import connect, declare_topology
 from shared.config import Settings
 from shared.db import create_engine
+from shared.errors import MisconfiguredDependency
 from shared.events import Message
 from shared.logging import get_logger
 from shared.topology import ConsumerSpec, parse_retry_delays, topology_of
@@ -230,6 +231,14 @@ class RunningConsumer:
         try:
             channel = await connection.channel()
             await declare_topology(channel, topology_of((self.consumer_spec,), self.policy.delays))
+        except aio_pika.exceptions.AMQPError as exc:
+            if self.consumer_spec.partitioned and "x-consistent-hash" in str(exc):
+                raise MisconfiguredDependency(
+                    f"WORKER_PARTITIONS={self.consumer_spec.partitions} needs RabbitMQ's "
+                    "consistent-hash exchange: rabbitmq-plugins enable "
+                    f"rabbitmq_consistent_hash_exchange (the broker said: {exc})"
+                ) from exc
+            raise
         finally:
             await connection.close()
 
