@@ -75,7 +75,10 @@ def messages(n: int) -> list[aio_pika.Message]:
         out.append(aio_pika.Message(
             encode(event), message_id=str(uuid.uuid4()), type=event.event_type,
             content_type=m.CONTENT_TYPE, delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            headers={m.H_AGGREGATE_ID: event.aggregate_id, m.H_SCHEMA_VERSION: 1},
+            headers={
+                m.H_AGGREGATE_ID: event.aggregate_id, m.H_SCHEMA_VERSION: 1,
+                m.H_AGGREGATE_SLOT: m.aggregate_slot(event.aggregate_id),
+            },
         ))
     return out
 

@@ -25,10 +25,12 @@ from shared.messaging import (
     CONTENT_TYPE,
     EVENTS_EXCHANGE,
     H_AGGREGATE_ID,
+    H_AGGREGATE_SLOT,
     H_AGGREGATE_TYPE,
     H_CORRELATION_ID,
     H_PRODUCER,
     H_SCHEMA_VERSION,
+    aggregate_slot,
 )
 from shared.topology import UNCONSUMED_EVENTS
 
@@ -59,6 +61,7 @@ def properties(row: OutboxRow, producer: str) -> Basic.Properties:
     headers: FieldTable = json.loads(row.headers) if row.headers != "{}" else {}
     headers[H_AGGREGATE_TYPE] = row.aggregate_type
     headers[H_AGGREGATE_ID] = row.aggregate_id
+    headers[H_AGGREGATE_SLOT] = aggregate_slot(row.aggregate_id)
     headers[H_SCHEMA_VERSION] = row.schema_version
     headers[H_PRODUCER] = producer
     if row.correlation_id:

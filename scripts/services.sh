@@ -41,8 +41,3 @@ if ! mgmt_up >/dev/null 2>&1 && command -v rabbitmq-plugins >/dev/null; then
   rabbitmq-plugins enable rabbitmq_management >/dev/null || true
 fi
 wait_for "RabbitMQ management API" mgmt_up || exit 1
-# Partitioned consumers (WORKER_PARTITIONS > 1) route through a consistent-hash exchange.
-if command -v rabbitmq-plugins >/dev/null \
-    && ! rabbitmq-plugins list -e -m 2>/dev/null | grep -qx rabbitmq_consistent_hash_exchange; then
-  rabbitmq-plugins enable rabbitmq_consistent_hash_exchange >/dev/null || true
-fi

@@ -37,11 +37,14 @@ async def declare_topology(
     kept = [q.name for q in topo.queues if not await declare_queue(channel, q)]
     for b in topo.bindings:
         source = exchanges[b.exchange]
+        arguments = b.arguments or None
         if b.destination_type == "exchange":
-            await exchanges[b.destination].bind(source, routing_key=b.routing_key)
+            await exchanges[b.destination].bind(
+                source, routing_key=b.routing_key, arguments=arguments
+            )
         else:
             queue = await channel.get_queue(b.destination, ensure=False)
-            await queue.bind(source, routing_key=b.routing_key)
+            await queue.bind(source, routing_key=b.routing_key, arguments=arguments)
     return kept
 
 
@@ -77,7 +80,7 @@ def definitions(vhost: str = "/", topo: topology.Topology = topology.DEFAULT) ->
         "bindings": [
             {"source": b.exchange, "vhost": vhost, "destination": b.destination,
              "destination_type": b.destination_type, "routing_key": b.routing_key,
-             "arguments": {}}
+             "arguments": b.arguments}
             for b in topo.bindings
         ],
         "policies": [

@@ -233,7 +233,7 @@ class Settings:
 
     worker_partitions: int = field(default=1, metadata=_env("WORKER_PARTITIONS"))
     """Processes per consumer (OCR excepted), each owning a share of the aggregates: a
-    consistent-hash exchange routes every aggregate to one partition queue, so order per
+    headers exchange routes every aggregate to one partition queue, so order per
     aggregate holds across processes. ``python -m workers NAME`` then starts one process
     per partition. Change it only with the consumer's queues empty (docs/operations.md)."""
 

@@ -56,11 +56,6 @@ class RateLimited(DomainError):
         self.retry_after = retry_after
 
 
-# --- start-up errors: fix the setup, then start again ------------------------------------
-class MisconfiguredDependency(AmsError):
-    """A dependency lacks what this configuration needs (a broker plugin, say)."""
-
-
 # --- message errors -------------------------------------------------------------------
 class InvalidMessage(AmsError):
     """A message that can never be processed: unknown type, bad JSON, schema mismatch."""

@@ -7,6 +7,8 @@ carry the rest. Code refers to these constants, never to a string typed inline.
 
 from __future__ import annotations
 
+import zlib
+
 EVENTS_EXCHANGE = "events"
 """The one durable topic exchange every event goes through."""
 
@@ -18,6 +20,17 @@ H_CAUSATION_ID = "x-causation-id"
 """message_id of the message whose handling produced this one."""
 H_AGGREGATE_TYPE = "x-aggregate-type"
 H_AGGREGATE_ID = "x-aggregate-id"
+H_AGGREGATE_SLOT = "aggregate-slot"
+"""Which of :data:`AGGREGATE_SLOTS` slots the aggregate is in (a decimal string); a
+partitioned consumer's headers exchange routes on it (:mod:`shared.topology`). No ``x-``
+prefix: a headers exchange ignores binding arguments whose names start with ``x-``."""
+AGGREGATE_SLOTS = 64
+
+
+def aggregate_slot(aggregate_id: str) -> str:
+    """The slot of an aggregate: CRC-32 of its id, so the same in every process and release."""
+    return str(zlib.crc32(aggregate_id.encode()) % AGGREGATE_SLOTS)
+
 H_SCHEMA_VERSION = "x-schema-version"
 H_PRODUCER = "x-producer"
 """Logical database (authdb, apidb, admindb) whose outbox published the event."""

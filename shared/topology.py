@@ -17,13 +17,17 @@ queues are derived from it:
     the default exchange back to ``<consumer>`` only, never to the other subscribers of
     its routing key. At-least-once dead-lettering, so a retry survives a broker crash.
 ``<consumer>.p<i>`` (partitioned consumers, ``WORKER_PARTITIONS`` > 1)
-    Instead of the one work queue: ``<consumer>.partitions``, a consistent-hash exchange
-    on the ``x-aggregate-id`` header, takes the consumer's routing keys from ``events``
-    and puts every aggregate in one partition queue, always the same one. One worker
-    process consumes each partition (single active consumer: a second copy waits as a
-    hot standby), so order per aggregate holds while the partitions run on several
-    cores. Each partition has its own retry queues (``<consumer>.p<i>.retry.<delay>``,
-    back to that partition only); the dead-letter queue is shared.
+    Instead of the one work queue: ``<consumer>.partitions``, a headers exchange, takes
+    the consumer's routing keys from ``events`` and routes on the ``aggregate-slot``
+    header the relay sets (CRC-32 of the aggregate id, 64 slots): slot ``s`` is bound to
+    partition ``s mod N``, so every aggregate is in one partition, always the same one,
+    also across broker restarts (plain bindings, no hash ring). A message without the
+    header goes to partition 0 (alternate exchange ``<consumer>.unslotted``), never
+    nowhere. One worker process consumes each partition (single active consumer: a
+    second copy waits as a hot standby), so order per aggregate holds while the
+    partitions run on several cores. Each partition has its own retry queues
+    (``<consumer>.p<i>.retry.<delay>``, back to that partition only); the dead-letter
+    queue is shared.
 ``<consumer>.dlq`` (classic, durable)
     Parked messages for the operator. Classic on purpose: ``amsctl dlq`` reads it with
     get-without-ack + requeue, and a classic queue puts a requeued message back in its
@@ -39,7 +43,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from shared import events
-from shared.messaging import EVENTS_EXCHANGE, H_AGGREGATE_ID
+from shared.messaging import AGGREGATE_SLOTS, EVENTS_EXCHANGE, H_AGGREGATE_SLOT
 
 DELIVERY_LIMIT = 20
 """Deliveries of one message to a work queue before the broker dead-letters it (crash loops).
@@ -75,6 +79,7 @@ class Binding:
     destination: str
     routing_key: str
     destination_type: str = "queue"
+    arguments: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -120,7 +125,7 @@ def parse_retry_delays(text: str) -> tuple[RetryDelay, ...]:
     return delays
 
 
-MAX_PARTITIONS = 64
+MAX_PARTITIONS = AGGREGATE_SLOTS
 
 
 @dataclass(frozen=True)
@@ -171,8 +176,13 @@ class ConsumerSpec:
 
     @property
     def exchange_name(self) -> str:
-        """The consistent-hash exchange in front of the partitions (partitioned only)."""
+        """The headers exchange in front of the partitions (partitioned only)."""
         return f"{self.name}.partitions"
+
+    @property
+    def unslotted_exchange_name(self) -> str:
+        """Where a message without ``aggregate-slot`` goes: partition 0."""
+        return f"{self.name}.unslotted"
 
     @property
     def dlq_name(self) -> str:
@@ -214,26 +224,34 @@ class ConsumerSpec:
     def exchanges(self) -> tuple[Exchange, ...]:
         if not self.partitioned:
             return ()
-        # Internal: reached only through its bindings from ``events``, never published to.
-        return (Exchange(
-            self.exchange_name, "x-consistent-hash", internal=True,
-            arguments={"hash-header": H_AGGREGATE_ID},
-        ),)
+        # Internal: reached only through bindings (from ``events``), never published to.
+        return (
+            Exchange(self.unslotted_exchange_name, "fanout", internal=True),
+            Exchange(
+                self.exchange_name, "headers", internal=True,
+                arguments={"alternate-exchange": self.unslotted_exchange_name},
+            ),
+        )
 
     def bindings(self) -> tuple[Binding, ...]:
         if not self.partitioned:
             return tuple(
                 Binding(EVENTS_EXCHANGE, self.queue_name, key) for key in self.routing_keys
             )
-        # Exchange first, then every partition with the same weight; declared together, so
-        # the hash ring is complete before the first message is routed through it.
+        parts = self._partitions()
         into_exchange = tuple(
             Binding(EVENTS_EXCHANGE, self.exchange_name, key, "exchange")
             for key in self.routing_keys
         )
-        return into_exchange + tuple(
-            Binding(self.exchange_name, part.queue_name, "1") for part in self._partitions()
+        slots = tuple(
+            Binding(
+                self.exchange_name, parts[slot % self.partitions].queue_name, "",
+                arguments={"x-match": "all", H_AGGREGATE_SLOT: str(slot)},
+            )
+            for slot in range(AGGREGATE_SLOTS)
         )
+        unslotted = Binding(self.unslotted_exchange_name, parts[0].queue_name, "")
+        return (*into_exchange, *slots, unslotted)
 
     def policy(self) -> Policy:
         """The work queue's limits as a policy, so an operator can tune them on a live queue."""

@@ -104,6 +104,7 @@ def user_message(
             m.H_CORRELATION_ID: correlation,
             m.H_AGGREGATE_TYPE: event.aggregate_type,
             m.H_AGGREGATE_ID: event.aggregate_id,
+            m.H_AGGREGATE_SLOT: m.aggregate_slot(event.aggregate_id),
             m.H_SCHEMA_VERSION: event.schema_version,
             m.H_PRODUCER: "authdb",
         },

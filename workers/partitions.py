@@ -1,8 +1,8 @@
 """One process per partition: ``python -m workers NAME`` with ``WORKER_PARTITIONS`` > 1.
 
 One process handles what one core can (the consumer runtime is CPU-bound in Python). A
-partitioned consumer has one work queue per partition, and the broker's consistent-hash
-exchange sends every aggregate to one of them, always the same one
+partitioned consumer has one work queue per partition, and the broker's headers
+exchange sends every aggregate (by its slot) to one of them, always the same one
 (:mod:`shared.topology`). The supervisor here starts ``python -m workers NAME
 --partition I`` for every partition, restarts a process that dies (with backoff; the
 broker hands its unacknowledged messages out again, and the inbox drops what was applied

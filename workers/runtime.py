@@ -31,7 +31,6 @@ from shared import messaging as m
 from shared.broker import connect, declare_topology
 from shared.config import Settings
 from shared.db import create_engine
-from shared.errors import MisconfiguredDependency
 from shared.events import Message
 from shared.logging import get_logger
 from shared.topology import ConsumerSpec, parse_retry_delays, topology_of
@@ -226,19 +225,11 @@ class RunningConsumer:
 
     async def _declare_topology(self) -> None:
         # A plain connection: a queue with other arguments is kept, and the channel reopened.
-        # Every partition at once, so that the hash ring is whole before anything is routed.
+        # Every partition at once: each slot is bound before anything is routed through them.
         connection = await aio_pika.connect(self.settings.rabbitmq_url)
         try:
             channel = await connection.channel()
             await declare_topology(channel, topology_of((self.consumer_spec,), self.policy.delays))
-        except aio_pika.exceptions.AMQPError as exc:
-            if self.consumer_spec.partitioned and "x-consistent-hash" in str(exc):
-                raise MisconfiguredDependency(
-                    f"WORKER_PARTITIONS={self.consumer_spec.partitions} needs RabbitMQ's "
-                    "consistent-hash exchange: rabbitmq-plugins enable "
-                    f"rabbitmq_consistent_hash_exchange (the broker said: {exc})"
-                ) from exc
-            raise
         finally:
             await connection.close()
 

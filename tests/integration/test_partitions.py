@@ -25,10 +25,8 @@ import pytest
 
 from shared.config import Settings
 from shared.db import asyncpg_dsn
-from shared.errors import MisconfiguredDependency
 from shared.messaging import EVENTS_EXCHANGE
 from shared.rabbitmq_admin import ManagementClient
-from shared.topology import ConsumerSpec, Exchange
 from shared.topology_apply import vhost_of
 from tests.runtime_consumer import EFFECTS_DDL, build_consumer, user_message
 from tests.support import env_for, free_port, isolated_settings
@@ -260,12 +258,3 @@ async def test_supervisor_restarts_a_killed_partition_and_nothing_is_lost_or_dou
             proc.wait()
         await db.close()
 
-
-async def test_without_the_consistent_hash_plugin_a_partition_refuses_to_start_and_says_why(
-    part_settings: Settings, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # What a broker without the plugin answers: "unknown exchange type 'x-consistent-hash…'".
-    unknown = (Exchange("pt.partitions", "x-consistent-hash-not-installed", internal=True),)
-    monkeypatch.setattr(ConsumerSpec, "exchanges", lambda self: unknown)
-    with pytest.raises(MisconfiguredDependency, match="rabbitmq_consistent_hash_exchange"):
-        await build_consumer(f"pt_{uuid.uuid4().hex[:8]}").start(part_settings, 0)

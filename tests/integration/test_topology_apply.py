@@ -10,6 +10,7 @@ import aio_pika
 import pytest
 
 from shared.config import Settings
+from shared.messaging import H_AGGREGATE_SLOT, aggregate_slot
 from shared.rabbitmq_admin import ManagementClient
 from shared.topology_apply import apply_topology, vhost_of
 from tests.support import isolated_settings
@@ -52,15 +53,16 @@ async def test_apply_partitioned_routes_an_aggregate_to_one_partition(
 ) -> None:
     settings = replace(topo_settings, worker_partitions=3)
     summary = await apply_topology(settings)
-    # 3 partitioned consumers x 3 partitions x (work + 4 retry) + ocr (1 + 4) + 4 DLQs
-    assert "54 queue(s)" in summary and "4 exchange(s)" in summary
+    # 3 partitioned consumers x 3 partitions x (work + 4 retry) + ocr (1 + 4) + 4 DLQs;
+    # events + 2 per partitioned consumer (partitions, unslotted)
+    assert "54 queue(s)" in summary and "7 exchange(s)" in summary
     with ManagementClient(settings.rabbitmq_management_url) as mgmt:
         vhost = vhost_of(settings.rabbitmq_url)
         queues = {q["name"]: q for q in mgmt.queues(vhost)}
         exchanges = {e["name"]: e for e in mgmt._request("GET", f"/exchanges/{vhost}").json()}
     assert queues["profiles.p2"]["arguments"]["x-single-active-consumer"] is True
     assert "profiles" not in queues and "ocr" in queues
-    assert exchanges["profiles.partitions"]["type"] == "x-consistent-hash"
+    assert exchanges["profiles.partitions"]["type"] == "headers"
     for _ in range(100):  # the management API reports the applied policy with its stats
         if queues["profiles.p0"].get("policy"):
             break
@@ -73,15 +75,28 @@ async def test_apply_partitioned_routes_an_aggregate_to_one_partition(
     try:
         channel = await connection.channel()
         events = await channel.get_exchange("events")
-        for i in range(30):  # one aggregate, many events: all in the same partition
+        async def depths() -> list[int]:
+            out = []
+            for p in range(3):
+                queue = await channel.declare_queue(f"profiles.p{p}", passive=True)
+                out.append(queue.declaration_result.message_count or 0)
+                await queue.purge()
+            return out
+
+        slot = aggregate_slot("user-42")  # "51": partition 51 mod 3 = 0
+        for i in range(30):  # one aggregate, many events: all in its partition
             await events.publish(
-                aio_pika.Message(b"{}", headers={"x-aggregate-id": "user-42"}, message_id=str(i)),
+                aio_pika.Message(b"{}", headers={H_AGGREGATE_SLOT: slot}, message_id=str(i)),
                 routing_key="user.registered",
             )
-        depths = []
-        for p in range(3):
-            declared = await channel.declare_queue(f"profiles.p{p}", passive=True)
-            depths.append(declared.declaration_result.message_count)
+        assert await depths() == [30, 0, 0]
+        for i in range(10):  # slot 31 -> partition 1
+            await events.publish(
+                aio_pika.Message(b"{}", headers={H_AGGREGATE_SLOT: "31"}, message_id=str(i)),
+                routing_key="user.registered",
+            )
+        # A publisher that forgot the header: not lost, partition 0.
+        await events.publish(aio_pika.Message(b"{}"), routing_key="user.registered")
+        assert await depths() == [1, 10, 0]
     finally:
         await connection.close()
-    assert sorted(depths) == [0, 0, 30]

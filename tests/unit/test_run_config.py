@@ -303,8 +303,7 @@ def test_rabbitmq_imports_definitions_and_runs_the_plugins(compose: dict[str, An
     rabbit = compose["services"]["rabbitmq"]
     assert rabbit["image"].startswith("rabbitmq:3.13-management")
     plugins = (ROOT / "infra" / "rabbitmq" / "enabled_plugins").read_text().strip()
-    # consistent hash: the exchange in front of a partitioned consumer (WORKER_PARTITIONS)
-    assert plugins == "[rabbitmq_management,rabbitmq_prometheus,rabbitmq_consistent_hash_exchange]."
+    assert plugins == "[rabbitmq_management,rabbitmq_prometheus]."
     conf = dict(
         line.split(" = ", 1)
         for line in (ROOT / "infra" / "rabbitmq" / "rabbitmq.conf").read_text().splitlines()

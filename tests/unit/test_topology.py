@@ -9,6 +9,7 @@ import pytest
 
 from shared import topology
 from shared.broker import definitions_json
+from shared.messaging import AGGREGATE_SLOTS, aggregate_slot
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -55,13 +56,16 @@ def test_bindings_follow_the_consumer_table() -> None:
     assert [ex.name for ex in topology.DEFAULT.exchanges] == ["events"]
 
 
-def test_partitioned_consumer_hashes_aggregates_over_single_active_partition_queues() -> None:
+def test_partitioned_consumer_routes_aggregate_slots_to_single_active_partition_queues() -> None:
     spec = topology.consumer_spec("profiles").with_partitions(3)
     topo = topology.topology_of((spec,), topology.parse_retry_delays("5s"))
-    (exchange,) = [ex for ex in topo.exchanges if ex.name != "events"]
-    assert (exchange.name, exchange.type) == ("profiles.partitions", "x-consistent-hash")
-    assert exchange.arguments == {"hash-header": "x-aggregate-id"}
-    assert exchange.internal  # only reachable through the bindings from ``events``
+    exchanges = {ex.name: ex for ex in topo.exchanges}
+    partitions = exchanges["profiles.partitions"]
+    assert (partitions.type, partitions.internal) == ("headers", True)
+    assert partitions.arguments == {"alternate-exchange": "profiles.unslotted"}
+    assert (exchanges["profiles.unslotted"].type, exchanges["profiles.unslotted"].internal) == (
+        "fanout", True
+    )
     assert {q.name for q in topo.queues} == {
         "profiles.p0", "profiles.p1", "profiles.p2",
         "profiles.p0.retry.5s", "profiles.p1.retry.5s", "profiles.p2.retry.5s",
@@ -73,14 +77,29 @@ def test_partitioned_consumer_hashes_aggregates_over_single_active_partition_que
     assert work["x-dead-letter-routing-key"] == "profiles.dlq"
     retry = p1.retry_queue(topology.RetryDelay.parse("5s")).arguments
     assert retry["x-dead-letter-routing-key"] == "profiles.p1"  # back to the same partition
-    bindings = {(b.exchange, b.destination, b.routing_key, b.destination_type)
-                for b in topo.bindings}
-    assert ("events", "profiles.partitions", "user.registered", "exchange") in bindings
-    assert ("profiles.partitions", "profiles.p2", "1", "queue") in bindings
+    into = {(b.exchange, b.destination, b.routing_key, b.destination_type)
+            for b in topo.bindings if b.exchange == "events"}
+    assert ("events", "profiles.partitions", "user.registered", "exchange") in into
+    slots = {b.arguments["aggregate-slot"]: b.destination
+             for b in topo.bindings if b.exchange == "profiles.partitions"}
+    # Every one of the 64 slots is bound exactly once, slot s to partition s mod 3.
+    assert slots == {str(s): f"profiles.p{s % 3}" for s in range(64)}
+    assert all(b.arguments["x-match"] == "all"
+               for b in topo.bindings if b.exchange == "profiles.partitions")
+    assert [(b.exchange, b.destination) for b in topo.bindings
+            if b.exchange == "profiles.unslotted"] == [("profiles.unslotted", "profiles.p0")]
     assert not any(b.destination == "profiles" for b in topo.bindings)
     policy = re.compile(spec.policy().pattern)
     assert all(policy.match(n) for n in ("profiles", "profiles.p0", "profiles.p12"))
     assert not any(policy.match(n) for n in ("profiles.dlq", "profiles.p1.retry.5s", "profiles2"))
+
+
+def test_aggregate_slot_is_stable_across_processes_and_releases() -> None:
+    # CRC-32, not Python's salted hash(): fixed values, whatever the process.
+    assert aggregate_slot("user-42") == "51"
+    assert aggregate_slot("00000000-0000-0000-0000-000000000001") == "31"
+    slots = {aggregate_slot(f"agg-{i}") for i in range(5000)}
+    assert slots == {str(s) for s in range(AGGREGATE_SLOTS)}
 
 
 def test_ocr_is_not_partitioned_and_partition_numbers_are_checked() -> None:
