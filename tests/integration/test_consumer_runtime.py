@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,7 @@ from shared.messaging import EVENTS_EXCHANGE
 from shared.topology import parse_retry_delays, topology_of
 from tests.faults import TcpProxy
 from tests.runtime_consumer import EFFECTS_DDL, build_consumer, user_message
-from tests.support import isolated_settings
+from tests.support import isolated_settings, ready_count, wait_for
 from workers.runtime import RunningConsumer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -88,19 +88,6 @@ async def effects(db: asyncpg.Pool, name: str) -> list[asyncpg.Record]:
     return list(await db.fetch(
         "SELECT * FROM rt_effects WHERE consumer = $1 ORDER BY id", name
     ))
-
-
-async def wait_for(check: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.1)
-
-
-async def ready_count(channel: aio_pika.abc.AbstractChannel, queue: str) -> int:
-    declared = await channel.declare_queue(queue, passive=True)
-    return int(declared.declaration_result.message_count or 0)
 
 
 async def dead_letters(

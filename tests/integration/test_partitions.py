@@ -13,10 +13,9 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import aio_pika
@@ -29,7 +28,7 @@ from shared.messaging import EVENTS_EXCHANGE
 from shared.rabbitmq_admin import ManagementClient
 from shared.topology_apply import vhost_of
 from tests.runtime_consumer import EFFECTS_DDL, build_consumer, user_message
-from tests.support import env_for, free_port, isolated_settings
+from tests.support import env_for, free_port, isolated_settings, ready_count, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 AGGREGATES = 24
@@ -62,19 +61,6 @@ async def channel(part_settings: Settings) -> AsyncIterator[aio_pika.abc.Abstrac
     await connection.close()
 
 
-async def wait_for(check: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.1)
-
-
-async def depth(channel: aio_pika.abc.AbstractChannel, queue: str) -> int:
-    declared = await channel.declare_queue(queue, passive=True)
-    return int(declared.declaration_result.message_count or 0)
-
-
 async def test_aggregates_stay_in_one_partition_in_order_and_retries_come_back(
     part_settings: Settings, db: asyncpg.Pool, channel: aio_pika.abc.AbstractChannel
 ) -> None:
@@ -91,7 +77,7 @@ async def test_aggregates_stay_in_one_partition_in_order_and_retries_come_back(
             await exchange.publish(message, routing_key="user.registered")
             published.append((user, message.message_id or ""))
     total = AGGREGATES * PER_AGGREGATE
-    p0, p1 = await depth(channel, f"{name}.p0"), await depth(channel, f"{name}.p1")
+    p0, p1 = await ready_count(channel, f"{name}.p0"), await ready_count(channel, f"{name}.p1")
     assert p0 + p1 == total and p0 > 0 and p1 > 0, (p0, p1)
 
     async def effects() -> list[asyncpg.Record]:
@@ -133,7 +119,7 @@ async def test_aggregates_stay_in_one_partition_in_order_and_retries_come_back(
         await wait_for(lambda: handled(total + 1), 30, "the retried message")
         last = (await effects())[-1]
         assert (last["email"], last["attempts"]) == ("transient-once@example.com", 1)
-        assert await depth(channel, f"{name}.p1") == 0
+        assert await ready_count(channel, f"{name}.p1") == 0
     finally:
         await first.stop(grace_s=5)
         await second.stop(grace_s=5)
