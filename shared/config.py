@@ -17,6 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, get_type_hints
 
+from shared.messaging import AGGREGATE_SLOTS
+
 DATABASES = ("authdb", "apidb", "admindb")
 """Logical database names; each has its own URL, migrations, outbox and inbox."""
 
@@ -282,8 +284,8 @@ class Settings:
     def __post_init__(self) -> None:
         if not 0 < self.access_token_ttl_s <= 900:
             raise ValueError("ACCESS_TOKEN_TTL_S must be between 1 and 900 seconds")
-        if not 1 <= self.worker_partitions <= 64:
-            raise ValueError("WORKER_PARTITIONS must be between 1 and 64")
+        if not 1 <= self.worker_partitions <= AGGREGATE_SLOTS:
+            raise ValueError(f"WORKER_PARTITIONS must be between 1 and {AGGREGATE_SLOTS}")
 
     def database_url(self, database: str) -> str:
         """URL of one logical database (``authdb``, ``apidb`` or ``admindb``)."""

@@ -26,11 +26,6 @@ partitioned consumer's headers exchange routes on it (:mod:`shared.topology`). N
 prefix: a headers exchange ignores binding arguments whose names start with ``x-``."""
 AGGREGATE_SLOTS = 64
 
-
-def aggregate_slot(aggregate_id: str) -> str:
-    """The slot of an aggregate: CRC-32 of its id, so the same in every process and release."""
-    return str(zlib.crc32(aggregate_id.encode()) % AGGREGATE_SLOTS)
-
 H_SCHEMA_VERSION = "x-schema-version"
 H_PRODUCER = "x-producer"
 """Logical database (authdb, apidb, admindb) whose outbox published the event."""
@@ -51,3 +46,8 @@ H_FIRST_FAILURE_AT = "x-ams-first-failure-at"
 H_LAST_FAILURE_AT = "x-ams-last-failure-at"
 H_REPLAYS = "x-ams-replays"
 """Replay history: a list of ``{"at", "by", "from"}`` tables appended by ``amsctl dlq replay``."""
+
+
+def aggregate_slot(aggregate_id: str) -> str:
+    """The slot of an aggregate: CRC-32 of its id, so the same in every process and release."""
+    return str(zlib.crc32(aggregate_id.encode()) % AGGREGATE_SLOTS)

@@ -23,7 +23,6 @@ import shutil
 import signal
 import sys
 import tempfile
-from collections.abc import Sequence
 
 from shared.config import Settings
 from shared.logging import get_logger
@@ -36,7 +35,7 @@ EXIT_CANNOT_START = 3
 RESTART_MIN_S = 1.0
 RESTART_MAX_S = 30.0
 STABLE_S = 60.0
-"""A partition that ran this long before it died is restarted at once, not after backoff."""
+"""A partition that ran this long before it died starts its backoff over (RESTART_MIN_S)."""
 
 KILL_AFTER_S = 10.0
 """Past the shutdown timeout, how long a partition may take before it is killed."""
@@ -53,14 +52,10 @@ class Supervisor:
         self.name = name
         self.partitions = partitions
         self.settings = settings
-        self.restarts = 0
         self._stop = asyncio.Event()
         self._fatal: int | None = None
         self._processes: dict[int, asyncio.subprocess.Process] = {}
         self._metrics_dir: str | None = None
-
-    def stop(self) -> None:
-        self._stop.set()
 
     async def run(self) -> int:
         """Run until SIGTERM/SIGINT (or a partition refuses to start); the exit code."""
@@ -112,7 +107,6 @@ class Supervisor:
                 return
             if loop.time() - started >= STABLE_S:
                 delay = RESTART_MIN_S
-            self.restarts += 1
             log.error(
                 "partition_died", consumer=self.name, partition=partition, exit_code=code,
                 restart_in=delay,
@@ -156,4 +150,4 @@ def supervise(name: str, partitions: int, settings: Settings) -> int:
     return asyncio.run(Supervisor(name, partitions, settings).run())
 
 
-__all__: Sequence[str] = ["Supervisor", "partition_command", "supervise"]
+__all__ = ["Supervisor", "partition_command", "supervise"]
