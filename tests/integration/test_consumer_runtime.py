@@ -281,13 +281,15 @@ async def test_broker_connection_cut_mid_consumption_resumes_and_loses_nothing(
         via_proxy = urlunsplit(url._replace(
             netloc=f"guest:guest@127.0.0.1:{proxy.port}", query="reconnect_interval=1"
         ))
-        consumer = await build_consumer(name, prefetch=8).start(
-            replace(rt_settings, rabbitmq_url=via_proxy)
-        )
-        running.append(consumer)
+        # Queued before the consumer starts: published while it ran, all of them could be
+        # applied before the cut (the consumer outpaces one publisher).
+        built = build_consumer(name, prefetch=8)
+        await (await built.start(rt_settings)).stop(grace_s=5)  # declares the queue
         messages = [user_message(f"ok{i}@example.com") for i in range(1500)]
         for message in messages:
             await publish(channel, message)
+        consumer = await built.start(replace(rt_settings, rabbitmq_url=via_proxy))
+        running.append(consumer)
 
         async def some_done() -> bool:
             return len(await effects(db, name)) >= 20
