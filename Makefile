@@ -28,12 +28,18 @@ run: install
 run-check: install
 	bash scripts/run.sh --check
 
-## Run the whole test suite against the local services (isolated databases and vhost).
-test: install services
-	$(PY) -m pytest
+## The whole test suite, failing fast: lint, the unit tier (no service needed, seconds),
+## then the integration and e2e tiers against the local services (isolated databases, vhost).
+test: install
+	$(MAKE) --no-print-directory lint
+	$(MAKE) --no-print-directory test-fast
+	$(MAKE) --no-print-directory services
+	$(PY) -m pytest -m "not unit"
 
+## The unit tier: business rules and runtime parts on fakes; every service address points
+## at a closed port (tests/unit/conftest.py).
 test-fast: install
-	$(PY) -m pytest tests/unit
+	$(PY) -m pytest tests/unit -m unit
 
 lint: install
 	$(VENV)/bin/ruff check .
