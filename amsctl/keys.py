@@ -8,24 +8,26 @@ tokens; refresh tokens are re-signed on every rotation), then retiring the old k
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 import sqlalchemy.exc
 import typer
 from rich.table import Table
 
+from amsctl.audit import AuditNotRecorded, run_audited, trail
 from amsctl.common import EXIT_FAILURE, EXIT_NOT_FOUND, EXIT_UNAVAILABLE, console, fail, print_json
 from amsctl.common import settings as load_settings
+from apps.auth.audit import AuditAction, AuditOutcome
 from apps.auth.keys import KeyStore
 from shared.db import create_engine, session_factory
-from shared.errors import Conflict, NotFound
+from shared.errors import Conflict, DependencyUnavailable, NotFound
 
 app = typer.Typer(help="Token signing keys (JWKS).", no_args_is_help=True)
 T = TypeVar("T")
 
 
-def _with_store(action: Callable[[Any], Awaitable[T]]) -> T:
+def _with_store(action: Callable[[KeyStore], Awaitable[T]]) -> T:
     async def run() -> T:
         engine = create_engine(load_settings().auth_database_url, pool_size=1)
         try:
@@ -33,8 +35,33 @@ def _with_store(action: Callable[[Any], Awaitable[T]]) -> T:
         finally:
             await engine.dispose()
 
+    return _run(run)
+
+
+def _audited(
+    name: AuditAction, target: str | None, action: Callable[[KeyStore], Awaitable[T]],
+    outcome_of: Callable[[T], tuple[str | None, AuditOutcome, dict[str, Any]]] | None = None,
+) -> T:
+    """Run a key operation and record it in the operator audit table (authdb)."""
+
+    async def run() -> T:
+        cfg = load_settings()
+        async with trail(cfg) as audit:
+            store = KeyStore(audit.sessions)
+            return await run_audited(
+                audit, name, target, lambda: action(store), outcome_of=outcome_of
+            )
+
+    return _run(run)
+
+
+def _run(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
     try:
-        return asyncio.run(run())
+        return asyncio.run(main())
+    except DependencyUnavailable as exc:
+        fail(str(exc), EXIT_UNAVAILABLE)
+    except AuditNotRecorded as exc:
+        fail(str(exc), EXIT_FAILURE)
     except (OSError, sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError) as exc:
         fail(f"authdb is unreachable: {exc}", EXIT_UNAVAILABLE)
 
@@ -44,7 +71,7 @@ def list_keys(as_json: bool = typer.Option(False, "--json", help="JSON for scrip
     """Every signing key, newest first: kid, created, retired, whether it signs."""
     keys = _with_store(lambda store: store.all())
     live = [k for k in keys if k.retired_at is None]
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "kid": k.kid,
             "created_at": k.created_at.isoformat(),
@@ -67,7 +94,10 @@ def list_keys(as_json: bool = typer.Option(False, "--json", help="JSON for scrip
 @app.command("create")
 def create() -> None:
     """Create a key; it signs new tokens once auth processes reload keys (SIGNING_KEY_CACHE_S)."""
-    kid = _with_store(lambda store: store.create())
+    kid = _audited(
+        AuditAction.KEYS_CREATE, None, lambda store: store.create(),
+        outcome_of=lambda kid: (kid, AuditOutcome.OK, {}),
+    )
     console.print(f"created signing key {kid}")
 
 
@@ -78,7 +108,10 @@ def retire(
 ) -> None:
     """Stop publishing a key: tokens it signed stop verifying once caches refresh."""
     try:
-        _with_store(lambda store: store.retire(kid, force=force))
+        _audited(
+            AuditAction.KEYS_RETIRE, kid, lambda store: store.retire(kid, force=force),
+            outcome_of=lambda _: (kid, AuditOutcome.OK, {"force": force}),
+        )
     except NotFound as exc:
         fail(str(exc), EXIT_NOT_FOUND)
     except Conflict as exc:

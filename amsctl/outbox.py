@@ -9,10 +9,13 @@ import asyncpg
 import typer
 from rich.table import Table
 
-from amsctl.common import EXIT_UNAVAILABLE, console, fail, print_json, settings
+from amsctl.audit import AuditNotRecorded, run_audited, trail
+from amsctl.common import EXIT_FAILURE, EXIT_UNAVAILABLE, console, fail, print_json, settings
+from apps.auth.audit import AuditAction, AuditOutcome
 from outbox import store
 from shared.config import DATABASES, Settings
 from shared.db import asyncpg_dsn
+from shared.errors import DependencyUnavailable
 
 app = typer.Typer(help="Outbox backlog, parked events, re-queueing.", no_args_is_help=True)
 
@@ -62,15 +65,29 @@ def requeue(
     if not event_id and not all_parked:
         fail("name events with --event-id, or pass --all-parked", 2)
 
+    cfg = settings()
+    target = f"{database}:" + ("all-parked" if all_parked else ",".join(event_id))
+
+    async def requeue_in(conn: asyncpg.Connection) -> int:
+        return await store.requeue_parked(conn, None if all_parked else event_id)
+
     async def run() -> int:
-        conn = await asyncpg.connect(asyncpg_dsn(settings().database_url(database)), timeout=10)
-        try:
-            return await store.requeue_parked(conn, None if all_parked else event_id)
-        finally:
-            await conn.close()
+        async with trail(cfg) as audit:
+            conn = await asyncpg.connect(asyncpg_dsn(cfg.database_url(database)), timeout=10)
+            try:
+                return await run_audited(
+                    audit, AuditAction.OUTBOX_REQUEUE, target, lambda: requeue_in(conn),
+                    outcome_of=lambda n: (target, AuditOutcome.OK, {"requeued": n}),
+                )
+            finally:
+                await conn.close()
 
     try:
         count = asyncio.run(run())
+    except DependencyUnavailable as exc:
+        fail(str(exc), EXIT_UNAVAILABLE)
+    except AuditNotRecorded as exc:
+        fail(str(exc), EXIT_FAILURE)
     except (OSError, asyncpg.PostgresError) as exc:
         fail(f"PostgreSQL is unreachable: {exc}", EXIT_UNAVAILABLE)
     console.print(f"{database}: re-queued {count} parked event(s)")

@@ -7,36 +7,45 @@ import asyncio
 import sqlalchemy.exc
 import typer
 
+from amsctl.audit import AuditNotRecorded, run_audited, trail
 from amsctl.common import EXIT_FAILURE, EXIT_UNAVAILABLE, EXIT_USAGE, console, fail, settings
+from apps.auth.audit import AuditAction, AuditOutcome
 from apps.auth.passwords import Argon2Passwords
 from apps.auth.services import grant_role, register_user
 from shared.config import Settings
-from shared.db import create_engine, session_factory
-from shared.errors import Conflict, ValidationFailed
+from shared.errors import Conflict, DependencyUnavailable, ValidationFailed
 
 app = typer.Typer(help="User accounts (authdb).", no_args_is_help=True)
 
 
 async def _create_admin(cfg: Settings, email: str, password: str) -> str:
-    engine = create_engine(cfg.auth_database_url, pool_size=1)
     passwords = Argon2Passwords(
         time_cost=cfg.argon2_time_cost,
         memory_kib=cfg.argon2_memory_kib,
         parallelism=cfg.argon2_parallelism,
     )
-    sessions = session_factory(engine)
     try:
-        try:
-            account = await register_user(
-                sessions, passwords, email, password, None, ("user", "admin")
+        async with trail(cfg) as audit:
+
+            async def work() -> tuple[str, str]:
+                sessions = audit.sessions
+                try:
+                    account = await register_user(
+                        sessions, passwords, email, password, None, ("user", "admin")
+                    )
+                except Conflict:
+                    await grant_role(sessions, email, "admin")
+                    return "granted", f"{email}: existing user granted the admin role " \
+                        "(password unchanged)"
+                return "created", f"{account.email}: admin created with id {account.user_id}"
+
+            _, message = await run_audited(
+                audit, AuditAction.USERS_CREATE_ADMIN, email.strip().lower(), work,
+                outcome_of=lambda r: (email.strip().lower(), AuditOutcome.OK, {"result": r[0]}),
             )
-        except Conflict:
-            await grant_role(sessions, email, "admin")
-            return f"{email}: existing user granted the admin role (password unchanged)"
-        return f"{account.email}: admin created with id {account.user_id}"
+            return message
     finally:
         passwords.close()
-        await engine.dispose()
 
 
 @app.command("create-admin")
@@ -51,6 +60,10 @@ def create_admin(
         message = asyncio.run(_create_admin(settings(), email, password))
     except ValidationFailed as exc:
         fail(str(exc), EXIT_USAGE)
+    except DependencyUnavailable as exc:
+        fail(str(exc), EXIT_UNAVAILABLE)
+    except AuditNotRecorded as exc:
+        fail(str(exc), EXIT_FAILURE)
     except (OSError, sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError) as exc:
         fail(f"authdb is unreachable: {exc}", EXIT_UNAVAILABLE)
     except sqlalchemy.exc.ProgrammingError as exc:

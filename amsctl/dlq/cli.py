@@ -18,6 +18,7 @@ from typing import Annotated, Any
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from amsctl.audit import AuditNotRecorded, run_audited, trail
 from amsctl.common import (
     EXIT_FAILURE,
     EXIT_NOT_FOUND,
@@ -39,6 +40,7 @@ from amsctl.dlq.model import (
     is_dlq_name,
     parse_duration,
 )
+from apps.auth.audit import AuditOutcome
 from shared.config import Settings
 from shared.errors import DependencyUnavailable, NotFound
 
@@ -126,6 +128,8 @@ def _run(main: Callable[[Settings], Coroutine[Any, Any, int]]) -> None:
         fail(str(exc), EXIT_UNAVAILABLE)
     except NotFound as exc:
         fail(str(exc), EXIT_NOT_FOUND)
+    except AuditNotRecorded as exc:
+        fail(str(exc), EXIT_FAILURE)
     except OSError as exc:
         fail(f"cannot write the audit log: {exc}", EXIT_FAILURE)
     raise typer.Exit(code)
@@ -291,24 +295,20 @@ async def _move(s: Settings, req: MoveRequest) -> int:
         queues = resolve_queues(store, req.queues)
         if req.dry_run:
             return await _plan(store, queues, req, s)
-        op = AuditLog.at(s.amsctl_audit_log).begin(
-            req.action, reason=req.reason,
-            details={"selection": req.selection.describe(), "queues": [q.name for q in queues],
-                     "max": req.max_count},
-        )
-        outcomes: list[Outcome] = []
-        with _Progress(req.as_json, sum(q.messages for q in queues), req.action) as advance:
-            for q in queues:
-                remaining = None if req.max_count is None else req.max_count - len(outcomes)
-                if remaining == 0:
-                    break
-
-                def on_window(window: list[Outcome]) -> None:
-                    op.write("messages", messages=[o.to_json() for o in window])
-                    advance(len(window))
-
-                plan = _plan_for(q, req, remaining, op, s)
-                outcomes += await store.move(q.name, plan, on_window)
+        async with trail(s) as audit_trail:  # before any change: no unrecorded action
+            op = AuditLog.at(s.amsctl_audit_log).begin(
+                req.action, reason=req.reason,
+                details={"selection": req.selection.describe(),
+                         "queues": [q.name for q in queues], "max": req.max_count},
+            )
+            target = ",".join(q.name for q in queues)
+            outcomes = await run_audited(
+                audit_trail, f"dlq.{req.action}", target,
+                lambda: _move_queues(store, queues, req, op, s),
+                details={"op_id": op.op_id, "reason": req.reason, "max": req.max_count,
+                         "selection": req.selection.describe()},
+                outcome_of=lambda done: (target, *_summary(done)),
+            )
         failed = sum(not o.ok for o in outcomes)
         op.write("end", outcome="ok" if not failed else "partial",
                  moved=len(outcomes) - failed, failed=failed)
@@ -316,6 +316,40 @@ async def _move(s: Settings, req: MoveRequest) -> int:
     if failed:
         return EXIT_FAILURE
     return EXIT_NOT_FOUND if req.selection.message_ids and not outcomes else 0
+
+
+async def _move_queues(store: DeadLetterStore, queues: list[QueueInfo], req: MoveRequest,
+                       op: Operation, s: Settings) -> list[Outcome]:
+    outcomes: list[Outcome] = []
+    with _Progress(req.as_json, sum(q.messages for q in queues), req.action) as advance:
+        for q in queues:
+            remaining = None if req.max_count is None else req.max_count - len(outcomes)
+            if remaining == 0:
+                break
+
+            def on_window(window: list[Outcome]) -> None:
+                op.write("messages", messages=[o.to_json() for o in window])
+                advance(len(window))
+
+            plan = _plan_for(q, req, remaining, op, s)
+            outcomes += await store.move(q.name, plan, on_window)
+    return outcomes
+
+
+_AUDIT_IDS = 200
+"""At most this many message ids per audit row (the JSON-lines log has them all)."""
+
+
+def _summary(outcomes: list[Outcome]) -> tuple[AuditOutcome, dict[str, Any]]:
+    failed = [o for o in outcomes if not o.ok]
+    done = [o for o in outcomes if o.ok]
+    outcome = AuditOutcome.OK if not failed else (
+        AuditOutcome.PARTIAL if done else AuditOutcome.FAILED)
+    return outcome, {
+        "moved": len(done), "failed": len(failed),
+        "message_ids": [o.message_id for o in done[:_AUDIT_IDS]],
+        "failed_ids": [o.message_id for o in failed[:_AUDIT_IDS]],
+    }
 
 
 def _plan_for(q: QueueInfo, req: MoveRequest, remaining: int | None, op: Operation,

@@ -27,9 +27,11 @@ from typer.testing import CliRunner
 from amsctl import common
 from amsctl.common import EXIT_NOT_FOUND, EXIT_UNAVAILABLE, EXIT_USAGE
 from amsctl.main import app
+from apps.auth import audit
+from apps.auth.audit import AuditFilter
 from shared import messaging as m
 from shared.config import Settings
-from shared.db import create_engine
+from shared.db import create_engine, session_factory
 from shared.errors import DomainError
 from shared.events import UserRegistered, encode
 from tests.support import isolated_settings
@@ -45,10 +47,18 @@ def wide_console(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(common.console, "width", 200)
 
 
+@pytest.fixture(scope="module")
+def authdb() -> Iterator[str]:
+    """One migrated authdb for the module: replays and purges are recorded in its audit table."""
+    with isolated_settings("dlqaudit") as s:
+        yield s.auth_database_url
+
+
 @pytest.fixture
-def env(tmp_path: Path) -> Iterator[tuple[Settings, dict[str, str]]]:
+def env(tmp_path: Path, authdb: str) -> Iterator[tuple[Settings, dict[str, str]]]:
     with isolated_settings("dlq", migrate=False) as s:
         yield s, {
+            "AUTH_DATABASE_URL": authdb,
             "RABBITMQ_URL": s.rabbitmq_url,
             "RABBITMQ_MANAGEMENT_URL": s.rabbitmq_management_url,
             "AMSCTL_AUDIT_LOG": str(tmp_path / "audit.jsonl"),
@@ -124,6 +134,22 @@ def setup(s: Settings, consumer: str, letters: list[aio_pika.Message]) -> None:
 
 def cli(env: dict[str, str], *args: str) -> Any:
     return runner.invoke(app, ["dlq", *args], env=env)
+
+
+def audit_rows(env: dict[str, str], action: str) -> list[audit.AuditEntry]:
+    """This test's rows of the operator audit table (its audit log names its operations)."""
+    log = Path(env["AMSCTL_AUDIT_LOG"])
+    ops = {json.loads(line)["op_id"] for line in log.read_text().splitlines()}
+
+    async def read() -> list[audit.AuditEntry]:
+        engine = create_engine(env["AUTH_DATABASE_URL"], pool_size=1)
+        try:
+            rows = await audit.list_entries(session_factory(engine), AuditFilter(action=action))
+        finally:
+            await engine.dispose()
+        return [r for r in rows if r.details.get("op_id") in ops]
+
+    return asyncio.run(read())
 
 
 # --- list / show ----------------------------------------------------------------------
@@ -264,6 +290,11 @@ def test_replay_goes_to_the_failed_queue_only_and_keeps_identity(env: Any) -> No
     assert entry["reason"] == "bug 12 fixed"
     assert cli(e, "history", "b").exit_code == EXIT_NOT_FOUND
 
+    [row] = audit_rows(e, "dlq.replay")
+    assert (row.target, row.outcome, row.source) == ("profiles.dlq", "ok", "cli")
+    assert row.details["message_ids"] == ["a", "c"] and row.details["reason"] == "bug 12 fixed"
+    assert row.details["op_id"] == entry["op_id"]  # the JSON-lines log has the same operation
+
 
 def test_replay_max_and_message_id(env: Any) -> None:
     s, e = env
@@ -298,6 +329,9 @@ def test_replay_into_a_missing_queue_keeps_the_dead_letter(env: Any) -> None:
     assert outcome["a"]["outcome"] == "failed"
     assert outcome["b"]["outcome"] == "ok"
     assert ids(s, "profiles.dlq") == ["a"]
+    [row] = audit_rows(e, "dlq.replay")
+    assert row.outcome == "partial"
+    assert (row.details["message_ids"], row.details["failed_ids"]) == (["b"], ["a"])
 
 
 # --- purge ----------------------------------------------------------------------------
@@ -328,6 +362,19 @@ def test_purge_removes_exactly_the_selection(env: Any) -> None:
     assert [r["event"] for r in records] == ["start", "messages", "end"]
     assert sorted(x["message_id"] for x in records[1]["messages"]) == ["drop-1", "drop-2"]
     assert records[0]["who"]
+    [row] = audit_rows(e, "dlq.purge")
+    assert row.outcome == "ok" and row.actor == records[0]["who"]
+    assert sorted(row.details["message_ids"]) == ["drop-1", "drop-2"]
+
+
+def test_replay_refused_when_the_audit_table_is_unreachable(env: Any) -> None:
+    s, e = env
+    setup(s, "profiles", [dead_letter("a", "profiles")])
+    down = e | {"AUTH_DATABASE_URL": "postgresql+asyncpg://postgres@127.0.0.1:1/authdb"}
+    result = cli(down, "replay", "--all")
+    assert result.exit_code == EXIT_UNAVAILABLE, result.output
+    assert "nothing was changed" in result.output
+    assert ids(s, "profiles.dlq") == ["a"]
 
 
 def test_unreachable_broker_is_a_clear_error(env: Any) -> None:
@@ -432,7 +479,8 @@ async def _wait_total(s: Settings, expected: int) -> None:
 
 def test_replayed_messages_are_processed_once_by_the_runtime_inbox(tmp_path: Path) -> None:
     with isolated_settings("dlqinbox", worker_metrics_port=0) as s:
-        e = {"RABBITMQ_URL": s.rabbitmq_url, "RABBITMQ_MANAGEMENT_URL": s.rabbitmq_management_url,
+        e = {"AUTH_DATABASE_URL": s.auth_database_url,
+             "RABBITMQ_URL": s.rabbitmq_url, "RABBITMQ_MANAGEMENT_URL": s.rabbitmq_management_url,
              "AMSCTL_AUDIT_LOG": str(tmp_path / "audit.jsonl")}
         applied, inbox_rows = asyncio.run(_replay_through_runtime(s, e))
     assert sorted(applied) == sorted(set(applied))
