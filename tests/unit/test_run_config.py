@@ -26,6 +26,8 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.cluster.compose import interpolate
+
 ROOT = Path(__file__).resolve().parents[2]
 ENTRY_MODULES = {"apps.auth", "apps.users", "apps.admin", "outbox", "workers", "amsctl"}
 CONSUMERS = {"profiles", "ocr", "documents", "saga"}
@@ -90,10 +92,19 @@ def _is_one_shot(service: dict[str, Any]) -> bool:
 def _published_ports(service: dict[str, Any]) -> list[int]:
     ports = []
     for entry in service.get("ports", []):
-        host, _, container = str(entry).rpartition(":")
+        parts = str(entry).split(":")
+        host, container = parts[-2], parts[-1]
         assert host == container, f"host and container port differ in {entry!r}"
         ports.append(int(container))
     return ports
+
+
+def _published_addresses(service: dict[str, Any]) -> set[str]:
+    """The host interfaces a service's ports are published on (``0.0.0.0`` when unstated)."""
+    return {
+        str(entry).split(":")[0] if str(entry).count(":") == 2 else "0.0.0.0"
+        for entry in service.get("ports", [])
+    }
 
 
 # --- Procfile ---------------------------------------------------------------------------
@@ -237,6 +248,10 @@ def test_compose_ports_follow_the_contract(compose: dict[str, Any]) -> None:
     services = compose["services"]
     for name, ports in INFRA_PORTS.items():
         assert set(ports) <= set(_published_ports(services[name])), name
+    for name, service in services.items():
+        if name in INFRA_PORTS or name.startswith("rabbitmq"):
+            # Databases and the broker carry development credentials: this host only.
+            assert _published_addresses(service) <= {"127.0.0.1"}, name
     for name, service in _app_services(compose).items():
         module = _command(service)[2]
         if module in API_PORTS:
@@ -252,7 +267,7 @@ def test_compose_ports_follow_the_contract(compose: dict[str, Any]) -> None:
 
 def test_compose_app_services_get_the_contract_environment(compose: dict[str, Any]) -> None:
     for name, service in _app_services(compose).items():
-        env = service["environment"]
+        env = {k: interpolate(str(v), {}) for k, v in service["environment"].items()}
         assert set(env) >= CONTRACT_ENV, f"{name} misses {CONTRACT_ENV - set(env)}"
         assert env["AUTH_JWKS_URL"] == "http://auth:8002/.well-known/jwks.json"
         urls = [env["AUTH_DATABASE_URL"], env["USERS_DATABASE_URL"], env["ADMIN_DATABASE_URL"]]
@@ -267,6 +282,8 @@ def test_compose_app_services_get_the_contract_environment(compose: dict[str, An
     ]
     present = [p for p in metrics_ports if p]
     assert len(present) == len(set(present)) == 5
+    hosts = {svc["environment"]["HTTP_HOST"] for svc in _app_services(compose).values()}
+    assert hosts == {"0.0.0.0"}, "APIs must listen beyond the container's loopback"
 
 
 def test_compose_files_and_scripts_exist(compose: dict[str, Any]) -> None:
