@@ -125,3 +125,21 @@ def test_procfile_sets_only_settings() -> None:
 )
 def test_docs_examples_set_only_settings(page: str) -> None:
     assert unknown(documented_assignments((ROOT / page).read_text())) == set(), page
+
+
+def _seconds(duration: str) -> float:
+    units = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+    return sum(
+        float(amount) * units[unit] for amount, unit in re.findall(r"(\d+)(ms|s|m|h)", duration)
+    )
+
+
+def test_workers_may_drain_before_compose_kills_them() -> None:
+    raw = yaml.safe_load(COMPOSE_FILE.read_text())["services"]
+    default = Settings().worker_shutdown_timeout_s
+    for name, service in load({}).items():
+        if service.command[:3] != ["python", "-m", "workers"]:
+            continue
+        drain = float(service.environment.get("WORKER_SHUTDOWN_TIMEOUT_S") or default)
+        grace = _seconds(str(raw[name].get("stop_grace_period", "10s")))
+        assert grace > drain + 5, f"{name}: stop_grace_period {grace}s vs drain {drain}s"
