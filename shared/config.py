@@ -49,6 +49,11 @@ class Settings:
     )
     """admindb: documents, blobs, OCR results, outbox, inbox."""
 
+    audit_database_url: str = field(default="", metadata=_env("AUDIT_DATABASE_URL"))
+    """Where the admin API (and console) append operator actions (authdb's ``operator_audit``);
+    empty: ``AUTH_DATABASE_URL``. With least-privilege roles, a role that may only insert into
+    and read that table."""
+
     rabbitmq_url: str = field(
         default="amqp://guest:guest@127.0.0.1:5672/", metadata=_env("RABBITMQ_URL")
     )
@@ -286,6 +291,11 @@ class Settings:
             raise ValueError("ACCESS_TOKEN_TTL_S must be between 1 and 900 seconds")
         if not 1 <= self.worker_partitions <= AGGREGATE_SLOTS:
             raise ValueError(f"WORKER_PARTITIONS must be between 1 and {AGGREGATE_SLOTS}")
+
+    @property
+    def audit_url(self) -> str:
+        """The database URL that holds the operator audit table."""
+        return self.audit_database_url or self.auth_database_url
 
     def database_url(self, database: str) -> str:
         """URL of one logical database (``authdb``, ``apidb`` or ``admindb``)."""

@@ -11,6 +11,7 @@ from litestar.datastructures import State
 from litestar.di import Provide
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from apps.admin.audit_trail import AuditTrail
 from apps.admin.controllers import DocumentController
 from apps.admin.services import UploadLimits
 from shared.auth import VERIFIER_STATE, TokenVerifier, build_verifier
@@ -45,6 +46,8 @@ def _status_handler(status: int, code: str) -> Any:
 def create_app(settings: Settings, *, verifier: TokenVerifier | None = None) -> Litestar:
     """The admin app. ``verifier`` may be injected (tests); otherwise JWKS + Redis from settings."""
     engine = create_engine(settings.admin_database_url, pool_size=settings.db_pool_size)
+    audit_engine = create_engine(settings.audit_url, pool_size=2)
+    audit_trail = AuditTrail(session_factory(audit_engine))
     sessions = session_factory(engine)
     redis = create_redis(settings.redis_url)
     limits = upload_limits(settings)
@@ -56,6 +59,7 @@ def create_app(settings: Settings, *, verifier: TokenVerifier | None = None) -> 
             yield
         finally:
             await engine.dispose()
+            await audit_engine.dispose()
             await redis.aclose()
 
     checks = {"admindb": database_check(engine)}
@@ -70,6 +74,7 @@ def create_app(settings: Settings, *, verifier: TokenVerifier | None = None) -> 
         dependencies={
             "db_session": Provide(_session_provider(sessions)),
             "upload_limits": Provide(lambda: limits, sync_to_thread=False),
+            "audit_trail": Provide(lambda: audit_trail, sync_to_thread=False),
         },
         exception_handlers={
             PayloadTooLarge: _status_handler(413, "payload_too_large"),

@@ -13,6 +13,7 @@ from litestar.params import Body, Parameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from apps.admin import services
+from apps.admin.audit_trail import AuditTrail
 from apps.admin.schemas import (
     DocumentDetail,
     DocumentPage,
@@ -94,9 +95,10 @@ class DocumentController(Controller):
     )
     async def set_legal_hold(
         self, principal: Principal, db_session: AsyncSession, document_id: uuid.UUID,
-        data: LegalHoldIn,
+        data: LegalHoldIn, audit_trail: AuditTrail,
     ) -> LegalHoldOut:
         result = await services.set_legal_hold(
-            db_session, viewer_of(principal), document_id, hold=data.legal_hold
+            db_session, viewer_of(principal), document_id, hold=data.legal_hold,
+            audit=audit_trail.recorder(principal),
         )
         return LegalHoldOut(**result)

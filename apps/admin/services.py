@@ -10,12 +10,13 @@ from __future__ import annotations
 import hashlib
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from apps.admin.models import document_blobs, documents, ocr_lines, ocr_pages
+from apps.auth.audit import AuditAction, AuditOutcome
 from outbox.writer import add_event
 from shared.documents import Limits, inspect, safe_filename
 from shared.errors import LegalHold, NotFound, PayloadTooLarge, PermissionDenied
@@ -145,11 +146,24 @@ async def delete_document(session: AsyncSession, viewer: Viewer, document_id: uu
     await session.execute(sa.delete(documents).where(documents.c.id == document_id))
 
 
+class AuditSink(Protocol):
+    """Records one operator action (``apps.admin.audit_trail`` writes the audit table)."""
+
+    async def __call__(self, action: str, target: str, outcome: AuditOutcome,
+                       details: dict[str, Any]) -> None: ...
+
+
 async def set_legal_hold(
-    session: AsyncSession, viewer: Viewer, document_id: uuid.UUID, *, hold: bool
+    session: AsyncSession, viewer: Viewer, document_id: uuid.UUID, *, hold: bool,
+    audit: AuditSink,
 ) -> dict[str, Any]:
-    """Place or lift a legal hold (admins only)."""
+    """Place or lift a legal hold (admins only); every attempt is recorded in ``audit``
+    before the transaction commits."""
+    target = str(document_id)
+    details = {"legal_hold": hold}
     if not viewer.is_admin:
+        await audit(AuditAction.DOCUMENT_LEGAL_HOLD, target, AuditOutcome.DENIED,
+                    details | {"error": "not an admin"})
         raise PermissionDenied("only admins may change a legal hold")
     result = await session.execute(
         sa.update(documents).where(documents.c.id == document_id)
@@ -158,7 +172,10 @@ async def set_legal_hold(
     )
     row = result.first()
     if row is None:
+        await audit(AuditAction.DOCUMENT_LEGAL_HOLD, target, AuditOutcome.DENIED,
+                    details | {"error": "document not found"})
         raise NotFound(f"document {document_id} not found")
+    await audit(AuditAction.DOCUMENT_LEGAL_HOLD, target, AuditOutcome.OK, details)
     return {"document_id": row.id, "legal_hold": row.legal_hold}
 
 

@@ -14,8 +14,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from litestar.testing import AsyncTestClient
 
 from apps.admin.app import create_app
+from apps.auth import audit
+from apps.auth.audit import AuditAction, AuditFilter
 from shared.auth import JwksCache, TokenVerifier
 from shared.config import Settings
+from shared.db import create_engine, session_factory
 from tests.documents_support import image_bytes, pdf_with_pages, png_claiming, text_png
 
 KEY = Ed25519PrivateKey.generate()
@@ -144,3 +147,52 @@ async def test_visibility_pagination_legal_hold_and_delete(
 
 async def test_no_token_is_401(client: AsyncTestClient[Any]) -> None:
     assert (await client.get("/documents")).status_code == 401
+
+
+async def test_legal_hold_changes_are_in_the_operator_audit(
+    client: AsyncTestClient[Any], settings: Settings
+) -> None:
+    owner_id, admin_id = uuid.uuid4(), uuid.uuid4()
+    owner, admin = token(settings, owner_id), token(settings, admin_id, "admin")
+    r = await client.post("/documents", files=files(text_png("held")), headers=owner)
+    doc = r.json()["document_id"]
+    hold = f"/documents/{doc}/legal-hold"
+    assert (await client.put(hold, json={"legal_hold": True}, headers=owner)).status_code == 403
+    assert (await client.put(hold, json={"legal_hold": True}, headers=admin)).status_code == 200
+    missing = f"/documents/{uuid.uuid4()}/legal-hold"
+    assert (await client.put(missing, json={"legal_hold": True}, headers=admin)).status_code == 404
+
+    engine = create_engine(settings.auth_database_url, pool_size=1)
+    try:
+        rows = await audit.list_entries(
+            session_factory(engine), AuditFilter(action=AuditAction.DOCUMENT_LEGAL_HOLD)
+        )
+    finally:
+        await engine.dispose()
+    mine = [(r.actor, r.target, r.outcome, r.source) for r in reversed(rows)
+            if r.actor in {f"user:{owner_id}", f"user:{admin_id}"}]
+    assert mine == [
+        (f"user:{owner_id}", doc, "denied", "api"),
+        (f"user:{admin_id}", doc, "ok", "api"),
+        (f"user:{admin_id}", missing.split("/")[2], "denied", "api"),
+    ]
+
+
+async def test_no_audit_table_no_legal_hold(settings: Settings) -> None:
+    """A hold that cannot be recorded is not placed: 503 and the document stays unheld."""
+    unaudited = Settings(**{
+        **settings.__dict__,
+        "audit_database_url": "postgresql+asyncpg://postgres@127.0.0.1:1/authdb",
+    })
+    verifier = TokenVerifier(
+        JwksCache(StaticJwks()), NoRevocations(),
+        issuer=settings.auth_issuer, audience=settings.auth_audience,
+    )
+    admin = token(settings, uuid.uuid4(), "admin")
+    async with AsyncTestClient(create_app(unaudited, verifier=verifier)) as c:
+        doc = (await c.post("/documents", files=files(text_png("x")), headers=admin)).json()
+        r = await c.put(f"/documents/{doc['document_id']}/legal-hold",
+                        json={"legal_hold": True}, headers=admin)
+        assert r.status_code == 503, r.text
+        got = (await c.get(f"/documents/{doc['document_id']}", headers=admin)).json()
+        assert got["legal_hold"] is False
