@@ -1,0 +1,281 @@
+"""From lines to paragraphs and blocks by geometry, and the kind of every block.
+
+:func:`group_lines` is the one grouping function for sources that give lines and words
+but no blocks (easyocr, a PDF text layer): fragments of one line are joined, the lines
+are put in reading order (:mod:`shared.layout.order`), rows of cells become tables, and
+the remaining lines are cut into blocks and paragraphs where the geometry says so.
+:func:`refine_blocks` takes blocks an engine found itself (tesseract) and applies the
+same rules: list items and style changes start blocks, the kinds are decided, the blocks
+are put in reading order. Thresholds are in units of the line's own height, so the
+rules hold at any resolution.
+"""
+
+from __future__ import annotations
+
+import re
+import statistics
+from collections.abc import Sequence
+from enum import Enum
+
+from shared.layout.model import (
+    CELL_GAP,
+    Block,
+    Kind,
+    Line,
+    Word,
+    cells,
+    height,
+    make_block,
+    make_line,
+    make_paragraph,
+)
+from shared.layout.order import reading_order
+
+BLOCK_GAP = 0.8
+"""A vertical gap above this many line heights (a blank line) starts a new block."""
+STYLE_RATIO = 1.35
+"""Lines whose estimated font sizes differ by this factor belong to different blocks."""
+HEADING_RATIO = 1.3
+"""A short block this many times the page's body font size is a heading."""
+HEADING_MAX_LINES = 3
+INDENT = 1.0
+"""A first line indented by this many line heights starts a paragraph."""
+SHORT_LINE = 3.0
+"""A line ending this many line heights before the block's right edge ends a paragraph."""
+
+BULLETS = frozenset("•·◦▪▫●○■□‣\u2043∙*-\u2013\u2014+>¢©®°«»")
+"""Marks read as a bullet (tesseract often reads a round bullet as ``¢``, ``©`` or ``e``)."""
+_LOOKALIKES = frozenset("oeO")
+"""Letters a small round bullet is read as: a bullet only when smaller than an x-height."""
+_ENUMERATOR = re.compile(r"^(\(?(\d{1,3}|[a-zA-Z]|[ivxIVX]{1,4})[.)]|\(\w{1,4}\))$")
+_ASCENDERS = re.compile(r"[A-Z0-9bdfhiklt'\"!?/()\[\]{}|$%&@#]")
+_DESCENDERS = re.compile(r"[gjpqy,;()\[\]{}|$@_]")
+
+
+class _Break(Enum):
+    NONE = 0
+    PARAGRAPH = 1
+    BLOCK = 2
+
+
+def font_size(line: Line) -> float:
+    """Font size estimated from the line's height and the letters in it.
+
+    A line of ``x``-height letters is about half an em tall, one with ascenders and
+    descenders about the full em: dividing by that share makes "same." and "Quarterly"
+    of one font compare equal.
+    """
+    share = 0.52
+    if _ASCENDERS.search(line.text):
+        share += 0.2
+    if _DESCENDERS.search(line.text):
+        share += 0.2
+    return height(line.bbox) / share
+
+
+def list_marker(line: Line) -> bool:
+    """Does ``line`` start with a bullet or an enumerator (``1.``, ``a)``, ``(iv)``)?"""
+    if len(line.words) < 2:
+        return False
+    first = line.words[0]
+    if first.text in BULLETS or _ENUMERATOR.match(first.text):
+        return True
+    small = height(first.bbox) <= 0.45 * height(line.bbox)
+    return first.text in _LOOKALIKES and small
+
+
+def _normalise_bullet(line: Line) -> Line:
+    first = line.words[0]
+    if _ENUMERATOR.match(first.text) or first.text == "•":
+        return line
+    return make_line([Word(text="•", bbox=first.bbox, confidence=first.confidence),
+                      *line.words[1:]])
+
+
+def merge_fragments(fragments: Sequence[Line]) -> list[Line]:
+    """Join fragments on one baseline closer than ``CELL_GAP`` line heights into lines."""
+    lines: list[list[Word]] = []
+    boxes: list[list[float]] = []
+    for fragment in sorted(fragments, key=lambda f: f.bbox[0]):
+        for words, box in zip(lines, boxes, strict=True):
+            h = max(height(fragment.bbox), height(box))
+            overlap = min(box[3], fragment.bbox[3]) - max(box[1], fragment.bbox[1])
+            gap = fragment.bbox[0] - box[2]
+            low = min(height(fragment.bbox), height(box))
+            if overlap >= 0.5 * low and -0.5 * h <= gap <= CELL_GAP * h:
+                words.extend(fragment.words)
+                box[1], box[2] = min(box[1], fragment.bbox[1]), fragment.bbox[2]
+                box[3] = max(box[3], fragment.bbox[3])
+                break
+        else:
+            lines.append(list(fragment.words))
+            boxes.append(list(fragment.bbox))
+    return [make_line(words) for words in lines]
+
+
+def _unit(lines: Sequence[Line]) -> float:
+    return statistics.median(height(line.bbox) for line in lines) if lines else 1.0
+
+
+def group_lines(fragments: Sequence[Line]) -> list[Block]:
+    """Blocks in reading order, with kinds, from lines or line fragments and their words."""
+    fragments = [f for f in fragments if f.words]
+    if not fragments:
+        return []
+    lines = merge_fragments(fragments)
+    rows = reading_order(lines, lambda x: x.bbox, lambda x: len(x.text), _unit(lines))
+    return classify(_blocks(rows))
+
+
+def _stacked(above: Line, below: Line) -> bool:
+    gap = below.bbox[1] - above.bbox[3]
+    x_overlap = min(above.bbox[2], below.bbox[2]) - max(above.bbox[0], below.bbox[0])
+    return x_overlap > 0 and -0.5 * height(below.bbox) <= gap <= 1.5 * height(below.bbox)
+
+
+def _table_run(rows: list[list[Line]], start: int) -> list[Line]:
+    """Consecutive rows of two or more cells from ``start``, each merged into one line."""
+    run: list[Line] = []
+    for row in rows[start:]:
+        line = make_line(sorted((w for cell in row for w in cell.words), key=lambda w: w.bbox[0]))
+        if len(row) < 2 or (run and not _stacked(run[-1], line)):
+            break
+        run.append(line)
+    return run
+
+
+def _blocks(rows: list[list[Line]]) -> list[Block]:
+    blocks: list[Block] = []
+    text: list[list[Line]] = []  # paragraphs of the block being built
+
+    def close() -> None:
+        if text:
+            blocks.append(make_block(Kind.PARAGRAPH, [make_paragraph(p) for p in text]))
+            text.clear()
+
+    index = 0
+    while index < len(rows):
+        run = _table_run(rows, index)
+        if len(run) >= 2:
+            close()
+            blocks.append(make_block(Kind.TABLE, [make_paragraph(run)]))
+            index += len(run)
+            continue
+        row = rows[index]
+        line = make_line(sorted((w for c in row for w in c.words), key=lambda w: w.bbox[0]))
+        step = _break(text, line) if text else _Break.BLOCK
+        if step is _Break.BLOCK:
+            close()
+            text.append([line])
+        elif step is _Break.PARAGRAPH:
+            text.append([line])
+        else:
+            text[-1].append(line)
+        index += 1
+    close()
+    return blocks
+
+
+def _break(paragraphs: list[list[Line]], line: Line) -> _Break:
+    """Where ``line`` goes relative to the block whose ``paragraphs`` precede it."""
+    first, previous = paragraphs[0][0], paragraphs[-1][-1]
+    if list_marker(line) or not _continues(previous, line):
+        return _Break.BLOCK
+    if list_marker(first):  # an item's next line continues it only if indented past the mark
+        return _Break.NONE if line.bbox[0] > first.bbox[0] + 0.3 * height(line.bbox) else (
+            _Break.BLOCK
+        )
+    h = height(line.bbox)
+    left = min(p[0].bbox[0] for p in paragraphs)
+    right = max(x.bbox[2] for p in paragraphs for x in p)
+    if line.bbox[0] - left > INDENT * h or previous.bbox[2] < right - SHORT_LINE * h:
+        return _Break.PARAGRAPH
+    return _Break.NONE
+
+
+def _continues(previous: Line, line: Line) -> bool:
+    """Same block as far as geometry goes: below, overlapping, close, same font size."""
+    h = min(height(previous.bbox), height(line.bbox))
+    sizes = sorted((font_size(previous), font_size(line)))
+    return (
+        _stacked(previous, line)
+        and line.bbox[1] - previous.bbox[3] <= BLOCK_GAP * h
+        and sizes[1] <= STYLE_RATIO * sizes[0]
+    )
+
+
+def refine_blocks(blocks: Sequence[Block]) -> list[Block]:
+    """Blocks an engine found, split at list items and style changes, classified, in order."""
+    pieces: list[Block] = []
+    for block in blocks:
+        lines = block.lines
+        if is_table(lines):
+            pieces.append(make_block(Kind.TABLE, block.paragraphs))
+            continue
+        current: list[list[Line]] = []
+        for paragraph in block.paragraphs:
+            for n, line in enumerate(paragraph.lines):
+                if current and (list_marker(line) or not _same_style(current[-1][-1], line)):
+                    pieces.append(make_block(Kind.PARAGRAPH, [make_paragraph(p) for p in current]))
+                    current = []
+                if n == 0 or not current:
+                    current.append([])
+                current[-1].append(line)
+        if current:
+            pieces.append(make_block(Kind.PARAGRAPH, [make_paragraph(p) for p in current]))
+    unit = _unit([line for piece in pieces for line in piece.lines])
+    rows = reading_order(pieces, lambda b: b.bbox, _chars_per_line, unit)
+    return classify([block for row in rows for block in row])
+
+
+def _same_style(previous: Line, line: Line) -> bool:
+    sizes = sorted((font_size(previous), font_size(line)))
+    return sizes[1] <= STYLE_RATIO * sizes[0]
+
+
+def _chars_per_line(block: Block) -> float:
+    """A block of one line may be a table cell; one of several lines is text, never a cell."""
+    lines = block.lines
+    return len(lines[0].text) if len(lines) == 1 else float("inf")
+
+
+def is_table(lines: Sequence[Line]) -> bool:
+    """Two or more rows of two or more cells, most rows split, short cells."""
+    split = [cells(line) for line in lines if len(cells(line)) > 1]
+    if len(split) < 2 or len(split) * 3 < len(lines) * 2:
+        return False
+    words = [len(cell.split()) for row in split for cell in row]
+    return statistics.median(words) <= 4
+
+
+def classify(blocks: Sequence[Block]) -> list[Block]:
+    """Decide every block's kind; the page's body size is the median size of its text."""
+    sized = [(font_size(line), len(line.text)) for b in blocks for line in b.lines]
+    body = _weighted_median(sized) if sized else 0.0
+    return [_classified(block, body) for block in blocks]
+
+
+def _classified(block: Block, body: float) -> Block:
+    lines = block.lines
+    if block.kind is Kind.TABLE:
+        return block
+    if list_marker(lines[0]):
+        first = make_paragraph([_normalise_bullet(lines[0]), *block.paragraphs[0].lines[1:]])
+        return make_block(Kind.LIST_ITEM, [first, *block.paragraphs[1:]])
+    if not any(ch.isalnum() for ch in block.text):
+        return make_block(Kind.OTHER, block.paragraphs)
+    size = statistics.median(font_size(line) for line in lines)
+    if len(lines) <= HEADING_MAX_LINES and body and size >= HEADING_RATIO * body:
+        return make_block(Kind.HEADING, block.paragraphs)
+    return make_block(Kind.PARAGRAPH, block.paragraphs)
+
+
+def _weighted_median(values: list[tuple[float, int]]) -> float:
+    ordered = sorted(values)
+    half = sum(weight for _, weight in ordered) / 2
+    seen = 0
+    for value, weight in ordered:
+        seen += weight
+        if seen >= half:
+            return value
+    return ordered[-1][0]
