@@ -16,6 +16,7 @@ from outbox.relay import Relay
 from shared.config import DATABASES, Settings
 from shared.db import asyncpg_dsn
 from shared.logging import configure_logging, get_logger
+from shared.tracing import configure_tracing
 
 log = get_logger("outbox")
 
@@ -55,6 +56,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     settings = Settings.from_env()
     configure_logging(settings, service="outbox-relay")
+    configure_tracing(settings, service="outbox-relay")
     if settings.relay_metrics_port:
         start_http_server(settings.relay_metrics_port)
     asyncio.run(serve(settings, tuple(args.database or DATABASES)))

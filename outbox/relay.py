@@ -30,6 +30,9 @@ from shared.logging import get_logger
 
 log = get_logger(__name__)
 
+LOG_EACH_EVENT_MAX = 32
+"""Batches up to this size log one INFO line per event; bigger ones one line per batch."""
+
 DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, ConnectionError, TimeoutError)
 
 
@@ -218,17 +221,28 @@ class Relay:
             hist = metrics.LATENCY.labels(self.database)
             for row in sent:
                 hist.observe((confirmed_at - row.created_at).total_seconds())
-            if self._trace:  # LOG_LEVEL=DEBUG: one line per event, to follow a correlation id
-                for row in sent:
-                    log.debug(
-                        "outbox_published",
-                        database=self.database,
-                        event_id=str(row.event_id),
-                        event_type=row.event_type,
-                        correlation_id=row.correlation_id,
-                    )
+            self._log_sent(sent, confirmed_at)
         if failed:
             await self._record_failures(failed)
+
+    def _log_sent(self, sent: list[OutboxRow], confirmed_at: datetime) -> None:
+        """One line per event while traffic is light (a request can be followed by its
+        correlation id at the default level); one line per batch under load, where per-event
+        lines would cost throughput (they come back with LOG_LEVEL=DEBUG)."""
+        if len(sent) > LOG_EACH_EVENT_MAX and not self._trace:
+            oldest = min(row.created_at for row in sent)
+            log.info(
+                "outbox_batch_published", database=self.database, count=len(sent),
+                first_event_id=str(sent[0].event_id), last_event_id=str(sent[-1].event_id),
+                max_latency_ms=round((confirmed_at - oldest).total_seconds() * 1000, 1),
+            )
+            return
+        emit = log.debug if len(sent) > LOG_EACH_EVENT_MAX else log.info
+        for row in sent:
+            emit(
+                "outbox_published", database=self.database, event_id=str(row.event_id),
+                event_type=row.event_type, correlation_id=row.correlation_id,
+            )
 
     async def _record_failures(self, failed: Sequence[tuple[OutboxRow, RejectedByBroker]]) -> None:
         s = self._settings

@@ -73,6 +73,11 @@ class Settings:
     log_format: str = field(default="json", metadata=_env("LOG_FORMAT"))
     """``json`` (one object per line) or ``console`` (coloured, for people)."""
 
+    tracing_enabled: bool = field(default=False, metadata=_env("TRACING_ENABLED"))
+    """Record OpenTelemetry spans and export them as the standard ``OTEL_*`` variables say
+    (``OTEL_TRACES_EXPORTER`` otlp|console|none, ``OTEL_EXPORTER_OTLP_ENDPOINT`` …). Off, a
+    caller's ``traceparent`` is still passed on to every event (docs/running.md, "traces")."""
+
     db_pool_size: int = field(default=10, metadata=_env("DB_POOL_SIZE"))
     """Connections per database pool in each process."""
 

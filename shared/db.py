@@ -14,6 +14,8 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from shared import tracing
+
 
 def create_engine(
     url: str, *, pool_size: int = 10, echo: bool = False, pre_ping: bool = True
@@ -23,9 +25,11 @@ def create_engine(
     ``pre_ping=False`` saves a round trip per transaction for callers that retry a unit
     of work which failed on a dead connection (the pool is invalidated then).
     """
-    return create_async_engine(
+    engine = create_async_engine(
         url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=pre_ping, echo=echo
     )
+    tracing.instrument_engine(engine)
+    return engine
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from http import HTTPStatus
 from typing import Any
@@ -29,6 +30,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from shared import tracing
 from shared.auth import bearer_components
 from shared.errors import (
     AuthenticationFailed,
@@ -52,6 +54,7 @@ which refuses NUL characters (the request would end in a 500 instead of a 422)."
 _VALID_CORRELATION_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 log = get_logger(__name__)
+access_log = get_logger("access")
 
 
 class ErrorDetail(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -190,9 +193,15 @@ def error_responses(*statuses: int) -> dict[int, ResponseSpec]:
     }
 
 
-# --- correlation ids -----------------------------------------------------------------------
+# --- correlation ids, trace context, access log ---------------------------------------------
 def correlation_middleware(app: ASGIApp) -> ASGIApp:
-    """Reads or creates ``X-Correlation-ID``, binds it for logs and the outbox, returns it."""
+    """Reads or creates ``X-Correlation-ID``, binds it for logs and the outbox, returns it;
+    honours an incoming W3C ``traceparent`` (:mod:`shared.tracing`); writes one access line
+    per request (method, route template, status, duration, correlation id, trace id).
+
+    :func:`api_app` wraps the whole application with it (so unknown routes and refused
+    bodies are logged too); another Litestar app may pass it as ``middleware=``.
+    """
 
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != ScopeType.HTTP:
@@ -200,18 +209,43 @@ def correlation_middleware(app: ASGIApp) -> ASGIApp:
             return
         correlation_id = _incoming_correlation_id(scope) or new_correlation_id()
         encoded = correlation_id.encode()
+        started = time.perf_counter()
+        seen: dict[str, Any] = {"status": 500}
 
         async def send_with_header(message: Message) -> None:
             if message["type"] == "http.response.start":
+                seen["status"] = message["status"]
+                seen["trace"] = tracing.current_trace_ids()
                 headers = list(message.get("headers", []))
                 headers.append((b"x-correlation-id", encoded))
                 message["headers"] = headers
             await send(message)
 
-        with structlog.contextvars.bound_contextvars(correlation_id=correlation_id):
-            await app(scope, receive, send_with_header)
+        with (
+            structlog.contextvars.bound_contextvars(correlation_id=correlation_id),
+            tracing.incoming_http(scope.get("headers", ())),
+        ):
+            try:
+                await app(scope, receive, send_with_header)
+            finally:
+                _access_line(scope, seen, time.perf_counter() - started)
 
     return middleware
+
+
+def _access_line(scope: Scope, seen: dict[str, Any], elapsed_s: float) -> None:
+    path = scope.get("path", "")
+    trace = seen.get("trace") or tracing.current_trace_ids()
+    emit = access_log.debug if path in _QUIET_PATHS else access_log.info
+    emit(
+        "request", method=scope.get("method"), route=scope.get("path_template") or "<unmatched>",
+        path=path, status=seen["status"], duration_ms=round(elapsed_s * 1000, 2),
+        **({"trace_id": trace[0]} if trace else {}),
+    )
+
+
+_QUIET_PATHS = frozenset({"/health", "/ready", "/metrics"})
+"""Probes and scrapes, every few seconds: their access lines only at DEBUG."""
 
 
 def _incoming_correlation_id(scope: Scope) -> str | None:
@@ -322,18 +356,23 @@ def api_app(
         title=title, version=version, description=description, path="/schema",
         render_plugins=[SwaggerRenderPlugin()], components=[bearer_components()],
     )
-    middleware = [
-        correlation_middleware, metrics_config(title).middleware,
-        *litestar_kwargs.pop("middleware", []),
-    ]
-    return Litestar(
+    middleware = [metrics_config(title).middleware, *litestar_kwargs.pop("middleware", [])]
+    app = Litestar(
         route_handlers=[*health_routes(ready_checks), MetricsController, *route_handlers],
         exception_handlers={**EXCEPTION_HANDLERS, **litestar_kwargs.pop("exception_handlers", {})},
         middleware=middleware,
         openapi_config=openapi,
         request_max_body_size=max_body_bytes,
+        plugins=[*tracing.http_plugins(title), *litestar_kwargs.pop("plugins", [])],
+        # Litestar's default logging config would install its own plain-text handlers;
+        # shared.logging renders every record (Litestar's too) as the process's lines.
+        logging_config=litestar_kwargs.pop("logging_config", None),
         **litestar_kwargs,
     )
+    # Outside Litestar's router and exception handling (and its OpenTelemetry middleware,
+    # when tracing is on): every request gets its correlation id and one access line.
+    app.asgi_handler = correlation_middleware(app.asgi_handler)
+    return app
 
 
 __all__ = [

@@ -26,6 +26,9 @@ partitioned consumer's headers exchange routes on it (:mod:`shared.topology`). N
 prefix: a headers exchange ignores binding arguments whose names start with ``x-``."""
 AGGREGATE_SLOTS = 64
 
+H_TRACEPARENT = "traceparent"
+"""W3C trace context of the transaction that wrote the event (:mod:`shared.tracing`)."""
+H_TRACESTATE = "tracestate"
 H_SCHEMA_VERSION = "x-schema-version"
 H_PRODUCER = "x-producer"
 """Logical database (authdb, apidb, admindb) whose outbox published the event."""

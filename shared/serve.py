@@ -9,6 +9,7 @@ from litestar import Litestar
 
 from shared.config import Settings
 from shared.logging import configure_logging
+from shared.tracing import configure_tracing
 
 
 def serve(
@@ -21,11 +22,12 @@ def serve(
     """Build :class:`Settings` from the environment, configure logs, run the app on
     ``settings.http_host`` and ``port(settings)``.
 
-    uvicorn's own access log stays off: requests are counted by ``/metrics`` and errors are
-    logged by ``shared.http`` as structured lines.
+    uvicorn's own access log stays off: ``shared.http`` writes one structured access line
+    per request (with its route template, correlation id and trace id).
     """
     settings = Settings.from_env()
     configure_logging(settings, service=service)
+    configure_tracing(settings, service=service)
     uvicorn.run(
         create_app(settings),
         host=settings.http_host,

@@ -14,6 +14,7 @@ import sys
 from shared.config import Settings
 from shared.errors import AmsError
 from shared.logging import configure_logging, get_logger
+from shared.tracing import configure_tracing
 from workers import registry
 from workers.partitions import EXIT_CANNOT_START, supervise
 
@@ -42,6 +43,7 @@ def main(argv: list[str]) -> int:
     settings = Settings.from_env()
     suffix = "" if args.partition is None else f"-p{args.partition}"
     configure_logging(settings, service=f"worker-{args.consumer}{suffix}")
+    configure_tracing(settings, service=f"worker-{args.consumer}")
     try:
         consumer = factory(settings)
         partitions = consumer.spec_for(settings).partitions

@@ -1,5 +1,6 @@
-"""Every process serves Prometheus metrics; one correlation id follows a registration through
-the auth log, the authdb outbox, the relay log, the worker log and the follow-up event."""
+"""Every process serves Prometheus metrics; every log line is JSON; at the default level
+(INFO) one correlation id follows a registration through the auth access line, the authdb
+outbox, the relay log, the worker log and the follow-up event."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         isolated_settings(
             "obs", redis_key_prefix=f"o{uuid.uuid4().hex[:8]}:", ocr_engine="tesseract"
         ) as settings,
-        running_stack(settings, log_level="DEBUG", log_dir=log_dir, with_admin=True) as running,
+        running_stack(settings, log_level="INFO", log_dir=log_dir, with_admin=True) as running,
     ):
         yield running
 
@@ -45,11 +46,7 @@ def test_every_process_serves_prometheus_text(stack: Stack) -> None:
 
 
 def _log_events(stack: Stack, name: str) -> list[dict[str, object]]:
-    events = []
-    for line in stack.log_text(name).splitlines():
-        if line.startswith("{"):
-            events.append(json.loads(line))
-    return events
+    return [json.loads(line) for line in stack.log_text(name).splitlines() if line.strip()]
 
 
 def _with_id(stack: Stack, name: str, correlation_id: str) -> list[str]:
@@ -88,3 +85,30 @@ def test_one_correlation_id_follows_a_registration(stack: Stack) -> None:
     assert message.headers[H_CORRELATION_ID] == correlation_id
     assert message.correlation_id == correlation_id
     assert json.loads(message.body)["user_id"] == user_id
+    access = [
+        e for e in _log_events(stack, "auth")
+        if e.get("event") == "request" and e.get("correlation_id") == correlation_id
+    ]
+    assert len(access) == 1, access
+    assert access[0]["method"] == "POST"
+    assert access[0]["route"] == "/auth/register"
+    assert access[0]["status"] == 201
+    assert isinstance(access[0]["duration_ms"], float)
+
+
+def test_every_log_line_is_json(stack: Stack) -> None:
+    """uvicorn's, aio-pika's, SQLAlchemy's and our own lines alike, in every process."""
+    httpx.get(f"{stack.auth_url}/nowhere")  # an unknown route is logged too
+    for name in stack.processes:
+        lines = [line for line in stack.log_text(name).splitlines() if line.strip()]
+        assert lines, name
+        for line in lines:
+            try:
+                event = json.loads(line)
+            except json.JSONDecodeError:
+                pytest.fail(f"{name} wrote a line that is not JSON: {line[:300]}")
+            assert {"event", "level", "timestamp"} <= event.keys(), (name, line)
+    loggers = {e.get("logger") for e in _log_events(stack, "auth")}
+    assert "uvicorn.error" in loggers  # "Started server process", "Application startup …"
+    unmatched = [e for e in _log_events(stack, "auth") if e.get("route") == "<unmatched>"]
+    assert any(e["status"] == 404 and e["path"] == "/nowhere" for e in unmatched)

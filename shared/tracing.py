@@ -1,0 +1,332 @@
+"""W3C trace context from the HTTP request to the last follow-up event, and OpenTelemetry
+spans along the way.
+
+Two modes, chosen once per process by :func:`configure_tracing`:
+
+- **Off** (the default, ``TRACING_ENABLED`` unset): no SDK, no spans, no exporter. Trace
+  context is only *passed through*: a valid incoming ``traceparent``/``tracestate`` (HTTP
+  header or AMQP header) is kept in a context variable, stored on the outbox rows written
+  meanwhile and published with them, so a caller's trace id still reaches every event.
+  Nothing is parsed when no such header arrives: the hot paths pay one dictionary lookup.
+- **On**: an SDK tracer provider exporting through OTLP (or ``console``/``none``, chosen by
+  the standard ``OTEL_TRACES_EXPORTER``; endpoint, headers, sampler, service name and
+  resource come from the other standard ``OTEL_*`` variables). HTTP server spans come from
+  Litestar's OpenTelemetry plugin, database and Redis spans from the instrumentation
+  packages; the relay records one publish span per batch linked to each event's origin,
+  and the worker runtime a consume span (child of the message's trace context) with a
+  handle span inside. Events written inside a span carry that span as their parent.
+
+A malformed ``traceparent`` is ignored (a new trace starts), never an error.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry import propagate, trace
+from opentelemetry.trace import Link, SpanContext, SpanKind, TraceFlags
+
+from shared.messaging import H_TRACEPARENT, H_TRACESTATE
+
+if TYPE_CHECKING:
+    from litestar.plugins import PluginProtocol
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SpanExporter
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from shared.config import Settings
+
+_TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?")
+_ZERO_TRACE, _ZERO_SPAN = "0" * 32, "0" * 16
+MAX_LINKS = 128
+"""Publish-span links per batch (the SDK's default link limit): a bigger batch links its
+first 128 events' origins and counts them all in ``messaging.batch.message_count``."""
+
+TraceHeaders = tuple[str, str | None]
+"""``(traceparent, tracestate or None)``."""
+
+_passthrough: ContextVar[TraceHeaders | None] = ContextVar("ams_trace_context", default=None)
+
+
+@dataclass
+class _Active:
+    provider: TracerProvider
+    tracer: trace.Tracer
+    instrumentors: list[Any] = field(default_factory=list)
+
+
+_active: _Active | None = None
+
+
+# --- parsing -----------------------------------------------------------------------------------
+def parse_traceparent(value: object) -> SpanContext | None:
+    """The remote span context of a valid W3C ``traceparent``, else None (never raises)."""
+    if not isinstance(value, str) or len(value) > 512:
+        return None
+    match = _TRACEPARENT.fullmatch(value.strip())
+    if match is None:
+        return None
+    version, trace_id, span_id, flags, rest = match.groups()
+    if version == "ff" or (version == "00" and rest) or trace_id == _ZERO_TRACE:
+        return None
+    if span_id == _ZERO_SPAN:
+        return None
+    return SpanContext(
+        int(trace_id, 16), int(span_id, 16), is_remote=True,
+        trace_flags=TraceFlags(int(flags, 16) & TraceFlags.SAMPLED),
+    )
+
+
+def _valid_headers(traceparent: object, tracestate: object) -> TraceHeaders | None:
+    if parse_traceparent(traceparent) is None:
+        return None
+    assert isinstance(traceparent, str)
+    state = tracestate if isinstance(tracestate, str) and len(tracestate) <= 512 else None
+    return traceparent.strip(), state
+
+
+# --- mode --------------------------------------------------------------------------------------
+def enabled() -> bool:
+    """Whether this process records spans."""
+    return _active is not None
+
+
+def configure_tracing(
+    settings: Settings, *, service: str, exporter: SpanExporter | None = None
+) -> bool:
+    """Turn tracing on when ``settings.tracing_enabled`` (or an ``exporter`` is given, as the
+    tests do with an in-memory one). Returns whether it is on."""
+    global _active  # noqa: PLW0603 (one tracer provider per process, as OpenTelemetry has)
+    if _active is not None or not (settings.tracing_enabled or exporter is not None):
+        return _active is not None
+    from opentelemetry.sdk.resources import SERVICE_NAME, Resource  # noqa: PLC0415
+    from opentelemetry.sdk.trace import TracerProvider  # noqa: PLC0415
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: PLC0415
+
+    attributes = {} if os.environ.get("OTEL_SERVICE_NAME") else {SERVICE_NAME: service}
+    provider = TracerProvider(resource=Resource.create(attributes))
+    if exporter is not None:
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+    else:
+        _add_standard_exporter(provider, os.environ.get("OTEL_TRACES_EXPORTER", "otlp"))
+        trace.set_tracer_provider(provider)
+        atexit.register(shutdown_tracing)  # flush the last spans of the process
+    _active = _Active(provider, provider.get_tracer("ams"))
+    _instrument_libraries(_active)
+    return True
+
+
+def _add_standard_exporter(provider: TracerProvider, names: str) -> None:
+    from opentelemetry.sdk.trace.export import (  # noqa: PLC0415
+        BatchSpanProcessor,
+        ConsoleSpanExporter,
+    )
+
+    for name in (n.strip() for n in names.split(",") if n.strip()):
+        if name == "otlp":
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # noqa: PLC0415
+                OTLPSpanExporter,
+            )
+
+            provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+        elif name == "console":
+            provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
+        elif name != "none":
+            raise ValueError(
+                f"OTEL_TRACES_EXPORTER={names!r}: unknown exporter {name!r} "
+                "(otlp, console or none; OTLP is sent over HTTP/protobuf)"
+            )
+
+
+def _instrument_libraries(active: _Active) -> None:
+    from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor  # noqa: PLC0415
+    from opentelemetry.instrumentation.redis import RedisInstrumentor  # noqa: PLC0415
+
+    for instrumentor in (AsyncPGInstrumentor(), RedisInstrumentor()):  # type: ignore[no-untyped-call]
+        instrumentor.instrument(tracer_provider=active.provider)
+        active.instrumentors.append(instrumentor)
+
+
+def shutdown_tracing() -> None:
+    """Flush and stop (process exit, or the end of a test)."""
+    global _active
+    active, _active = _active, None
+    if active is None:
+        return
+    for instrumentor in active.instrumentors:
+        instrumentor.uninstrument()
+    active.provider.shutdown()
+
+
+def instrument_engine(engine: AsyncEngine) -> None:
+    """SQLAlchemy spans for ``engine`` (statements, with the database), when tracing is on."""
+    if _active is None:
+        return
+    from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor  # noqa: PLC0415
+
+    SQLAlchemyInstrumentor().instrument(
+        engine=engine.sync_engine, tracer_provider=_active.provider, enable_commenter=False
+    )
+
+
+# --- HTTP --------------------------------------------------------------------------------------
+def http_plugins(title: str) -> list[PluginProtocol]:
+    """Litestar's OpenTelemetry plugin (server spans; honours ``traceparent``) when on."""
+    if _active is None:
+        return []
+    from litestar.plugins.opentelemetry import (  # noqa: PLC0415
+        OpenTelemetryConfig,
+        OpenTelemetryPlugin,
+    )
+
+    config = OpenTelemetryConfig(
+        tracer_provider=_active.provider, exclude=["^/health$", "^/ready$", "^/metrics$"],
+        exclude_spans=["receive", "send"],
+    )
+    return [OpenTelemetryPlugin(config)]
+
+
+@contextmanager
+def incoming_http(headers: Iterable[tuple[bytes, bytes]]) -> Iterator[None]:
+    """With tracing off, keep a valid incoming ``traceparent`` for the events of the request
+    (with tracing on, the OpenTelemetry middleware has made it the current context)."""
+    if _active is not None:
+        yield
+        return
+    traceparent = tracestate = None
+    for name, value in headers:
+        if name == b"traceparent":
+            traceparent = value.decode("latin-1")
+        elif name == b"tracestate":
+            tracestate = value.decode("latin-1")
+    carried = _valid_headers(traceparent, tracestate) if traceparent else None
+    if carried is None:
+        yield
+        return
+    token = _passthrough.set(carried)
+    try:
+        yield
+    finally:
+        _passthrough.reset(token)
+
+
+# --- what events carry -------------------------------------------------------------------------
+def outgoing() -> tuple[str | None, str | None]:
+    """Trace context for an event written now: the current span (on) or the one passed
+    through (off); ``(None, None)`` outside any trace."""
+    if _active is None:
+        carried = _passthrough.get()
+        return carried if carried is not None else (None, None)
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return carrier.get(H_TRACEPARENT), carrier.get(H_TRACESTATE)
+
+
+def current_trace_ids() -> tuple[str, str] | None:
+    """``(trace_id, span_id)`` in hex of the current span or passed-through context."""
+    if _active is None:
+        carried = _passthrough.get()
+        if carried is None:
+            return None
+        parts = carried[0].strip().split("-")
+        return parts[1], parts[2]
+    context = trace.get_current_span().get_span_context()
+    if not context.is_valid:
+        return None
+    return format(context.trace_id, "032x"), format(context.span_id, "016x")
+
+
+def trace_id_of(traceparent: str | None) -> str | None:
+    """The trace id of a stored (validated) ``traceparent``, for log lines."""
+    return traceparent.split("-")[1] if traceparent else None
+
+
+# --- relay -------------------------------------------------------------------------------------
+@contextmanager
+def publishing(database: str, exchange: str, origins: Sequence[str | None]) -> Iterator[None]:
+    """One PRODUCER span per published batch, linked to each event's origin (the span that
+    wrote it). The events themselves keep their origin's ``traceparent``, so a consumer
+    continues the request's trace."""
+    if _active is None:
+        yield
+        return
+    links: list[Link] = []
+    for traceparent in origins:
+        if len(links) >= MAX_LINKS:
+            break
+        origin = parse_traceparent(traceparent)
+        if origin is not None:
+            links.append(Link(origin))
+    attributes: dict[str, str | int] = {
+        "messaging.system": "rabbitmq", "messaging.operation.type": "send",
+        "messaging.destination.name": exchange, "messaging.batch.message_count": len(origins),
+        "db.namespace": database,
+    }
+    with _active.tracer.start_as_current_span(
+        f"{exchange} publish", kind=SpanKind.PRODUCER, links=links, attributes=attributes
+    ):
+        yield
+
+
+# --- consumers ---------------------------------------------------------------------------------
+@contextmanager
+def consuming(
+    headers: Mapping[str, Any], *, queue: str, event_type: str, message_id: str
+) -> Iterator[None]:
+    """Handle one message in its trace: a CONSUMER span (child of the message's
+    ``traceparent``; a new trace when it has none or a malformed one) with a handle span
+    inside (on), or the message's trace context passed through to its follow-ups (off)."""
+    traceparent = headers.get(H_TRACEPARENT)
+    if _active is None:
+        carried = _valid_headers(traceparent, headers.get(H_TRACESTATE)) if traceparent else None
+        if carried is None:
+            yield
+            return
+        token = _passthrough.set(carried)
+        try:
+            yield
+        finally:
+            _passthrough.reset(token)
+        return
+    parent = None
+    if traceparent is not None:
+        carrier = {H_TRACEPARENT: str(traceparent)}
+        if isinstance(headers.get(H_TRACESTATE), str):
+            carrier[H_TRACESTATE] = headers[H_TRACESTATE]
+        parent = propagate.extract(carrier)
+    attributes = {
+        "messaging.system": "rabbitmq", "messaging.operation.type": "process",
+        "messaging.destination.name": queue, "messaging.message.id": message_id,
+        "messaging.rabbitmq.message.type": event_type,
+    }
+    tracer = _active.tracer
+    with (
+        tracer.start_as_current_span(
+            f"{queue} process", context=parent, kind=SpanKind.CONSUMER, attributes=attributes
+        ),
+        tracer.start_as_current_span(f"handle {event_type}"),
+    ):
+        yield
+
+
+__all__ = [
+    "configure_tracing",
+    "consuming",
+    "current_trace_ids",
+    "enabled",
+    "http_plugins",
+    "incoming_http",
+    "instrument_engine",
+    "outgoing",
+    "parse_traceparent",
+    "publishing",
+    "shutdown_tracing",
+    "trace_id_of",
+]
