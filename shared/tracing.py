@@ -206,6 +206,13 @@ def incoming_http(headers: Iterable[tuple[bytes, bytes]]) -> Iterator[None]:
             traceparent = value.decode("latin-1")
         elif name == b"tracestate":
             tracestate = value.decode("latin-1")
+    with _passing_through(traceparent, tracestate):
+        yield
+
+
+@contextmanager
+def _passing_through(traceparent: object, tracestate: object) -> Iterator[None]:
+    """Keep a valid trace context for the events written in the block (tracing off)."""
     carried = _valid_headers(traceparent, tracestate) if traceparent else None
     if carried is None:
         yield
@@ -285,15 +292,8 @@ def consuming(
     inside (on), or the message's trace context passed through to its follow-ups (off)."""
     traceparent = headers.get(H_TRACEPARENT)
     if _active is None:
-        carried = _valid_headers(traceparent, headers.get(H_TRACESTATE)) if traceparent else None
-        if carried is None:
+        with _passing_through(traceparent, headers.get(H_TRACESTATE)):
             yield
-            return
-        token = _passthrough.set(carried)
-        try:
-            yield
-        finally:
-            _passthrough.reset(token)
         return
     parent = None
     if traceparent is not None:
