@@ -53,7 +53,9 @@ from shared.config import Settings
 from shared.db import asyncpg_dsn
 from shared.events import UserRegistered, encode
 from tests.support import env_for, isolated_settings
-from workers.runtime import Consumer, Handler, MessageContext
+from workers.runtime.consumer import Consumer
+from workers.runtime.context import MessageContext
+from workers.runtime.sessions import Handler
 
 AGGREGATES = 500
 RAW_QUEUE = "bench.raw"

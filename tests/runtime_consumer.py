@@ -28,8 +28,9 @@ from shared.config import Settings
 from shared.errors import TransientError, ValidationFailed
 from shared.events import UserRegistered, encode
 from shared.logging import configure_logging
-from workers import delivery
-from workers.runtime import Consumer, MessageContext
+from workers.runtime import acks
+from workers.runtime.consumer import Consumer
+from workers.runtime.context import MessageContext
 
 DATABASE = "apidb"
 EFFECTS_DDL = """
@@ -118,7 +119,7 @@ def _hang_before_ack(marker: Path) -> None:
         marker.write_text("committed")
         await asyncio.Event().wait()
 
-    delivery._ack = hang  # test-only fault injection
+    acks.ack = hang  # test-only fault injection
 
 
 async def _main(name: str, hang_marker: Path | None) -> None:

@@ -25,7 +25,7 @@ from shared.db import create_engine, session_factory
 from shared.messaging import EVENTS_EXCHANGE
 from tests.support import ROOT, env_for
 from workers import registry
-from workers.runtime import RunningConsumer
+from workers.runtime.consumer import RunningConsumer
 from workers.saga import SagaConsumer, Sweeper
 
 

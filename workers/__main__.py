@@ -1,7 +1,7 @@
 """``python -m workers <consumer> [--partition I]``: run one consumer until SIGTERM.
 
 With ``WORKER_PARTITIONS`` > 1 (and no ``--partition``), this process supervises one
-process per partition (:mod:`workers.partitions`); ``--partition I`` runs partition I
+process per partition (:mod:`workers.runtime.partitions`); ``--partition I`` runs partition I
 alone, which is what the supervisor starts.
 """
 
@@ -16,7 +16,7 @@ from shared.errors import AmsError
 from shared.logging import configure_logging, get_logger
 from shared.tracing import configure_tracing
 from workers import registry
-from workers.partitions import EXIT_CANNOT_START, supervise
+from workers.runtime.partitions import EXIT_CANNOT_START, supervise
 
 
 def _parser() -> argparse.ArgumentParser:

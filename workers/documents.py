@@ -19,8 +19,8 @@ from shared.config import Settings
 from shared.errors import LegalHold
 from shared.events import DeleteDocuments, DocumentsDeleted, DocumentsDeletionFailed
 from shared.logging import get_logger
-from workers.context import MessageContext
-from workers.runtime import Consumer
+from workers.runtime.consumer import Consumer
+from workers.runtime.context import MessageContext
 
 log = get_logger(__name__)
 

@@ -36,7 +36,8 @@ from shared.events import DocumentOcrCompleted, DocumentOcrFailed, DocumentUploa
 from shared.logging import get_logger
 from workers.ocr_engines import EngineConfig, OcrPage, preflight
 from workers.ocr_pool import OcrRunner, ProcessOcrRunner
-from workers.runtime import Consumer, MessageContext
+from workers.runtime.consumer import Consumer
+from workers.runtime.context import MessageContext
 
 log = get_logger(__name__)
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from shared.config import Settings
 from workers import documents, profiles, saga
-from workers.runtime import Consumer
+from workers.runtime.consumer import Consumer
 
 ConsumerFactory = Callable[[Settings], Consumer]
 

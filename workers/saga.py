@@ -56,8 +56,8 @@ from shared.events import (
 )
 from shared.logging import get_logger
 from shared.topology import consumer_spec
-from workers.context import MessageContext
-from workers.runtime import Consumer
+from workers.runtime.consumer import Consumer
+from workers.runtime.context import MessageContext
 
 log = get_logger(__name__)
 

@@ -29,7 +29,7 @@ from shared.topology import parse_retry_delays, topology_of
 from tests.faults import TcpProxy
 from tests.runtime_consumer import EFFECTS_DDL, build_consumer, user_message
 from tests.support import isolated_settings, ready_count, wait_for
-from workers.runtime import RunningConsumer
+from workers.runtime.consumer import RunningConsumer
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -246,7 +246,7 @@ async def test_handler_that_commits_itself_is_refused_and_nothing_half_done_comm
     await wait_for(parked, 15, "the rogue message in the DLQ")
     [dead] = await dead_letters(channel, name)
     assert dead.message_id == rogue.message_id
-    assert dead.headers[m.H_ERROR_TYPE] == "workers.delivery.HandlerContractError"
+    assert dead.headers[m.H_ERROR_TYPE] == "workers.runtime.sessions.HandlerContractError"
     assert dead.headers[m.H_ATTEMPTS] == 3
     rows = await effects(db, name)
     assert sorted(r["message_id"] for r in rows) == sorted(str(f.message_id) for f in fine)

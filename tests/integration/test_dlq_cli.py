@@ -35,7 +35,7 @@ from shared.db import create_engine, session_factory
 from shared.errors import DomainError
 from shared.events import UserRegistered, encode
 from tests.support import isolated_settings
-from workers.runtime import Consumer
+from workers.runtime.consumer import Consumer
 
 ROOT = Path(__file__).resolve().parents[2]
 runner = CliRunner()

@@ -10,8 +10,8 @@ from shared.config import Settings
 from shared.db import create_engine, session_factory
 from shared.events import UserRegistered
 from shared.logging import bound
-from workers.context import MessageContext
 from workers.profiles import handle_user_registered
+from workers.runtime.context import MessageContext
 
 
 def context(message_id: str) -> MessageContext:

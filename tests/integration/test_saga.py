@@ -39,7 +39,7 @@ from shared.events import (
 from shared.topology_apply import apply_topology
 from tests.saga_support import ROOT, SagaStack, env_for, queue_depth, tap, worker_process
 from tests.support import isolated_settings
-from workers.context import MessageContext
+from workers.runtime.context import MessageContext
 from workers.saga import Orchestrator, compensation_failed_reason
 
 PASSWORD = "correct horse battery staple"

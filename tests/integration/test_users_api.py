@@ -19,8 +19,8 @@ from shared.events import UserRegistered
 from shared.redis_client import create_redis
 from tests.faults import TcpProxy
 from tests.support import isolated_settings
-from workers.context import MessageContext
 from workers.profiles import handle_user_registered
+from workers.runtime.context import MessageContext
 
 PASSWORD = "correct horse battery staple"
 

@@ -11,12 +11,12 @@ import sqlalchemy.exc
 from shared import messaging as m
 from shared.config import Settings
 from shared.errors import InvalidMessage, LegalHold, TransientError
-from workers.amqp import InboundMessage
-from workers.batching import Batcher
-from workers.delivery import Acks
-from workers.failures import Failure, Outcome, attempts_of, classify, failure_headers
 from workers.ocr import OcrConsumer
-from workers.ordering import KeyedSerializer
+from workers.runtime.acks import Acks
+from workers.runtime.amqp import InboundMessage
+from workers.runtime.batching import Batcher
+from workers.runtime.failures import Failure, Outcome, attempts_of, classify, failure_headers
+from workers.runtime.ordering import KeyedSerializer
 
 
 def test_permanent_errors_are_dead_lettered_and_the_rest_retried() -> None:
@@ -92,7 +92,7 @@ async def test_batcher_groups_waiting_items_and_bounds_concurrency() -> None:
 
 
 class _FakeDelivery:
-    """Just what :class:`workers.delivery.Acks` reads of a delivery, and the acks it got."""
+    """Just what :class:`workers.runtime.acks.Acks` reads of a delivery, and the acks it got."""
 
     def __init__(self, channel: object, tag: int, sent: list[tuple[int, bool]]) -> None:
         self.channel = channel

@@ -3,16 +3,16 @@
 A :class:`Consumer` is a name (its work queue), a database and one table of handlers
 (event class -> handler). The runtime takes messages from the durable queue with a
 robust connection, runs each handler with the inbox row in the same transaction as its
-effect, acks only after the commit, and maps failures once (:mod:`workers.failures`):
+effect, acks only after the commit, and maps failures once (:mod:`workers.runtime.failures`):
 retry after a delay through ``<consumer>.retry.<delay>``, or park in ``<consumer>.dlq``
-with the reason attached (:mod:`workers.delivery`).
+with the reason attached (:mod:`workers.runtime.processor`).
 
 Parallelism: up to ``prefetch`` messages are in flight; messages with the same
 ``x-aggregate-id`` run one after another in arrival order, others in parallel. A message
 sent to a retry queue no longer holds up later messages of its aggregate: a poison
 message must not block what comes behind it. Beyond one core, a consumer is split into
 partitions (``WORKER_PARTITIONS``): each process consumes one partition queue, and every
-aggregate belongs to exactly one partition (:mod:`workers.partitions`).
+aggregate belongs to exactly one partition (:mod:`workers.runtime.partitions`).
 """
 
 from __future__ import annotations
@@ -34,13 +34,12 @@ from shared.db import create_engine
 from shared.events import Message
 from shared.logging import get_logger
 from shared.topology import ConsumerSpec, parse_retry_delays, topology_of
-from workers.amqp import Delivery, InboundMessage, Subscription
-from workers.batching import Batcher
-from workers.context import MessageContext
-from workers.delivery import Acks, Handler, Processor, RetryPolicy, handler_sessions
-from workers.ordering import KeyedSerializer
-
-__all__ = ["Consumer", "Handler", "MessageContext", "RunningConsumer"]
+from workers.runtime.acks import Acks
+from workers.runtime.amqp import Delivery, InboundMessage, Subscription
+from workers.runtime.batching import Batcher
+from workers.runtime.ordering import KeyedSerializer
+from workers.runtime.processor import Processor, RetryPolicy
+from workers.runtime.sessions import Handler, handler_sessions
 
 log = get_logger(__name__)
 

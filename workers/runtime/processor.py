@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
@@ -19,188 +18,22 @@ from typing import Any
 import aio_pika
 import structlog
 from aio_pika.abc import AbstractChannel
-from aiormq.exceptions import AMQPError, ChannelInvalidStateError
 from prometheus_client import Counter
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
-from sqlalchemy.orm import Session
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared import messaging as m
 from shared.errors import InvalidMessage
 from shared.events import Message, decode
 from shared.logging import bound, get_logger
 from shared.topology import ConsumerSpec, RetryDelay
-from workers import inbox, metrics
-from workers.amqp import InboundMessage
-from workers.context import MessageContext
-from workers.failures import Failure, Outcome, attempts_of, classify, failure_headers
+from workers.runtime import acks, inbox, metrics
+from workers.runtime.acks import Acks
+from workers.runtime.amqp import InboundMessage
+from workers.runtime.context import MessageContext
+from workers.runtime.failures import Failure, Outcome, attempts_of, classify, failure_headers
+from workers.runtime.sessions import Handler, end_transaction
 
 log = get_logger(__name__)
-
-Handler = Callable[[AsyncSession, Any, MessageContext], Awaitable[None]]
-"""``async def handler(session, message: SomeEvent, ctx) -> None``.
-
-A handler puts every effect in ``session`` and never commits or rolls it back itself: the
-runtime adds the inbox row to that same transaction and commits both, or neither (a
-handler's own commit or rollback raises :class:`HandlerContractError`). Work
-outside the database (OCR) may come before the first statement; the transaction begins
-there.
-
-The message parameter is typed ``Any`` here because a handler accepts one concrete event
-class, and callables are contravariant in their parameters."""
-
-
-class HandlerContractError(RuntimeError):
-    """A handler ended the runtime's transaction itself (committed or rolled back)."""
-
-
-_RUNTIME_ENDS = "ams_runtime_ends_transaction"
-
-
-class HandlerSession(Session):
-    """The session behind a handler's ``AsyncSession``: only the runtime ends its transaction.
-
-    A handler that committed would commit its effects without the inbox row (a redelivery
-    would apply them twice); one that rolled back would let the inbox row commit without
-    the effects. Both are refused with an error naming the rule, so the message is retried
-    and then dead-lettered with that reason, and nothing half-done is committed.
-    """
-
-    def commit(self) -> None:
-        self._runtime_only("commit")
-        super().commit()
-
-    def rollback(self) -> None:
-        self._runtime_only("rollback")
-        super().rollback()
-
-    def _runtime_only(self, what: str) -> None:
-        if not self.info.get(_RUNTIME_ENDS):
-            raise HandlerContractError(
-                f"a handler must not {what} its session: the runtime commits the handler's "
-                "effects together with the inbox row, or rolls both back"
-            )
-
-
-def handler_sessions(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    """Sessions for handlers (:class:`HandlerSession`); objects stay usable after commit."""
-    return async_sessionmaker(engine, expire_on_commit=False, sync_session_class=HandlerSession)
-
-
-async def _end(session: AsyncSession, *, commit: bool) -> None:
-    """Commit or roll back as the runtime (a handler may not, see :class:`HandlerSession`)."""
-    session.info[_RUNTIME_ENDS] = True
-    try:
-        await (session.commit() if commit else session.rollback())
-    finally:
-        session.info.pop(_RUNTIME_ENDS, None)
-
-
-REQUEUE_PAUSE_S = 1.0
-"""Pause before handing a message back when even the failure path (publishing) failed."""
-
-ACK_FLUSH_S = 0.05
-"""Longest a finished message waits for a bulk ack before it is acked on its own."""
-
-_IN_FLIGHT, _READY, _SETTLED = 0, 1, 2
-
-
-class Acks:
-    """Acks finished deliveries in bulk: one ``basic.ack(multiple)`` per run of them.
-
-    ``multiple`` acks every delivery up to that tag on the channel, so a bulk ack is sent
-    only for a prefix of the deliveries (in arrival order) that are all finished: acked
-    here, or settled on their own (a retry, a dead letter, a requeue). A finished message
-    stuck behind one still running is acked on its own after ``flush_s``, so a slow
-    message holds no prefetch slots. Deliveries of a channel that closed are forgotten:
-    the broker hands them out again anyway.
-    """
-
-    def __init__(self, flush_s: float = ACK_FLUSH_S) -> None:
-        self._flush_s = flush_s
-        self._channel: object | None = None
-        self._order: deque[int] = deque()
-        self._state: dict[int, int] = {}
-        self._ready: dict[int, InboundMessage] = {}
-        self._timer: asyncio.TimerHandle | None = None
-        self._sending = asyncio.Lock()
-        self._flushes: set[asyncio.Task[None]] = set()
-
-    def track(self, message: InboundMessage) -> None:
-        """Record a delivery as it arrives (deliveries arrive in delivery-tag order)."""
-        channel = _channel_of(message)
-        if channel is not self._channel:
-            self._channel = channel
-            self._order.clear()
-            self._state.clear()
-            self._ready.clear()
-        tag = message.delivery_tag
-        if tag is not None:
-            self._order.append(tag)
-            self._state[tag] = _IN_FLIGHT
-
-    async def ack(self, messages: list[InboundMessage]) -> None:
-        """The effects of ``messages`` committed: ack them, in bulk where order allows."""
-        for message in messages:
-            tag = message.delivery_tag
-            if not self._tracked(message):
-                await _ack(message)
-                continue
-            assert tag is not None
-            self._state[tag] = _READY
-            self._ready[tag] = message
-        await self._advance()
-
-    def settled(self, message: InboundMessage) -> None:
-        """``message`` was acked or nacked on its own."""
-        if self._tracked(message):
-            assert message.delivery_tag is not None
-            self._state[message.delivery_tag] = _SETTLED
-
-    async def flush(self) -> None:
-        """Ack every finished message now, on its own if need be (before shutdown)."""
-        await self._advance()
-        async with self._sending:
-            ready = list(self._ready.values())
-            self._ready.clear()
-            for message in ready:
-                assert message.delivery_tag is not None
-                self._state[message.delivery_tag] = _SETTLED
-                await _ack(message)
-        await self._advance()
-
-    def _tracked(self, message: InboundMessage) -> bool:
-        tag = message.delivery_tag
-        return (
-            tag is not None and tag in self._state
-            and _channel_of(message) is self._channel
-        )
-
-    async def _advance(self) -> None:
-        # One sender at a time: a lone ack must reach the broker before any bulk ack
-        # that covers its tag (an ack of a tag no longer unacked closes the channel).
-        async with self._sending:
-            last: InboundMessage | None = None
-            while self._order and self._state[self._order[0]] != _IN_FLIGHT:
-                tag = self._order.popleft()
-                if self._state.pop(tag) == _READY:
-                    last = self._ready.pop(tag)
-            if last is not None:
-                await _ack(last, multiple=True)
-        if self._ready and self._timer is None:
-            self._timer = asyncio.get_running_loop().call_later(self._flush_s, self._on_timer)
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        task = asyncio.create_task(self.flush())
-        self._flushes.add(task)
-        task.add_done_callback(self._flushes.discard)
-
-
-def _channel_of(message: InboundMessage) -> object | None:
-    try:
-        return message.channel
-    except ChannelInvalidStateError:
-        return None
 
 
 @dataclass(frozen=True)
@@ -379,14 +212,15 @@ class Processor:
         keys = {"consumer": self._spec.name, "message_id": ctx.message_id}
         async with self._sessions() as session:
             applied_before = await inbox.seen(session, **keys)
-            await _end(session, commit=False)  # end the check's transaction before the handler
+            # End the check's transaction before the handler.
+            await end_transaction(session, commit=False)
             if applied_before:
                 return True
             await handler(session, payload, ctx)
             if not await inbox.claim(session, event_type=ctx.event_type, **keys):
-                await _end(session, commit=False)
+                await end_transaction(session, commit=False)
                 return True
-            await _end(session, commit=True)
+            await end_transaction(session, commit=True)
         return False
 
     async def _fail(
@@ -418,10 +252,10 @@ class Processor:
             await self._publish_copy(message, new_headers, target)
         except Exception as publish_exc:  # redelivered; nothing is lost
             log.warning("failure_publish_failed", target=target, error=repr(publish_exc))
-            await _requeue(message)
+            await acks.requeue(message)
             self._settled(message)
             return
-        await _ack(message)
+        await acks.ack(message)
         self._settled(message)
         if retry:
             metrics.RETRIED.labels(self._spec.name, ctx.event_type).inc()
@@ -439,7 +273,7 @@ class Processor:
     async def _ack_all(self, messages: list[InboundMessage]) -> None:
         if self._acks is None:
             for message in messages:
-                await _ack(message)
+                await acks.ack(message)
         else:
             await self._acks.ack(messages)
 
@@ -465,19 +299,3 @@ class Processor:
         )
         exchange = self._publisher.default_exchange
         await exchange.publish(copy, routing_key=routing_key, mandatory=True)
-
-
-async def _ack(message: InboundMessage, *, multiple: bool = False) -> None:
-    try:
-        await message.ack(multiple=multiple)
-    except (ChannelInvalidStateError, AMQPError, ConnectionError) as exc:
-        # The channel died after the commit: the broker redelivers, the inbox drops it.
-        log.warning("ack_lost", error=repr(exc))
-
-
-async def _requeue(message: InboundMessage) -> None:
-    await asyncio.sleep(REQUEUE_PAUSE_S)
-    try:
-        await message.nack(requeue=True)
-    except (ChannelInvalidStateError, AMQPError, ConnectionError) as exc:
-        log.warning("nack_lost", error=repr(exc))
