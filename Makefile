@@ -2,14 +2,29 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+OCR_STAMP := $(VENV)/.installed-ocr
+LOCKS := requirements/runtime.txt requirements/dev.txt requirements/ocr.txt requirements/torch.txt
 
-.PHONY: install services migrate topology run run-check test test-fast lint bench clean
+.PHONY: install install-ocr lock services migrate topology run run-check test test-fast test-ocr \
+	lint bench clean
 
-$(STAMP): pyproject.toml scripts/install.sh
+$(STAMP): pyproject.toml $(LOCKS) scripts/install.sh
 	bash scripts/install.sh
 	touch $(STAMP)
 
+## Runtime + dev tools from the lock files: CPU only, no PyTorch.
 install: $(STAMP)
+
+## Also the easyocr engine: PyTorch's CPU build (TORCH_VARIANT=cuda for PyPI's CUDA build).
+$(OCR_STAMP): $(STAMP)
+	bash scripts/install.sh --ocr
+	touch $(OCR_STAMP)
+
+install-ocr: $(OCR_STAMP)
+
+## Regenerate requirements/*.txt from pyproject.toml (after adding or changing a dependency).
+lock:
+	bash scripts/lock.sh
 
 services:
 	bash scripts/services.sh
@@ -30,11 +45,15 @@ run-check: install
 
 ## The whole test suite, failing fast: lint, the unit tier (no service needed, seconds),
 ## then the integration and e2e tiers against the local services (isolated databases, vhost).
+## The easyocr engine's tests need PyTorch: `make test-ocr` runs those.
 test: install
 	$(MAKE) --no-print-directory lint
 	$(MAKE) --no-print-directory test-fast
 	$(MAKE) --no-print-directory services
-	$(PY) -m pytest -m "not unit"
+	$(PY) -m pytest -m "not unit and not easyocr"
+
+test-ocr: install-ocr services
+	$(PY) -m pytest -m easyocr
 
 ## The unit tier: business rules and runtime parts on fakes; every service address points
 ## at a closed port (tests/unit/conftest.py).

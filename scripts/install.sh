@@ -1,18 +1,57 @@
 #!/usr/bin/env bash
-# Install everything the project needs into .venv, from scratch when .venv is absent.
+# Install the project into .venv from the lock files in requirements/ (hashes checked).
+#
+#   scripts/install.sh          runtime + dev tools: CPU only, no PyTorch (make run, make test)
+#   scripts/install.sh --ocr    also the easyocr engine: PyTorch's CPU build by default
+#   TORCH_VARIANT=cuda          with --ocr: PyPI's build of torch (CUDA on Linux x86_64, GBs)
+#   TORCH_INDEX_URL=URL         with --ocr and the cpu variant: where the CPU wheels come from
+#   VENV=path                   another virtualenv (default .venv)
+#
+# Regenerate the locks with `make lock` after changing pyproject.toml.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
+VENV=${VENV:-.venv}
+TORCH_VARIANT=${TORCH_VARIANT:-cpu}
+TORCH_INDEX_URL=${TORCH_INDEX_URL:-https://download.pytorch.org/whl/cpu}
+ocr=0
+for arg in "$@"; do
+  case "$arg" in
+    --ocr) ocr=1 ;;
+    -h|--help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "install: unknown option $arg (try --help)" >&2; exit 2 ;;
+  esac
+done
+case "$TORCH_VARIANT" in
+  cpu|cuda) ;;
+  *) echo "install: TORCH_VARIANT must be cpu or cuda, not '$TORCH_VARIANT'" >&2; exit 2 ;;
+esac
 
-# Tesseract: the second OCR engine, the one whose language data Debian ships.
+# Tesseract: the OCR engine of the default install, whose language data Debian ships.
 if ! command -v tesseract >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tesseract-ocr tesseract-ocr-eng >/dev/null) \
     || echo "install: tesseract-ocr could not be installed; the tesseract engine will be unavailable" >&2
 fi
 
-if [ ! -x .venv/bin/python ]; then
-  "$PYTHON" -m venv .venv
+if [ ! -x "$VENV/bin/python" ]; then
+  "$PYTHON" -m venv "$VENV"
 fi
-.venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e '.[dev,ocr]'
-echo "install: done ($(.venv/bin/python --version))"
+pip=("$VENV/bin/python" -m pip --disable-pip-version-check)
+"${pip[@]}" install -q --upgrade pip
+"${pip[@]}" install -q --require-hashes --no-deps -r requirements/dev.txt
+"${pip[@]}" install -q --no-deps -e .
+
+if [ "$ocr" = 1 ]; then
+  # torch and torchvision first, pinned by version (requirements/torch.txt): which file is
+  # right depends on the build, so they are not in the hashed lock.
+  if [ "$TORCH_VARIANT" = cpu ]; then
+    "${pip[@]}" install -q --no-deps --index-url "$TORCH_INDEX_URL" -r requirements/torch.txt
+  else
+    "${pip[@]}" install -q -r requirements/torch.txt
+  fi
+  "${pip[@]}" install -q --require-hashes --no-deps -r requirements/ocr.txt
+fi
+"${pip[@]}" check >/dev/null || { "${pip[@]}" check >&2; exit 1; }
+extra=""
+if [ "$ocr" = 1 ]; then extra=", easyocr with torch ($TORCH_VARIANT)"; fi
+echo "install: done ($("$VENV/bin/python" --version)$extra)"

@@ -24,8 +24,11 @@ for arg in "$@"; do
 done
 
 if [ "$setup" = 1 ] && [ "$check_only" = 0 ]; then
-  if [ ! -f .venv/.installed ] || [ pyproject.toml -nt .venv/.installed ] \
-     || [ scripts/install.sh -nt .venv/.installed ]; then
+  stale=0
+  for f in pyproject.toml scripts/install.sh requirements/*.txt; do
+    if [ "$f" -nt .venv/.installed ]; then stale=1; fi
+  done
+  if [ ! -f .venv/.installed ] || [ "$stale" = 1 ]; then
     bash scripts/install.sh
     touch .venv/.installed
   fi
@@ -51,16 +54,9 @@ if [ "$setup" = 1 ]; then
   python -m amsctl topology apply
 fi
 
-# easyocr needs model files this machine may not have (docs/ocr.md). Rather than let the ocr
-# worker refuse to start (and honcho stop everything), a local run without them uses the
-# tesseract engine and says so; set OCR_ENGINE explicitly to override.
-if [ -z "${OCR_ENGINE:-}" ]; then
-  models=${OCR_MODEL_DIR:-/var/lib/ams/easyocr}
-  if [ ! -f "$models/craft_mlt_25k.pth" ] || [ ! -f "$models/english_g2.pth" ]; then
-    echo "run: easyocr models not found in $models; OCR uses tesseract for this run (see docs/ocr.md)"
-    export OCR_ENGINE=tesseract
-  fi
-fi
+# OCR uses tesseract unless OCR_ENGINE=easyocr is set (needs `make install-ocr` and the model
+# files, docs/ocr.md); say which, so nobody wonders where the text came from.
+echo "run: OCR engine ${OCR_ENGINE:-tesseract}"
 
 # Refuse to start half a system: honcho would stop everything as soon as one process exits.
 python scripts/check_procfile.py "$PROCFILE"

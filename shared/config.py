@@ -124,8 +124,8 @@ class Settings:
     pdf_max_pages: int = field(default=50, metadata=_env("PDF_MAX_PAGES"))
     """Most pages a PDF upload may have."""
 
-    ocr_engine: str = field(default="easyocr", metadata=_env("OCR_ENGINE"))
-    """OCR engine of the worker: ``easyocr`` (default) or ``tesseract``."""
+    ocr_engine: str = field(default="tesseract", metadata=_env("OCR_ENGINE"))
+    """OCR engine of the worker: ``tesseract`` (default) or ``easyocr`` (needs the ocr extra)."""
 
     ocr_model_dir: str = field(default="/var/lib/ams/easyocr", metadata=_env("OCR_MODEL_DIR"))
     """Directory holding the easyocr model files (``craft_mlt_25k.pth``, ``english_g2.pth``…)."""

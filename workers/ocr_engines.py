@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import importlib.util
 import os
 import time
 from collections.abc import Iterator
@@ -97,6 +98,11 @@ def build_engine(config: EngineConfig) -> OcrEngine:
 def preflight(config: EngineConfig) -> None:
     """Cheap start-up check (no model loading): raises :class:`OcrModelsMissing`."""
     if config.engine == "easyocr":
+        if importlib.util.find_spec("easyocr") is None:
+            raise OcrModelsMissing(
+                "OCR_ENGINE=easyocr, but easyocr is not installed: install the ocr extra "
+                "(`make install-ocr`, docs/ocr.md) or set OCR_ENGINE=tesseract"
+            )
         missing = easyocr_missing_files(config)
         if missing and not config.allow_downloads:
             raise OcrModelsMissing(_missing_message(config, missing))

@@ -122,6 +122,7 @@ async def test_tesseract_recognises_rendered_text_once(
     ]
 
 
+@pytest.mark.easyocr
 async def test_easyocr_pipeline_runs_on_generated_models(
     settings: Settings, sessions: async_sessionmaker[AsyncSession], tmp_path: Path
 ) -> None:
