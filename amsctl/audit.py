@@ -38,6 +38,8 @@ class AuditNotRecorded(AmsError):
 class Trail:
     sessions: async_sessionmaker[AsyncSession]
     actor: str
+    source: AuditSource = AuditSource.CLI
+    """``console`` when the admin console acts (``actor`` is then the admin's email)."""
 
     async def record(
         self, action: str, target: str | None, outcome: AuditOutcome,
@@ -45,7 +47,7 @@ class Trail:
     ) -> AuditEntry:
         try:
             return await audit.record(
-                self.sessions, actor=self.actor, source=AuditSource.CLI, action=action,
+                self.sessions, actor=self.actor, source=self.source, action=action,
                 target=target, outcome=outcome, details=details,
             )
         except (*_DB_ERRORS, sqlalchemy.exc.DBAPIError) as exc:

@@ -37,9 +37,11 @@ class AuditLog:
     def at(cls, path: str) -> AuditLog:
         return cls(Path(path).expanduser())
 
-    def begin(self, action: str, *, reason: str | None, details: dict[str, Any]) -> Operation:
-        """Record the start of an operation; fails (OSError) before anything is changed."""
-        op = Operation(self, uuid.uuid4().hex, action, who(), reason)
+    def begin(self, action: str, *, reason: str | None, details: dict[str, Any],
+              actor: str | None = None) -> Operation:
+        """Record the start of an operation; fails (OSError) before anything is changed.
+        ``actor`` names who asks (the console's admin); default: the OS user and host."""
+        op = Operation(self, uuid.uuid4().hex, action, actor or who(), reason)
         op.write("start", **details)
         return op
 

@@ -11,14 +11,13 @@ import asyncio
 import logging
 from collections.abc import Callable, Coroutine
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from amsctl.audit import AuditNotRecorded, run_audited, trail
+from amsctl.audit import AuditNotRecorded, trail
 from amsctl.common import (
     EXIT_FAILURE,
     EXIT_NOT_FOUND,
@@ -30,17 +29,11 @@ from amsctl.common import (
     print_json,
     settings,
 )
-from amsctl.dlq import render
-from amsctl.dlq.audit import AuditLog, Operation
-from amsctl.dlq.broker import AmqpDeadLetterStore, DeadLetterStore, MovePlan, Outcome, QueueInfo
-from amsctl.dlq.model import (
-    DeadLetter,
-    Selection,
-    group_by_fingerprint,
-    is_dlq_name,
-    parse_duration,
-)
-from apps.auth.audit import AuditOutcome
+from amsctl.dlq import render, service
+from amsctl.dlq.audit import AuditLog
+from amsctl.dlq.broker import AmqpDeadLetterStore, DeadLetterStore, Outcome
+from amsctl.dlq.model import DeadLetter, Selection, group_by_fingerprint, parse_duration
+from amsctl.dlq.service import UsageError, read, resolve_queues
 from shared.config import Settings
 from shared.errors import DependencyUnavailable, NotFound
 
@@ -52,10 +45,6 @@ app = typer.Typer(
 StoreFactory = Callable[[Settings], AbstractAsyncContextManager[DeadLetterStore]]
 store_factory: StoreFactory = AmqpDeadLetterStore
 """Composition root: tests may swap in a fake store."""
-
-
-class UsageError(Exception):
-    """The command line asks for something that makes no sense (exit code 2)."""
 
 
 # --- shared options -------------------------------------------------------------------
@@ -91,19 +80,6 @@ DryOpt = Annotated[bool, typer.Option("--dry-run", help="Print the plan, change 
 YesOpt = Annotated[bool, typer.Option("--yes", help="Really remove (without it: show the plan).")]
 
 
-@dataclass(frozen=True)
-class MoveRequest:
-    """A replay or purge as the operator asked for it."""
-
-    action: str
-    queues: list[str] | None
-    selection: Selection
-    max_count: int | None
-    dry_run: bool
-    reason: str | None
-    as_json: bool
-
-
 def _selection(*, ids: list[str] | None, key: str | None, error: str | None, older: str | None,
                newer: str | None, fingerprint: str | None) -> Selection:
     try:
@@ -133,31 +109,6 @@ def _run(main: Callable[[Settings], Coroutine[Any, Any, int]]) -> None:
     except OSError as exc:
         fail(f"cannot write the audit log: {exc}", EXIT_FAILURE)
     raise typer.Exit(code)
-
-
-def resolve_queues(store: DeadLetterStore, requested: list[str] | None) -> list[QueueInfo]:
-    """The requested dead-letter queues (all of them when none is named); refuses others."""
-    dlqs = {q.name: q for q in store.dead_letter_queues()}
-    chosen = []
-    for name in requested or sorted(dlqs):
-        if name in dlqs:
-            chosen.append(dlqs[name])
-        elif not is_dlq_name(name):
-            hint = f"; did you mean {name}.dlq?" if f"{name}.dlq" in dlqs else ""
-            raise UsageError(f"{name!r} is not a dead-letter queue (their names end in .dlq){hint}")
-        else:
-            raise NotFound(f"dead-letter queue {name!r} does not exist")
-    return chosen
-
-
-async def _read(store: DeadLetterStore, queues: list[QueueInfo], selection: Selection,
-                limit: int) -> list[DeadLetter]:
-    now = datetime.now(UTC)
-    letters = []
-    for q in queues:
-        read = await store.browse(q.name, limit=limit)
-        letters += [dl for dl in read if selection.matches(dl, now)]
-    return letters
 
 
 # --- commands -------------------------------------------------------------------------
@@ -193,7 +144,7 @@ def list_cmd(
 
     async def main(s: Settings) -> int:
         async with store_factory(s) as store:
-            letters = await _read(store, resolve_queues(store, queue), selection, s.dlq_read_limit)
+            letters = await read(store, resolve_queues(store, queue), selection, s.dlq_read_limit)
         now = datetime.now(UTC)
         if group:
             groups = group_by_fingerprint(letters)
@@ -215,7 +166,7 @@ def show_cmd(
 
     async def main(s: Settings) -> int:
         async with store_factory(s) as store:
-            letters = await _read(store, resolve_queues(store, queue),
+            letters = await read(store, resolve_queues(store, queue),
                                   Selection(message_ids=frozenset({message_id})), s.dlq_read_limit)
         if not letters:
             raise NotFound(f"no dead letter with message id {message_id}")
@@ -259,8 +210,8 @@ def replay_cmd(
         fail("say what to replay: --message-id ID, --queue Q or --all", EXIT_USAGE)
     selection = _selection(ids=message_id, key=routing_key, error=error, older=older_than,
                            newer=newer_than, fingerprint=fingerprint)
-    request = MoveRequest("replay", queue, selection, max_count, dry_run, reason, as_json)
-    _run(lambda s: _move(s, request))
+    request = service.MoveRequest(service.REPLAY, queue, selection, max_count, reason)
+    _run(lambda s: _move(s, request, dry_run=dry_run, as_json=as_json))
 
 
 @app.command("purge")
@@ -278,8 +229,8 @@ def purge_cmd(
                            newer=newer_than, fingerprint=fingerprint)
 
     async def main(s: Settings) -> int:
-        request = MoveRequest("purge", queue, selection, max_count, not yes, reason, as_json)
-        code = await _move(s, request)
+        request = service.MoveRequest(service.PURGE, queue, selection, max_count, reason)
+        code = await _move(s, request, dry_run=not yes, as_json=as_json)
         return code if yes or code else EXIT_USAGE
 
     if not yes:
@@ -290,90 +241,25 @@ def purge_cmd(
 # --- replay / purge engine ------------------------------------------------------------
 
 
-async def _move(s: Settings, req: MoveRequest) -> int:
+async def _move(s: Settings, req: service.MoveRequest, *, dry_run: bool, as_json: bool) -> int:
     async with store_factory(s) as store:
         queues = resolve_queues(store, req.queues)
-        if req.dry_run:
-            return await _plan(store, queues, req, s)
+        if dry_run:
+            return _print_plan(await service.preview(store, queues, req, s.dlq_read_limit),
+                               req, as_json)
         async with trail(s) as audit_trail:  # before any change: no unrecorded action
-            op = AuditLog.at(s.amsctl_audit_log).begin(
-                req.action, reason=req.reason,
-                details={"selection": req.selection.describe(),
-                         "queues": [q.name for q in queues], "max": req.max_count},
-            )
-            target = ",".join(q.name for q in queues)
-            outcomes = await run_audited(
-                audit_trail, f"dlq.{req.action}", target,
-                lambda: _move_queues(store, queues, req, op, s),
-                details={"op_id": op.op_id, "reason": req.reason, "max": req.max_count,
-                         "selection": req.selection.describe()},
-                outcome_of=lambda done: (target, *_summary(done)),
-            )
-        failed = sum(not o.ok for o in outcomes)
-        op.write("end", outcome="ok" if not failed else "partial",
-                 moved=len(outcomes) - failed, failed=failed)
-    _report(outcomes, req.action, op.op_id, req.as_json)
-    if failed:
+            with _Progress(as_json, sum(q.messages for q in queues), req.action) as advance:
+                result = await service.move(store, s, queues, req, audit_trail,
+                                            on_window=lambda window: advance(len(window)))
+    _report(result.outcomes, req.action, result.op_id, as_json)
+    if result.failed:
         return EXIT_FAILURE
-    return EXIT_NOT_FOUND if req.selection.message_ids and not outcomes else 0
+    return EXIT_NOT_FOUND if req.selection.message_ids and not result.outcomes else 0
 
 
-async def _move_queues(store: DeadLetterStore, queues: list[QueueInfo], req: MoveRequest,
-                       op: Operation, s: Settings) -> list[Outcome]:
-    outcomes: list[Outcome] = []
-    with _Progress(req.as_json, sum(q.messages for q in queues), req.action) as advance:
-        for q in queues:
-            remaining = None if req.max_count is None else req.max_count - len(outcomes)
-            if remaining == 0:
-                break
-
-            def on_window(window: list[Outcome]) -> None:
-                op.write("messages", messages=[o.to_json() for o in window])
-                advance(len(window))
-
-            plan = _plan_for(q, req, remaining, op, s)
-            outcomes += await store.move(q.name, plan, on_window)
-    return outcomes
-
-
-_AUDIT_IDS = 200
-"""At most this many message ids per audit row (the JSON-lines log has them all)."""
-
-
-def _summary(outcomes: list[Outcome]) -> tuple[AuditOutcome, dict[str, Any]]:
-    failed = [o for o in outcomes if not o.ok]
-    done = [o for o in outcomes if o.ok]
-    outcome = AuditOutcome.OK if not failed else (
-        AuditOutcome.PARTIAL if done else AuditOutcome.FAILED)
-    return outcome, {
-        "moved": len(done), "failed": len(failed),
-        "message_ids": [o.message_id for o in done[:_AUDIT_IDS]],
-        "failed_ids": [o.message_id for o in failed[:_AUDIT_IDS]],
-    }
-
-
-def _plan_for(q: QueueInfo, req: MoveRequest, remaining: int | None, op: Operation,
-              s: Settings) -> MovePlan:
-    now = datetime.now(UTC)
-
-    def select(dl: DeadLetter) -> bool:
-        # A message this very run replayed that failed again is left for the operator.
-        already = any(r.get("op") == op.op_id for r in dl.replays)
-        return req.selection.matches(dl, now) and not already
-
-    stamp = None
-    if req.action == "replay":
-        stamp = {"at": now.isoformat(), "by": op.who, "from": q.name, "to": q.work_queue,
-                 "op": op.op_id, "reason": req.reason or ""}
-    return MovePlan(select=select, replay_stamp=stamp, max_count=remaining,
-                    window=max(1, s.dlq_replay_window))
-
-
-async def _plan(store: DeadLetterStore, queues: list[QueueInfo], req: MoveRequest,
-                s: Settings) -> int:
-    letters = (await _read(store, queues, req.selection, s.dlq_read_limit))[: req.max_count]
-    replay = req.action == "replay"
-    if req.as_json:
+def _print_plan(letters: list[DeadLetter], req: service.MoveRequest, as_json: bool) -> int:
+    replay = req.action == service.REPLAY
+    if as_json:
         print_json({"dry_run": True, "action": req.action, "messages": [
             dl.to_json() | {"target": dl.failed_queue if replay else None} for dl in letters
         ]})
