@@ -6,7 +6,7 @@ import uuid
 from typing import Annotated, Any
 
 import msgspec
-from litestar import Controller, delete, get, post, put
+from litestar import Controller, Response, delete, get, post, put
 from litestar.di import Provide
 from litestar.enums import RequestEncodingType
 from litestar.params import Body, Parameter
@@ -17,6 +17,7 @@ from apps.admin.audit_trail import AuditTrail
 from apps.admin.schemas import (
     DocumentDetail,
     DocumentPage,
+    DocumentStatusParam,
     DocumentSummary,
     LegalHoldIn,
     LegalHoldOut,
@@ -57,13 +58,22 @@ class DocumentController(Controller):
         return UploadAccepted(**result)
 
     @get("/", operation_id="list_documents", responses=error_responses(401, 422, 503))
-    async def list_documents(
+    async def list_documents(  # noqa: PLR0917 - one parameter per query filter
         self, principal: Principal, db_session: AsyncSession,
         limit: Annotated[int, Parameter(ge=1, le=100)] = 20,
         offset: Annotated[int, Parameter(ge=0, le=MAX_OFFSET)] = 0,
+        owner_id: Annotated[
+            uuid.UUID | None, Parameter(description="Only this owner's (admins)")
+        ] = None,
+        status: Annotated[DocumentStatusParam | None, Parameter(description="Only this status")]
+        = None,
+        legal_hold: Annotated[bool | None, Parameter(description="Only held / not held")] = None,
     ) -> DocumentPage:
+        narrow = services.DocumentFilter(
+            owner_id=owner_id, status=status.value if status else None, legal_hold=legal_hold
+        )
         rows, total = await services.list_documents(
-            db_session, viewer_of(principal), limit=limit, offset=offset
+            db_session, viewer_of(principal), limit=limit, offset=offset, narrow=narrow
         )
         items = [msgspec.convert(r, DocumentSummary) for r in rows]
         return DocumentPage(items=items, total=total, limit=limit, offset=offset)
@@ -79,6 +89,21 @@ class DocumentController(Controller):
             db_session, viewer_of(principal), document_id
         )
         return msgspec.convert(document, DocumentDetail)
+
+    @get(
+        "/{document_id:uuid}/pages/{page_no:int}/image", operation_id="get_page_image",
+        media_type="image/png", responses=error_responses(401, 404, 503),
+        summary="One page as PNG, in the pixels the OCR boxes refer to (owner or admin)",
+    )
+    async def page_image(
+        self, principal: Principal, db_session: AsyncSession, upload_limits: UploadLimits,
+        document_id: uuid.UUID, page_no: Annotated[int, Parameter(ge=1, le=10_000)],
+    ) -> Response[bytes]:
+        png = await services.page_image(
+            db_session, viewer_of(principal), document_id, page_no, upload_limits.document
+        )
+        return Response(png, media_type="image/png",
+                        headers={"Cache-Control": "private, max-age=300"})
 
     @delete(
         "/{document_id:uuid}", operation_id="delete_document", status_code=204,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -15,6 +16,15 @@ class UploadForm:
     """``multipart/form-data`` with one field ``file``."""
 
     file: UploadFile
+
+
+class DocumentStatusParam(enum.StrEnum):
+    """A document's status as a query filter."""
+
+    PENDING = "pending"
+    PROCESSING = "processing"
+    COMPLETED = "completed"
+    FAILED = "failed"
 
 
 class UploadAccepted(msgspec.Struct, kw_only=True):

@@ -7,7 +7,9 @@ is reported as :class:`NotFound`, so its existence is not revealed.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import io
 import uuid
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -18,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from apps.admin.models import document_blobs, documents, ocr_lines, ocr_pages
 from apps.auth.audit import AuditAction, AuditOutcome
 from outbox.writer import add_event
-from shared.documents import Limits, inspect, safe_filename
+from shared.documents import Limits, inspect, rasterise, safe_filename
 from shared.errors import LegalHold, NotFound, PayloadTooLarge, PermissionDenied
 from shared.events import DocumentUploaded
 
@@ -82,11 +84,31 @@ async def upload_document(
     return {"document_id": document_id, "status": "pending"}
 
 
+@dataclass(frozen=True)
+class DocumentFilter:
+    """Optional narrowing of a document list (every field ``None`` = no narrowing)."""
+
+    owner_id: uuid.UUID | None = None
+    status: str | None = None
+    legal_hold: bool | None = None
+
+    def where(self) -> sa.ColumnElement[bool]:
+        conditions: list[sa.ColumnElement[bool]] = [sa.true()]
+        if self.owner_id is not None:
+            conditions.append(documents.c.owner_id == self.owner_id)
+        if self.status is not None:
+            conditions.append(documents.c.status == self.status)
+        if self.legal_hold is not None:
+            conditions.append(documents.c.legal_hold == self.legal_hold)
+        return sa.and_(*conditions)
+
+
 async def list_documents(
-    session: AsyncSession, viewer: Viewer, *, limit: int, offset: int
+    session: AsyncSession, viewer: Viewer, *, limit: int, offset: int,
+    narrow: DocumentFilter | None = None,
 ) -> tuple[list[dict[str, Any]], int]:
     """One page of the viewer's documents (all for admins), newest first, and the total."""
-    where = _visible(viewer)
+    where = sa.and_(_visible(viewer), (narrow or DocumentFilter()).where())
     rows = await session.execute(
         sa.select(*_SUMMARY).where(where)
         .order_by(documents.c.created_at.desc(), documents.c.id.desc())
@@ -130,6 +152,35 @@ async def _pages(session: AsyncSession, document_id: uuid.UUID) -> list[dict[str
             {"text": r.text, "confidence": r.confidence, "bbox": r.bbox}
         )
     return list(pages.values())
+
+
+async def page_image(
+    session: AsyncSession, viewer: Viewer, document_id: uuid.UUID, page_no: int,
+    limits: Limits,
+) -> bytes:
+    """Page ``page_no`` (1-based) as PNG, rendered as the OCR worker saw it (PDF pages at
+    ``OCR_PDF_DPI``), so the OCR boxes fit it pixel for pixel. Owner or admin only."""
+    content = await session.scalar(
+        sa.select(document_blobs.c.content)
+        .join(documents, documents.c.id == document_blobs.c.document_id)
+        .where(documents.c.id == document_id, _visible(viewer))
+    )
+    if content is None:
+        raise NotFound(f"document {document_id} not found")
+    # Rendering is CPU work: off the event loop (a big PDF page takes tens of milliseconds).
+    return await asyncio.get_running_loop().run_in_executor(
+        None, render_page_png, bytes(content), page_no, limits
+    )
+
+
+def render_page_png(content: bytes, page_no: int, limits: Limits) -> bytes:
+    """PNG bytes of one page; :class:`NotFound` when the document has no such page."""
+    for number, image in enumerate(rasterise(content, limits), start=1):
+        if number == page_no:
+            out = io.BytesIO()
+            image.save(out, format="PNG", optimize=False, compress_level=3)
+            return out.getvalue()
+    raise NotFound(f"the document has no page {page_no}")
 
 
 async def delete_document(session: AsyncSession, viewer: Viewer, document_id: uuid.UUID) -> None:
