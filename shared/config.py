@@ -291,6 +291,53 @@ class Settings:
     dlq_read_limit: int = field(default=10_000, metadata=_env("DLQ_READ_LIMIT"))
     """Most messages ``amsctl dlq list``/``show`` read from one dead-letter queue."""
 
+    saga_watch_ttl_s: int = field(default=3600, metadata=_env("SAGA_WATCH_TTL_S"))
+    """Lifetime of the ``watch_token`` a deletion request returns: it lets the requester follow
+    the saga (``GET /auth/sagas/{id}/watch``) after their own tokens were revoked."""
+
+    portal_port: int = field(default=3002, metadata=_env("PORTAL_PORT"))
+    """Port of the user portal (``python -m frontends.portal``)."""
+
+    console_port: int = field(default=3003, metadata=_env("CONSOLE_PORT"))
+    """Port of the admin console (``python -m frontends.console``)."""
+
+    auth_api_url: str = field(default="http://127.0.0.1:8002", metadata=_env("AUTH_API_URL"))
+    """Base URL of the auth API as the frontends call it."""
+
+    users_api_url: str = field(default="http://127.0.0.1:8001", metadata=_env("USERS_API_URL"))
+    """Base URL of the users API as the frontends call it."""
+
+    admin_api_url: str = field(default="http://127.0.0.1:8003", metadata=_env("ADMIN_API_URL"))
+    """Base URL of the admin API as the frontends call it."""
+
+    frontend_api_timeout_s: float = field(default=10.0, metadata=_env("FRONTEND_API_TIMEOUT_S"))
+    """How long a frontend waits for an API answer before it shows the API as unavailable."""
+
+    session_ttl_s: int = field(default=28800, metadata=_env("SESSION_TTL_S"))
+    """Idle lifetime of a frontend session in Redis (each request extends it; the refresh
+    token's own lifetime still bounds it). Anonymous sessions (a sign-in form's CSRF token)
+    live at most an hour."""
+
+    session_cookie_secure: bool = field(default=False, metadata=_env("SESSION_COOKIE_SECURE"))
+    """Always mark the session cookie ``Secure`` (set it when TLS ends at a proxy in front of
+    the frontends); a request that arrives over https gets a ``Secure`` cookie anyway."""
+
+    console_metrics_targets: str = field(
+        default=(
+            "relay=http://127.0.0.1:9101/metrics,profiles=http://127.0.0.1:9102/metrics,"
+            "ocr=http://127.0.0.1:9103/metrics,documents=http://127.0.0.1:9104/metrics,"
+            "saga=http://127.0.0.1:9105/metrics"
+        ),
+        metadata=_env("CONSOLE_METRICS_TARGETS"),
+    )
+    """``name=url`` pairs (comma-separated) of the Prometheus endpoints the console scrapes for
+    its last-hour charts (the relay and the workers, as in the Procfile)."""
+
+    console_scrape_interval_s: float = field(
+        default=10.0, metadata=_env("CONSOLE_SCRAPE_INTERVAL_S")
+    )
+    """How often the console scrapes those endpoints; it keeps one hour of samples in memory."""
+
     def __post_init__(self) -> None:
         if not 0 < self.access_token_ttl_s <= 900:
             raise ValueError("ACCESS_TOKEN_TTL_S must be between 1 and 900 seconds")

@@ -31,7 +31,7 @@ from apps.auth.schemas import (
     TokenPair,
 )
 from apps.auth.services import Account, AuthService, Tokens
-from shared.auth import SECURITY, Principal, current_principal
+from shared.auth import SECURITY, Principal, bearer_token, current_principal
 from shared.http import error_responses
 
 
@@ -149,7 +149,10 @@ class AuthController(Controller):
         principal: NamedDependency[Principal],
         service: NamedDependency[AuthService],
     ) -> DeletionAccepted:
-        return DeletionAccepted(saga_id=await service.request_deletion(principal, user_id))
+        saga_id = await service.request_deletion(principal, user_id)
+        watch = await service.watch_token(principal, saga_id) if principal.user_id == user_id \
+            else None
+        return DeletionAccepted(saga_id=saga_id, watch_token=watch)
 
     @get(
         "/sagas/{saga_id:uuid}",
@@ -166,6 +169,21 @@ class AuthController(Controller):
         service: NamedDependency[AuthService],
     ) -> Saga:
         return _saga(await service.saga(principal, saga_id))
+
+    @get(
+        "/sagas/{saga_id:uuid}/watch",
+        operation_id="watchSaga",
+        security=SECURITY,
+        summary="A deletion saga, read with the watch token its deletion request returned",
+        responses=error_responses(401, 404, 503),
+    )
+    async def watch_saga(
+        self,
+        saga_id: FromPath[uuid.UUID],
+        request: Request[Any, Any, Any],
+        service: NamedDependency[AuthService],
+    ) -> Saga:
+        return _saga(await service.watched_saga(bearer_token(request), saga_id))
 
 
 @get(

@@ -69,9 +69,12 @@ class Jwks(msgspec.Struct, kw_only=True):
     keys: list[Jwk]
 
 
-class DeletionAccepted(msgspec.Struct, kw_only=True):
+class DeletionAccepted(msgspec.Struct, kw_only=True, omit_defaults=True):
     saga_id: uuid.UUID
     """Follow it with ``GET /auth/sagas/{saga_id}``."""
+    watch_token: str | None = None
+    """For a deletion of one's own account (whose tokens end now): a token that reads only
+    this saga, ``GET /auth/sagas/{saga_id}/watch`` with ``Authorization: Bearer``."""
 
 
 class SagaStep(msgspec.Struct, kw_only=True):

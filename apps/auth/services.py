@@ -22,7 +22,7 @@ from apps.auth.models import refresh_families, refresh_tokens, users
 from apps.auth.passwords import Argon2Passwords, check_password_policy, normalise_password
 from apps.auth.stores import LoginLimits, Sessions
 from apps.auth.tokens import TokenIssuer
-from shared.auth import REFRESH, Principal, TokenVerifier, require_self_or_admin
+from shared.auth import REFRESH, SAGA_WATCH, Principal, TokenVerifier, require_self_or_admin
 from shared.errors import AuthenticationFailed, Conflict, NotFound, ValidationFailed
 from shared.events import UserRegistered
 from shared.logging import get_logger
@@ -127,6 +127,7 @@ class AuthService:
         *,
         refresh_ttl_s: int,
         saga_step_timeout_s: float = 30.0,
+        saga_watch_ttl_s: int = 3600,
     ) -> None:
         self._db = sessions
         self._passwords = passwords
@@ -136,6 +137,7 @@ class AuthService:
         self._limits = limits
         self._refresh_ttl_s = refresh_ttl_s
         self._saga_step_timeout_s = saga_step_timeout_s
+        self._saga_watch_ttl_s = saga_watch_ttl_s
 
     # --- registration ---------------------------------------------------------------------
     async def register(
@@ -311,6 +313,21 @@ class AuthService:
             await self._redis.close(str(family_id))
         log.info("user.deletion_requested", user_id=str(user_id), saga_id=str(saga_id))
         return saga_id
+
+    async def watch_token(self, principal: Principal, saga_id: uuid.UUID) -> str:
+        """A ``saga_watch`` token for the saga of the caller's own deletion (others: None)."""
+        return await self._issuer.saga_watch(principal.user_id, saga_id, self._saga_watch_ttl_s)
+
+    async def watched_saga(self, watch_token: str, saga_id: uuid.UUID) -> sagas.SagaView:
+        """The saga a ``saga_watch`` token was issued for (any other: not found)."""
+        claims = await self._verifier.decode(watch_token, expected_type=SAGA_WATCH)
+        if claims.get("saga") != str(saga_id):
+            raise NotFound("saga not found")
+        async with self._db() as session:
+            view = await sagas.load(session, saga_id)
+        if view is None or str(view.user_id) != claims["sub"]:
+            raise NotFound("saga not found")
+        return view
 
     async def saga(self, principal: Principal, saga_id: uuid.UUID) -> sagas.SagaView:
         """The saga with its steps, for its user or an admin (others: not found)."""

@@ -10,7 +10,7 @@ from typing import Any
 import jwt
 
 from apps.auth.keys import KeyRing
-from shared.auth import ACCESS, ALGORITHM, REFRESH
+from shared.auth import ACCESS, ALGORITHM, REFRESH, SAGA_WATCH
 
 
 class TokenIssuer:
@@ -45,6 +45,14 @@ class TokenIssuer:
         now = int(self._clock())
         claims = self._claims(user_id, REFRESH, now, expires_at, jti)
         claims["sid"] = str(family_id)
+        return await self._sign(claims)
+
+    async def saga_watch(self, user_id: uuid.UUID, saga_id: uuid.UUID, ttl_s: int) -> str:
+        """A token that reads one deletion saga and nothing else: the person whose account is
+        being deleted follows its progress after their own tokens were revoked."""
+        now = int(self._clock())
+        claims = self._claims(user_id, SAGA_WATCH, now, now + ttl_s, uuid.uuid4())
+        claims["saga"] = str(saga_id)
         return await self._sign(claims)
 
     def _claims(

@@ -322,3 +322,30 @@ async def test_login_rehashes_when_parameters_change(auth_settings: Settings) ->
     await engine.dispose()
     assert stored.startswith("$argon2id$")
     assert ",t=3," in stored
+
+
+async def test_own_deletion_returns_a_watch_token_that_reads_only_that_saga(
+    client: AsyncTestClient[Any],
+) -> None:
+    _, tokens = await register_and_login(client)
+    bearer = {"Authorization": f"Bearer {tokens['access_token']}"}
+    me = (await client.get("/auth/me", headers=bearer)).json()
+    r = await client.delete(f"/auth/users/{me['user_id']}", headers=bearer)
+    assert r.status_code == 202, r.text
+    saga_id, watch = r.json()["saga_id"], r.json()["watch_token"]
+    # The person's own tokens end with the request; the watch token still reads the saga.
+    assert (await client.get(f"/auth/sagas/{saga_id}", headers=bearer)).status_code == 401
+    watched = await client.get(f"/auth/sagas/{saga_id}/watch",
+                               headers={"Authorization": f"Bearer {watch}"})
+    assert watched.status_code == 200, watched.text
+    assert watched.json()["saga_id"] == saga_id
+    assert watched.json()["user_id"] == me["user_id"]
+    # It is no access token, and it reads no other saga.
+    as_access = await client.get("/auth/me", headers={"Authorization": f"Bearer {watch}"})
+    assert as_access.status_code == 401
+    other = await client.get(f"/auth/sagas/{uuid.uuid4()}/watch",
+                             headers={"Authorization": f"Bearer {watch}"})
+    assert other.status_code == 404
+    plain = await client.get(f"/auth/sagas/{saga_id}/watch",
+                             headers={"Authorization": f"Bearer {tokens['refresh_token']}"})
+    assert plain.status_code == 401
