@@ -240,7 +240,12 @@ async def test_admins_filter_documents_by_owner_status_and_hold(
     assert {d["owner_id"] for d in by_owner["items"]} == {str(bob_id)}
     on_hold = (await client.get("/documents", params={"legal_hold": "true"},
                                 headers=admin)).json()
-    assert [d["id"] for d in on_hold["items"]] == [a["document_id"]]
+    assert a["document_id"] in [d["id"] for d in on_hold["items"]]
+    assert all(d["legal_hold"] for d in on_hold["items"])
+    not_held = (await client.get("/documents", params={"legal_hold": "false",
+                                                        "owner_id": str(alice_id)},
+                                 headers=admin)).json()
+    assert not_held["total"] == 0
     pending = (await client.get("/documents", params={"status": "pending",
                                                       "owner_id": str(alice_id)},
                                 headers=admin)).json()
