@@ -225,7 +225,7 @@ async def relay_latency(
         async with httpx.AsyncClient() as client:
             text = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
         for q in (0.5, 0.99):
-            name = "outbox_commit_to_confirm_seconds"
+            name = "ams_outbox_commit_to_confirm_seconds"
             confirm_ms[f"p{int(q * 100)}"] = histogram_quantile(text, name, q)
         return latencies
     finally:

@@ -33,6 +33,13 @@ if ! command -v tesseract >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 
     || echo "install: tesseract-ocr could not be installed; the tesseract engine will be unavailable" >&2
 fi
 
+# promtool (Debian's prometheus package): the test suite checks and unit-tests the alert
+# rules and the dashboard's queries with it (tests/unit/test_alerts.py).
+if ! command -v promtool >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null) \
+    || echo "install: prometheus (promtool) could not be installed; tests/unit/test_alerts.py will fail" >&2
+fi
+
 if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
 fi

@@ -25,10 +25,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import uuid
 from typing import Any
 
 import sqlalchemy as sa
+from prometheus_client import Gauge
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from apps.auth.models import saga_steps, sagas
@@ -38,6 +40,7 @@ from apps.auth.sagas import (
     PROFILE_RESTORE,
     USER_DELETE,
     USER_REACTIVATE,
+    count_by_status,
     finish_step,
     start_step,
 )
@@ -63,6 +66,13 @@ log = get_logger(__name__)
 
 SWEEP_BATCH = 100
 """Overdue sagas handled per sweeper transaction."""
+GAUGE_EVERY_S = 15.0
+"""How often the sweeper recounts the sagas per status (a scan of the sagas table)."""
+
+SAGAS = Gauge(
+    "ams_saga_sagas", "Deletion sagas per status in authdb (recounted every 15 s).", ["status"],
+    multiprocess_mode="livemax",
+)
 
 
 def compensation_failed_reason() -> str:
@@ -299,7 +309,11 @@ class Sweeper:
         self._interval_s = interval_s
 
     async def run(self, stop: asyncio.Event) -> None:
+        next_count = 0.0
         while not stop.is_set():
+            if time.monotonic() >= next_count:
+                next_count = time.monotonic() + GAUGE_EVERY_S
+                await self._count()
             try:
                 handled = await self._orchestrator.sweep(self._sessions)
             except Exception as exc:
@@ -309,6 +323,17 @@ class Sweeper:
                 continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self._interval_s)
+
+
+    async def _count(self) -> None:
+        try:
+            async with self._sessions() as session:
+                counts = await count_by_status(session)
+        except Exception as exc:  # the gauge keeps its last value; the sweep logs outages
+            log.debug("saga.count_failed", error=repr(exc))
+            return
+        for status, n in counts.items():
+            SAGAS.labels(status).set(n)
 
 
 class SagaConsumer(Consumer):

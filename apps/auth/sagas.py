@@ -207,3 +207,13 @@ def _step(row: Any) -> StepView:
         started_at=row.started_at, deadline=row.deadline, finished_at=row.finished_at,
         late_replies=row.late_replies,
     )
+
+
+async def count_by_status(session: AsyncSession) -> dict[str, int]:
+    """Sagas per status, every status present (0 when none): the saga worker's gauge."""
+    rows = await session.execute(
+        sa.select(sagas.c.status, sa.func.count()).group_by(sagas.c.status)
+    )
+    counts = dict.fromkeys((*ACTIVE, *FINAL), 0)
+    counts.update({str(status): int(n) for status, n in rows})
+    return counts

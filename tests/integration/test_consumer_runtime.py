@@ -206,6 +206,9 @@ async def test_poison_message_is_dead_lettered_with_reason_while_others_flow(
     assert headers[m.H_FIRST_FAILURE_AT] < headers[m.H_LAST_FAILURE_AT]
     _assert_same_message(dead, poison)
     assert len(await effects(db, name)) == len(good)
+    assert _failed(name, "retried", "transient", "TransientError") == 2
+    assert _failed(name, "dead_lettered", "exhausted", "TransientError") == 1
+    assert _handled(name, duplicate=False) == len(good)
 
 
 async def test_domain_error_and_invalid_payload_are_dead_lettered_at_once(
@@ -228,6 +231,9 @@ async def test_domain_error_and_invalid_payload_are_dead_lettered_at_once(
     assert by_id[invalid.message_id].headers[m.H_ERROR_TYPE] == "shared.errors.InvalidMessage"
     assert by_id[invalid.message_id].body == invalid.body
     assert await effects(db, name) == []
+    assert _failed(name, "dead_lettered", "permanent", "ValidationFailed") == 1
+    assert _failed(name, "dead_lettered", "permanent", "InvalidMessage") == 1
+    assert _failed(name, "retried", "transient", "ValidationFailed") == 0
 
 
 async def test_handler_that_commits_itself_is_refused_and_nothing_half_done_commits(
@@ -461,8 +467,19 @@ async def _queue_exists(url: str, name: str) -> bool:
 
 
 def _handled(name: str, *, duplicate: bool) -> float:
-    labels = {"consumer": name, "event_type": "user.registered", "duplicate": str(duplicate)}
+    labels = {
+        "consumer": name, "queue": name, "event_type": "user.registered",
+        "duplicate": str(duplicate),
+    }
     return REGISTRY.get_sample_value("ams_worker_messages_handled_total", labels) or 0.0
+
+
+def _failed(name: str, outcome: str, reason: str, error_type: str) -> float:
+    labels = {
+        "consumer": name, "queue": name, "event_type": "user.registered", "outcome": outcome,
+        "reason": reason, "error_type": error_type,
+    }
+    return REGISTRY.get_sample_value("ams_worker_messages_failed_total", labels) or 0.0
 
 
 async def _exists(path: Path) -> bool:

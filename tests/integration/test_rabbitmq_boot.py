@@ -26,6 +26,8 @@ import aio_pika
 import httpx
 import pytest
 
+from tests.observability_names import referenced
+
 ROOT = Path(__file__).resolve().parents[2]
 INFRA = ROOT / "infra" / "rabbitmq"
 SERVER = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
@@ -154,3 +156,21 @@ def test_prometheus_metrics_are_served(node: Node) -> None:
     response = httpx.get(f"http://127.0.0.1:{node.prometheus}/metrics", timeout=5)
     assert response.status_code == 200
     assert "rabbitmq_" in response.text
+
+
+def test_broker_metrics_read_by_the_alerts_and_dashboard_exist(node: Node) -> None:
+    """Every ``rabbitmq_`` name in deploy/ is served, per queue where Prometheus asks for it
+    (deploy/prometheus/prometheus.yml scrapes /metrics and /metrics/detailed)."""
+    base = f"http://127.0.0.1:{node.prometheus}"
+    detailed = httpx.get(
+        f"{base}/metrics/detailed",
+        params=[("family", "queue_coarse_metrics"), ("family", "queue_consumer_count")],
+        timeout=10,
+    ).text
+    served = httpx.get(f"{base}/metrics", timeout=10).text + detailed
+    names = {line.split("{")[0].split(" ")[0] for line in served.splitlines()
+             if line and not line.startswith("#")}
+    wanted = referenced("rabbitmq_")
+    assert "rabbitmq_detailed_queue_messages_ready" in wanted
+    assert wanted <= names, sorted(wanted - names)
+    assert 'rabbitmq_detailed_queue_messages_ready{vhost="/",queue="profiles.dlq"}' in detailed

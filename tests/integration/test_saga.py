@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from litestar.testing import AsyncTestClient
+from prometheus_client import REGISTRY
 
 import outbox
 from apps.auth.app import create_app
@@ -40,7 +41,7 @@ from shared.topology_apply import apply_topology
 from tests.saga_support import ROOT, SagaStack, env_for, queue_depth, tap, worker_process
 from tests.support import isolated_settings
 from workers.runtime.context import MessageContext
-from workers.saga import Orchestrator, compensation_failed_reason
+from workers.saga import Orchestrator, Sweeper, compensation_failed_reason
 
 PASSWORD = "correct horse battery staple"
 
@@ -621,8 +622,16 @@ async def test_concurrent_sweepers_fail_each_overdue_step_once(
                 t="profile.restore",
             )
             assert restores == 1
+        # The sweeper's gauge counts them (the module's database has other tests' sagas too).
+        compensating = await stack.scalar(
+            "authdb", "SELECT count(*) FROM sagas WHERE status = 'compensating'"
+        )
+        await Sweeper(orchestrator, sessions, 1.0)._count()
     assert sum(handled) >= len(saga_ids)
     assert handled_again == 0
+    assert compensating >= len(saga_ids)
+    assert REGISTRY.get_sample_value("ams_saga_sagas", {"status": "compensating"}) == compensating
+    assert REGISTRY.get_sample_value("ams_saga_sagas", {"status": "compensation_failed"}) == 0
 
 
 FINAL = ("completed", "compensated", "compensation_failed")

@@ -30,6 +30,13 @@ NOT_SETTINGS = {
     "RABBITMQ_CTL_ERL_ARGS": "rabbitmqctl / rabbitmq-queues: the shared cookie",
     "POSTGRES_USER": "postgres image: superuser of the first boot",
     "POSTGRES_PASSWORD": "postgres image: its password",
+    "GRAFANA_ADMIN_PASSWORD": "compose: the Grafana admin's password",
+    # OpenTelemetry's own variables, read by its SDK when TRACING_ENABLED (shared/tracing.py)
+    "OTEL_TRACES_EXPORTER": "OpenTelemetry: otlp, console or none",
+    "OTEL_EXPORTER_OTLP_ENDPOINT": "OpenTelemetry: the collector's OTLP/HTTP address",
+    "OTEL_SERVICE_NAME": "OpenTelemetry: overrides the process's service name",
+    "OTEL_TRACES_SAMPLER": "OpenTelemetry: sampler (parentbased_traceidratio …)",
+    "OTEL_TRACES_SAMPLER_ARG": "OpenTelemetry: the sampler's ratio",
     # shells and tools in the docs' examples
     "PROCFILE": "scripts/run.sh: which Procfile to start",
     "VIRTUAL_ENV": "shell: the virtualenv",

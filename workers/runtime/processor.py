@@ -72,7 +72,7 @@ class Processor:
         self._spec = spec
         self._acks = acks
         # Metric children looked up once, not per message.
-        self._latency = metrics.LATENCY.labels(spec.name)
+        self._latency = metrics.HANDLE_DURATION.labels(spec.name, spec.queue_name)
         self._handled_children: dict[tuple[str, bool], Counter] = {}
         self._handlers = handlers
         self._sessions = sessions
@@ -233,7 +233,6 @@ class Processor:
         failure = Failure.of(exc)
         attempts = ctx.attempts + 1
         outcome = classify(exc)
-        metrics.FAILED.labels(self._spec.name, ctx.event_type, type(exc).__name__).inc()
         retry = outcome is Outcome.RETRY and attempts < self._policy.max_attempts
         target = (
             self._spec.retry_queue_name(self._policy.delay_for(attempts))
@@ -252,21 +251,30 @@ class Processor:
             await self._publish_copy(message, new_headers, target)
         except Exception as publish_exc:  # redelivered; nothing is lost
             log.warning("failure_publish_failed", target=target, error=repr(publish_exc))
+            self._failed(ctx.event_type, "requeued", "transient", exc)
             await acks.requeue(message)
             self._settled(message)
             return
         await acks.ack(message)
         self._settled(message)
         if retry:
-            metrics.RETRIED.labels(self._spec.name, ctx.event_type).inc()
+            self._failed(ctx.event_type, "retried", "transient", exc)
         else:
             reason = "exhausted" if outcome is Outcome.RETRY else "permanent"
-            metrics.DEAD_LETTERED.labels(self._spec.name, ctx.event_type, reason).inc()
+            self._failed(ctx.event_type, "dead_lettered", reason, exc)
+
+    def _failed(self, event_type: str, outcome: str, reason: str, exc: Exception) -> None:
+        metrics.FAILED.labels(
+            self._spec.name, self._spec.queue_name, event_type, outcome, reason,
+            type(exc).__name__,
+        ).inc()
 
     def _handled(self, event_type: str, duplicate: bool) -> Counter:
         child = self._handled_children.get((event_type, duplicate))
         if child is None:
-            child = metrics.HANDLED.labels(self._spec.name, event_type, str(duplicate))
+            child = metrics.HANDLED.labels(
+                self._spec.name, self._spec.queue_name, event_type, str(duplicate)
+            )
             self._handled_children[(event_type, duplicate)] = child
         return child
 
