@@ -13,6 +13,7 @@ from prometheus_client import start_http_server
 
 from outbox.publisher import AmqpPublisher
 from outbox.relay import Relay
+from shared import eventloop
 from shared.config import DATABASES, Settings
 from shared.db import asyncpg_dsn
 from shared.logging import configure_logging, get_logger
@@ -59,7 +60,7 @@ def main(argv: list[str] | None = None) -> None:
     configure_tracing(settings, service="outbox-relay")
     if settings.relay_metrics_port:
         start_http_server(settings.relay_metrics_port)
-    asyncio.run(serve(settings, tuple(args.database or DATABASES)))
+    eventloop.run(serve(settings, tuple(args.database or DATABASES)))
 
 
 if __name__ == "__main__":

@@ -2,8 +2,12 @@
 
 One loop per database. Each turn it claims a batch of its partitions' unsent rows (on
 the connection that holds the partition locks) and starts publishing it; up to
-``relay_max_batches_in_flight`` batches are in flight, so claiming, publishing and
-deleting overlap. A row is deleted only after the broker confirmed it. A row the broker
+``relay_max_batches_in_flight`` batches' worth of rows are in flight, so claiming,
+publishing and deleting overlap. Under a trickle of single-event transactions that means
+many small batches in flight at once: a committed row is claimed and written to the
+broker at once instead of waiting for the confirm of the batch before it.
+
+A row is deleted only after the broker confirmed it. A row the broker
 rejects is retried with backoff and parked after ``relay_max_attempts``; later events of
 the same aggregate wait behind it, other aggregates flow on. A broker or database outage
 stops claiming, drains what is in flight, and reconnects with backoff; nothing confirmed
@@ -55,6 +59,7 @@ class Relay:
         self._leases = LeaseConnection(dsn, on_notify=self._wake.set)
         self._pool: asyncpg.Pool | None = None
         self._in_flight: dict[asyncio.Task[None], list[int]] = {}
+        self._rows_in_flight = 0
         self._confirmed: set[int] = set()
         """Rows the broker confirmed that are not deleted yet; never claimed again."""
         self._delete_wanted = asyncio.Event()
@@ -137,11 +142,12 @@ class Relay:
                 broken, self._broken = self._broken, None
                 raise broken
             await self._maintain()
-            if len(self._in_flight) >= self._settings.relay_max_batches_in_flight:
+            room = self._room()
+            if room <= 0:
                 await asyncio.wait(self._in_flight, return_when=asyncio.FIRST_COMPLETED)
                 continue
             self._wake.clear()
-            rows = await self._claim()
+            rows = await self._claim(room)
             if rows:
                 poll = self._settings.relay_poll_min_s
                 self._start_batch(rows)
@@ -160,16 +166,20 @@ class Relay:
             for waiter in waiters:
                 waiter.cancel()
 
-    async def _claim(self) -> list[OutboxRow]:
+    def _room(self) -> int:
+        """Rows that may be claimed now: a batch, less what exceeds the in-flight budget."""
+        s = self._settings
+        budget = s.relay_batch_size * s.relay_max_batches_in_flight - self._rows_in_flight
+        return min(s.relay_batch_size, budget)
+
+    async def _claim(self, limit: int) -> list[OutboxRow]:
         owned = sorted(self._leases.owned)
         if not owned:
             return []
         in_flight = [row_id for ids in self._in_flight.values() for row_id in ids]
         in_flight.extend(self._confirmed)
         assert self._leases.conn is not None
-        return await store.claim(
-            self._leases.conn, owned, in_flight, self._settings.relay_batch_size
-        )
+        return await store.claim(self._leases.conn, owned, in_flight, limit)
 
     async def _maintain(self) -> None:
         """Rebalance partitions and refresh gauges, each on its own period."""
@@ -196,10 +206,11 @@ class Relay:
     def _start_batch(self, rows: list[OutboxRow]) -> None:
         task = asyncio.create_task(self._publish_batch(rows))
         self._in_flight[task] = [row.id for row in rows]
+        self._rows_in_flight += len(rows)
         task.add_done_callback(self._batch_done)
 
     def _batch_done(self, task: asyncio.Task[None]) -> None:
-        self._in_flight.pop(task, None)
+        self._rows_in_flight -= len(self._in_flight.pop(task, ()))
         self._wake.set()
         if task.cancelled():
             return
@@ -283,20 +294,28 @@ class Relay:
                 await func(self._pool, *args)  # type: ignore[operator]
 
     async def _delete_confirmed(self) -> None:
-        """Background task: delete confirmed rows, coalescing whatever has accumulated."""
+        """Background task: delete confirmed rows, coalescing whatever has accumulated.
+
+        It keeps one pool connection for as long as it runs: a pool hands a connection back
+        with a reset round trip, which doubled the cost of every small delete."""
+        assert self._pool is not None
         try:
-            while True:
-                await self._delete_wanted.wait()
-                self._delete_wanted.clear()
-                await self._flush_confirmed()
+            async with self._pool.acquire() as conn:
+                while True:
+                    await self._delete_wanted.wait()
+                    self._delete_wanted.clear()
+                    await self._flush_confirmed(conn)
         except DB_ERRORS as exc:
             self._broken = exc  # the loop reconnects; the rows stay in _confirmed
             self._wake.set()
 
-    async def _flush_confirmed(self) -> None:
+    async def _flush_confirmed(self, conn: asyncpg.Connection | None = None) -> None:
         ids = list(self._confirmed)
         if ids:
-            await self._retry_db(store.delete_sent, ids)
+            if conn is None:
+                await self._retry_db(store.delete_sent, ids)
+            else:
+                await store.delete_sent(conn, ids)
             self._confirmed.difference_update(ids)
             self._deleted_since_vacuum += len(ids)
             await self._maybe_vacuum()

@@ -81,8 +81,8 @@ async def claim(
     return [OutboxRow(**dict(r)) for r in records]
 
 
-async def delete_sent(pool: asyncpg.Pool, ids: Sequence[int]) -> None:
-    await pool.execute(DELETE_SQL, list(ids))
+async def delete_sent(conn: asyncpg.Connection | asyncpg.Pool, ids: Sequence[int]) -> None:
+    await conn.execute(DELETE_SQL, list(ids))
 
 
 async def record_failures(

@@ -87,7 +87,9 @@ class Settings:
     relay_max_batches_in_flight: int = field(
         default=2, metadata=_env("RELAY_MAX_BATCHES_IN_FLIGHT")
     )
-    """Batches published but not yet confirmed; overlaps database work with publishing."""
+    """Batches' worth of rows (``RELAY_BATCH_SIZE`` each) published but not yet confirmed:
+    overlaps database work with publishing, and lets small batches go out at once instead of
+    waiting for the confirms of the ones before them."""
 
     relay_poll_min_s: float = field(default=0.05, metadata=_env("RELAY_POLL_MIN_S"))
     """Shortest polling interval right after activity (LISTEN/NOTIFY wakes it sooner)."""
