@@ -40,6 +40,12 @@ if ! command -v promtool >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 &
     || echo "install: prometheus (promtool) could not be installed; tests/unit/test_alerts.py will fail" >&2
 fi
 
+# DejaVu Sans: the tests draw their generated pages with it.
+if [ ! -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-dejavu-core >/dev/null) \
+    || echo "install: fonts-dejavu-core could not be installed; tests that draw pages will fail" >&2
+fi
+
 if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
 fi

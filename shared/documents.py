@@ -140,15 +140,27 @@ def rasterise(content: bytes, limits: Limits) -> Iterator[Image.Image]:
         raise UnreadableDocument(f"unreadable image: {exc}") from exc
 
 
+def pdf_scale(limits: Limits) -> float:
+    """Pixels per PDF point of a rendered page."""
+    return limits.pdf_dpi / 72
+
+
+def render_page(page: pypdfium2.PdfPage, index: int, limits: Limits) -> Image.Image:
+    """One PDF page as an RGB image at ``pdf_dpi``."""
+    try:
+        image: Image.Image = page.render(scale=pdf_scale(limits)).to_pil().convert("RGB")
+    except pypdfium2.PdfiumError as exc:
+        raise UnreadableDocument(f"unreadable PDF page {index + 1}: {exc}") from exc
+    return image
+
+
 def _render_pdf(content: bytes, limits: Limits) -> Iterator[Image.Image]:
     pdf = pypdfium2.PdfDocument(content)
     try:
         for index in range(len(pdf)):
             page = pdf[index]
             try:
-                yield page.render(scale=limits.pdf_dpi / 72).to_pil().convert("RGB")
-            except pypdfium2.PdfiumError as exc:
-                raise UnreadableDocument(f"unreadable PDF page {index + 1}: {exc}") from exc
+                yield render_page(page, index, limits)
             finally:
                 page.close()
     finally:

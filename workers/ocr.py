@@ -33,8 +33,11 @@ from shared.config import Settings
 from shared.db import create_engine, session_factory
 from shared.errors import TransientError, ValidationFailed
 from shared.events import DocumentOcrCompleted, DocumentOcrFailed, DocumentUploaded
+from shared.layout import PageLayout
+from shared.layout.model import corners
+from shared.layout.render import page_text
 from shared.logging import get_logger
-from workers.ocr_engines import EngineConfig, OcrPage, preflight
+from workers.ocr_engines import EngineConfig, preflight
 from workers.ocr_pool import OcrRunner, ProcessOcrRunner
 from workers.runtime.consumer import Consumer
 from workers.runtime.context import MessageContext
@@ -144,7 +147,7 @@ async def _finish(session: AsyncSession, claim: Claim, **values: object) -> bool
 
 
 async def finish_completed(
-    session: AsyncSession, claim: Claim, pages: list[OcrPage], engine: str
+    session: AsyncSession, claim: Claim, pages: list[PageLayout], engine: str
 ) -> None:
     """Step 3 (success): results, status ``completed`` and ``document.ocr_completed``."""
     if not await _finish(session, claim, status="completed", engine=engine, failure_reason=None):
@@ -172,20 +175,22 @@ async def finish_failed(session: AsyncSession, claim: Claim, reason: str) -> Non
     log.info("ocr_failed", document_id=str(claim.document_id), reason=reason)
 
 
-async def store_pages(session: AsyncSession, document_id: uuid.UUID, pages: list[OcrPage]) -> None:
+async def store_pages(
+    session: AsyncSession, document_id: uuid.UUID, pages: list[PageLayout]
+) -> None:
     if not pages:
         return
     await session.execute(
         sa.insert(ocr_pages),
         [
             {"document_id": document_id, "page_no": p.page_no, "width": p.width,
-             "height": p.height, "text": p.text}
+             "height": p.height, "text": page_text(p)}
             for p in pages
         ],
     )
     lines = [
         {"document_id": document_id, "page_no": p.page_no, "line_no": n, "text": line.text,
-         "confidence": line.confidence, "bbox": line.bbox}
+         "confidence": line.confidence, "bbox": corners(line.bbox)}
         for p in pages
         for n, line in enumerate(p.lines, start=1)
     ]

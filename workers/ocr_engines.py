@@ -1,8 +1,11 @@
 """OCR engines: one Protocol, easyocr (default), tesseract, and a fake for tests.
 
-An engine turns one page image into lines (text, confidence 0..1, bounding box as four
-``[x, y]`` corners). Engines are built from an :class:`EngineConfig` (picklable) inside
-the OCR process, so each process loads its model once.
+An engine turns one page image into blocks in reading order (``shared.layout``): tesseract
+reports blocks, paragraphs, lines and words itself (the levels of its TSV output), which
+:func:`shared.layout.refine_blocks` splits at list items and orders; easyocr reports line
+fragments, whose words :func:`shared.layout.group_lines` groups by geometry. Engines are
+built from an :class:`EngineConfig` (picklable) inside the OCR process, so each process
+loads its model once.
 """
 
 from __future__ import annotations
@@ -21,34 +24,16 @@ from PIL import Image
 
 from shared.config import Settings
 from shared.errors import TransientError
-
-Box = list[list[float]]
-
-
-@dataclass(frozen=True)
-class OcrLine:
-    text: str
-    confidence: float
-    bbox: Box
-
-
-@dataclass(frozen=True)
-class OcrPage:
-    page_no: int
-    width: int
-    height: int
-    lines: list[OcrLine]
-
-    @property
-    def text(self) -> str:
-        return "\n".join(line.text for line in self.lines)
+from shared.layout import Block, Kind, Line, Word, group_lines, refine_blocks
+from shared.layout.grouping import split_words
+from shared.layout.model import make_block, make_line, make_paragraph
 
 
 class OcrEngine(Protocol):
     name: str
 
-    def recognise(self, image: Image.Image) -> list[OcrLine]:
-        """Lines of text found on one page."""
+    def analyse(self, image: Image.Image) -> list[Block]:
+        """The blocks of one page in reading order, with their kinds."""
         ...
 
 
@@ -207,18 +192,26 @@ class EasyOcrEngine:
                 "OCR_VERIFY_CHECKSUMS=false for weights of your own. See docs/ocr.md."
             ) from exc
 
-    def recognise(self, image: Image.Image) -> list[OcrLine]:
+    def analyse(self, image: Image.Image) -> list[Block]:
         import numpy as np  # noqa: PLC0415
 
         results = self._reader.readtext(np.asarray(image.convert("RGB")))
-        return [
-            OcrLine(
-                text=str(text),
-                confidence=float(confidence),
-                bbox=[[float(x), float(y)] for x, y in box],
-            )
-            for box, text, confidence in results
-        ]
+        return group_lines(easyocr_fragments(results))
+
+
+def easyocr_fragments(results: list[tuple[Any, str, float]]) -> list[Line]:
+    """easyocr's ``(corners, text, confidence)`` as line fragments with estimated word boxes.
+
+    easyocr boxes a run of words, not each word: a word's box is the run's box cut in
+    proportion to the characters before it (an estimate, exact at the ends).
+    """
+    fragments = []
+    for corners, text, confidence in results:
+        xs, ys = [float(p[0]) for p in corners], [float(p[1]) for p in corners]
+        words = split_words(str(text), [min(xs), min(ys), max(xs), max(ys)], float(confidence))
+        if words:
+            fragments.append(make_line(words))
+    return fragments
 
 
 # --- tesseract ------------------------------------------------------------------------------
@@ -251,34 +244,42 @@ class TesseractEngine:
                 f"(apt-get install tesseract-ocr-<lang>); available: {sorted(available)}"
             )
 
-    def recognise(self, image: Image.Image) -> list[OcrLine]:
+    def analyse(self, image: Image.Image) -> list[Block]:
         import pytesseract  # noqa: PLC0415
 
         data = pytesseract.image_to_data(
             image, lang=self._lang, output_type=pytesseract.Output.DICT
         )
-        lines: dict[tuple[int, int, int], list[int]] = {}
-        for i, word in enumerate(data["text"]):
-            if word.strip() and float(data["conf"][i]) >= 0:
-                key = (data["block_num"][i], data["par_num"][i], data["line_num"][i])
-                lines.setdefault(key, []).append(i)
-        return [_tesseract_line(data, indexes) for indexes in lines.values()]
+        return refine_blocks(tesseract_blocks(data))
 
 
-def _tesseract_line(data: dict[str, list[Any]], indexes: list[int]) -> OcrLine:
-    left = min(data["left"][i] for i in indexes)
-    top = min(data["top"][i] for i in indexes)
-    right = max(data["left"][i] + data["width"][i] for i in indexes)
-    bottom = max(data["top"][i] + data["height"][i] for i in indexes)
-    confidence = sum(float(data["conf"][i]) for i in indexes) / len(indexes) / 100
-    return OcrLine(
-        text=" ".join(data["text"][i].strip() for i in indexes),
-        confidence=round(confidence, 4),
-        bbox=[
-            [float(x), float(y)]
-            for x, y in ((left, top), (right, top), (right, bottom), (left, bottom))
-        ],
-    )
+def tesseract_blocks(data: dict[str, list[Any]]) -> list[Block]:
+    """Blocks, paragraphs, lines and words of tesseract's ``image_to_data`` (its TSV levels).
+
+    Only word rows (level 5) carry text; the block, paragraph and line numbers say where
+    each word belongs. Words tesseract did not recognise (confidence -1) or that are blank
+    are left out, and so are levels left empty by that.
+    """
+    tree: dict[int, dict[int, dict[int, list[Word]]]] = {}
+    for i, text in enumerate(data["text"]):
+        confidence = float(data["conf"][i])
+        if int(data["level"][i]) != 5 or confidence < 0 or not str(text).strip():
+            continue
+        left, top = float(data["left"][i]), float(data["top"][i])
+        word = Word(
+            text=str(text).strip(), confidence=round(confidence / 100, 4),
+            bbox=[left, top, left + float(data["width"][i]), top + float(data["height"][i])],
+        )
+        paragraphs = tree.setdefault(int(data["block_num"][i]), {})
+        lines = paragraphs.setdefault(int(data["par_num"][i]), {})
+        lines.setdefault(int(data["line_num"][i]), []).append(word)
+    return [
+        make_block(Kind.PARAGRAPH, [
+            make_paragraph([make_line(words) for words in lines.values()])
+            for lines in paragraphs.values()
+        ])
+        for paragraphs in tree.values()
+    ]
 
 
 # --- fake -------------------------------------------------------------------------------------
@@ -290,9 +291,9 @@ class FakeEngine:
     def __init__(self, delay_s: float = 0.0) -> None:
         self._delay_s = delay_s
 
-    def recognise(self, image: Image.Image) -> list[OcrLine]:
+    def analyse(self, image: Image.Image) -> list[Block]:
         if self._delay_s:
             time.sleep(self._delay_s)
         w, h = image.size
-        box = [[0.0, 0.0], [float(w), 0.0], [float(w), float(h)], [0.0, float(h)]]
-        return [OcrLine(text=f"page {w}x{h}", confidence=1.0, bbox=box)]
+        line = make_line(split_words(f"page {w}x{h}", [0.0, 0.0, float(w), float(h)], 1.0))
+        return [make_block(Kind.PARAGRAPH, [make_paragraph([line])])]

@@ -15,10 +15,12 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Protocol
 
-from shared.documents import Limits, rasterise
+from shared.documents import Limits
 from shared.errors import TransientError, ValidationFailed
+from shared.layout import PageLayout
 from shared.logging import get_logger
-from workers.ocr_engines import EngineConfig, OcrEngine, OcrPage, build_engine
+from workers.ocr_engines import EngineConfig, OcrEngine, build_engine
+from workers.pages import read_pages
 
 log = get_logger(__name__)
 
@@ -35,7 +37,7 @@ class OcrRunner(Protocol):
 
     engine_name: str
 
-    async def run(self, content: bytes) -> list[OcrPage]: ...
+    async def run(self, content: bytes) -> list[PageLayout]: ...
 
     async def close(self) -> None: ...
 
@@ -58,14 +60,9 @@ def _init_process(threads: int) -> None:
         pass
 
 
-def ocr_document(config: EngineConfig, limits: Limits, content: bytes) -> list[OcrPage]:
-    """Rasterise and recognise every page (runs inside an OCR process)."""
-    engine = _engine(config)
-    pages = []
-    for number, image in enumerate(rasterise(content, limits), start=1):
-        lines = engine.recognise(image)
-        pages.append(OcrPage(page_no=number, width=image.width, height=image.height, lines=lines))
-    return pages
+def ocr_document(config: EngineConfig, limits: Limits, content: bytes) -> list[PageLayout]:
+    """The structure of every page, read or recognised (runs inside an OCR process)."""
+    return list(read_pages(content, limits, _engine(config)))
 
 
 def warm_up(config: EngineConfig) -> str:
@@ -101,7 +98,7 @@ class ProcessOcrRunner:
             *(loop.run_in_executor(pool, warm_up, self._config) for _ in range(self._workers))
         )
 
-    async def run(self, content: bytes) -> list[OcrPage]:
+    async def run(self, content: bytes) -> list[PageLayout]:
         loop = asyncio.get_running_loop()
         pool = self._ensure_pool()
         future = loop.run_in_executor(pool, ocr_document, self._config, self._limits, content)

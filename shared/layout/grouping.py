@@ -19,6 +19,7 @@ from enum import Enum
 
 from shared.layout.model import (
     CELL_GAP,
+    Bbox,
     Block,
     Kind,
     Line,
@@ -28,11 +29,14 @@ from shared.layout.model import (
     make_block,
     make_line,
     make_paragraph,
+    rounded,
 )
 from shared.layout.order import reading_order
 
 BLOCK_GAP = 0.8
-"""A vertical gap above this many line heights (a blank line) starts a new block."""
+"""A vertical gap above this many ems (about a blank line) starts a new block. Gaps are
+measured in the font size estimated from the lines, not in box heights: the gap below a
+line without descenders is larger than below one with them at the same leading."""
 STYLE_RATIO = 1.35
 """Lines whose estimated font sizes differ by this factor belong to different blocks."""
 HEADING_RATIO = 1.3
@@ -113,6 +117,18 @@ def merge_fragments(fragments: Sequence[Line]) -> list[Line]:
     return [make_line(words) for words in lines]
 
 
+def split_words(text: str, bbox: Bbox, confidence: float) -> list[Word]:
+    """The words of a run of ``text`` boxed as a whole, each box cut from ``bbox`` in
+    proportion to the characters before it (for engines that box runs, not words)."""
+    per_char = (bbox[2] - bbox[0]) / max(1, len(text))
+    words = []
+    for match in re.finditer(r"\S+", text):
+        x0, x1 = bbox[0] + match.start() * per_char, bbox[0] + match.end() * per_char
+        words.append(Word(text=match.group(), bbox=rounded([x0, bbox[1], x1, bbox[3]]),
+                          confidence=round(confidence, 4)))
+    return words
+
+
 def _unit(lines: Sequence[Line]) -> float:
     return statistics.median(height(line.bbox) for line in lines) if lines else 1.0
 
@@ -128,9 +144,11 @@ def group_lines(fragments: Sequence[Line]) -> list[Block]:
 
 
 def _stacked(above: Line, below: Line) -> bool:
+    """``below`` sits under ``above``, overlapping it horizontally, at most two ems apart."""
     gap = below.bbox[1] - above.bbox[3]
+    em = max(font_size(above), font_size(below))
     x_overlap = min(above.bbox[2], below.bbox[2]) - max(above.bbox[0], below.bbox[0])
-    return x_overlap > 0 and -0.5 * height(below.bbox) <= gap <= 1.5 * height(below.bbox)
+    return x_overlap > 0 and -0.5 * em <= gap <= 2 * em
 
 
 def _table_run(rows: list[list[Line]], start: int) -> list[Line]:
@@ -195,11 +213,10 @@ def _break(paragraphs: list[list[Line]], line: Line) -> _Break:
 
 def _continues(previous: Line, line: Line) -> bool:
     """Same block as far as geometry goes: below, overlapping, close, same font size."""
-    h = min(height(previous.bbox), height(line.bbox))
     sizes = sorted((font_size(previous), font_size(line)))
     return (
         _stacked(previous, line)
-        and line.bbox[1] - previous.bbox[3] <= BLOCK_GAP * h
+        and line.bbox[1] - previous.bbox[3] <= BLOCK_GAP * sizes[1]
         and sizes[1] <= STYLE_RATIO * sizes[0]
     )
 
@@ -225,7 +242,27 @@ def refine_blocks(blocks: Sequence[Block]) -> list[Block]:
             pieces.append(make_block(Kind.PARAGRAPH, [make_paragraph(p) for p in current]))
     unit = _unit([line for piece in pieces for line in piece.lines])
     rows = reading_order(pieces, lambda b: b.bbox, _chars_per_line, unit)
-    return classify([block for row in rows for block in row])
+    return _join_table_rows(classify([block for row in rows for block in row]))
+
+
+def _join_table_rows(blocks: list[Block]) -> list[Block]:
+    """Rows an engine put in a block of their own, right under a table, join the table."""
+    out: list[Block] = []
+    for block in blocks:
+        previous = out[-1] if out else None
+        if previous is not None and previous.kind is Kind.TABLE and _more_rows(previous, block):
+            rows = [*previous.paragraphs[-1].lines, *block.lines]
+            out[-1] = make_block(Kind.TABLE, [*previous.paragraphs[:-1], make_paragraph(rows)])
+        else:
+            out.append(block)
+    return out
+
+
+def _more_rows(table: Block, block: Block) -> bool:
+    width = len(cells(table.lines[-1]))
+    return _stacked(table.lines[-1], block.lines[0]) and all(
+        len(cells(line)) == width for line in block.lines
+    )
 
 
 def _same_style(previous: Line, line: Line) -> bool:

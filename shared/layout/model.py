@@ -91,8 +91,15 @@ def union(boxes: Sequence[Bbox]) -> Bbox:
     ]
 
 
-def box(x0: float, y0: float, x1: float, y1: float) -> Bbox:
-    return [round(x0, 1), round(y0, 1), round(x1, 1), round(y1, 1)]
+def corners(bbox: Bbox) -> list[list[float]]:
+    """A box as four ``[x, y]`` corners: top-left, top-right, bottom-right, bottom-left."""
+    x0, y0, x1, y1 = bbox
+    return [[x0, y0], [x1, y0], [x1, y1], [x0, y1]]
+
+
+def rounded(bbox: Sequence[float]) -> Bbox:
+    """A box to a tenth of a pixel: more is noise, and it keeps the stored JSON small."""
+    return [round(float(v), 1) for v in bbox]
 
 
 def _weighted(parts: Sequence[tuple[str, float]]) -> float:

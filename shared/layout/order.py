@@ -2,8 +2,10 @@
 
 A region is cut at a vertical gutter (a gap of at least ``COLUMN_GAP`` line heights in
 the projection of its items onto the x axis) whenever there is one: a two-column page is
-read down the left column, then the right. A heading above both columns bridges the
-gutter, so the region is cut horizontally first and the heading comes first. The one
+read down the left column, then the right. Without a gutter the region is cut into
+horizontal bands, and consecutive bands that share a gutter are kept together as one
+section: a heading above both columns bridges the gutter, so it is a section of its own
+and comes first, and the columns below it are one section, read column by column. The one
 exception: when the parts on both sides of a gutter are made of short items that sit on
 common rows, the region is a table and is read row by row (a gutter between the columns
 of a table is not a column of text).
@@ -53,15 +55,31 @@ class _Cutter(Generic[T]):
             return [list(items)] if items else []
         columns = self.split(items, 0, COLUMN_GAP * self.unit)
         bands = self.split(items, 1, 0.0)
-        if len(columns) > 1 and len(bands) > 1:
+        if len(columns) > 1:
+            if len(bands) == 1:  # one band split by gutters: the cells of one row
+                return [sorted(items, key=lambda item: self.bbox(item)[0])]
             groups = self.tables(columns)
-            if len(groups) > 1:
-                return [row for group in groups for row in self.order(group)]
-        if len(bands) > 1:
-            return [row for band in bands for row in self.order(band)]
-        if len(columns) > 1:  # one band split by gutters: the cells of one row
-            return [sorted(items, key=lambda item: self.bbox(item)[0])]
-        return self.rows(items)
+            parts = groups if len(groups) > 1 else bands  # a table alone: row by row
+            return [row for part in parts for row in self.order(part)]
+        if len(bands) == 1:
+            return self.rows(items)
+        return [row for section in self.sections(bands) for row in self.order(section)]
+
+    def sections(self, bands: list[list[T]]) -> list[list[T]]:
+        """Consecutive bands joined as long as they share a gutter.
+
+        A heading over two columns bridges the gutter and stays a section of its own;
+        the lines of the columns below it share the gutter and become one section,
+        which is then cut into columns.
+        """
+        out = [list(bands[0])]
+        for band in bands[1:]:
+            joined = [*out[-1], *band]
+            if len(self.split(joined, 0, COLUMN_GAP * self.unit)) > 1:
+                out[-1] = joined
+            else:
+                out.append(list(band))
+        return out
 
     def tables(self, columns: list[list[T]]) -> list[list[T]]:
         """Columns side by side, neighbours that together look like a table joined."""

@@ -46,6 +46,11 @@ def render_plain(pages: Sequence[PageLayout]) -> str:
     return "\n\f".join(rendered) + "\n" if rendered else ""
 
 
+def page_text(page: PageLayout) -> str:
+    """The plain text of one page (stored with the page, searched, served as ``text``)."""
+    return render_plain([page]).rstrip("\n")
+
+
 def render_markdown(pages: Sequence[PageLayout]) -> str:
     """The text of ``pages`` as Markdown: headings, lists, tables and paragraphs."""
     headings = [

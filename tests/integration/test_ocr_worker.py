@@ -20,10 +20,11 @@ from shared.config import Settings
 from shared.db import create_engine, session_factory
 from shared.errors import TransientError
 from shared.events import DocumentUploaded
+from shared.layout import PageLayout
 from tests.documents_support import text_png, truncated_png
 from tests.ocr_models import write_easyocr_models
 from workers.ocr import OcrJob
-from workers.ocr_engines import EngineConfig, OcrModelsMissing, OcrPage, preflight
+from workers.ocr_engines import EngineConfig, OcrModelsMissing, preflight
 from workers.ocr_pool import ProcessOcrRunner
 
 
@@ -48,7 +49,7 @@ class CountingRunner:
         self.inner, self.runs = inner, 0
         self.engine_name = inner.engine_name
 
-    async def run(self, content: bytes) -> list[OcrPage]:
+    async def run(self, content: bytes) -> list[PageLayout]:
         self.runs += 1
         return await self.inner.run(content)
 
