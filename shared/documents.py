@@ -88,6 +88,7 @@ def _check_pages(pages: int, limits: Limits) -> None:
 
 
 def _inspect_image(content: bytes, limits: Limits) -> int:
+    Image.MAX_IMAGE_PIXELS = limits.max_pixels  # Pillow's guard: these limits, not the last ones
     try:
         with Image.open(io.BytesIO(content)) as image:  # reads the header only
             pages = getattr(image, "n_frames", 1)
