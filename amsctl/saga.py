@@ -12,7 +12,6 @@ import uuid
 from collections.abc import Coroutine
 from typing import Annotated, Any, TypeVar
 
-import aio_pika
 import sqlalchemy.exc
 import typer
 from rich.table import Table
@@ -29,6 +28,7 @@ from amsctl.common import (
 )
 from apps.auth import sagas
 from apps.auth.models import SAGA_STATUSES
+from shared.broker import connect_plain
 from shared.config import Settings
 from shared.db import create_engine, session_factory
 from shared.topology import consumer_spec
@@ -68,7 +68,7 @@ def dead_letters(cfg: Settings, queue: str) -> int | None:
 
 
 async def _queue_depth(url: str, queue: str) -> int:
-    connection = await aio_pika.connect(url, timeout=5)
+    connection, _ = await connect_plain(url, name="amsctl saga", connect_timeout_s=5)
     try:
         channel = await connection.channel()
         declared = await channel.declare_queue(queue, passive=True)

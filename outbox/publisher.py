@@ -21,6 +21,7 @@ from pamqp.header import ContentHeader
 
 from outbox.frames import FrameEncoder
 from outbox.rows import OutboxRow
+from shared.broker import node_urls
 from shared.messaging import CONTENT_TYPE, EVENTS_EXCHANGE
 from shared.topology import UNCONSUMED_EVENTS
 
@@ -196,20 +197,25 @@ class AmqpPublisher:
         self._connection: aiormq.Connection | None = None
         self._channel: BatchChannel | None = None
         self._encoder: FrameEncoder | None = None
+        self._node = -1
 
     async def connect(self) -> None:
+        """Connect to the first node that answers, starting with the one after the node used
+        last: with several nodes (``RABBITMQ_URL`` list), the relay fails over."""
         await self.close()
-        connection = aiormq.Connection(
-            self._url, client_properties={"connection_name": f"outbox-relay:{self._producer}"}
-        )
-        try:
-            await connection.connect()
-            channel = BatchChannel(connection, CHANNEL)
-            connection.channels[CHANNEL] = channel
-            await channel.open()
-        except (aiormq.exceptions.AMQPError, OSError, RuntimeError) as exc:
-            await _close_quietly(connection)
-            raise PublisherUnavailable(f"{type(exc).__name__}: {exc}") from exc
+        nodes = node_urls(self._url)
+        errors: list[str] = []
+        for step in range(len(nodes)):
+            index = (self._node + 1 + step) % len(nodes)
+            try:
+                connection, channel = await self._open(nodes[index])
+            except PublisherUnavailable as exc:
+                errors.append(str(exc))
+                continue
+            self._node = index
+            break
+        else:
+            raise PublisherUnavailable("no RabbitMQ node answered: " + "; ".join(errors))
         self._connection, self._channel = connection, channel
         self._encoder = FrameEncoder(
             channel=CHANNEL,
@@ -217,6 +223,20 @@ class AmqpPublisher:
             exchange=self._exchange,
             producer=self._producer,
         )
+
+    async def _open(self, url: str) -> tuple[aiormq.Connection, BatchChannel]:
+        connection = aiormq.Connection(
+            url, client_properties={"connection_name": f"outbox-relay:{self._producer}"}
+        )
+        try:
+            await asyncio.wait_for(connection.connect(), CONNECT_TIMEOUT_S)
+            channel = BatchChannel(connection, CHANNEL)
+            connection.channels[CHANNEL] = channel
+            await channel.open()
+        except (aiormq.exceptions.AMQPError, OSError, RuntimeError, TimeoutError) as exc:
+            await _close_quietly(connection)
+            raise PublisherUnavailable(f"{type(exc).__name__}: {exc}") from exc
+        return connection, channel
 
     async def close(self) -> None:
         connection, self._connection, self._channel = self._connection, None, None
@@ -232,6 +252,7 @@ class AmqpPublisher:
 
 
 CHANNEL = 1
+CONNECT_TIMEOUT_S = 10.0
 """The relay's one channel on its own connection."""
 
 

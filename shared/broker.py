@@ -1,23 +1,136 @@
-"""RabbitMQ connections and topology declaration (aio-pika)."""
+"""RabbitMQ connections and topology declaration (aio-pika).
+
+Several nodes
+-------------
+``RABBITMQ_URL`` is one AMQP URL or a comma-separated list of them, one per node of a
+cluster (:func:`node_urls`). :func:`connect_plain` connects to the first node that answers,
+trying each once; :func:`connect` returns a robust connection that, when its node goes away,
+reconnects to the **next** node of the list (and the next, round-robin, for as long as
+none answers) and then restores its channels and consumers. Quorum queues are reachable
+through any node of the cluster, so a client need not know where a queue's leader is.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
+from urllib.parse import urlsplit
 
 import aio_pika
-from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractConnection,
+    AbstractExchange,
+    AbstractRobustConnection,
+)
+from aio_pika.exceptions import CONNECTION_EXCEPTIONS
+from aio_pika.robust_connection import RobustConnection
 from aiormq.exceptions import ChannelPreconditionFailed
+from yarl import URL
 
 from shared import topology
 from shared.logging import get_logger
 
 log = get_logger(__name__)
 
+RECONNECT_INTERVAL_S = 1.0
+"""Pause between two reconnection attempts of a robust connection (each to the next node)."""
+
+CONNECT_ERRORS: tuple[type[BaseException], ...] = (*CONNECTION_EXCEPTIONS, TimeoutError)
+
+
+class BrokerUnavailable(ConnectionError):
+    """No node of ``RABBITMQ_URL`` accepted a connection."""
+
+
+def node_urls(url: str) -> list[str]:
+    """The broker nodes ``RABBITMQ_URL`` names: one AMQP URL or a comma-separated list."""
+    nodes = [part.strip() for part in url.split(",") if part.strip()]
+    if not nodes:
+        raise ValueError("RABBITMQ_URL names no broker node")
+    for node in nodes:
+        if urlsplit(node).scheme not in {"amqp", "amqps"}:
+            raise ValueError(f"RABBITMQ_URL: {node!r} is not an amqp:// or amqps:// URL")
+    return nodes
+
+
+def _hide_password(url: str) -> str:
+    parsed = URL(url)
+    return str(parsed.with_password("***")) if parsed.password else url
+
+
+async def connect_plain(
+    url: str, *, name: str, connect_timeout_s: float = 10.0, start: int = 0
+) -> tuple[AbstractConnection, int]:
+    """A plain connection to the first node that answers, trying each once from ``start``.
+
+    Returns the connection and the index of its node, so that a caller reconnecting after a
+    failure can begin with the node after it. Raises :class:`BrokerUnavailable`.
+    """
+    nodes = node_urls(url)
+    errors: list[str] = []
+    for step in range(len(nodes)):
+        index = (start + step) % len(nodes)
+        try:
+            connection = await aio_pika.connect(
+                nodes[index], timeout=connect_timeout_s, client_properties={"connection_name": name}
+            )
+        except CONNECT_ERRORS as exc:
+            errors.append(f"{_hide_password(nodes[index])}: {exc or type(exc).__name__}")
+            continue
+        return connection, index
+    raise BrokerUnavailable("no RabbitMQ node answered: " + "; ".join(errors))
+
+
+class FailoverConnection(RobustConnection):
+    """A robust connection over several nodes: every reconnection tries the next node.
+
+    aio-pika's robust connection retries the one URL it was given. Its connection factory
+    opens each transport from ``self.url``; this subclass moves ``self.url`` to the next
+    node whenever a transport attempt fails or an established connection is lost.
+    """
+
+    def __init__(self, nodes: list[str], start: int, **kwargs: Any) -> None:
+        self._nodes = [URL(node) for node in nodes]
+        self._index = start % len(nodes)
+        super().__init__(self._nodes[self._index], **kwargs)
+
+    def _advance(self) -> None:
+        self._index = (self._index + 1) % len(self._nodes)
+        self.url = self._nodes[self._index]
+
+    async def _RobustConnection__connect_transport(self) -> None:  # noqa: N802 - aio-pika's name
+        try:
+            await RobustConnection._RobustConnection__connect_transport(self)  # type: ignore[attr-defined]
+        except BaseException:
+            self._advance()
+            raise
+
+    async def _on_connection_close(self, closing: asyncio.Future[Any]) -> None:
+        # Only an established connection: a failed attempt has advanced already.
+        if self.connected.is_set() and not self._close_called:
+            self._advance()
+        await super()._on_connection_close(closing)
+
 
 async def connect(url: str, *, name: str) -> AbstractRobustConnection:
-    """A robust connection: it reconnects and restores channels by itself."""
-    return await aio_pika.connect_robust(url, client_properties={"connection_name": name})
+    """A robust connection: it reconnects (to the next node) and restores channels by itself."""
+    nodes = node_urls(url)
+    errors: list[str] = []
+    for start in range(len(nodes)):
+        connection = FailoverConnection(
+            nodes, start, client_properties={"connection_name": name},
+            reconnect_interval=RECONNECT_INTERVAL_S,
+        )
+        try:
+            await connection.connect()
+        except CONNECT_ERRORS as exc:
+            errors.append(f"{_hide_password(nodes[start])}: {exc or type(exc).__name__}")
+            await connection.close()
+            continue
+        return connection
+    raise BrokerUnavailable("no RabbitMQ node answered: " + "; ".join(errors))
 
 
 async def declare_topology(

@@ -57,12 +57,15 @@ class Settings:
     rabbitmq_url: str = field(
         default="amqp://guest:guest@127.0.0.1:5672/", metadata=_env("RABBITMQ_URL")
     )
-    """AMQP URL; the vhost is the path (``/`` is the default vhost)."""
+    """AMQP URL; the vhost is the path (``/`` is the default vhost). A cluster: the nodes'
+    URLs separated by commas; clients connect to the first that answers and fail over to
+    the next one when their node goes away."""
 
     rabbitmq_management_url: str = field(
         default="http://guest:guest@127.0.0.1:15672/", metadata=_env("RABBITMQ_MANAGEMENT_URL")
     )
-    """Management HTTP API, used for policies and vhost administration."""
+    """Management HTTP API, used for policies and vhost administration; several nodes'
+    URLs separated by commas are tried in order."""
 
     redis_url: str = field(default="redis://127.0.0.1:6379/0", metadata=_env("REDIS_URL"))
     """Redis for sessions, the token denylist, rate limits and caches."""

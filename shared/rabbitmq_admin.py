@@ -11,13 +11,22 @@ from shared.errors import DependencyUnavailable
 
 
 class ManagementClient:
-    """Talks to ``RABBITMQ_MANAGEMENT_URL``; credentials come from the URL's user info."""
+    """Talks to ``RABBITMQ_MANAGEMENT_URL``; credentials come from the URL's user info.
+
+    Several comma-separated URLs (one per cluster node) are tried in order until one
+    answers; the one that answered is asked first next time.
+    """
 
     def __init__(self, url: str, *, timeout: float = 10.0) -> None:
-        parts = urlsplit(url)
-        base = f"{parts.scheme}://{parts.hostname}:{parts.port or 15672}{parts.path.rstrip('/')}"
-        auth = (parts.username or "guest", parts.password or "guest")
-        self._http = httpx.Client(base_url=base + "/api", auth=auth, timeout=timeout)
+        self._bases: list[tuple[str, tuple[str, str]]] = []
+        for node in (part.strip() for part in url.split(",") if part.strip()):
+            parts = urlsplit(node)
+            base = f"{parts.scheme}://{parts.hostname}:{parts.port or 15672}"
+            base += parts.path.rstrip("/") + "/api"
+            self._bases.append((base, (parts.username or "guest", parts.password or "guest")))
+        if not self._bases:
+            raise ValueError("RABBITMQ_MANAGEMENT_URL names no node")
+        self._http = httpx.Client(timeout=timeout)
 
     def close(self) -> None:
         self._http.close()
@@ -29,12 +38,20 @@ class ManagementClient:
         self.close()
 
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        try:
-            response = self._http.request(method, path, **kwargs)
-        except httpx.HTTPError as exc:
+        errors: list[str] = []
+        for position, (base, auth) in enumerate(list(self._bases)):
+            try:
+                response = self._http.request(method, base + path, auth=auth, **kwargs)
+            except httpx.HTTPError as exc:
+                errors.append(f"{base}: {exc}")
+                continue
+            if position:  # ask the node that answered first from now on
+                self._bases.insert(0, self._bases.pop(position))
+            break
+        else:
             raise DependencyUnavailable(
-                f"RabbitMQ management API at {self._http.base_url} is unreachable: {exc}"
-            ) from exc
+                f"RabbitMQ management API is unreachable: {'; '.join(errors)}"
+            )
         if response.status_code >= 400 and not (method == "DELETE" and response.status_code == 404):
             raise DependencyUnavailable(
                 f"RabbitMQ management API {method} {path} answered "

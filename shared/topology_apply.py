@@ -5,17 +5,16 @@ from __future__ import annotations
 import asyncio
 from urllib.parse import unquote, urlsplit
 
-import aio_pika
-
 from shared import topology
-from shared.broker import declare_topology
+from shared.broker import connect_plain, declare_topology, node_urls
 from shared.config import Settings
 from shared.rabbitmq_admin import ManagementClient
 
 
 def vhost_of(amqp_url: str) -> str:
-    """The vhost an AMQP URL names (``/`` when the path is empty)."""
-    path = urlsplit(amqp_url).path
+    """The vhost ``RABBITMQ_URL`` names (``/`` when the path is empty); with several nodes,
+    the first node's (every node of a cluster serves the same vhosts)."""
+    path = urlsplit(node_urls(amqp_url)[0]).path
     return unquote(path[1:]) if len(path) > 1 else "/"
 
 
@@ -28,7 +27,7 @@ async def apply_topology(settings: Settings) -> str:
     """
     delays = topology.parse_retry_delays(settings.worker_retry_delays)
     topo = topology.deployed(delays, settings.worker_partitions)
-    connection = await aio_pika.connect(settings.rabbitmq_url)
+    connection, _ = await connect_plain(settings.rabbitmq_url, name="amsctl topology")
     try:
         channel = await connection.channel()
         kept = await declare_topology(channel, topo)

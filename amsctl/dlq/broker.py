@@ -36,7 +36,6 @@ import asyncio
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
-from urllib.parse import unquote, urlsplit
 
 import aio_pika
 import aiormq.exceptions
@@ -50,9 +49,11 @@ from amsctl.dlq.model import (
     work_queue_of,
 )
 from shared import messaging as m
+from shared.broker import connect_plain
 from shared.config import Settings
 from shared.errors import DependencyUnavailable, NotFound
 from shared.rabbitmq_admin import ManagementClient
+from shared.topology_apply import vhost_of
 
 CONNECT_TIMEOUT_S = 10.0
 GET_TIMEOUT_S = 10.0
@@ -119,11 +120,6 @@ def replay_headers(headers: Mapping[str, Any], stamp: dict[str, Any]) -> dict[st
     return out
 
 
-def vhost_of(amqp_url: str) -> str:
-    path = urlsplit(amqp_url).path
-    return "/" if path in ("", "/") else unquote(path[1:])
-
-
 @dataclass
 class _Taken:
     message: AbstractIncomingMessage
@@ -148,9 +144,8 @@ class AmqpDeadLetterStore:
 
     async def __aenter__(self) -> AmqpDeadLetterStore:
         try:
-            self._connection = await aio_pika.connect(
-                self._settings.rabbitmq_url, timeout=CONNECT_TIMEOUT_S,
-                client_properties={"connection_name": "amsctl dlq"},
+            self._connection, _ = await connect_plain(
+                self._settings.rabbitmq_url, name="amsctl dlq", connect_timeout_s=CONNECT_TIMEOUT_S
             )
         except (OSError, aiormq.exceptions.AMQPError, TimeoutError) as exc:
             detail = str(exc) or type(exc).__name__

@@ -28,7 +28,7 @@ from prometheus_client import start_http_server
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared import messaging as m
-from shared.broker import connect, declare_topology
+from shared.broker import connect, connect_plain, declare_topology
 from shared.config import Settings
 from shared.db import create_engine
 from shared.events import Message
@@ -225,7 +225,9 @@ class RunningConsumer:
     async def _declare_topology(self) -> None:
         # A plain connection: a queue with other arguments is kept, and the channel reopened.
         # Every partition at once: each slot is bound before anything is routed through them.
-        connection = await aio_pika.connect(self.settings.rabbitmq_url)
+        connection, _ = await connect_plain(
+            self.settings.rabbitmq_url, name=f"worker:{self.spec.queue_name}:declare"
+        )
         try:
             channel = await connection.channel()
             await declare_topology(channel, topology_of((self.consumer_spec,), self.policy.delays))
