@@ -75,6 +75,9 @@ class ManagementClient:
             "PUT", f"/policies/{quote(vhost, safe='')}/{quote(name, safe='')}", json=definition
         )
 
+    def overview(self) -> dict[str, Any]:
+        return dict(self._request("GET", "/overview").json())
+
     def queue(self, vhost: str, name: str) -> dict[str, Any]:
         response = self._request("GET", f"/queues/{quote(vhost, safe='')}/{quote(name, safe='')}")
         return dict(response.json())

@@ -28,12 +28,18 @@ queues are derived from it:
     partitions run on several cores. Each partition has its own retry queues
     (``<consumer>.p<i>.retry.<delay>``, back to that partition only); the dead-letter
     queue is shared.
-``<consumer>.dlq`` (classic, durable)
-    Parked messages for the operator. Classic on purpose: ``amsctl dlq`` reads it with
-    get-without-ack + requeue, and a classic queue puts a requeued message back in its
-    place with no delivery count. A quorum queue would count every inspection as a
-    delivery, and RabbitMQ 4.x gives quorum queues a default delivery limit of 20: twenty
-    looks at a dead letter would drop it. So a dead-letter queue has no delivery limit.
+``<consumer>.dlq`` (quorum, no delivery limit)
+    Parked messages for the operator, replicated like everything else: a node lost is not
+    the dead letters lost. ``amsctl dlq`` reads a dead-letter queue with get-without-ack +
+    ``nack(requeue)``, and on RabbitMQ 3.x (and 4.0-4.2) every such requeue counts as a
+    delivery of a quorum queue message. So a dead-letter queue must never have a delivery
+    limit: it is declared without one (on 3.10 and 3.13 that is "unlimited"), it has no
+    dead-letter exchange of its own (nowhere to go), and :data:`DEAD_LETTER_POLICY`, at a
+    priority above any other policy of ours, keeps a broad operator policy carrying a
+    ``delivery-limit`` off it (one policy applies to a queue: the highest priority). On
+    RabbitMQ 4.x, whose quorum queues default to a limit of 20, ``amsctl topology apply``
+    adds ``delivery-limit: -1`` (unlimited) to that policy, and ``amsctl dlq`` refuses to
+    read a dead-letter queue on which any limit is in effect (docs/operations.md).
 """
 
 from __future__ import annotations
@@ -201,7 +207,7 @@ class ConsumerSpec:
         })
 
     def dead_letter_queue(self) -> Queue:
-        return Queue(self.dlq_name, arguments={"x-queue-type": "classic"})
+        return Queue(self.dlq_name, arguments={"x-queue-type": "quorum"})
 
     def retry_queue(self, delay: RetryDelay) -> Queue:
         return Queue(self.retry_queue_name(delay), arguments={
@@ -264,6 +270,27 @@ class ConsumerSpec:
         }
         # The work queue, or any of its partitions.
         return Policy(f"ams-{self.name}", rf"^{re.escape(self.name)}(\.p\d+)?$", definition)
+
+
+DEAD_LETTER_POLICY = Policy(
+    "ams-dead-letters",
+    r"\.dlq$",
+    # Refuse (the publisher retries) rather than drop the oldest dead letter, should anyone
+    # ever cap a dead-letter queue's length: drop-head is RabbitMQ's default overflow.
+    {"overflow": "reject-publish"},
+    priority=100,
+)
+"""The one policy of every dead-letter queue: outranks any policy that could set a delivery
+limit on it. On RabbitMQ 4.x :func:`dead_letter_policy` adds ``delivery-limit: -1``."""
+
+
+def dead_letter_policy(broker_major_version: int) -> Policy:
+    """:data:`DEAD_LETTER_POLICY` for a broker of this major version (4.x: no limit, -1)."""
+    if broker_major_version < 4:
+        return DEAD_LETTER_POLICY
+    return replace(
+        DEAD_LETTER_POLICY, definition={**DEAD_LETTER_POLICY.definition, "delivery-limit": -1}
+    )
 
 
 def _dead_letter_to(queue: str) -> dict[str, Any]:
@@ -335,7 +362,7 @@ def topology_of(
         exchanges=(EVENTS, *(ex for spec in specs for ex in spec.exchanges())),
         queues=tuple(q for spec in specs for q in spec.queues(delays)),
         bindings=tuple(b for spec in specs for b in spec.bindings()),
-        policies=tuple(spec.policy() for spec in specs),
+        policies=(*(spec.policy() for spec in specs), DEAD_LETTER_POLICY),
     )
 
 

@@ -8,6 +8,7 @@ from urllib.parse import unquote, urlsplit
 from shared import topology
 from shared.broker import connect_plain, declare_topology, node_urls
 from shared.config import Settings
+from shared.dlq_migration import migrate_dead_letter_queues
 from shared.rabbitmq_admin import ManagementClient
 
 
@@ -27,20 +28,41 @@ async def apply_topology(settings: Settings) -> str:
     """
     delays = topology.parse_retry_delays(settings.worker_retry_delays)
     topo = topology.deployed(delays, settings.worker_partitions)
+    vhost = vhost_of(settings.rabbitmq_url)
+    types, version = await asyncio.to_thread(_broker_state, settings, vhost)
+    policies = tuple(
+        topology.dead_letter_policy(version) if p == topology.DEAD_LETTER_POLICY else p
+        for p in topo.policies
+    )
+    # Policies first: a dead-letter queue created below must never run without its own.
+    await asyncio.to_thread(put_policies, settings, policies)
     connection, _ = await connect_plain(settings.rabbitmq_url, name="amsctl topology")
     try:
+        dlqs = [q for q in topo.queues if q.name.endswith(".dlq")]
+        migrated = await migrate_dead_letter_queues(connection, dlqs, types)
         channel = await connection.channel()
         kept = await declare_topology(channel, topo)
     finally:
         await connection.close()
-    await asyncio.to_thread(put_policies, settings, topo.policies)
     summary = (
         f"declared {len(topo.exchanges)} exchange(s), {len(topo.queues)} queue(s), "
-        f"{len(topo.bindings)} binding(s), {len(topo.policies)} policy(ies)"
+        f"{len(topo.bindings)} binding(s), {len(policies)} policy(ies)"
     )
+    if migrated:
+        summary += "; moved to quorum dead-letter queues: " + ", ".join(
+            f"{name} ({count} message(s))" for name, count in migrated.items()
+        )
     if kept:
         summary += f"; kept existing queue(s) with other arguments: {', '.join(kept)}"
     return summary
+
+
+def _broker_state(settings: Settings, vhost: str) -> tuple[dict[str, str], int]:
+    """Queue name -> type in ``vhost``, and the broker's major version."""
+    with ManagementClient(settings.rabbitmq_management_url) as mgmt:
+        types = {q["name"]: str(q.get("type", "classic")) for q in mgmt.queues(vhost)}
+        version = str(mgmt.overview().get("rabbitmq_version", "3"))
+    return types, int(version.split(".", maxsplit=1)[0] or 3)
 
 
 def put_policies(settings: Settings, policies: tuple[topology.Policy, ...]) -> None:

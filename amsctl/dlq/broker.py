@@ -15,9 +15,14 @@ when the whole queue is held: ``DLQ_READ_LIMIT`` should stay above the deepest D
 Acks sent right before a channel close were seen to come back as requeued duplicates on
 quorum queues; a final synchronous ``basic.get`` (:func:`_barrier`) orders them first.
 
-Quorum queues count deliveries (``x-delivery-count`` grows by one per browse). That is
-harmless because dead-letter queues carry no ``delivery-limit`` (agreed with the runtime);
-a replay strips ``x-delivery-count`` so the work queue starts its own count afresh.
+Dead-letter queues are quorum queues (replicated), and before RabbitMQ 4.3 every requeue of
+a quorum queue message counts as a delivery (``x-delivery-count`` grows by one per browse).
+That is harmless only while no delivery limit applies to the queue: the topology declares
+none and its ``ams-dead-letters`` policy outranks any that would set one
+(:mod:`shared.topology`). :func:`delivery_limit_in_effect` checks it before every read and
+refuses to touch a queue with a limit (on 4.x, the default of 20 counts unless the policy
+says -1): reading must never dead-letter or drop a dead letter. A replay strips
+``x-delivery-count`` so the work queue starts its own count afresh.
 
 How moving stays lossless
 -------------------------
@@ -51,7 +56,7 @@ from amsctl.dlq.model import (
 from shared import messaging as m
 from shared.broker import connect_plain
 from shared.config import Settings
-from shared.errors import DependencyUnavailable, NotFound
+from shared.errors import Conflict, DependencyUnavailable, NotFound
 from shared.rabbitmq_admin import ManagementClient
 from shared.topology_apply import vhost_of
 
@@ -111,6 +116,28 @@ class DeadLetterStore(Protocol):
     ) -> list[Outcome]: ...
 
 
+QUORUM_DEFAULT_DELIVERY_LIMIT_4X = 20
+
+
+def delivery_limit_in_effect(info: Mapping[str, Any], broker_major: int) -> int | None:
+    """The delivery limit a queue (management API view) counts requeues against, or None.
+
+    Only quorum queues have one. The argument and the policy both count (the broker takes
+    the smaller); RabbitMQ 4.x applies 20 when neither says otherwise, and -1 means none.
+    """
+    if info.get("type") != "quorum":
+        return None
+    argument = (info.get("arguments") or {}).get("x-delivery-limit")
+    policy = (info.get("effective_policy_definition") or {}).get("delivery-limit")
+    stated = [v for v in (argument, policy) if isinstance(v, int)]
+    limits = [v for v in stated if v >= 0]
+    if limits:
+        return min(limits)
+    if broker_major >= 4 and not stated:
+        return QUORUM_DEFAULT_DELIVERY_LIMIT_4X
+    return None
+
+
 def replay_headers(headers: Mapping[str, Any], stamp: dict[str, Any]) -> dict[str, Any]:
     """Headers of a replayed message: fresh retry budget, one more replay-history entry."""
     out = {k: v for k, v in headers.items() if k != DELIVERY_COUNT}
@@ -168,7 +195,21 @@ class AmqpDeadLetterStore:
             key=lambda q: q.name,
         )
 
+    def _check_readable(self, queue: str) -> None:
+        with ManagementClient(self._settings.rabbitmq_management_url) as mgmt:
+            info = mgmt.queue(self._vhost, queue)
+            version = str(mgmt.overview().get("rabbitmq_version", "3"))
+        limit = delivery_limit_in_effect(info, int(version.split(".", 1)[0] or 3))
+        if limit is not None:
+            raise Conflict(
+                f"{queue} has a delivery limit of {limit} in effect: reading it would count "
+                "toward the limit and could drop dead letters. Run `amsctl topology apply` "
+                "(its ams-dead-letters policy lifts the limit) and check no policy of a "
+                "higher priority matches the queue."
+            )
+
     async def browse(self, queue: str, *, limit: int) -> list[DeadLetter]:
+        await asyncio.to_thread(self._check_readable, queue)
         channel = await self._channel(confirms=False)
         held: list[_Taken] = []
         try:
@@ -186,6 +227,7 @@ class AmqpDeadLetterStore:
     async def move(
         self, queue: str, plan: MovePlan, on_window: Callable[[list[Outcome]], None]
     ) -> list[Outcome]:
+        await asyncio.to_thread(self._check_readable, queue)
         channel = await self._channel(confirms=True)
         outcomes: list[Outcome] = []
         cursor = _Cursor(depth=0)

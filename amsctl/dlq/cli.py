@@ -35,7 +35,7 @@ from amsctl.dlq.broker import AmqpDeadLetterStore, DeadLetterStore, Outcome
 from amsctl.dlq.model import DeadLetter, Selection, group_by_fingerprint, parse_duration
 from amsctl.dlq.service import UsageError, read, resolve_queues
 from shared.config import Settings
-from shared.errors import DependencyUnavailable, NotFound
+from shared.errors import Conflict, DependencyUnavailable, NotFound
 
 app = typer.Typer(
     help="Dead letters: list, inspect, replay to the queue they failed in, purge.",
@@ -104,6 +104,8 @@ def _run(main: Callable[[Settings], Coroutine[Any, Any, int]]) -> None:
         fail(str(exc), EXIT_UNAVAILABLE)
     except NotFound as exc:
         fail(str(exc), EXIT_NOT_FOUND)
+    except Conflict as exc:
+        fail(str(exc), EXIT_FAILURE)
     except AuditNotRecorded as exc:
         fail(str(exc), EXIT_FAILURE)
     except OSError as exc:

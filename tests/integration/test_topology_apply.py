@@ -40,12 +40,73 @@ async def test_apply_twice_and_over_a_queue_with_other_arguments(topo_settings: 
         vhost = vhost_of(settings.rabbitmq_url)
         queues = {q["name"]: q for q in mgmt.queues(vhost)}
         policies = mgmt._request("GET", f"/policies/{vhost}").json()
-    assert queues["profiles.dlq"]["type"] == "classic"
+    assert queues["profiles.dlq"]["type"] == "quorum"
     assert queues["saga"]["type"] == "quorum"
     assert "profiles.retry.1s" in queues
     assert {p["name"] for p in policies} == {
-        "ams-profiles", "ams-ocr", "ams-documents", "ams-saga"
+        "ams-profiles", "ams-ocr", "ams-documents", "ams-saga", "ams-dead-letters"
     }
+    dlq: dict[str, object] = {}
+    for _ in range(40):  # the management API shows a queue's policy with its next stats
+        with ManagementClient(settings.rabbitmq_management_url) as mgmt:
+            dlq = mgmt.queue(vhost_of(settings.rabbitmq_url), "profiles.dlq")
+        if dlq.get("policy"):
+            break
+        await asyncio.sleep(0.5)
+    assert dlq["policy"] == "ams-dead-letters"
+    assert dlq["effective_policy_definition"] == {"overflow": "reject-publish"}
+
+
+async def test_apply_moves_classic_dead_letter_queues_to_quorum_without_a_loss(
+    topo_settings: Settings,
+) -> None:
+    """A single-node deployment's classic DLQs: every dead letter survives the migration,
+    in order, with its headers; a holding queue a crash left behind is emptied too."""
+    settings = topo_settings
+    connection = await aio_pika.connect(settings.rabbitmq_url)
+    channel = await connection.channel()
+    for name in ("profiles.dlq", "saga.dlq"):
+        await channel.declare_queue(name, durable=True, arguments={"x-queue-type": "classic"})
+    for i in range(40):
+        await channel.default_exchange.publish(
+            aio_pika.Message(f"{i}".encode(), message_id=f"m{i}", type="user.registered",
+                             headers={"x-ams-error": f"boom {i}", "x-ams-attempts": 5},
+                             delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+            routing_key="profiles.dlq",
+        )
+    # An earlier apply crashed after moving two saga dead letters to the holding queue.
+    await channel.declare_queue("saga.dlq.migrating", durable=True,
+                                arguments={"x-queue-type": "quorum"})
+    for i in range(2):
+        await channel.default_exchange.publish(
+            aio_pika.Message(b"s", message_id=f"s{i}"), routing_key="saga.dlq.migrating"
+        )
+    await connection.close()
+
+    summary = await apply_topology(settings)
+    assert "profiles.dlq (40 message(s))" in summary
+    assert "saga.dlq (2 message(s))" in summary
+
+    with ManagementClient(settings.rabbitmq_management_url) as mgmt:
+        queues = {q["name"]: q for q in mgmt.queues(vhost_of(settings.rabbitmq_url))}
+    assert queues["profiles.dlq"]["type"] == queues["saga.dlq"]["type"] == "quorum"
+    assert not any(name.endswith(".migrating") for name in queues)
+    connection = await aio_pika.connect(settings.rabbitmq_url)
+    try:
+        channel = await connection.channel()
+        seen = []
+        for name, expected in (("profiles.dlq", 40), ("saga.dlq", 2)):
+            queue = await channel.get_queue(name)
+            for _ in range(expected):
+                message = await queue.get(timeout=5)
+                seen.append((name, message.message_id, (message.headers or {}).get("x-ams-error")))
+                await message.ack()
+            assert await queue.get(fail=False, timeout=5) is None
+        assert seen[:40] == [("profiles.dlq", f"m{i}", f"boom {i}") for i in range(40)]
+        assert [s[1] for s in seen[40:]] == ["s0", "s1"]
+    finally:
+        await connection.close()
+    assert "moved to quorum" not in await apply_topology(settings)  # nothing left to move
 
 
 async def test_apply_partitioned_routes_an_aggregate_to_one_partition(

@@ -42,9 +42,39 @@ def test_retry_queue_waits_then_routes_back_to_its_work_queue_only() -> None:
     assert queue.arguments["x-dead-letter-routing-key"] == "ocr"
 
 
-def test_dead_letter_queue_is_classic_without_delivery_limit() -> None:
+def test_dead_letter_queue_is_quorum_without_delivery_limit_or_dead_lettering() -> None:
     args = topology.consumer_spec("saga").dead_letter_queue().arguments
-    assert args == {"x-queue-type": "classic"}
+    assert args == {"x-queue-type": "quorum"}
+
+
+def test_dead_letter_policy_outranks_the_others_and_lifts_the_4x_default_limit() -> None:
+    topo = topology.deployed(topology.parse_retry_delays("1s"), 2)
+    dlq_policy = topology.DEAD_LETTER_POLICY
+    assert dlq_policy in topo.policies
+    assert all(p.priority < dlq_policy.priority for p in topo.policies if p != dlq_policy)
+    pattern = re.compile(dlq_policy.pattern)
+    dlqs = [q.name for q in topo.queues if pattern.search(q.name)]
+    assert sorted(dlqs) == sorted(f"{s.name}.dlq" for s in topology.CONSUMERS)
+    assert "delivery-limit" not in dlq_policy.definition  # 3.x: absent means unlimited
+    assert topology.dead_letter_policy(3) == dlq_policy
+    assert topology.dead_letter_policy(4).definition["delivery-limit"] == -1
+    assert dlq_policy.definition["overflow"] == "reject-publish"  # never drop-head
+
+
+def test_reading_is_refused_where_a_delivery_limit_would_count() -> None:
+    from amsctl.dlq.broker import delivery_limit_in_effect as limit
+
+    quorum = {"type": "quorum", "arguments": {"x-queue-type": "quorum"}}
+    assert limit(quorum, 3) is None
+    ours = {**quorum, "effective_policy_definition": {"overflow": "reject-publish"}}
+    assert limit(ours, 3) is None
+    assert limit(quorum, 4) == 20  # 4.x default
+    assert limit({**quorum, "effective_policy_definition": {"delivery-limit": -1}}, 4) is None
+    assert limit({**quorum, "effective_policy_definition": {"delivery-limit": 50}}, 3) == 50
+    both = {"type": "quorum", "arguments": {"x-delivery-limit": 7},
+            "effective_policy_definition": {"delivery-limit": 50}}
+    assert limit(both, 3) == 7
+    assert limit({"type": "classic", "arguments": {}}, 4) is None
 
 
 def test_bindings_follow_the_consumer_table() -> None:
