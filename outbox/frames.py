@@ -28,6 +28,8 @@ from shared.messaging import (
     H_CORRELATION_ID,
     H_PRODUCER,
     H_SCHEMA_VERSION,
+    H_TRACEPARENT,
+    H_TRACESTATE,
     aggregate_slot,
 )
 
@@ -112,6 +114,10 @@ class FrameEncoder:
         headers[H_PRODUCER] = self._producer
         if row.correlation_id:
             headers[H_CORRELATION_ID] = row.correlation_id
+        if row.traceparent:  # the origin's trace context: the consumer continues it
+            headers[H_TRACEPARENT] = row.traceparent
+            if row.tracestate:
+                headers[H_TRACESTATE] = row.tracestate
         return headers
 
     def message(self, row: OutboxRow, mandatory: bool, out: list[bytes]) -> None:

@@ -29,8 +29,10 @@ from outbox import metrics, store
 from outbox.leases import LeaseConnection
 from outbox.publisher import Publisher, PublisherUnavailable, RejectedByBroker
 from outbox.rows import OutboxRow
+from shared import tracing
 from shared.config import Settings
 from shared.logging import get_logger
+from shared.messaging import EVENTS_EXCHANGE
 
 log = get_logger(__name__)
 
@@ -219,7 +221,9 @@ class Relay:
             self._broken = exc
 
     async def _publish_batch(self, rows: list[OutboxRow]) -> None:
-        outcomes = await self._publisher.publish(rows)
+        origins = (row.traceparent for row in rows)  # read only when tracing is on
+        with tracing.publishing(self.database, EVENTS_EXCHANGE, origins, len(rows)):
+            outcomes = await self._publisher.publish(rows)
         confirmed_at = datetime.now(UTC)
         sent = [row for row, outcome in zip(rows, outcomes, strict=True) if outcome is None]
         failed = [(row, outcome) for row, outcome in zip(rows, outcomes, strict=True) if outcome]
@@ -253,6 +257,7 @@ class Relay:
             emit(
                 "outbox_published", database=self.database, event_id=str(row.event_id),
                 event_type=row.event_type, correlation_id=row.correlation_id,
+                trace_id=tracing.trace_id_of(row.traceparent),
             )
 
     async def _record_failures(self, failed: Sequence[tuple[OutboxRow, RejectedByBroker]]) -> None:

@@ -21,5 +21,8 @@ class OutboxRow:
     headers: str
     """Extra headers as a JSON object text ('{}' when none)."""
     correlation_id: str | None
+    traceparent: str | None
+    """W3C trace context of the transaction that wrote the event (None outside a trace)."""
+    tracestate: str | None
     created_at: datetime
     attempts: int

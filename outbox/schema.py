@@ -37,6 +37,9 @@ outbox = sa.Table(
     sa.Column("payload", pg.JSONB, nullable=False),
     sa.Column("headers", pg.JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
     sa.Column("correlation_id", sa.Text),
+    # W3C trace context of the writing transaction (shared.tracing), published as headers.
+    sa.Column("traceparent", sa.Text),
+    sa.Column("tracestate", sa.Text),
     sa.Column(
         "created_at",
         sa.DateTime(timezone=True),

@@ -22,7 +22,8 @@ from outbox.schema import NOTIFY_CHANNEL
 # that commits late with a low id is simply found on the next claim.
 CLAIM_SQL = """
 SELECT id, event_id, event_type, routing_key, aggregate_type, aggregate_id, schema_version,
-       payload::text AS payload, headers::text AS headers, correlation_id, created_at, attempts
+       payload::text AS payload, headers::text AS headers, correlation_id, traceparent,
+       tracestate, created_at, attempts
 FROM outbox o
 WHERE o.partition = ANY($1::smallint[])
   AND o.parked_at IS NULL

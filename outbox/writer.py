@@ -11,6 +11,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from outbox.schema import PARTITIONS
+from shared import tracing
 from shared.events import Message, encode
 from shared.logging import current_correlation_id
 
@@ -22,10 +23,11 @@ _INSERT = text(
     """
     WITH aggregate_lock AS (SELECT pg_advisory_xact_lock(:lock_key))
     INSERT INTO outbox (event_id, event_type, routing_key, aggregate_type, aggregate_id,
-                        partition, schema_version, payload, headers, correlation_id)
+                        partition, schema_version, payload, headers, correlation_id,
+                        traceparent, tracestate)
     SELECT :event_id, :event_type, :event_type, :aggregate_type, :aggregate_id,
            :partition, :schema_version, CAST(:payload AS jsonb), CAST(:headers AS jsonb),
-           :correlation_id
+           :correlation_id, :traceparent, :tracestate
     FROM aggregate_lock
     """
 )
@@ -53,11 +55,13 @@ async def add_event(
     """Add ``event`` to the outbox inside ``session``'s open transaction (an ORM session or
     a Core connection).
 
-    Fills in the event id, routing key, aggregate, partition, schema version and the
-    correlation id (the one bound to the current request or message unless given).
+    Fills in the event id, routing key, aggregate, partition, schema version, the
+    correlation id (the one bound to the current request or message unless given) and the
+    trace context (the current span's, or the one passed through: :mod:`shared.tracing`).
     Nothing is published if the transaction rolls back.
     """
     event_id = event_id or uuid.uuid4()
+    traceparent, tracestate = tracing.outgoing()
     aggregate_id = event.aggregate_id
     await session.execute(
         _INSERT,
@@ -72,6 +76,8 @@ async def add_event(
             "payload": encode(event).decode(),
             "headers": json.dumps(dict(headers or {})),
             "correlation_id": correlation_id or current_correlation_id(),
+            "traceparent": traceparent,
+            "tracestate": tracestate,
         },
     )
     return event_id

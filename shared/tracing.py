@@ -24,8 +24,8 @@ from __future__ import annotations
 import atexit
 import os
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -48,6 +48,9 @@ _ZERO_TRACE, _ZERO_SPAN = "0" * 32, "0" * 16
 MAX_LINKS = 128
 """Publish-span links per batch (the SDK's default link limit): a bigger batch links its
 first 128 events' origins and counts them all in ``messaging.batch.message_count``."""
+
+_NOTHING: AbstractContextManager[object] = nullcontext()
+"""What the hot paths enter while tracing is off: one shared, reusable no-op."""
 
 TraceHeaders = tuple[str, str | None]
 """``(traceparent, tracestate or None)``."""
@@ -172,7 +175,10 @@ def instrument_engine(engine: AsyncEngine) -> None:
     from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor  # noqa: PLC0415
 
     SQLAlchemyInstrumentor().instrument(
-        engine=engine.sync_engine, tracer_provider=_active.provider, enable_commenter=False
+        engine=engine.sync_engine, tracer_provider=_active.provider, enable_commenter=False,
+        # Its declared range stops below SQLAlchemy 2.1; the engine events it uses are the
+        # same (tests/integration/test_tracing.py checks the statement spans).
+        skip_dep_check=True,
     )
 
 
@@ -256,14 +262,14 @@ def trace_id_of(traceparent: str | None) -> str | None:
 
 
 # --- relay -------------------------------------------------------------------------------------
-@contextmanager
-def publishing(database: str, exchange: str, origins: Sequence[str | None]) -> Iterator[None]:
+def publishing(
+    database: str, exchange: str, origins: Iterable[str | None], count: int
+) -> AbstractContextManager[object]:
     """One PRODUCER span per published batch, linked to each event's origin (the span that
-    wrote it). The events themselves keep their origin's ``traceparent``, so a consumer
-    continues the request's trace."""
+    wrote it), when on. The events themselves keep their origin's ``traceparent``, so a
+    consumer continues the request's trace."""
     if _active is None:
-        yield
-        return
+        return _NOTHING
     links: list[Link] = []
     for traceparent in origins:
         if len(links) >= MAX_LINKS:
@@ -273,47 +279,57 @@ def publishing(database: str, exchange: str, origins: Sequence[str | None]) -> I
             links.append(Link(origin))
     attributes: dict[str, str | int] = {
         "messaging.system": "rabbitmq", "messaging.operation.type": "send",
-        "messaging.destination.name": exchange, "messaging.batch.message_count": len(origins),
+        "messaging.destination.name": exchange, "messaging.batch.message_count": count,
         "db.namespace": database,
     }
-    with _active.tracer.start_as_current_span(
+    return _active.tracer.start_as_current_span(
         f"{exchange} publish", kind=SpanKind.PRODUCER, links=links, attributes=attributes
-    ):
-        yield
+    )
 
 
 # --- consumers ---------------------------------------------------------------------------------
-@contextmanager
 def consuming(
     headers: Mapping[str, Any], *, queue: str, event_type: str, message_id: str
-) -> Iterator[None]:
-    """Handle one message in its trace: a CONSUMER span (child of the message's
-    ``traceparent``; a new trace when it has none or a malformed one) with a handle span
-    inside (on), or the message's trace context passed through to its follow-ups (off)."""
+) -> AbstractContextManager[object]:
+    """Process one message in its trace: a CONSUMER span, child of the message's
+    ``traceparent`` (a new trace when it has none or a malformed one), when on; off, the
+    message's valid trace context is passed through to the events its handler writes."""
     traceparent = headers.get(H_TRACEPARENT)
     if _active is None:
-        with _passing_through(traceparent, headers.get(H_TRACESTATE)):
-            yield
-        return
+        if traceparent is None:
+            return _NOTHING
+        return _passing_through(traceparent, headers.get(H_TRACESTATE))
     parent = None
     if traceparent is not None:
         carrier = {H_TRACEPARENT: str(traceparent)}
-        if isinstance(headers.get(H_TRACESTATE), str):
-            carrier[H_TRACESTATE] = headers[H_TRACESTATE]
-        parent = propagate.extract(carrier)
+        tracestate = headers.get(H_TRACESTATE)
+        if isinstance(tracestate, str):
+            carrier[H_TRACESTATE] = tracestate
+        parent = propagate.extract(carrier)  # a malformed traceparent yields no parent
     attributes = {
         "messaging.system": "rabbitmq", "messaging.operation.type": "process",
         "messaging.destination.name": queue, "messaging.message.id": message_id,
         "messaging.rabbitmq.message.type": event_type,
     }
-    tracer = _active.tracer
-    with (
-        tracer.start_as_current_span(
-            f"{queue} process", context=parent, kind=SpanKind.CONSUMER, attributes=attributes
-        ),
-        tracer.start_as_current_span(f"handle {event_type}"),
-    ):
-        yield
+    return _active.tracer.start_as_current_span(
+        f"{queue} process", context=parent, kind=SpanKind.CONSUMER, attributes=attributes
+    )
+
+
+def handling(event_type: str) -> AbstractContextManager[object]:
+    """The handler's own span (its database statements are its children), when on."""
+    if _active is None:
+        return _NOTHING
+    return _active.tracer.start_as_current_span(f"handle {event_type}")
+
+
+def failed(exc: BaseException) -> None:
+    """Mark the current span as failed with ``exc`` (a handling attempt that raised)."""
+    if _active is None:
+        return
+    span = trace.get_current_span()
+    span.record_exception(exc)
+    span.set_status(trace.Status(trace.StatusCode.ERROR, type(exc).__name__))
 
 
 __all__ = [
@@ -321,6 +337,8 @@ __all__ = [
     "consuming",
     "current_trace_ids",
     "enabled",
+    "failed",
+    "handling",
     "http_plugins",
     "incoming_http",
     "instrument_engine",

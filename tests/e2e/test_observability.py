@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from shared.messaging import H_CORRELATION_ID
+from shared.messaging import H_CORRELATION_ID, H_TRACEPARENT
 from tests.e2e.stack import Stack, declare_tap, next_tapped, running_stack, wait_until
 from tests.support import isolated_settings
 
@@ -59,10 +59,11 @@ def _with_id(stack: Stack, name: str, correlation_id: str) -> list[str]:
 def test_one_correlation_id_follows_a_registration(stack: Stack) -> None:
     asyncio.run(declare_tap(stack.direct.rabbitmq_url, TAP, "profile.created"))
     correlation_id = str(uuid.uuid4())
+    trace_id = uuid.uuid4().hex
     r = httpx.post(
         f"{stack.auth_url}/auth/register",
         json={"email": f"o{uuid.uuid4().hex[:8]}@example.com", "password": "correct horse ok!"},
-        headers={"X-Correlation-ID": correlation_id},
+        headers={"X-Correlation-ID": correlation_id, "traceparent": f"00-{trace_id}-{'1' * 16}-01"},
     )
     assert r.status_code == 201, r.text
     assert r.headers["x-correlation-id"] == correlation_id
@@ -83,6 +84,9 @@ def test_one_correlation_id_follows_a_registration(stack: Stack) -> None:
     assert {e["event_type"] for e in relayed} == {"user.registered", "profile.created"}
     message = asyncio.run(next_tapped(stack.direct.rabbitmq_url, TAP))
     assert message.headers[H_CORRELATION_ID] == correlation_id
+    # Tracing is off here: the caller's trace context is passed on to every event all the same.
+    assert str(message.headers[H_TRACEPARENT]).split("-")[1] == trace_id
+    assert {e.get("trace_id") for e in relayed} == {trace_id}
     assert message.correlation_id == correlation_id
     assert json.loads(message.body)["user_id"] == user_id
     access = [
@@ -93,6 +97,7 @@ def test_one_correlation_id_follows_a_registration(stack: Stack) -> None:
     assert access[0]["method"] == "POST"
     assert access[0]["route"] == "/auth/register"
     assert access[0]["status"] == 201
+    assert access[0]["trace_id"] == trace_id
     assert isinstance(access[0]["duration_ms"], float)
 
 

@@ -14,7 +14,13 @@ from pamqp.header import ContentHeader
 from outbox.frames import FrameEncoder
 from outbox.publisher import _OPEN, RejectedByBroker, _Batch, mandatory, properties
 from outbox.rows import OutboxRow
-from shared.messaging import H_AGGREGATE_SLOT, H_CORRELATION_ID, aggregate_slot
+from shared.messaging import (
+    H_AGGREGATE_SLOT,
+    H_CORRELATION_ID,
+    H_TRACEPARENT,
+    H_TRACESTATE,
+    aggregate_slot,
+)
 
 
 def row(
@@ -23,6 +29,8 @@ def row(
     headers: str = "{}",
     correlation_id: str | None = "corr-1",
     routing_key: str = "user.registered",
+    traceparent: str | None = None,
+    tracestate: str | None = None,
 ) -> OutboxRow:
     return OutboxRow(
         id=7,
@@ -35,6 +43,8 @@ def row(
         payload=payload,
         headers=headers,
         correlation_id=correlation_id,
+        traceparent=traceparent,
+        tracestate=tracestate,
         created_at=datetime(2026, 11, 29, 5, 1, 2, 345678, tzinfo=UTC),
         attempts=0,
     )
@@ -85,6 +95,24 @@ def test_frames_decode_to_what_the_library_would_send(
     assert (H_CORRELATION_ID in sent_headers) == bool(correlation_id)
     assert isinstance(body, ContentBody)
     assert body.value == r.payload.encode()
+
+
+@pytest.mark.parametrize("tracestate", [None, "vendor=opaque"])
+def test_the_rows_trace_context_becomes_the_w3c_headers(tracestate: str | None) -> None:
+    traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    r = row(traceparent=traceparent, tracestate=tracestate)
+    (_, _), (_, header), (_, _) = decode(encoder().batch([r], mandatory))
+    assert isinstance(header, ContentHeader)
+    sent = header.properties.headers or {}
+    assert sent[H_TRACEPARENT] == traceparent
+    assert sent.get(H_TRACESTATE) == tracestate
+    assert H_TRACEPARENT not in (decode_headers(row()) or {})
+
+
+def decode_headers(r: OutboxRow) -> object:
+    (_, _), (_, header), (_, _) = decode(encoder().batch([r], mandatory))
+    assert isinstance(header, ContentHeader)
+    return header.properties.headers
 
 
 def test_body_larger_than_a_frame_is_split_and_keeps_its_bytes() -> None:

@@ -12,6 +12,7 @@ import asyncio
 import time
 from collections.abc import Mapping
 from concurrent.futures import Executor
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +23,7 @@ from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared import messaging as m
+from shared import tracing
 from shared.errors import InvalidMessage
 from shared.events import Message, decode
 from shared.logging import bound, get_logger
@@ -84,12 +86,17 @@ class Processor:
         started = time.perf_counter()
         headers = dict(message.headers or {})
         ctx = self._context(message, headers)
-        with bound(
-            correlation_id=ctx.correlation_id, message_id=ctx.message_id, event_type=ctx.event_type
+        with (
+            bound(
+                correlation_id=ctx.correlation_id, message_id=ctx.message_id,
+                event_type=ctx.event_type,
+            ),
+            self._consuming(ctx),
         ):
             try:
                 duplicate = await self._apply(message, headers, ctx)
             except Exception as exc:  # every failure is mapped once, below
+                tracing.failed(exc)
                 await self._fail(message, headers, ctx, exc)
             else:
                 await self._ack_all([message])
@@ -152,10 +159,18 @@ class Processor:
                     event_type=item.ctx.event_type,
                 )
                 try:
-                    await item.handler(session, item.payload, item.ctx)
+                    with self._consuming(item.ctx), tracing.handling(item.ctx.event_type):
+                        await item.handler(session, item.payload, item.ctx)
                 finally:
                     structlog.contextvars.reset_contextvars(**tokens)
         return duplicates
+
+    def _consuming(self, ctx: MessageContext) -> AbstractContextManager[object]:
+        """The message's trace: a consume span, or its context passed on (shared.tracing)."""
+        return tracing.consuming(
+            ctx.headers, queue=self._spec.queue_name, event_type=ctx.event_type,
+            message_id=ctx.message_id,
+        )
 
     def _context(self, message: InboundMessage, headers: dict[str, Any]) -> MessageContext:
         message_id = message.message_id or ""
@@ -216,7 +231,8 @@ class Processor:
             await end_transaction(session, commit=False)
             if applied_before:
                 return True
-            await handler(session, payload, ctx)
+            with tracing.handling(ctx.event_type):
+                await handler(session, payload, ctx)
             if not await inbox.claim(session, event_type=ctx.event_type, **keys):
                 await end_transaction(session, commit=False)
                 return True

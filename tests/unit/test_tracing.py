@@ -1,0 +1,124 @@
+"""W3C trace context parsing and the two modes of shared.tracing (off: pass-through; on:
+spans), without any service."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+
+from shared import tracing
+from shared.config import Settings
+
+TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
+VALID = f"00-{TRACE_ID}-b7ad6b7169203331-01"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        None, 42, "", "garbage", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331",
+        f"00-{'0' * 32}-b7ad6b7169203331-01",  # all-zero trace id
+        f"00-{TRACE_ID}-{'0' * 16}-01",  # all-zero span id
+        f"ff-{TRACE_ID}-b7ad6b7169203331-01",  # version ff is invalid
+        f"00-{TRACE_ID}-b7ad6b7169203331-01-extra",  # version 00 has exactly four fields
+        f"00-{TRACE_ID.upper()}-b7ad6b7169203331-01",  # lowercase hex only
+        "00-" + "a" * 600,
+    ],
+)
+def test_malformed_traceparent_is_refused_not_raised(value: object) -> None:
+    assert tracing.parse_traceparent(value) is None
+
+
+def test_valid_traceparent_and_future_versions() -> None:
+    context = tracing.parse_traceparent(VALID)
+    assert context is not None and context.is_remote
+    assert format(context.trace_id, "032x") == TRACE_ID
+    assert context.trace_flags.sampled
+    future = tracing.parse_traceparent(f"01-{TRACE_ID}-b7ad6b7169203331-00-more")
+    assert future is not None and not future.trace_flags.sampled
+
+
+def test_off_events_carry_the_incoming_context_and_nothing_else() -> None:
+    assert not tracing.enabled()
+    assert tracing.outgoing() == (None, None)
+    with tracing.incoming_http([(b"traceparent", VALID.encode()), (b"tracestate", b"k=v")]):
+        assert tracing.outgoing() == (VALID, "k=v")
+        assert tracing.current_trace_ids() == (TRACE_ID, "b7ad6b7169203331")
+    with tracing.incoming_http([(b"traceparent", b"00-nonsense-01")]):
+        assert tracing.outgoing() == (None, None)
+    with tracing.consuming({"traceparent": VALID}, queue="q", event_type="e", message_id="m"):
+        assert tracing.outgoing() == (VALID, None)
+    with tracing.consuming({"traceparent": "zz"}, queue="q", event_type="e", message_id="m"):
+        assert tracing.outgoing() == (None, None)
+    assert tracing.outgoing() == (None, None)
+
+
+def test_off_hot_paths_enter_one_shared_no_op() -> None:
+    nothing = tracing.consuming({}, queue="q", event_type="e", message_id="m")
+    assert nothing is tracing.handling("e")
+    assert nothing is tracing.publishing("authdb", "events", iter(()), 0)
+
+
+@pytest.fixture
+def spans() -> Iterator[InMemorySpanExporter]:
+    exporter = InMemorySpanExporter()
+    assert tracing.configure_tracing(Settings(), service="unit", exporter=exporter)
+    try:
+        yield exporter
+    finally:
+        tracing.shutdown_tracing()
+    assert not tracing.enabled()
+
+
+def test_on_a_consumed_message_continues_its_trace_and_follow_ups_carry_it(
+    spans: InMemorySpanExporter,
+) -> None:
+    with (
+        tracing.consuming({"traceparent": VALID}, queue="profiles", event_type="e",
+                          message_id="m1"),
+        tracing.handling("e"),
+    ):
+        traceparent, _ = tracing.outgoing()
+        ids = tracing.current_trace_ids()
+    consume, handle = sorted(spans.get_finished_spans(), key=lambda s: s.start_time or 0)
+    assert consume.kind is SpanKind.CONSUMER and consume.name == "profiles process"
+    assert consume.parent is not None
+    assert format(consume.parent.span_id, "016x") == "b7ad6b7169203331"
+    assert handle.parent is not None and consume.context is not None
+    assert handle.parent.span_id == consume.context.span_id
+    assert handle.context is not None
+    assert traceparent == f"00-{TRACE_ID}-{handle.context.span_id:016x}-01"
+    assert ids == (TRACE_ID, f"{handle.context.span_id:016x}")
+
+
+def test_on_a_malformed_or_missing_context_starts_a_new_trace(
+    spans: InMemorySpanExporter,
+) -> None:
+    for headers in ({"traceparent": "00-broken"}, {}):
+        with tracing.consuming(headers, queue="q", event_type="e", message_id="m"):
+            pass
+    first, second = spans.get_finished_spans()
+    assert first.parent is None and second.parent is None
+    assert first.context is not None and second.context is not None
+    assert first.context.trace_id != second.context.trace_id
+
+
+def test_on_publish_span_links_the_origins(spans: InMemorySpanExporter) -> None:
+    origins = [VALID, None, "junk", *([VALID] * 200)]
+    with tracing.publishing("authdb", "events", iter(origins), len(origins)):
+        pass
+    (publish,) = spans.get_finished_spans()
+    assert publish.kind is SpanKind.PRODUCER and publish.name == "events publish"
+    assert (publish.attributes or {})["messaging.batch.message_count"] == 203
+    assert len(publish.links) == tracing.MAX_LINKS
+    assert all(format(link.context.trace_id, "032x") == TRACE_ID for link in publish.links)
+
+
+def test_an_unknown_exporter_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "zipkin")
+    with pytest.raises(ValueError, match="unknown exporter 'zipkin'"):
+        tracing.configure_tracing(Settings(tracing_enabled=True), service="unit")
+    assert not tracing.enabled()
