@@ -41,3 +41,21 @@ def tune_outbox_autovacuum() -> None:
 def reset_outbox_autovacuum() -> None:
     names = ", ".join(part.split("=")[0].strip() for part in OUTBOX_AUTOVACUUM.split(","))
     op.execute(f"ALTER TABLE outbox RESET ({names})")
+
+
+# The W3C trace context of the transaction that wrote each event (shared.tracing), beside
+# correlation_id; the relay publishes it as AMQP headers. Nullable, no default: adding the
+# columns rewrites nothing. Frozen here as SQL. IF NOT EXISTS: a database created after
+# this change got the columns from its first migration already (create_outbox_and_inbox
+# builds the outbox from outbox.schema).
+def add_outbox_trace_context() -> None:
+    op.execute(
+        "ALTER TABLE outbox ADD COLUMN IF NOT EXISTS traceparent text, "
+        "ADD COLUMN IF NOT EXISTS tracestate text"
+    )
+
+
+def drop_outbox_trace_context() -> None:
+    op.execute(
+        "ALTER TABLE outbox DROP COLUMN IF EXISTS tracestate, DROP COLUMN IF EXISTS traceparent"
+    )

@@ -10,16 +10,20 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import aio_pika
+import asyncpg
 import pytest
+from alembic import command
 from litestar.testing import AsyncTestClient
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
 from apps.auth.app import create_app
+from migrations.runner import alembic_config
 from outbox.__main__ import build_relays
 from shared import messaging as m
-from shared.config import Settings
+from shared.config import DATABASES, Settings
+from shared.db import asyncpg_dsn
 from shared.topology_apply import apply_topology
 from shared.tracing import configure_tracing, parse_traceparent, shutdown_tracing
 from tests.e2e.stack import declare_tap, next_tapped
@@ -178,3 +182,34 @@ async def test_a_message_without_valid_trace_context_starts_a_new_trace(
     assert consume.status.is_ok
     carried = parse_traceparent(tapped.headers[m.H_TRACEPARENT])
     assert carried is not None and format(carried.trace_id, "032x") == _hex(consume)[0]
+
+
+BEFORE_TRACE_CONTEXT = {"authdb": "authdb_0005", "apidb": "apidb_0004", "admindb": "admindb_0003"}
+
+
+def _outbox_columns(settings: Settings, database: str) -> set[str]:
+    async def read() -> set[str]:
+        conn = await asyncpg.connect(asyncpg_dsn(settings.database_url(database)))
+        try:
+            rows = await conn.fetch(
+                "SELECT column_name FROM information_schema.columns WHERE table_name = 'outbox'"
+            )
+        finally:
+            await conn.close()
+        return {r["column_name"] for r in rows}
+
+    return asyncio.run(read())
+
+
+@pytest.mark.parametrize("database", DATABASES)
+def test_an_existing_outbox_gains_the_trace_context_columns(
+    trace_settings: Settings, database: str
+) -> None:
+    """A database migrated before this change (down one step) upgrades to the new columns;
+    a fresh one (created from outbox.schema) has them and the step is a no-op."""
+    config = alembic_config(database, trace_settings.database_url(database))
+    assert {"traceparent", "tracestate"} <= _outbox_columns(trace_settings, database)
+    command.downgrade(config, BEFORE_TRACE_CONTEXT[database])
+    assert not {"traceparent", "tracestate"} & _outbox_columns(trace_settings, database)
+    command.upgrade(config, "head")
+    assert {"traceparent", "tracestate"} <= _outbox_columns(trace_settings, database)
