@@ -9,18 +9,20 @@ import asyncpg
 import typer
 from rich.table import Table
 
-from amsctl.audit import AuditNotRecorded, run_audited, trail
+from amsctl.audit import AuditNotRecorded, Trail, run_audited, trail
 from amsctl.common import EXIT_FAILURE, EXIT_UNAVAILABLE, console, fail, print_json, settings
 from apps.auth.audit import AuditAction, AuditOutcome
 from outbox import store
 from shared.config import DATABASES, Settings
 from shared.db import asyncpg_dsn
-from shared.errors import DependencyUnavailable
+from shared.errors import DependencyUnavailable, ValidationFailed
 
 app = typer.Typer(help="Outbox backlog, parked events, re-queueing.", no_args_is_help=True)
 
 
-async def _status(cfg: Settings, databases: tuple[str, ...]) -> list[dict[str, object]]:
+async def statuses(cfg: Settings, databases: tuple[str, ...]) -> list[dict[str, object]]:
+    """Backlog, retrying, parked and oldest unsent age of each database's outbox (the
+    ``status`` command and the console's outbox page)."""
     out: list[dict[str, object]] = []
     for db in databases:
         conn = await asyncpg.connect(asyncpg_dsn(cfg.database_url(db)), timeout=10)
@@ -31,13 +33,45 @@ async def _status(cfg: Settings, databases: tuple[str, ...]) -> list[dict[str, o
     return out
 
 
+async def parked_events(cfg: Settings, database: str, limit: int = 100) -> list[store.ParkedEvent]:
+    """The parked events of one database's outbox, oldest first."""
+    conn = await asyncpg.connect(asyncpg_dsn(cfg.database_url(database)), timeout=10)
+    try:
+        return await store.parked(conn, limit)
+    finally:
+        await conn.close()
+
+
+async def requeue_audited(cfg: Settings, audit: Trail, database: str,
+                          event_ids: list[str] | None) -> int:
+    """Re-queue parked events (all when ``event_ids`` is None), recorded in the audit trail
+    (the ``requeue`` command and the console)."""
+    if database not in DATABASES:
+        raise ValidationFailed(
+            f"unknown database {database!r}; expected one of {', '.join(DATABASES)}"
+        )
+    target = f"{database}:" + ("all-parked" if event_ids is None else ",".join(event_ids))
+
+    async def requeue_in(conn: asyncpg.Connection) -> int:
+        return await store.requeue_parked(conn, event_ids)
+
+    conn = await asyncpg.connect(asyncpg_dsn(cfg.database_url(database)), timeout=10)
+    try:
+        return await run_audited(
+            audit, AuditAction.OUTBOX_REQUEUE, target, lambda: requeue_in(conn),
+            outcome_of=lambda n: (target, AuditOutcome.OK, {"requeued": n}),
+        )
+    finally:
+        await conn.close()
+
+
 @app.command("status")
 def status(
     json_output: bool = typer.Option(False, "--json", help="Print JSON for scripts."),
 ) -> None:
     """Backlog, events retrying, parked events and the age of the oldest unsent event."""
     try:
-        rows = asyncio.run(_status(settings(), DATABASES))
+        rows = asyncio.run(statuses(settings(), DATABASES))
     except (OSError, asyncpg.PostgresError) as exc:
         fail(f"PostgreSQL is unreachable: {exc}", EXIT_UNAVAILABLE)
     if json_output:
@@ -66,21 +100,10 @@ def requeue(
         fail("name events with --event-id, or pass --all-parked", 2)
 
     cfg = settings()
-    target = f"{database}:" + ("all-parked" if all_parked else ",".join(event_id))
-
-    async def requeue_in(conn: asyncpg.Connection) -> int:
-        return await store.requeue_parked(conn, None if all_parked else event_id)
 
     async def run() -> int:
         async with trail(cfg) as audit:
-            conn = await asyncpg.connect(asyncpg_dsn(cfg.database_url(database)), timeout=10)
-            try:
-                return await run_audited(
-                    audit, AuditAction.OUTBOX_REQUEUE, target, lambda: requeue_in(conn),
-                    outcome_of=lambda n: (target, AuditOutcome.OK, {"requeued": n}),
-                )
-            finally:
-                await conn.close()
+            return await requeue_audited(cfg, audit, database, None if all_parked else event_id)
 
     try:
         count = asyncio.run(run())

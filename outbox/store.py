@@ -60,6 +60,28 @@ FROM outbox
 """
 
 
+PARKED_SQL = """
+SELECT event_id::text AS event_id, event_type, routing_key, aggregate_type,
+       aggregate_id::text AS aggregate_id, attempts, last_error, created_at, parked_at
+FROM outbox WHERE parked_at IS NOT NULL ORDER BY id LIMIT $1
+"""
+
+
+@dataclass(frozen=True)
+class ParkedEvent:
+    """An event the relay gave up on, waiting for an operator (``requeue_parked``)."""
+
+    event_id: str
+    event_type: str
+    routing_key: str
+    aggregate_type: str
+    aggregate_id: str
+    attempts: int
+    last_error: str | None
+    created_at: datetime
+    parked_at: datetime
+
+
 @dataclass(frozen=True)
 class Failure:
     row_id: int
@@ -104,6 +126,11 @@ async def status(conn: asyncpg.Connection | asyncpg.Pool) -> OutboxStatus:
     oldest: datetime | None = row["oldest_unsent"]
     age = (row["now"] - oldest).total_seconds() if oldest is not None else None
     return OutboxStatus(row["backlog"], row["parked"], row["retrying"], age)
+
+
+async def parked(conn: asyncpg.Connection | asyncpg.Pool, limit: int = 100) -> list[ParkedEvent]:
+    """The parked events, oldest first (at most ``limit``)."""
+    return [ParkedEvent(**dict(r)) for r in await conn.fetch(PARKED_SQL, limit)]
 
 
 async def requeue_parked(
