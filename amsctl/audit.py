@@ -57,12 +57,14 @@ class Trail:
 
 
 @asynccontextmanager
-async def trail(cfg: Settings) -> AsyncIterator[Trail]:
-    """The audit trail for one command; raises DependencyUnavailable before any change."""
+async def trail(cfg: Settings, *, actor: str | None = None,
+                source: AuditSource = AuditSource.CLI) -> AsyncIterator[Trail]:
+    """The audit trail for one command (or console action: ``actor`` = the admin, ``source``
+    = console); raises DependencyUnavailable before any change."""
     engine = create_engine(cfg.auth_database_url, pool_size=1)
     try:
         await _preflight(engine.connect)
-        yield Trail(session_factory(engine), who())
+        yield Trail(session_factory(engine), actor or who(), source)
     finally:
         await engine.dispose()
 

@@ -9,6 +9,8 @@ Options for the system tests and ``bench/system.py``:
 - ``log_dir``: each process writes stdout+stderr to ``<log_dir>/<name>.log`` (appended across
   restarts) instead of inheriting the test's.
 - ``with_admin=True`` adds the admin API and the OCR worker.
+- ``with_frontends=True`` adds the portal and the console (and the admin API, the OCR, documents
+  and saga workers they need), each on a free port (``Stack.portal_url``, ``console_url``).
 - every worker and the relay get a free metrics port (``Stack.metrics_urls``).
 """
 
@@ -38,6 +40,7 @@ from tests.faults import TcpProxy
 from tests.support import env_for, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
+HTTP_PROCESSES = ("auth", "users", "admin", "portal", "console")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -56,6 +59,8 @@ class Stack:
     metrics_urls: dict[str, str]
     proxies: dict[str, TcpProxy] = field(default_factory=dict)
     log_dir: Path | None = None
+    portal_url: str | None = None
+    console_url: str | None = None
     _logs: list[IO[bytes]] = field(default_factory=list)
 
     def start(self, name: str) -> None:
@@ -152,6 +157,7 @@ def running_stack(
     proxied: bool = False,
     log_dir: Path | None = None,
     with_admin: bool = False,
+    with_frontends: bool = False,
     env: dict[str, str] | None = None,
 ) -> Iterator[Stack]:
     with ExitStack() as exits:
@@ -173,7 +179,8 @@ def running_stack(
                 redis_url=via(settings.redis_url, proxies["redis"]),
                 rabbitmq_url=via(settings.rabbitmq_url, proxies["rabbitmq"]),
             )
-        ports = {name: free_port() for name in ("auth", "users", "admin")}
+        with_admin = with_admin or with_frontends
+        ports = {name: free_port() for name in ("auth", "users", "admin", "portal", "console")}
         settings = replace(
             settings,
             auth_port=ports["auth"],
@@ -183,6 +190,11 @@ def running_stack(
             auth_jwks_url=f"http://127.0.0.1:{ports['auth']}/.well-known/jwks.json",
             worker_metrics_port=0,
             relay_metrics_port=0,
+            portal_port=ports["portal"],
+            console_port=ports["console"],
+            auth_api_url=f"http://127.0.0.1:{ports['auth']}",
+            users_api_url=f"http://127.0.0.1:{ports['users']}",
+            admin_api_url=f"http://127.0.0.1:{ports['admin']}",
         )
         asyncio.run(apply_topology(direct))
         commands = {
@@ -194,12 +206,17 @@ def running_stack(
         if with_admin:
             commands["admin"] = [sys.executable, "-m", "apps.admin"]
             commands["ocr"] = [sys.executable, "-m", "workers", "ocr"]
+        if with_frontends:
+            commands["documents"] = [sys.executable, "-m", "workers", "documents"]
+            commands["saga"] = [sys.executable, "-m", "workers", "saga"]
+            commands["portal"] = [sys.executable, "-m", "frontends.portal"]
+            commands["console"] = [sys.executable, "-m", "frontends.console"]
         base = env_for(settings, **(env or {}))
         envs: dict[str, dict[str, str]] = {}
         metrics_urls: dict[str, str] = {}
         for name in commands:
             envs[name] = dict(base)
-            if name in ("auth", "users", "admin"):
+            if name in HTTP_PROCESSES:
                 metrics_urls[name] = f"http://127.0.0.1:{ports[name]}/metrics"
                 continue
             port = free_port()
@@ -213,7 +230,14 @@ def running_stack(
             admin_url=f"http://127.0.0.1:{ports['admin']}" if with_admin else None,
             processes={}, commands=commands, envs=envs, metrics_urls=metrics_urls,
             proxies=proxies, log_dir=log_dir,
+            portal_url=f"http://127.0.0.1:{ports['portal']}" if with_frontends else None,
+            console_url=f"http://127.0.0.1:{ports['console']}" if with_frontends else None,
         )
+        if with_frontends:
+            targets = {n: u for n, u in metrics_urls.items() if n not in HTTP_PROCESSES}
+            envs["console"]["CONSOLE_METRICS_TARGETS"] = ",".join(
+                f"{n}={u}" for n, u in targets.items()
+            )
         exits.callback(stack.stop)
         for name in commands:
             stack.start(name)
@@ -232,9 +256,10 @@ def wait_until(predicate: object, timeout_s: float, what: str, interval_s: float
 
 def _wait_ready(stack: Stack, timeout_s: float = 60.0) -> None:
     deadline = time.monotonic() + timeout_s
-    urls = [u for u in (stack.auth_url, stack.users_url, stack.admin_url) if u]
+    urls = [u for u in (stack.auth_url, stack.users_url, stack.admin_url, stack.portal_url,
+                        stack.console_url) if u]
     for url in [f"{u}/ready" for u in urls] + [
-        stack.metrics_urls[n] for n in stack.processes if n not in ("auth", "users", "admin")
+        stack.metrics_urls[n] for n in stack.processes if n not in HTTP_PROCESSES
     ]:
         while True:
             for name, proc in stack.processes.items():

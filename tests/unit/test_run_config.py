@@ -29,9 +29,13 @@ import yaml
 from tests.cluster.compose import interpolate
 
 ROOT = Path(__file__).resolve().parents[2]
-ENTRY_MODULES = {"apps.auth", "apps.users", "apps.admin", "outbox", "workers", "amsctl"}
+ENTRY_MODULES = {
+    "apps.auth", "apps.users", "apps.admin", "outbox", "workers", "amsctl", "frontends.portal",
+    "frontends.console",
+}
 CONSUMERS = {"profiles", "ocr", "documents", "saga"}
 API_PORTS = {"apps.users": 8001, "apps.auth": 8002, "apps.admin": 8003}
+FRONTEND_PORTS = {"frontends.portal": 3002, "frontends.console": 3003}
 INFRA_PORTS = {"postgres": [5432], "redis": [6379], "rabbitmq": [5672, 15672]}
 CONTRACT_ENV = {
     "AUTH_DATABASE_URL",
@@ -254,8 +258,8 @@ def test_compose_ports_follow_the_contract(compose: dict[str, Any]) -> None:
             assert _published_addresses(service) <= {"127.0.0.1"}, name
     for name, service in _app_services(compose).items():
         module = _command(service)[2]
-        if module in API_PORTS:
-            port = API_PORTS[module]
+        if module in API_PORTS or module in FRONTEND_PORTS:
+            port = {**API_PORTS, **FRONTEND_PORTS}[module]
             assert _published_ports(service) == [port], name
             assert f"http://127.0.0.1:{port}/health" in service["healthcheck"]["test"], name
         elif module in {"outbox", "workers"}:

@@ -1,0 +1,1 @@
+"""What both frontends share: sessions, CSRF, calls to the APIs, error pages, the app shell."""
