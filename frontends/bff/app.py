@@ -130,6 +130,16 @@ def _filesize(value: Any) -> str:
     return f"{size:.1f} GB"
 
 
+def _polygon(bbox: Any) -> str:
+    """SVG ``points`` of a box given as four ``[x, y]`` corners or as ``[x0, y0, x1, y1]``."""
+    if isinstance(bbox, list | tuple) and len(bbox) == 4 and all(
+        isinstance(v, int | float) for v in bbox
+    ):
+        x0, y0, x1, y1 = bbox
+        bbox = [[x0, y0], [x1, y0], [x1, y1], [x0, y1]]
+    return " ".join(f"{p[0]},{p[1]}" for p in bbox or ())
+
+
 def template_engine(directories: Sequence[Path]) -> JinjaTemplateEngine:
     """Jinja with autoescaping; the app's own templates first, then the shared ones."""
     env = Environment(
@@ -137,7 +147,7 @@ def template_engine(directories: Sequence[Path]) -> JinjaTemplateEngine:
         autoescape=select_autoescape(default=True, default_for_string=True),
         trim_blocks=True, lstrip_blocks=True,
     )
-    env.filters.update(ago=_ago, when=_when, filesize=_filesize)
+    env.filters.update(ago=_ago, when=_when, filesize=_filesize, polygon=_polygon)
     return JinjaTemplateEngine.from_environment(env)
 
 
