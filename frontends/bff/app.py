@@ -3,6 +3,7 @@ health, readiness, metrics and correlation ids (the same ops surface as the APIs
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -10,6 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import redis.asyncio as aioredis
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from litestar import Litestar, Request
 from litestar.contrib.jinja import JinjaTemplateEngine
@@ -19,10 +21,14 @@ from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
+from frontends.bff.api import ApiClient
 from frontends.bff.core import STATE_KEY, Frontend, frontend_of
 from frontends.bff.errors import EXCEPTION_HANDLERS
+from frontends.bff.session import RedisSessionStore
+from shared.config import Settings
 from shared.http import MetricsController, ReadyCheck, correlation_middleware, health_routes
 from shared.http import metrics_config as http_metrics_config
+from shared.redis_client import create_redis
 
 HERE = Path(__file__).resolve().parent
 STATIC_DIR = HERE / "static"
@@ -108,17 +114,18 @@ def _when(value: Any) -> str:
 
 
 def _as_datetime(value: Any) -> datetime | None:
+    """A datetime, ISO-8601 text (from an API) or epoch seconds, as aware UTC."""
+    moment: datetime | None = None
     if isinstance(value, int | float) and not isinstance(value, bool):
-        return datetime.fromtimestamp(value, UTC)
-    if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
-    if isinstance(value, str) and value:
-        try:
-            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            return None
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-    return None
+        moment = datetime.fromtimestamp(value, UTC)
+    elif isinstance(value, datetime):
+        moment = value
+    elif isinstance(value, str) and value:
+        with contextlib.suppress(ValueError):
+            moment = datetime.fromisoformat(value)
+    if moment is not None and moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment
 
 
 def _filesize(value: Any) -> str:
@@ -149,6 +156,22 @@ def template_engine(directories: Sequence[Path]) -> JinjaTemplateEngine:
     )
     env.filters.update(ago=_ago, when=_when, filesize=_filesize, polygon=_polygon)
     return JinjaTemplateEngine.from_environment(env)
+
+
+def build_frontend(name: str, title: str, settings: Settings,
+                   api: ApiClient | None = None) -> tuple[Frontend, aioredis.Redis]:
+    """A frontend's session store (Redis, its own key prefix) and API client (three APIs)."""
+    redis = create_redis(settings.redis_url)
+    frontend = Frontend(
+        name=name, title=title, settings=settings,
+        store=RedisSessionStore(redis, prefix=f"{settings.redis_key_prefix}{name}:"),
+        api=api or ApiClient(
+            {"auth": settings.auth_api_url, "users": settings.users_api_url,
+             "admin": settings.admin_api_url},
+            timeout_s=settings.frontend_api_timeout_s,
+        ),
+    )
+    return frontend, redis
 
 
 def frontend_app(

@@ -17,8 +17,9 @@ from amsctl.dlq import service as dlq
 from amsctl.dlq.model import Selection, group_by_fingerprint
 from apps.auth.audit import AuditFilter, AuditOutcome, AuditSource
 from apps.auth.models import SAGA_STATUSES
-from frontends.bff.api import BackendError
 from frontends.bff.core import Forbidden, NotSignedIn, frontend_of, safe_next
+from frontends.bff.pages import SignInController, page_image
+from frontends.bff.session import Session
 from frontends.console import charts
 from frontends.console.services import Admin, Operations
 from shared.errors import DependencyUnavailable, ValidationFailed
@@ -57,49 +58,16 @@ async def _note(request: Req, notice: str) -> None:
     await frontend.save(session)
 
 
-@dataclass
-class LoginForm:
-    email: str = ""
-    password: str = ""
-    next: str = ""
+class SignIn(SignInController):
+    landing = "/"
 
-
-class SignInController(Controller):
-    include_in_schema = False
-
-    @get("/login")
-    async def login_page(
-        self, request: Req, next_path: Annotated[str | None, Parameter(query="next")] = None,
-        signed_out: Annotated[bool, Parameter(query="signed_out")] = False,
-    ) -> Template:
-        frontend = frontend_of(request)
-        await frontend.anonymous(request)
-        return frontend.page(request, "login.html", email="", next=safe_next(next_path, ""),
-                             error=None, signed_out=signed_out)
-
-    @post("/login")
-    async def login(self, request: Req, data: Annotated[LoginForm, FormBody]) -> Any:
-        frontend = frontend_of(request)
-        try:
-            session = await frontend.sign_in(request, data.email, data.password)
-        except BackendError as exc:
-            if exc.status not in (401, 422):
-                raise
-            return frontend.page(request, "login.html", status=401, email=data.email,
-                                 next=safe_next(data.next, ""), signed_out=False,
-                                 error="The email or the password is wrong.")
+    async def admit(self, request: Req, session: Session) -> None:
         if not session.is_admin:
             # Not an admin: end the session at once (and at the auth API), then say why.
+            frontend = frontend_of(request)
             await frontend.revoke(session)
             await frontend.end(request, session)
             raise Forbidden(NOT_ADMIN)
-        return frontend.redirect(request, safe_next(data.next, "/"))
-
-    @post("/logout")
-    async def logout(self, request: Req) -> Redirect:
-        frontend = frontend_of(request)
-        await frontend.sign_out(request)
-        return frontend.redirect(request, "/login?signed_out=true")
 
 
 class OverviewController(Controller):
@@ -170,12 +138,7 @@ class DocumentsController(Controller):
     async def page_image(
         self, request: Req, document_id: uuid.UUID, page_no: int
     ) -> Response[bytes]:
-        frontend = frontend_of(request)
-        response = await frontend.call(
-            request, "admin", "GET", f"/documents/{document_id}/pages/{page_no}/image"
-        )
-        return Response(response.content, media_type="image/png",
-                        headers={"Cache-Control": "private, max-age=300"})
+        return await page_image(request, document_id, page_no)
 
     @post("/{document_id:uuid}/legal-hold")
     async def legal_hold(

@@ -10,11 +10,12 @@ from typing import Annotated, Any
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import UploadFile
 from litestar.enums import RequestEncodingType
-from litestar.params import Body, Parameter
+from litestar.params import Body
 from litestar.response import Redirect, Template
 
 from frontends.bff.api import BackendError, ServiceDown
-from frontends.bff.core import Frontend, frontend_of, safe_next
+from frontends.bff.core import Frontend, frontend_of
+from frontends.bff.pages import SignInController, page_image
 from frontends.portal import forms
 
 Req = Request[Any, Any, Any]
@@ -24,9 +25,7 @@ FINAL_SAGA = frozenset({"completed", "compensated", "compensation_failed"})
 LIST_LIMIT = 50
 
 
-class AccountController(Controller):
-    """Register, sign in, sign out."""
-
+class HomeController(Controller):
     include_in_schema = False
 
     @get("/")
@@ -35,6 +34,16 @@ class AccountController(Controller):
         session = await frontend.current(request)
         return frontend.redirect(request, "/documents" if session and session.signed_in
                                  else "/login")
+
+
+class SignIn(SignInController):
+    landing = "/documents"
+
+
+class RegisterController(Controller):
+    """Create an account, then sign in with it."""
+
+    include_in_schema = False
 
     @get("/register")
     async def register_page(self, request: Req) -> Template:
@@ -60,35 +69,6 @@ class AccountController(Controller):
         session.notice = "Welcome! Your account is ready."
         await frontend.save(session)
         return frontend.redirect(request, "/profile")
-
-    @get("/login")
-    async def login_page(
-        self, request: Req, next_path: Annotated[str | None, Parameter(query="next")] = None,
-        signed_out: Annotated[bool, Parameter(query="signed_out")] = False,
-    ) -> Template:
-        frontend = frontend_of(request)
-        await frontend.anonymous(request)
-        return frontend.page(request, "login.html", email="", next=safe_next(next_path, ""),
-                             error=None, signed_out=signed_out)
-
-    @post("/login")
-    async def login(self, request: Req, data: Annotated[forms.LoginForm, FormBody]) -> Any:
-        frontend = frontend_of(request)
-        try:
-            await frontend.sign_in(request, data.email, data.password)
-        except BackendError as exc:
-            if exc.status not in (401, 422):
-                raise
-            return frontend.page(request, "login.html", status=401, email=data.email,
-                                 next=safe_next(data.next, ""), signed_out=False,
-                                 error="The email or the password is wrong.")
-        return frontend.redirect(request, safe_next(data.next, "/documents"))
-
-    @post("/logout")
-    async def logout(self, request: Req) -> Redirect:
-        frontend = frontend_of(request)
-        await frontend.sign_out(request)
-        return frontend.redirect(request, "/login?signed_out=true")
 
 
 class ProfileController(Controller):
@@ -210,12 +190,7 @@ class DocumentsController(Controller):
     async def page_image(
         self, request: Req, document_id: uuid.UUID, page_no: int
     ) -> Response[bytes]:
-        frontend = frontend_of(request)
-        response = await frontend.call(
-            request, "admin", "GET", f"/documents/{document_id}/pages/{page_no}/image"
-        )
-        return Response(response.content, media_type="image/png",
-                        headers={"Cache-Control": "private, max-age=300"})
+        return await page_image(request, document_id, page_no)
 
     @post("/{document_id:uuid}/delete")
     async def delete(self, request: Req, document_id: uuid.UUID) -> Redirect:
