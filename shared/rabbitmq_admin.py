@@ -75,6 +75,9 @@ class ManagementClient:
             "PUT", f"/policies/{quote(vhost, safe='')}/{quote(name, safe='')}", json=definition
         )
 
+    def exchanges(self, vhost: str) -> list[dict[str, Any]]:
+        return list(self._request("GET", f"/exchanges/{quote(vhost, safe='')}").json())
+
     def overview(self) -> dict[str, Any]:
         return dict(self._request("GET", "/overview").json())
 

@@ -9,6 +9,7 @@ from shared import topology
 from shared.broker import connect_plain, declare_topology, node_urls
 from shared.config import Settings
 from shared.dlq_migration import migrate_dead_letter_queues
+from shared.layout_change import retire_other_layout
 from shared.rabbitmq_admin import ManagementClient
 
 
@@ -29,7 +30,7 @@ async def apply_topology(settings: Settings) -> str:
     delays = topology.parse_retry_delays(settings.worker_retry_delays)
     topo = topology.deployed(delays, settings.worker_partitions)
     vhost = vhost_of(settings.rabbitmq_url)
-    types, version = await asyncio.to_thread(_broker_state, settings, vhost)
+    types, exchanges, version = await asyncio.to_thread(_broker_state, settings, vhost)
     policies = tuple(
         topology.dead_letter_policy(version) if p == topology.DEAD_LETTER_POLICY else p
         for p in topo.policies
@@ -40,6 +41,8 @@ async def apply_topology(settings: Settings) -> str:
     try:
         dlqs = [q for q in topo.queues if q.name.endswith(".dlq")]
         migrated = await migrate_dead_letter_queues(connection, dlqs, types)
+        specs = tuple(s.with_partitions(settings.worker_partitions) for s in topology.CONSUMERS)
+        retired = await retire_other_layout(connection, specs, delays, set(types), exchanges)
         channel = await connection.channel()
         kept = await declare_topology(channel, topo)
     finally:
@@ -54,15 +57,21 @@ async def apply_topology(settings: Settings) -> str:
         )
     if kept:
         summary += f"; kept existing queue(s) with other arguments: {', '.join(kept)}"
+    if retired:
+        summary += (
+            "; unbound the other partition layout, whose queue(s) still hold messages: "
+            + ", ".join(retired)
+        )
     return summary
 
 
-def _broker_state(settings: Settings, vhost: str) -> tuple[dict[str, str], int]:
-    """Queue name -> type in ``vhost``, and the broker's major version."""
+def _broker_state(settings: Settings, vhost: str) -> tuple[dict[str, str], set[str], int]:
+    """Queue name -> type and the exchanges in ``vhost``, and the broker's major version."""
     with ManagementClient(settings.rabbitmq_management_url) as mgmt:
         types = {q["name"]: str(q.get("type", "classic")) for q in mgmt.queues(vhost)}
+        exchanges = {str(e["name"]) for e in mgmt.exchanges(vhost)}
         version = str(mgmt.overview().get("rabbitmq_version", "3"))
-    return types, int(version.split(".", maxsplit=1)[0] or 3)
+    return types, exchanges, int(version.split(".", maxsplit=1)[0] or 3)
 
 
 def put_policies(settings: Settings, policies: tuple[topology.Policy, ...]) -> None:

@@ -161,3 +161,40 @@ async def test_apply_partitioned_routes_an_aggregate_to_one_partition(
         assert await depths() == [1, 10, 0]
     finally:
         await connection.close()
+
+
+async def test_apply_retires_the_other_partition_layout(topo_settings: Settings) -> None:
+    """compose imports the one-partition layout at boot; with WORKER_PARTITIONS=2 apply must
+    stop routing copies to the unread `NAME` queues, delete them when empty, keep and name
+    one that still holds messages, and undo it all when going back to one partition."""
+    one = topo_settings
+    two = replace(one, worker_partitions=2)
+    await apply_topology(one)
+    connection = await aio_pika.connect(one.rabbitmq_url)
+    channel = await connection.channel()
+    await channel.default_exchange.publish(aio_pika.Message(b"old"), routing_key="saga")
+    await connection.close()
+
+    summary = await apply_topology(two)
+    assert "still hold messages: saga (1 message(s))" in summary
+    vhost = vhost_of(one.rabbitmq_url)
+    with ManagementClient(one.rabbitmq_management_url) as mgmt:
+        queues = {q["name"] for q in mgmt.queues(vhost)}
+        bindings = mgmt._request("GET", f"/exchanges/{vhost}/events/bindings/source").json()
+    assert "profiles" not in queues and "profiles.retry.1s" not in queues
+    assert {"profiles.p0", "profiles.p1", "saga", "ocr"} <= queues  # ocr is never partitioned
+    destinations = {b["destination"] for b in bindings}
+    assert "saga" not in destinations and "profiles" not in destinations
+    assert {"saga.partitions", "profiles.partitions", "ocr"} <= destinations
+
+    connection = await aio_pika.connect(one.rabbitmq_url)
+    channel = await connection.channel()
+    await (await channel.get_queue("saga")).purge()
+    await connection.close()
+    await apply_topology(one)
+    with ManagementClient(one.rabbitmq_management_url) as mgmt:
+        queues = {q["name"] for q in mgmt.queues(vhost)}
+        exchanges = {e["name"] for e in mgmt.exchanges(vhost)}
+    assert not any(".p0" in q or ".p1" in q for q in queues)
+    assert "profiles.partitions" not in exchanges
+    assert {"profiles", "saga"} <= queues
