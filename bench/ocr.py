@@ -25,8 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from apps.admin import services
-from apps.admin.app import upload_limits
-from apps.admin.services import Viewer
+from apps.admin.services import UploadLimits, Viewer
 from shared.config import Settings
 from shared.db import create_engine, session_factory
 from shared.events import DocumentUploaded
@@ -36,6 +35,7 @@ from tests.support import isolated_settings
 from workers.ocr import OcrJob
 from workers.ocr_engines import EngineConfig, easyocr_missing_files
 from workers.ocr_pool import ProcessOcrRunner
+from workers.runtime.context import MessageContext
 
 PAGE = text_png("Invoice 4711 paid on 2026-11-23", size=(1240, 400))
 
@@ -52,7 +52,7 @@ def configs(settings: Settings, model_dir: str) -> dict[str, EngineConfig]:
 
 
 async def pages_per_minute(settings: Settings, config: EngineConfig, pages: int) -> float:
-    runner = ProcessOcrRunner(config, upload_limits(settings).document,
+    runner = ProcessOcrRunner(config, UploadLimits.from_settings(settings).document,
                               workers=settings.ocr_workers, timeout_s=600)
     try:
         await runner.warm_up()
@@ -66,7 +66,7 @@ async def pages_per_minute(settings: Settings, config: EngineConfig, pages: int)
 async def latency_p50(settings: Settings, config: EngineConfig, runs: int) -> float:
     engine = create_engine(settings.admin_database_url, pool_size=2)
     sessions = session_factory(engine)
-    runner = ProcessOcrRunner(config, upload_limits(settings).document,
+    runner = ProcessOcrRunner(config, UploadLimits.from_settings(settings).document,
                               workers=settings.ocr_workers, timeout_s=600)
     job = OcrJob(sessions, runner, lease_s=600)
     samples = []
@@ -77,11 +77,16 @@ async def latency_p50(settings: Settings, config: EngineConfig, runs: int) -> fl
             start = time.perf_counter()
             async with sessions() as s, s.begin():
                 r = await services.upload_document(s, Viewer(owner), "p.png", PAGE,
-                                                   upload_limits(settings))
+                                                   UploadLimits.from_settings(settings))
             message = DocumentUploaded(document_id=r["document_id"], owner_id=owner,
                                        media_type="image/png", size_bytes=len(PAGE))
             async with sessions() as s, s.begin():
-                await job.handle(s, message, None)
+                ctx = MessageContext(
+                    message_id=str(uuid.uuid4()), event_type=message.event_type,
+                    correlation_id=None, causation_id=None, headers={}, redelivered=False,
+                    attempts=0, consumer="ocr",
+                )
+                await job.handle(s, message, ctx)
             samples.append(time.perf_counter() - start)
     finally:
         await runner.close()

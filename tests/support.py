@@ -22,6 +22,7 @@ import aio_pika
 from shared.config import DATABASES, Settings
 from shared.db import drop_database
 from shared.rabbitmq_admin import ManagementClient
+from workers.runtime.context import MessageContext
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -92,3 +93,13 @@ async def ready_count(channel: aio_pika.abc.AbstractChannel, queue: str) -> int:
     """Messages ready in ``queue`` (passive declare: the queue must exist)."""
     declared = await channel.declare_queue(queue, passive=True)
     return int(declared.declaration_result.message_count or 0)
+
+
+def handler_context(
+    event_type: str, consumer: str, message_id: str | None = None
+) -> MessageContext:
+    """The context the runtime gives a handler, for calling a handler directly."""
+    return MessageContext(
+        message_id=message_id or str(uuid.uuid4()), event_type=event_type, correlation_id=None,
+        causation_id=None, headers={}, redelivered=False, attempts=0, consumer=consumer,
+    )

@@ -20,22 +20,15 @@ errors release the claim and retry; after ``MAX_ATTEMPTS`` claims the document f
 
 from __future__ import annotations
 
-import uuid
-from dataclasses import dataclass
-
-import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from apps.admin.app import upload_limits
-from apps.admin.models import document_blobs, documents, ocr_lines, ocr_pages
-from outbox.writer import add_event
+from apps.admin import ocr
+from apps.admin.services import UploadLimits
 from shared.config import Settings
 from shared.db import create_engine, session_factory
 from shared.errors import TransientError, ValidationFailed
 from shared.events import DocumentOcrCompleted, DocumentOcrFailed, DocumentUploaded
 from shared.layout import PageLayout
-from shared.layout.model import corners
-from shared.layout.render import page_text
 from shared.logging import get_logger
 from workers.ocr_engines import EngineConfig, preflight
 from workers.ocr_pool import OcrRunner, ProcessOcrRunner
@@ -47,28 +40,6 @@ log = get_logger(__name__)
 MAX_ATTEMPTS = 5
 """Claims of one document before it fails for good (a file that keeps killing the OCR process)."""
 
-_CLAIM = sa.text(
-    """
-    UPDATE documents
-       SET status = 'processing', attempts = attempts + 1,
-           claimed_at = clock_timestamp(), updated_at = clock_timestamp()
-     WHERE id = :id
-       AND (status = 'pending'
-            OR (status = 'processing'
-                AND (claimed_at IS NULL
-                     OR claimed_at < clock_timestamp() - make_interval(secs => :lease_s))))
-    RETURNING attempts
-    """
-)
-
-
-@dataclass(frozen=True)
-class Claim:
-    document_id: uuid.UUID
-    owner_id: uuid.UUID
-    token: int
-    content: bytes
-
 
 class OcrJob:
     """Handler of ``document.uploaded``; register ``job.handle`` with the consumer runtime."""
@@ -79,82 +50,50 @@ class OcrJob:
         self._sessions, self._runner, self._lease_s = sessions, runner, lease_s
 
     async def handle(
-        self, session: AsyncSession, message: DocumentUploaded, ctx: MessageContext | None
+        self, session: AsyncSession, message: DocumentUploaded, ctx: MessageContext
     ) -> None:
         """Process one uploaded document; effects and follow-up event commit with ``session``."""
         claim = await self.claim(message)
         if claim is None:
             return
         if claim.token > MAX_ATTEMPTS:
-            await finish_failed(session, claim, f"gave up after {MAX_ATTEMPTS} attempts")
+            await finish_failed(session, ctx, claim, f"gave up after {MAX_ATTEMPTS} attempts")
             return
         try:
             pages = await self._runner.run(claim.content)
         except ValidationFailed as exc:  # corrupt, over a limit, timed out: fails for good
-            await finish_failed(session, claim, str(exc))
+            await finish_failed(session, ctx, claim, str(exc))
         except TransientError:
             await self.release(claim)
             raise
         else:
-            await finish_completed(session, claim, pages, self._runner.engine_name)
+            await finish_completed(session, ctx, claim, pages, self._runner.engine_name)
 
-    async def claim(self, message: DocumentUploaded) -> Claim | None:
+    async def claim(self, message: DocumentUploaded) -> ocr.Claim | None:
         """Step 1, own short transaction: take the job, or None if nothing is left to do."""
         async with self._sessions() as session, session.begin():
-            token = await session.scalar(
-                _CLAIM, {"id": message.document_id, "lease_s": self._lease_s}
+            claim = await ocr.claim(
+                session, message.document_id, message.owner_id, lease_s=self._lease_s
             )
-            if token is None:
-                status = await session.scalar(
-                    sa.select(documents.c.status).where(documents.c.id == message.document_id)
-                )
-                if status == "processing":
-                    raise TransientError(f"document {message.document_id} is being processed")
-                log.info("ocr_skipped", document_id=str(message.document_id), status=status)
-                return None
-            content = await session.scalar(
-                sa.select(document_blobs.c.content).where(
-                    document_blobs.c.document_id == message.document_id
-                )
-            )
-        log.info("ocr_claimed", document_id=str(message.document_id), attempt=token)
-        return Claim(message.document_id, message.owner_id, int(token), bytes(content or b""))
+        if claim is not None:
+            log.info("ocr_claimed", document_id=str(message.document_id), attempt=claim.token)
+        return claim
 
-    async def release(self, claim: Claim) -> None:
+    async def release(self, claim: ocr.Claim) -> None:
         """Give a claim back after a transient failure so that the retry can take it at once."""
         async with self._sessions() as session, session.begin():
-            await session.execute(
-                sa.update(documents)
-                .where(documents.c.id == claim.document_id, documents.c.attempts == claim.token)
-                .values(status="pending", claimed_at=None, updated_at=sa.func.clock_timestamp())
-            )
-
-
-async def _finish(session: AsyncSession, claim: Claim, **values: object) -> bool:
-    """Set the final status if the claim is still ours (not re-claimed, not deleted)."""
-    result = await session.execute(
-        sa.update(documents)
-        .where(
-            documents.c.id == claim.document_id,
-            documents.c.status == "processing",
-            documents.c.attempts == claim.token,
-        )
-        .values(
-            updated_at=sa.func.clock_timestamp(), completed_at=sa.func.clock_timestamp(), **values
-        )
-    )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+            await ocr.release(session, claim)
 
 
 async def finish_completed(
-    session: AsyncSession, claim: Claim, pages: list[PageLayout], engine: str
+    session: AsyncSession, ctx: MessageContext, claim: ocr.Claim, pages: list[PageLayout],
+    engine: str,
 ) -> None:
     """Step 3 (success): results, status ``completed`` and ``document.ocr_completed``."""
-    if not await _finish(session, claim, status="completed", engine=engine, failure_reason=None):
+    if not await ocr.finish_completed(session, claim, pages, engine):
         log.info("ocr_result_discarded", document_id=str(claim.document_id))
         return
-    await store_pages(session, claim.document_id, pages)
-    await add_event(
+    await ctx.emit(
         session,
         DocumentOcrCompleted(
             document_id=claim.document_id, owner_id=claim.owner_id, pages=len(pages), engine=engine
@@ -163,39 +102,18 @@ async def finish_completed(
     log.info("ocr_completed", document_id=str(claim.document_id), pages=len(pages))
 
 
-async def finish_failed(session: AsyncSession, claim: Claim, reason: str) -> None:
+async def finish_failed(
+    session: AsyncSession, ctx: MessageContext, claim: ocr.Claim, reason: str
+) -> None:
     """Step 3 (failure): status ``failed`` with the reason and ``document.ocr_failed``."""
-    reason = reason[:1000]
-    if not await _finish(session, claim, status="failed", failure_reason=reason):
+    reason = reason[: ocr.REASON_MAX]
+    if not await ocr.finish_failed(session, claim, reason):
         return
-    await add_event(
+    await ctx.emit(
         session,
         DocumentOcrFailed(document_id=claim.document_id, owner_id=claim.owner_id, reason=reason),
     )
     log.info("ocr_failed", document_id=str(claim.document_id), reason=reason)
-
-
-async def store_pages(
-    session: AsyncSession, document_id: uuid.UUID, pages: list[PageLayout]
-) -> None:
-    if not pages:
-        return
-    await session.execute(
-        sa.insert(ocr_pages),
-        [
-            {"document_id": document_id, "page_no": p.page_no, "width": p.width,
-             "height": p.height, "text": page_text(p)}
-            for p in pages
-        ],
-    )
-    lines = [
-        {"document_id": document_id, "page_no": p.page_no, "line_no": n, "text": line.text,
-         "confidence": line.confidence, "bbox": corners(line.bbox)}
-        for p in pages
-        for n, line in enumerate(p.lines, start=1)
-    ]
-    if lines:
-        await session.execute(sa.insert(ocr_lines), lines)
 
 
 # --- the consumer ------------------------------------------------------------------------------
@@ -206,7 +124,7 @@ class OcrConsumer(Consumer):
         self.engine_config = EngineConfig.from_settings(settings)
         self.db = create_engine(settings.admin_database_url, pool_size=settings.db_pool_size)
         self.runner = ProcessOcrRunner(
-            self.engine_config, upload_limits(settings).document,
+            self.engine_config, UploadLimits.from_settings(settings).document,
             workers=settings.ocr_workers, timeout_s=settings.ocr_timeout_s,
         )
         # The lease outlives the timeout: a claim is only taken over once its OCR is surely over.

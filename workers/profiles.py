@@ -13,14 +13,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from functools import partial
 
-import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from apps.users.cache import ProfileCache, RedisProfileCache
-from apps.users.models import profiles
+from apps.users.services import archive_profile, create_profile, restore_profile
 from shared.config import Settings
-from shared.errors import TransientError
 from shared.events import (
     DeleteProfile,
     ProfileCreated,
@@ -41,23 +38,13 @@ async def handle_user_registered(
     session: AsyncSession, message: UserRegistered, ctx: MessageContext
 ) -> None:
     """Create the user's profile once and announce it."""
-    created = await session.execute(
-        insert(profiles)
-        .values(user_id=message.user_id, email=message.email, display_name=message.display_name)
-        .on_conflict_do_nothing(index_elements=[profiles.c.user_id])
-        .returning(profiles.c.user_id)
-    )
-    if created.first() is None:
+    if not await create_profile(session, message.user_id, message.email, message.display_name):
         log.info("profile.already_exists", user_id=str(message.user_id))
         return
     await ctx.emit(
         session, ProfileCreated(user_id=message.user_id, display_name=message.display_name)
     )
     log.info("profile.created", user_id=str(message.user_id))
-
-
-class ProfileMissingError(TransientError):
-    """The profile to restore is not there (yet): retried, then dead-lettered."""
 
 
 async def handle_delete_profile(
@@ -75,13 +62,8 @@ async def handle_delete_profile(
     if message.deadline is not None and message.deadline < datetime.now(UTC):
         log.warning("profile.delete_expired", saga_id=str(message.saga_id))
         return
-    archived = await session.execute(
-        sa.update(profiles)
-        .where(profiles.c.user_id == message.user_id, profiles.c.deleted_at.is_(None))
-        .values(deleted_at=sa.func.now(), deleted_by_saga=message.saga_id)
-        .returning(profiles.c.user_id)
-    )
-    log.info("profile.archived", user_id=str(message.user_id), changed=archived.first() is not None)
+    changed = await archive_profile(session, message.user_id, message.saga_id)
+    log.info("profile.archived", user_id=str(message.user_id), changed=changed)
     if cache is not None:
         await cache.evict(message.user_id)
     await ctx.emit(session, ProfileDeleted(saga_id=message.saga_id, user_id=message.user_id))
@@ -95,26 +77,11 @@ async def handle_restore_profile(
 ) -> None:
     """Un-archive the profile and reply ``profile.restored``; idempotent.
 
-    The row is locked with ``NOWAIT``: a profile locked by someone else fails the attempt
-    at once (a transient error, retried with backoff by the runtime, dead-lettered when
-    the attempts are exhausted), and so does a missing profile.
+    A profile locked by someone else, or missing, fails the attempt (retried with backoff
+    by the runtime, dead-lettered when the attempts are exhausted).
     """
-    row = (
-        await session.execute(
-            sa.select(profiles.c.user_id, profiles.c.deleted_at)
-            .where(profiles.c.user_id == message.user_id)
-            .with_for_update(nowait=True)
-        )
-    ).first()
-    if row is None:
-        raise ProfileMissingError(f"profile {message.user_id} to restore does not exist")
-    if row.deleted_at is not None:
-        await session.execute(
-            sa.update(profiles)
-            .where(profiles.c.user_id == message.user_id)
-            .values(deleted_at=None, deleted_by_saga=None, updated_at=sa.func.now())
-        )
-    log.info("profile.restored", user_id=str(message.user_id), changed=row.deleted_at is not None)
+    changed = await restore_profile(session, message.user_id)
+    log.info("profile.restored", user_id=str(message.user_id), changed=changed)
     if cache is not None:
         await cache.evict(message.user_id)
     await ctx.emit(session, ProfileRestored(saga_id=message.saga_id, user_id=message.user_id))

@@ -17,23 +17,12 @@ from apps.admin.services import UploadLimits
 from shared.auth import VERIFIER_STATE, TokenVerifier, build_verifier
 from shared.config import Settings
 from shared.db import create_engine, session_factory
-from shared.documents import Limits
 from shared.errors import PayloadTooLarge, UnsupportedMediaType
 from shared.http import ErrorBody, api_app, database_check, error_response, redis_check
 from shared.redis_client import create_redis
 
 MULTIPART_OVERHEAD = 64 * 1024
 """Room for multipart boundaries and headers on top of ``UPLOAD_MAX_BYTES``."""
-
-
-def upload_limits(settings: Settings) -> UploadLimits:
-    return UploadLimits(
-        max_bytes=settings.upload_max_bytes,
-        document=Limits(
-            max_pixels=settings.upload_max_pixels, max_pages=settings.pdf_max_pages,
-            pdf_dpi=settings.ocr_pdf_dpi,
-        ),
-    )
 
 
 def _status_handler(status: int, code: str) -> Any:
@@ -50,7 +39,7 @@ def create_app(settings: Settings, *, verifier: TokenVerifier | None = None) -> 
     audit_trail = AuditTrail(session_factory(audit_engine))
     sessions = session_factory(engine)
     redis = create_redis(settings.redis_url)
-    limits = upload_limits(settings)
+    limits = UploadLimits.from_settings(settings)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:

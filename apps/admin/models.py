@@ -7,11 +7,20 @@ per page and one row per recognised line (text, confidence, bounding box).
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
 
-STATUSES = ("pending", "processing", "completed", "failed")
-"""Life cycle of a document: pending -> processing -> completed | failed."""
+
+class DocumentStatus(StrEnum):
+    """Life cycle of a document: pending -> processing -> completed | failed."""
+
+    PENDING = "pending"
+    PROCESSING = "processing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
 
 metadata = sa.MetaData()
 
@@ -25,7 +34,7 @@ documents = sa.Table(
     sa.Column("size_bytes", sa.BigInteger, nullable=False),
     sa.Column("sha256", sa.Text, nullable=False),
     sa.Column("page_count", sa.Integer, nullable=False),
-    sa.Column("status", sa.Text, nullable=False, server_default="pending"),
+    sa.Column("status", sa.Text, nullable=False, server_default=DocumentStatus.PENDING.value),
     sa.Column("failure_reason", sa.Text),
     sa.Column("engine", sa.Text),
     sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
@@ -41,7 +50,8 @@ documents = sa.Table(
     ),
     sa.Column("completed_at", sa.DateTime(timezone=True)),
     sa.CheckConstraint(
-        "status IN ('pending', 'processing', 'completed', 'failed')", name="documents_status_ck"
+        "status IN (" + ", ".join(f"'{status}'" for status in DocumentStatus) + ")",
+        name="documents_status_ck",
     ),
     sa.Index("documents_owner_created_idx", "owner_id", "created_at"),
     sa.Index("documents_created_idx", "created_at"),

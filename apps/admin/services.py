@@ -17,9 +17,10 @@ from typing import Any, Protocol
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from apps.admin.models import document_blobs, documents, ocr_lines, ocr_pages
+from apps.admin.models import DocumentStatus, document_blobs, documents, ocr_lines, ocr_pages
 from apps.auth.audit import AuditAction, AuditOutcome
 from outbox.writer import add_event
+from shared.config import Settings
 from shared.documents import Limits, inspect, rasterise, safe_filename
 from shared.errors import LegalHold, NotFound, PayloadTooLarge, PermissionDenied
 from shared.events import DocumentUploaded
@@ -35,6 +36,16 @@ class Viewer:
 class UploadLimits:
     max_bytes: int
     document: Limits
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> UploadLimits:
+        return cls(
+            max_bytes=settings.upload_max_bytes,
+            document=Limits(
+                max_pixels=settings.upload_max_pixels, max_pages=settings.pdf_max_pages,
+                pdf_dpi=settings.ocr_pdf_dpi,
+            ),
+        )
 
 
 def _visible(viewer: Viewer) -> sa.ColumnElement[bool]:
@@ -81,7 +92,7 @@ async def upload_document(
             size_bytes=len(content),
         ),
     )
-    return {"document_id": document_id, "status": "pending"}
+    return {"document_id": document_id, "status": DocumentStatus.PENDING}
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""Profiles: read through the cache, update with the cache kept current."""
+"""Profiles: read through the cache, update with the cache kept current; and the profile
+statements the profiles worker runs in its transaction (create, archive, restore)."""
 
 from __future__ import annotations
 
@@ -7,12 +8,13 @@ from typing import Any
 
 import msgspec
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from apps.users.cache import ProfileCache
 from apps.users.models import profiles
 from apps.users.schemas import Profile
-from shared.errors import NotYetAvailable
+from shared.errors import NotYetAvailable, TransientError
 
 _encoder = msgspec.json.Encoder()
 _PUBLIC = tuple(profiles.c[name] for name in Profile.__struct_fields__)
@@ -73,3 +75,57 @@ class ProfileService:
         return NotYetAvailable(
             f"profile {user_id} does not exist (yet)", retry_after=self._retry_after_s
         )
+
+
+class ProfileMissingError(TransientError):
+    """The profile to restore is not there (yet): retried, then dead-lettered."""
+
+
+async def create_profile(
+    session: AsyncSession, user_id: uuid.UUID, email: str, display_name: str | None
+) -> bool:
+    """Insert the profile; False when it already exists (nothing changes then)."""
+    created = await session.execute(
+        insert(profiles)
+        .values(user_id=user_id, email=email, display_name=display_name)
+        .on_conflict_do_nothing(index_elements=[profiles.c.user_id])
+        .returning(profiles.c.user_id)
+    )
+    return created.first() is not None
+
+
+async def archive_profile(session: AsyncSession, user_id: uuid.UUID, saga_id: uuid.UUID) -> bool:
+    """Soft-delete the profile for deletion saga ``saga_id``; False when nothing changed
+    (already archived, or no profile)."""
+    archived = await session.execute(
+        sa.update(profiles)
+        .where(profiles.c.user_id == user_id, profiles.c.deleted_at.is_(None))
+        .values(deleted_at=sa.func.now(), deleted_by_saga=saga_id)
+        .returning(profiles.c.user_id)
+    )
+    return archived.first() is not None
+
+
+async def restore_profile(session: AsyncSession, user_id: uuid.UUID) -> bool:
+    """Un-archive the profile; False when it was live already.
+
+    The row is locked with ``NOWAIT``: a profile locked by someone else fails at once
+    (a transient database error), and so does a missing one (:class:`ProfileMissingError`).
+    """
+    row = (
+        await session.execute(
+            sa.select(profiles.c.user_id, profiles.c.deleted_at)
+            .where(profiles.c.user_id == user_id)
+            .with_for_update(nowait=True)
+        )
+    ).first()
+    if row is None:
+        raise ProfileMissingError(f"profile {user_id} to restore does not exist")
+    if row.deleted_at is None:
+        return False
+    await session.execute(
+        sa.update(profiles)
+        .where(profiles.c.user_id == user_id)
+        .values(deleted_at=None, deleted_by_saga=None, updated_at=sa.func.now())
+    )
+    return True

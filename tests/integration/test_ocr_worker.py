@@ -12,9 +12,8 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from apps.admin import services
-from apps.admin.app import upload_limits
 from apps.admin.models import documents
-from apps.admin.services import Viewer
+from apps.admin.services import UploadLimits, Viewer
 from outbox.schema import outbox
 from shared.config import Settings
 from shared.db import create_engine, session_factory
@@ -23,6 +22,7 @@ from shared.events import DocumentUploaded
 from shared.layout import PageLayout
 from tests.documents_support import text_png, truncated_png
 from tests.ocr_models import write_easyocr_models
+from tests.support import handler_context
 from workers.ocr import OcrJob
 from workers.ocr_engines import EngineConfig, OcrModelsMissing, preflight
 from workers.ocr_pool import ProcessOcrRunner
@@ -62,7 +62,7 @@ async def upload(sessions: async_sessionmaker[AsyncSession], settings: Settings,
     owner = uuid.uuid4()
     async with sessions() as s, s.begin():
         result = await services.upload_document(
-            s, Viewer(owner), "scan.png", content, upload_limits(settings)
+            s, Viewer(owner), "scan.png", content, UploadLimits.from_settings(settings)
         )
     return DocumentUploaded(
         document_id=result["document_id"], owner_id=owner, media_type="image/png",
@@ -74,7 +74,7 @@ async def deliver(job: OcrJob, sessions: async_sessionmaker[AsyncSession],
                   message: DocumentUploaded) -> None:
     """What the runtime does: one transaction around the handler."""
     async with sessions() as s, s.begin():
-        await job.handle(s, message, None)
+        await job.handle(s, message, handler_context(message.event_type, "ocr"))
 
 
 async def document(sessions: async_sessionmaker[AsyncSession], document_id: uuid.UUID,
@@ -94,7 +94,7 @@ async def events_of(sessions: async_sessionmaker[AsyncSession], document_id: uui
 
 
 def runner(settings: Settings, config: EngineConfig, timeout_s: float = 60) -> ProcessOcrRunner:
-    limits = upload_limits(settings).document
+    limits = UploadLimits.from_settings(settings).document
     return ProcessOcrRunner(config, limits, workers=1, timeout_s=timeout_s)
 
 
