@@ -27,7 +27,7 @@ from amsctl.common import (
     settings,
 )
 from apps.auth import sagas
-from apps.auth.models import SAGA_STATUSES
+from apps.auth.models import SagaStatus
 from shared.broker import connect_plain
 from shared.config import Settings
 from shared.db import create_engine, session_factory
@@ -101,10 +101,10 @@ def show(
     if view is None:
         fail(f"no saga {saga_id}", EXIT_NOT_FOUND)
     dlq = consumer_spec("profiles").dlq_name
-    waiting = dead_letters(cfg, dlq) if view.status == "compensation_failed" else None
+    waiting = dead_letters(cfg, dlq) if view.status == SagaStatus.COMPENSATION_FAILED else None
     if as_json:
         data = view.as_dict()
-        if view.status == "compensation_failed":
+        if view.status == SagaStatus.COMPENSATION_FAILED:
             data["dead_letter_queue"] = dlq
             data["dead_letters"] = waiting
         print_json(data)
@@ -121,7 +121,7 @@ def show(
                       _ts(step.finished_at), _ts(step.deadline), str(step.late_replies),
                       step.detail or "")
     console.print(table)
-    if view.status == "compensation_failed":
+    if view.status == SagaStatus.COMPENSATION_FAILED:
         count = "unknown" if waiting is None else str(waiting)
         console.print(
             f"[bold red]dead letters in {dlq}: {count}[/] "
@@ -132,14 +132,14 @@ def show(
 @app.command("list")
 def list_cmd(
     status: Annotated[
-        str | None, typer.Option("--status", help=f"One of: {', '.join(SAGA_STATUSES)}.")
+        str | None, typer.Option("--status", help=f"One of: {', '.join(SagaStatus)}.")
     ] = None,
     limit: Annotated[int, typer.Option("--limit", min=1, max=10_000)] = 100,
     as_json: JsonOpt = False,
 ) -> None:
     """Sagas, newest first, optionally of one status."""
-    if status is not None and status not in SAGA_STATUSES:
-        fail(f"unknown status {status!r}; expected one of {', '.join(SAGA_STATUSES)}", EXIT_USAGE)
+    if status is not None and status not in set(SagaStatus):
+        fail(f"unknown status {status!r}; expected one of {', '.join(SagaStatus)}", EXIT_USAGE)
     views: list[sagas.SagaView] = _run(_list(settings(), status, limit))
     if as_json:
         print_json([v.as_dict() for v in views])

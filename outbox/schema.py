@@ -81,20 +81,3 @@ inbox = sa.Table(
     ),
     sa.Index("inbox_processed_at_idx", "processed_at"),
 )
-
-# One NOTIFY per inserting statement; PostgreSQL folds identical notifications of one
-# transaction into one, so a transaction wakes the relay once however many rows it adds.
-NOTIFY_TRIGGER_DDL = (
-    f"""
-CREATE OR REPLACE FUNCTION outbox_notify() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-  PERFORM pg_notify('{NOTIFY_CHANNEL}', '');
-  RETURN NULL;
-END $$;
-""",
-    "DROP TRIGGER IF EXISTS outbox_notify ON outbox;",
-    """
-CREATE TRIGGER outbox_notify AFTER INSERT ON outbox
-  FOR EACH STATEMENT EXECUTE FUNCTION outbox_notify();
-""",
-)

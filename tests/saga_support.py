@@ -23,7 +23,7 @@ from outbox.__main__ import build_relays
 from shared.config import DATABASES, Settings
 from shared.db import create_engine, session_factory
 from shared.messaging import EVENTS_EXCHANGE
-from tests.support import ROOT, env_for
+from tests.support import ROOT, env_for, wait_for
 from workers import registry
 from workers.runtime.consumer import RunningConsumer
 from workers.saga import SagaConsumer, Sweeper
@@ -158,3 +158,26 @@ async def queue_depth(settings: Settings, queue: str) -> int:
         return int(declared.declaration_result.message_count or 0)
     finally:
         await connection.close()
+
+
+async def consumer_count(settings: Settings, queue: str) -> int:
+    """Consumers on ``queue``; 0 while the queue does not exist yet."""
+    connection = await aio_pika.connect(settings.rabbitmq_url)
+    try:
+        channel = await connection.channel()
+        try:
+            declared = await channel.declare_queue(queue, passive=True)
+        except aio_pika.exceptions.ChannelClosed:
+            return 0
+        return int(declared.declaration_result.consumer_count or 0)
+    finally:
+        await connection.close()
+
+
+async def wait_consuming(settings: Settings, queue: str, timeout: float = 60) -> None:
+    """Until a worker process consumes ``queue`` (its start-up takes seconds under load)."""
+
+    async def consuming() -> bool:
+        return await consumer_count(settings, queue) > 0
+
+    await wait_for(consuming, timeout, f"a consumer on {queue}")

@@ -27,22 +27,21 @@ import asyncio
 import contextlib
 import time
 import uuid
-from typing import Any
 
-import sqlalchemy as sa
 from prometheus_client import Gauge
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from apps.auth.models import saga_steps, sagas
+from apps.auth.models import SagaStatus, StepStatus
 from apps.auth.sagas import (
     DOCUMENTS_DELETE,
     PROFILE_DELETE,
     PROFILE_RESTORE,
     USER_DELETE,
     USER_REACTIVATE,
+    SagaState,
+    SagaStore,
+    SqlSagaStore,
     count_by_status,
-    finish_step,
-    start_step,
 )
 from shared.config import Settings
 from shared.db import create_engine, session_factory
@@ -80,48 +79,20 @@ def compensation_failed_reason() -> str:
     return f"{PROFILE_RESTORE} did not complete; see dead-letter queue {dlq}"
 
 
-async def _lock(session: AsyncSession, saga_id: uuid.UUID) -> Any:
-    query = sa.select(sagas).where(sagas.c.id == saga_id).with_for_update()
-    return (await session.execute(query)).first()
-
-
-async def _note_late(session: AsyncSession, saga_id: uuid.UUID, step: str, reply: str) -> None:
-    await session.execute(
-        sa.update(saga_steps)
-        .where(saga_steps.c.saga_id == saga_id, saga_steps.c.name == step)
-        .values(late_replies=saga_steps.c.late_replies + 1)
-    )
-    log.warning("saga.reply_ignored", saga_id=str(saga_id), step=step, reply=reply)
-
-
-async def _set_status(
-    session: AsyncSession, saga_id: uuid.UUID, status: str, *, reason: str | None = None,
-    final: bool = False,
-) -> None:
-    values: dict[str, Any] = {"status": status, "updated_at": sa.func.now()}
-    if reason is not None:
-        values["reason"] = reason
-    if final:
-        values.update(finished_at=sa.func.now(), step_deadline=None, current_step=None)
-    await session.execute(sa.update(sagas).where(sagas.c.id == saga_id).values(**values))
-    log.info("saga.status", saga_id=str(saga_id), status=status, reason=reason)
-
-
-async def _local_step(session: AsyncSession, saga_id: uuid.UUID, name: str, kind: str) -> None:
-    await start_step(session, saga_id, name, kind=kind)
-    await finish_step(session, saga_id, name, "completed")
-
-
 class Orchestrator:
-    """The transitions; timeouts come from the settings."""
+    """The transitions, over a :class:`SagaStore`; timeouts come from the settings."""
 
-    def __init__(self, *, step_timeout_s: float, compensation_timeout_s: float) -> None:
+    def __init__(
+        self, store: SagaStore, *, step_timeout_s: float, compensation_timeout_s: float
+    ) -> None:
+        self.store = store
         self.step_timeout_s = step_timeout_s
         self.compensation_timeout_s = compensation_timeout_s
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Orchestrator:
+    def from_settings(cls, settings: Settings, store: SagaStore | None = None) -> Orchestrator:
         return cls(
+            store or SqlSagaStore(),
             step_timeout_s=settings.saga_step_timeout_s,
             compensation_timeout_s=settings.saga_compensation_timeout_s,
         )
@@ -131,12 +102,12 @@ class Orchestrator:
         self, session: AsyncSession, message: UserDeletionRequested, ctx: MessageContext
     ) -> None:
         """The API started the saga in its own transaction; start it here only if it did not."""
-        saga = await _lock(session, message.saga_id)
+        saga = await self.store.lock(session, message.saga_id)
         if saga is None:
             log.warning("saga.unknown", saga_id=str(message.saga_id))
             return
-        if saga.current_step is None and saga.status == "running":
-            await start_step(
+        if saga.current_step is None and saga.status == SagaStatus.RUNNING:
+            await self.store.start_step(
                 session, saga.id, PROFILE_DELETE, timeout_s=self.step_timeout_s,
                 command=DeleteProfile(saga_id=saga.id, user_id=saga.user_id),
                 headers=ctx.follow_up_headers(),
@@ -145,11 +116,11 @@ class Orchestrator:
     async def on_profile_deleted(
         self, session: AsyncSession, message: ProfileDeleted, ctx: MessageContext
     ) -> None:
-        saga = await _lock(session, message.saga_id)
-        if not await self._accept(session, saga, message.saga_id, PROFILE_DELETE, "running", ctx):
+        saga = await self._accept(session, message.saga_id, PROFILE_DELETE, SagaStatus.RUNNING, ctx)
+        if saga is None:
             return
-        await finish_step(session, saga.id, PROFILE_DELETE, "completed")
-        await start_step(
+        await self.store.finish_step(session, saga.id, PROFILE_DELETE, StepStatus.COMPLETED)
+        await self.store.start_step(
             session, saga.id, DOCUMENTS_DELETE, timeout_s=self.step_timeout_s,
             command=DeleteDocuments(saga_id=saga.id, user_id=saga.user_id),
             headers=ctx.follow_up_headers(),
@@ -158,24 +129,31 @@ class Orchestrator:
     async def on_documents_deleted(
         self, session: AsyncSession, message: DocumentsDeleted, ctx: MessageContext
     ) -> None:
-        saga = await _lock(session, message.saga_id)
-        if not await self._accept(session, saga, message.saga_id, DOCUMENTS_DELETE, "running", ctx):
-            return
-        await finish_step(
-            session, saga.id, DOCUMENTS_DELETE, "completed", f"{message.count} document(s) deleted"
+        saga = await self._accept(
+            session, message.saga_id, DOCUMENTS_DELETE, SagaStatus.RUNNING, ctx
         )
-        await _local_step(session, saga.id, USER_DELETE, "action")
-        await session.execute(_DELETE_USER, {"user_id": saga.user_id})
-        await _set_status(session, saga.id, "completed", final=True)
+        if saga is None:
+            return
+        await self.store.finish_step(
+            session, saga.id, DOCUMENTS_DELETE, StepStatus.COMPLETED,
+            f"{message.count} document(s) deleted",
+        )
+        await self._local_step(session, saga.id, USER_DELETE, "action")
+        await self.store.delete_user(session, saga.user_id)
+        await self._set_status(session, saga.id, SagaStatus.COMPLETED, final=True)
         await ctx.emit(session, UserDeleted(user_id=saga.user_id, saga_id=saga.id))
 
     async def on_documents_deletion_failed(
         self, session: AsyncSession, message: DocumentsDeletionFailed, ctx: MessageContext
     ) -> None:
-        saga = await _lock(session, message.saga_id)
-        if not await self._accept(session, saga, message.saga_id, DOCUMENTS_DELETE, "running", ctx):
+        saga = await self._accept(
+            session, message.saga_id, DOCUMENTS_DELETE, SagaStatus.RUNNING, ctx
+        )
+        if saga is None:
             return
-        await finish_step(session, saga.id, DOCUMENTS_DELETE, "failed", message.reason)
+        await self.store.finish_step(
+            session, saga.id, DOCUMENTS_DELETE, StepStatus.FAILED, message.reason
+        )
         await self.compensate(
             session, saga, f"{DOCUMENTS_DELETE} failed: {message.reason}", ctx.follow_up_headers()
         )
@@ -183,66 +161,75 @@ class Orchestrator:
     async def on_profile_restored(
         self, session: AsyncSession, message: ProfileRestored, ctx: MessageContext
     ) -> None:
-        saga = await _lock(session, message.saga_id)
-        if saga is not None and saga.status == "compensation_failed":
+        saga = await self.store.lock(session, message.saga_id)
+        if (
+            saga is not None
+            and saga.status == SagaStatus.COMPENSATION_FAILED
             # The operator replayed the dead letter: the compensation did complete after all.
-            recovered = await session.execute(
-                sa.update(saga_steps)
-                .where(
-                    saga_steps.c.saga_id == saga.id,
-                    saga_steps.c.name == PROFILE_RESTORE,
-                    saga_steps.c.status == "timed_out",
-                )
-                .values(status="completed", finished_at=sa.func.now(),
-                        detail="completed after the deadline (dead letter replayed)")
-                .returning(saga_steps.c.name)
+            and await self.store.recover_step(
+                session, saga.id, PROFILE_RESTORE,
+                "completed after the deadline (dead letter replayed)",
             )
-            if recovered.first() is not None:
-                await self._reactivate(session, saga, f"{saga.reason}; recovered later")
-                return
-        if not await self._accept(
-            session, saga, message.saga_id, PROFILE_RESTORE, "compensating", ctx
         ):
+            await self._reactivate(session, saga, f"{saga.reason}; recovered later")
             return
-        await finish_step(session, saga.id, PROFILE_RESTORE, "completed")
+        saga = await self._accept(
+            session, message.saga_id, PROFILE_RESTORE, SagaStatus.COMPENSATING, ctx, saga
+        )
+        if saga is None:
+            return
+        await self.store.finish_step(session, saga.id, PROFILE_RESTORE, StepStatus.COMPLETED)
         await self._reactivate(session, saga, None)
 
     # --- transitions ------------------------------------------------------------------------
     async def _accept(  # noqa: PLR0917 - the reply's full identity
-        self, session: AsyncSession, saga: Any, saga_id: uuid.UUID, step: str, status: str,
-        ctx: MessageContext,
-    ) -> bool:
-        """Is this reply the one the saga waits for? Otherwise record it as late/duplicate."""
+        self, session: AsyncSession, saga_id: uuid.UUID, step: str, status: SagaStatus,
+        ctx: MessageContext, locked: SagaState | None = None,
+    ) -> SagaState | None:
+        """The saga, if this reply is the one it waits for; otherwise None, and the reply is
+        recorded as late or duplicate."""
+        saga = locked or await self.store.lock(session, saga_id)
         if saga is None:
             log.warning("saga.unknown", saga_id=str(saga_id), reply=ctx.event_type)
-            return False
-        pending = (
-            await session.execute(
-                sa.select(saga_steps.c.status).where(
-                    saga_steps.c.saga_id == saga_id, saga_steps.c.name == step
-                )
-            )
-        ).scalar_one_or_none()
-        if saga.status == status and pending == "pending":
-            return True
-        await _note_late(session, saga_id, step, ctx.event_type)
-        return False
+            return None
+        pending = await self.store.step_status(session, saga_id, step)
+        if saga.status == status and pending == StepStatus.PENDING:
+            return saga
+        await self.store.note_late_reply(session, saga_id, step)
+        log.warning("saga.reply_ignored", saga_id=str(saga_id), step=step, reply=ctx.event_type)
+        return None
 
     async def compensate(
-        self, session: AsyncSession, saga: Any, reason: str, headers: dict[str, str] | None = None
+        self, session: AsyncSession, saga: SagaState, reason: str,
+        headers: dict[str, str] | None = None,
     ) -> None:
         """Undo the completed steps in reverse: restore the profile (then reactivate, later)."""
-        await _set_status(session, saga.id, "compensating", reason=reason)
-        await start_step(
+        await self._set_status(session, saga.id, SagaStatus.COMPENSATING, reason=reason)
+        await self.store.start_step(
             session, saga.id, PROFILE_RESTORE, kind="compensation",
             timeout_s=self.compensation_timeout_s,
             command=RestoreProfile(saga_id=saga.id, user_id=saga.user_id), headers=headers,
         )
 
-    async def _reactivate(self, session: AsyncSession, saga: Any, reason: str | None) -> None:
-        await _local_step(session, saga.id, USER_REACTIVATE, "compensation")
-        await session.execute(_REACTIVATE_USER, {"user_id": saga.user_id})
-        await _set_status(session, saga.id, "compensated", reason=reason, final=True)
+    async def _reactivate(
+        self, session: AsyncSession, saga: SagaState, reason: str | None
+    ) -> None:
+        await self._local_step(session, saga.id, USER_REACTIVATE, "compensation")
+        await self.store.reactivate_user(session, saga.user_id)
+        await self._set_status(session, saga.id, SagaStatus.COMPENSATED, reason=reason, final=True)
+
+    async def _local_step(
+        self, session: AsyncSession, saga_id: uuid.UUID, name: str, kind: str
+    ) -> None:
+        await self.store.start_step(session, saga_id, name, kind=kind)
+        await self.store.finish_step(session, saga_id, name, StepStatus.COMPLETED)
+
+    async def _set_status(
+        self, session: AsyncSession, saga_id: uuid.UUID, status: SagaStatus, *,
+        reason: str | None = None, final: bool = False,
+    ) -> None:
+        await self.store.set_status(session, saga_id, status, reason=reason, final=final)
+        log.info("saga.status", saga_id=str(saga_id), status=status, reason=reason)
 
     # --- timeouts ---------------------------------------------------------------------------
     async def sweep(self, sessions: async_sessionmaker[AsyncSession]) -> int:
@@ -252,49 +239,29 @@ class Orchestrator:
         a handler is moving forward right now is locked too, so it is skipped.
         """
         async with sessions() as session, session.begin():
-            overdue = (await session.execute(_OVERDUE, {"limit": SWEEP_BATCH})).all()
+            overdue = await self.store.overdue(session, SWEEP_BATCH)
             for saga in overdue:
-                await self._time_out(session, saga)
+                await self.time_out(session, saga)
         return len(overdue)
 
-    async def _time_out(self, session: AsyncSession, saga: Any) -> None:
+    async def time_out(self, session: AsyncSession, saga: SagaState) -> None:
+        """The current step of ``saga`` missed its deadline."""
         step = saga.current_step
-        if saga.status == "running":
+        assert step is not None, "an overdue saga has a current step"
+        if saga.status == SagaStatus.RUNNING:
             timeout = self.step_timeout_s
             detail = f"no reply within {timeout:g}s"
-            await finish_step(session, saga.id, step, "timed_out", detail)
+            await self.store.finish_step(session, saga.id, step, StepStatus.TIMED_OUT, detail)
             log.warning("saga.step_timed_out", saga_id=str(saga.id), step=step)
             await self.compensate(session, saga, f"{step} did not answer within {timeout:g}s")
             return
         detail = f"not completed within {self.compensation_timeout_s:g}s"
-        await finish_step(session, saga.id, step, "timed_out", detail)
+        await self.store.finish_step(session, saga.id, step, StepStatus.TIMED_OUT, detail)
         reason = compensation_failed_reason()
         log.error("saga.compensation_failed", saga_id=str(saga.id), step=step, reason=reason)
-        await _set_status(session, saga.id, "compensation_failed", reason=reason, final=True)
-
-
-_OVERDUE = sa.text(
-    """
-    SELECT id, user_id, status, current_step, reason FROM sagas
-    WHERE status IN ('running', 'compensating') AND step_deadline < now()
-    ORDER BY step_deadline
-    LIMIT :limit
-    FOR UPDATE SKIP LOCKED
-    """
-)
-
-# The account is scrubbed, not removed: sagas and refresh families still refer to it.
-_DELETE_USER = sa.text(
-    """
-    UPDATE users SET status = 'deleted', updated_at = now(), display_name = NULL,
-      password_hash = '!', email = 'deleted-' || id::text || '@deleted.invalid'
-    WHERE id = :user_id AND status = 'deleting'
-    """
-)
-_REACTIVATE_USER = sa.text(
-    "UPDATE users SET status = 'active', updated_at = now() "
-    "WHERE id = :user_id AND status = 'deleting'"
-)
+        await self._set_status(
+            session, saga.id, SagaStatus.COMPENSATION_FAILED, reason=reason, final=True
+        )
 
 
 class Sweeper:

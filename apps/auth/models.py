@@ -2,12 +2,44 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
 
 metadata = sa.MetaData()
 
-USER_STATUSES = ("active", "deleting", "deleted")
+
+class UserStatus(StrEnum):
+    """An account's life cycle: ``deleting`` while its deletion saga runs."""
+
+    ACTIVE = "active"
+    DELETING = "deleting"
+    DELETED = "deleted"
+
+
+class SagaStatus(StrEnum):
+    """``running`` and ``compensating`` are in flight; the other three are final."""
+
+    RUNNING = "running"
+    COMPENSATING = "compensating"
+    COMPLETED = "completed"
+    COMPENSATED = "compensated"
+    COMPENSATION_FAILED = "compensation_failed"
+
+    @property
+    def in_flight(self) -> bool:
+        return self in (SagaStatus.RUNNING, SagaStatus.COMPENSATING)
+
+
+class StepStatus(StrEnum):
+    """A saga step: ``pending`` until its reply, its deadline, or a local action."""
+
+    PENDING = "pending"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+
 
 users = sa.Table(
     "users",
@@ -17,7 +49,7 @@ users = sa.Table(
     sa.Column("password_hash", sa.Text, nullable=False),
     sa.Column("display_name", sa.Text),
     sa.Column("roles", pg.ARRAY(sa.Text), nullable=False, server_default=sa.text("'{user}'")),
-    sa.Column("status", sa.Text, nullable=False, server_default="active"),
+    sa.Column("status", sa.Text, nullable=False, server_default=UserStatus.ACTIVE.value),
     sa.Column(
         "created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
     ),
@@ -64,9 +96,6 @@ signing_keys = sa.Table(
     ),
     sa.Column("retired_at", sa.DateTime(timezone=True)),
 )
-
-SAGA_STATUSES = ("running", "compensating", "completed", "compensated", "compensation_failed")
-"""``running`` and ``compensating`` are in flight; the other three are final."""
 
 sagas = sa.Table(
     "sagas",

@@ -1,9 +1,10 @@
-"""The user-deletion saga's records in authdb: starting one, reading one, listing them.
+"""The user-deletion saga's records in authdb: starting one, moving one, reading them.
 
-The orchestrator (``workers/saga.py``) moves a saga forward; this module holds what the
-auth API and ``amsctl saga`` share with it: the step names, the tables' shape as values,
-and :func:`start_deletion`, which the API runs in the same transaction that marks the
-user ``deleting``.
+The orchestrator (``workers/saga.py``) decides the transitions; every statement it runs on
+``sagas``, ``saga_steps`` and ``users`` is here, behind :class:`SagaStore` (the SQL adapter
+:class:`SqlSagaStore`; tests use a fake). The auth API and ``amsctl saga`` share the step
+names, the read views and :func:`start_deletion`, which the API runs in the same
+transaction that marks the user ``deleting``.
 
 Steps, in order (``seq``): ``profile.delete`` (apidb, via the profiles worker),
 ``documents.delete`` (admindb, via the documents worker), ``user.delete`` (authdb, done by
@@ -16,13 +17,13 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 import outbox
-from apps.auth.models import saga_steps, sagas
+from apps.auth.models import SagaStatus, StepStatus, UserStatus, saga_steps, sagas, users
 from shared.events import DeleteProfile, Message, UserDeletionRequested
 
 PROFILE_DELETE = "profile.delete"
@@ -40,8 +41,8 @@ STEP_SEQ = {
 }
 """Order of the steps as the saga runs them (compensations after the actions)."""
 
-ACTIVE = ("running", "compensating")
-FINAL = ("completed", "compensated", "compensation_failed")
+ACTIVE = (SagaStatus.RUNNING, SagaStatus.COMPENSATING)
+FINAL = (SagaStatus.COMPLETED, SagaStatus.COMPENSATED, SagaStatus.COMPENSATION_FAILED)
 
 
 @dataclass(frozen=True)
@@ -102,7 +103,8 @@ async def start_step(
         command_id = await outbox.add_event(session, command, headers=headers)
     await session.execute(
         sa.insert(saga_steps).values(
-            saga_id=saga_id, name=name, seq=STEP_SEQ[name], kind=kind, status="pending",
+            saga_id=saga_id, name=name, seq=STEP_SEQ[name], kind=kind,
+            status=StepStatus.PENDING,
             command_id=command_id, deadline=deadline,
         )
     )
@@ -121,7 +123,8 @@ def _with_deadline(command: Message, deadline: datetime) -> Message:
 
 
 async def finish_step(
-    session: AsyncSession, saga_id: uuid.UUID, name: str, status: str, detail: str | None = None
+    session: AsyncSession, saga_id: uuid.UUID, name: str, status: StepStatus,
+    detail: str | None = None,
 ) -> bool:
     """Pending -> ``status``; False when the step was not pending (a duplicate or late reply)."""
     result = await session.execute(
@@ -129,7 +132,7 @@ async def finish_step(
         .where(
             saga_steps.c.saga_id == saga_id,
             saga_steps.c.name == name,
-            saga_steps.c.status == "pending",
+            saga_steps.c.status == StepStatus.PENDING,
         )
         .values(status=status, detail=detail, finished_at=sa.func.now())
         .returning(saga_steps.c.name)
@@ -148,7 +151,7 @@ async def start_deletion(
     saga_id = uuid.uuid4()
     await session.execute(
         sa.insert(sagas).values(
-            id=saga_id, user_id=user_id, requested_by=requested_by, status="running"
+            id=saga_id, user_id=user_id, requested_by=requested_by, status=SagaStatus.RUNNING
         )
     )
     await outbox.add_event(
@@ -214,6 +217,183 @@ async def count_by_status(session: AsyncSession) -> dict[str, int]:
     rows = await session.execute(
         sa.select(sagas.c.status, sa.func.count()).group_by(sagas.c.status)
     )
-    counts = dict.fromkeys((*ACTIVE, *FINAL), 0)
+    counts = {str(status): 0 for status in SagaStatus}
     counts.update({str(status): int(n) for status, n in rows})
     return counts
+
+
+# --- what the orchestrator runs -----------------------------------------------------------------
+@dataclass(frozen=True)
+class SagaState:
+    """The fields of a saga that its transitions read."""
+
+    id: uuid.UUID
+    user_id: uuid.UUID
+    status: SagaStatus
+    current_step: str | None
+    reason: str | None
+
+
+class SagaStore(Protocol):
+    """Every statement the orchestrator runs, each in the caller's transaction (``session``)."""
+
+    async def lock(self, session: AsyncSession, saga_id: uuid.UUID) -> SagaState | None:
+        """The saga, locked for this transaction (``FOR UPDATE``); None when unknown."""
+        ...
+
+    async def step_status(
+        self, session: AsyncSession, saga_id: uuid.UUID, step: str
+    ) -> StepStatus | None: ...
+
+    async def start_step(  # noqa: PLR0917 - a step's full description
+        self, session: AsyncSession, saga_id: uuid.UUID, name: str, kind: str = "action",
+        timeout_s: float | None = None, command: Message | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> datetime | None:
+        """Step ``name`` pending and current; its command into the outbox. The deadline."""
+        ...
+
+    async def finish_step(
+        self, session: AsyncSession, saga_id: uuid.UUID, name: str, status: StepStatus,
+        detail: str | None = None,
+    ) -> bool:
+        """Pending -> ``status``; False when the step was not pending."""
+        ...
+
+    async def recover_step(
+        self, session: AsyncSession, saga_id: uuid.UUID, name: str, detail: str
+    ) -> bool:
+        """Timed out -> completed (a late reply after all); False when it was not timed out."""
+        ...
+
+    async def note_late_reply(self, session: AsyncSession, saga_id: uuid.UUID, step: str) -> None:
+        """Count a reply that found its step no longer pending."""
+        ...
+
+    async def set_status(
+        self, session: AsyncSession, saga_id: uuid.UUID, status: SagaStatus, *,
+        reason: str | None = None, final: bool = False,
+    ) -> None:
+        """A new status (and reason); a final one also clears the current step and deadline."""
+        ...
+
+    async def overdue(self, session: AsyncSession, limit: int) -> list[SagaState]:
+        """In-flight sagas past their step deadline, oldest deadline first, locked
+        (``SKIP LOCKED``: several sweepers share the work)."""
+        ...
+
+    async def delete_user(self, session: AsyncSession, user_id: uuid.UUID) -> None:
+        """Scrub a ``deleting`` account into a ``deleted`` one."""
+        ...
+
+    async def reactivate_user(self, session: AsyncSession, user_id: uuid.UUID) -> None:
+        """A ``deleting`` account becomes ``active`` again."""
+        ...
+
+
+class SqlSagaStore:
+    """:class:`SagaStore` on authdb."""
+
+    async def lock(self, session: AsyncSession, saga_id: uuid.UUID) -> SagaState | None:
+        query = sa.select(*_STATE).where(sagas.c.id == saga_id).with_for_update()
+        row = (await session.execute(query)).first()
+        return None if row is None else _state(row)
+
+    async def step_status(
+        self, session: AsyncSession, saga_id: uuid.UUID, step: str
+    ) -> StepStatus | None:
+        status = await session.scalar(
+            sa.select(saga_steps.c.status).where(
+                saga_steps.c.saga_id == saga_id, saga_steps.c.name == step
+            )
+        )
+        return None if status is None else StepStatus(status)
+
+    async def start_step(  # noqa: PLR0917 - a step's full description
+        self, session: AsyncSession, saga_id: uuid.UUID, name: str, kind: str = "action",
+        timeout_s: float | None = None, command: Message | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> datetime | None:
+        return await start_step(
+            session, saga_id, name, kind=kind, timeout_s=timeout_s, command=command,
+            headers=headers,
+        )
+
+    async def finish_step(
+        self, session: AsyncSession, saga_id: uuid.UUID, name: str, status: StepStatus,
+        detail: str | None = None,
+    ) -> bool:
+        return await finish_step(session, saga_id, name, status, detail)
+
+    async def recover_step(
+        self, session: AsyncSession, saga_id: uuid.UUID, name: str, detail: str
+    ) -> bool:
+        recovered = await session.execute(
+            sa.update(saga_steps)
+            .where(
+                saga_steps.c.saga_id == saga_id,
+                saga_steps.c.name == name,
+                saga_steps.c.status == StepStatus.TIMED_OUT,
+            )
+            .values(status=StepStatus.COMPLETED, finished_at=sa.func.now(), detail=detail)
+            .returning(saga_steps.c.name)
+        )
+        return recovered.first() is not None
+
+    async def note_late_reply(self, session: AsyncSession, saga_id: uuid.UUID, step: str) -> None:
+        await session.execute(
+            sa.update(saga_steps)
+            .where(saga_steps.c.saga_id == saga_id, saga_steps.c.name == step)
+            .values(late_replies=saga_steps.c.late_replies + 1)
+        )
+
+    async def set_status(
+        self, session: AsyncSession, saga_id: uuid.UUID, status: SagaStatus, *,
+        reason: str | None = None, final: bool = False,
+    ) -> None:
+        values: dict[str, Any] = {"status": status, "updated_at": sa.func.now()}
+        if reason is not None:
+            values["reason"] = reason
+        if final:
+            values.update(finished_at=sa.func.now(), step_deadline=None, current_step=None)
+        await session.execute(sa.update(sagas).where(sagas.c.id == saga_id).values(**values))
+
+    async def overdue(self, session: AsyncSession, limit: int) -> list[SagaState]:
+        query = (
+            sa.select(*_STATE)
+            .where(sagas.c.status.in_(ACTIVE), sagas.c.step_deadline < sa.func.now())
+            .order_by(sagas.c.step_deadline)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        return [_state(row) for row in await session.execute(query)]
+
+    async def delete_user(self, session: AsyncSession, user_id: uuid.UUID) -> None:
+        # The account is scrubbed, not removed: sagas and refresh families still refer to it.
+        await session.execute(
+            sa.update(users)
+            .where(users.c.id == user_id, users.c.status == UserStatus.DELETING)
+            .values(
+                status=UserStatus.DELETED, updated_at=sa.func.now(), display_name=None,
+                password_hash="!",  # noqa: S106 - a hash that no password matches
+                email=sa.literal("deleted-") + sa.cast(users.c.id, sa.Text)
+                + sa.literal("@deleted.invalid"),
+            )
+        )
+
+    async def reactivate_user(self, session: AsyncSession, user_id: uuid.UUID) -> None:
+        await session.execute(
+            sa.update(users)
+            .where(users.c.id == user_id, users.c.status == UserStatus.DELETING)
+            .values(status=UserStatus.ACTIVE, updated_at=sa.func.now())
+        )
+
+
+_STATE = (sagas.c.id, sagas.c.user_id, sagas.c.status, sagas.c.current_step, sagas.c.reason)
+
+
+def _state(row: Any) -> SagaState:
+    return SagaState(
+        id=row.id, user_id=row.user_id, status=SagaStatus(row.status),
+        current_step=row.current_step, reason=row.reason,
+    )

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 import outbox
 from apps.auth import sagas
-from apps.auth.models import refresh_families, refresh_tokens, users
+from apps.auth.models import UserStatus, refresh_families, refresh_tokens, users
 from apps.auth.passwords import Argon2Passwords, check_password_policy, normalise_password
 from apps.auth.stores import LoginLimits, Sessions
 from apps.auth.tokens import TokenIssuer
@@ -86,7 +86,7 @@ async def register_user(  # noqa: PLR0917 - mirrors the register request
     except IntegrityError as exc:
         raise Conflict("email is already registered") from exc
     log.info("user.registered", user_id=str(user_id), roles=list(roles))
-    return Account(user_id, email, list(roles), "active")
+    return Account(user_id, email, list(roles), UserStatus.ACTIVE)
 
 
 async def grant_role(sessions: async_sessionmaker[AsyncSession], email: str, role: str) -> bool:
@@ -161,7 +161,7 @@ class AuthService:
         if row is None or not valid:
             await self._limits.failed(account)
             raise AuthenticationFailed(INVALID_CREDENTIALS)
-        if row.status != "active":
+        if row.status != UserStatus.ACTIVE:
             raise AuthenticationFailed("account is not active")
         await self._limits.succeeded(account)
         if self._passwords.needs_rehash(row.password_hash):
@@ -283,16 +283,16 @@ class AuthService:
                     sa.select(users.c.status).where(users.c.id == user_id).with_for_update()
                 )
             ).scalar_one_or_none()
-            if status is None or status == "deleted":
+            if status is None or status == UserStatus.DELETED:
                 raise NotFound("user not found")
-            if status == "deleting":
+            if status == UserStatus.DELETING:
                 existing = await sagas.active_saga_of(session, user_id)
                 if existing is not None:
                     return existing
             await session.execute(
                 sa.update(users)
                 .where(users.c.id == user_id)
-                .values(status="deleting", updated_at=sa.func.now())
+                .values(status=UserStatus.DELETING, updated_at=sa.func.now())
             )
             families = (
                 await session.execute(
@@ -346,10 +346,10 @@ _SPEND = sa.text(
     FROM refresh_families f JOIN users u ON u.id = f.user_id
     WHERE t.jti = :jti AND t.family_id = :family_id AND t.used_at IS NULL
       AND f.id = t.family_id AND f.revoked_at IS NULL AND f.expires_at > now()
-      AND u.status = 'active'
+      AND u.status = :active
     RETURNING f.user_id, f.expires_at, u.roles
     """
-)
+).bindparams(active=UserStatus.ACTIVE.value)
 
 
 def _uuid(value: object) -> uuid.UUID:

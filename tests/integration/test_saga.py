@@ -27,7 +27,7 @@ from prometheus_client import REGISTRY
 import outbox
 from apps.auth.app import create_app
 from apps.auth.passwords import Argon2Passwords
-from apps.auth.sagas import start_deletion
+from apps.auth.sagas import SqlSagaStore, start_deletion
 from apps.auth.services import register_user
 from shared.config import Settings
 from shared.db import session_factory
@@ -38,7 +38,15 @@ from shared.events import (
     ProfileRestored,
 )
 from shared.topology_apply import apply_topology
-from tests.saga_support import ROOT, SagaStack, env_for, queue_depth, tap, worker_process
+from tests.saga_support import (
+    ROOT,
+    SagaStack,
+    env_for,
+    queue_depth,
+    tap,
+    wait_consuming,
+    worker_process,
+)
 from tests.support import isolated_settings
 from workers.runtime.context import MessageContext
 from workers.saga import Orchestrator, Sweeper, compensation_failed_reason
@@ -323,7 +331,7 @@ async def test_duplicate_and_out_of_order_replies_change_nothing(
 ) -> None:
     _, user_id, _ = await _register(client)
     uid = uuid.UUID(user_id)
-    orchestrator = Orchestrator(step_timeout_s=60, compensation_timeout_s=60)
+    orchestrator = Orchestrator(SqlSagaStore(), step_timeout_s=60, compensation_timeout_s=60)
     async with SagaStack(saga_settings, relay=False) as stack:  # commands stay in the outbox
         sessions = session_factory(stack.engines["authdb"])
 
@@ -409,6 +417,8 @@ async def test_participant_that_never_answers_times_out_and_compensates(
         # documents.delete is never answered.
         worker = worker_process(quick, "saga")
         try:
+            # The step timeout is short: the saga worker must be up before the saga starts.
+            await wait_consuming(quick, "saga")
             address, user_id, tokens = await _user_with_profile(client, stack)
             doc_id = await _add_document(stack, user_id)
 
@@ -597,7 +607,7 @@ async def test_participant_killed_mid_saga_still_finishes(
 async def test_concurrent_sweepers_fail_each_overdue_step_once(
     client: AsyncTestClient[Any], saga_settings: Settings
 ) -> None:
-    orchestrator = Orchestrator(step_timeout_s=0.01, compensation_timeout_s=60)
+    orchestrator = Orchestrator(SqlSagaStore(), step_timeout_s=0.01, compensation_timeout_s=60)
     async with SagaStack(saga_settings, relay=False) as stack:
         sessions = session_factory(stack.engines["authdb"])
         saga_ids = []

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 ROOT = Path(__file__).resolve().parents[2]
 WORKERS = ROOT / "workers"
 RUNTIME = WORKERS / "runtime"
-CONSUMER_MODULES = ("profiles", "documents", "ocr")
+CONSUMER_MODULES = ("profiles", "documents", "ocr", "saga")
 
 
 def imports_of(path: Path) -> Iterator[str]:
