@@ -15,8 +15,9 @@ from litestar.response import Redirect, Template
 
 from amsctl.dlq import service as dlq
 from amsctl.dlq.model import Selection, group_by_fingerprint
+from apps.admin.models import DocumentStatus
 from apps.auth.audit import AuditFilter, AuditOutcome, AuditSource
-from apps.auth.models import SAGA_STATUSES
+from apps.auth.models import SagaStatus
 from frontends.bff.core import Forbidden, NotSignedIn, frontend_of, safe_next
 from frontends.bff.pages import SignInController, page_image
 from frontends.bff.session import Session
@@ -26,7 +27,8 @@ from shared.errors import DependencyUnavailable, ValidationFailed
 
 Req = Request[Any, Any, Any]
 FormBody = Body(media_type=RequestEncodingType.URL_ENCODED)
-DOCUMENT_STATUSES = ("pending", "processing", "completed", "failed")
+DOCUMENT_STATUSES = tuple(str(status) for status in DocumentStatus)
+SAGA_STATUSES = tuple(str(status) for status in SagaStatus)
 PAGE = 50
 NOT_ADMIN = ("This console is for administrators. The account you signed in with is not "
              "an administrator; ask one to grant you the admin role.")
