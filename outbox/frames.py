@@ -64,18 +64,23 @@ def _shortstr(value: str) -> bytes:
     return bytes((len(raw),)) + raw
 
 
+def _entry(key: str, value: Any) -> bytes:
+    """One field-table entry; strings (nearly every header) inline, the rest by pamqp."""
+    if type(value) is str:
+        raw = value.encode()
+        return _shortstr(key) + b"S" + _u32(len(raw)) + raw
+    return _shortstr(key) + encode.encode_table_value(value)
+
+
 def _table(headers: dict[str, Any]) -> bytes:
-    """A field table, keys sorted as pamqp sorts them; strings (nearly every header) inline."""
-    parts = []
-    for key, value in sorted(headers.items()):
-        parts.append(_shortstr(key))
-        if type(value) is str:
-            raw = value.encode()
-            parts.append(b"S" + _u32(len(raw)) + raw)
-        else:
-            parts.append(encode.encode_table_value(value))
-    body = b"".join(parts)
+    """A field table, keys sorted as pamqp sorts them."""
+    body = b"".join(_entry(key, value) for key, value in sorted(headers.items()))
     return _u32(len(body)) + body
+
+
+def _str_entry(key: bytes, value: str) -> bytes:
+    raw = value.encode()
+    return key + _u32(len(raw)) + raw
 
 
 class FrameEncoder:
@@ -89,6 +94,13 @@ class FrameEncoder:
         self._app_id = _shortstr(producer)
         self._content_type = _shortstr(CONTENT_TYPE)
         self._publish_frames: dict[tuple[str, bool], bytes] = {}
+        # The routing headers every message has, keys encoded once (with the 'S' tag):
+        self._k_slot = _shortstr(H_AGGREGATE_SLOT) + b"S"
+        self._k_agg_id = _shortstr(H_AGGREGATE_ID) + b"S"
+        self._k_agg_type = _shortstr(H_AGGREGATE_TYPE) + b"S"
+        self._k_correlation = _shortstr(H_CORRELATION_ID) + b"S"
+        self._producer_entry = _entry(H_PRODUCER, producer)
+        self._versions: dict[int, bytes] = {}
 
     def publish_frame(self, routing_key: str, mandatory: bool) -> bytes:
         """The ``Basic.Publish`` method frame, built once per routing key."""
@@ -120,6 +132,27 @@ class FrameEncoder:
                 headers[H_TRACESTATE] = row.tracestate
         return headers
 
+    def _headers_table(self, row: OutboxRow) -> bytes:
+        """:meth:`headers` encoded; the fixed routing headers without a dict on the way."""
+        if row.headers != "{}":
+            return _table(self.headers(row))  # the row carries its own headers (trace…)
+        version = self._versions.get(row.schema_version)
+        if version is None:
+            version = self._versions[row.schema_version] = _entry(
+                H_SCHEMA_VERSION, row.schema_version
+            )
+        entries = [  # in key order: aggregate-slot < x-aggregate-id < … < x-schema-version
+            _str_entry(self._k_slot, aggregate_slot(row.aggregate_id)),
+            _str_entry(self._k_agg_id, row.aggregate_id),
+            _str_entry(self._k_agg_type, row.aggregate_type),
+        ]
+        if row.correlation_id:
+            entries.append(_str_entry(self._k_correlation, row.correlation_id))
+        entries.append(self._producer_entry)
+        entries.append(version)
+        body = b"".join(entries)
+        return _u32(len(body)) + body
+
     def message(self, row: OutboxRow, mandatory: bool, out: list[bytes]) -> None:
         """Append the frames of ``row`` (publish, content header, body) to ``out``."""
         body = row.payload.encode()
@@ -135,7 +168,7 @@ class FrameEncoder:
             (
                 _header_head(BASIC_CLASS, 0, len(body), flags),
                 self._content_type,
-                _table(self.headers(row)),
+                self._headers_table(row),
                 _PERSISTENT,
                 correlation,
                 _shortstr(str(row.event_id)),

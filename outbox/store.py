@@ -101,7 +101,9 @@ async def claim(
     conn: asyncpg.Connection, partitions: Sequence[int], in_flight: Sequence[int], limit: int
 ) -> list[OutboxRow]:
     records = await conn.fetch(CLAIM_SQL, list(partitions), list(in_flight), limit)
-    return [OutboxRow(**dict(r)) for r in records]
+    # Positional: CLAIM_SQL selects the columns in OutboxRow's field order (a unit test
+    # holds them equal); a dict per row cost a third of the relay's time under load.
+    return [OutboxRow(*r) for r in records]
 
 
 async def delete_sent(conn: asyncpg.Connection | asyncpg.Pool, ids: Sequence[int]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from datetime import UTC, datetime
 
@@ -11,6 +12,7 @@ from pamqp.body import ContentBody
 from pamqp.commands import Basic
 from pamqp.header import ContentHeader
 
+from outbox import store
 from outbox.frames import FrameEncoder
 from outbox.publisher import _OPEN, RejectedByBroker, _Batch, mandatory, properties
 from outbox.rows import OutboxRow
@@ -152,3 +154,28 @@ def test_batch_settles_by_tag_ranges_single_tags_and_returns() -> None:
     assert batch.open == 0
     assert batch.outcomes[2] is None
     assert isinstance(batch.outcomes[3], RejectedByBroker)
+
+
+@pytest.mark.parametrize("correlation_id", ["corr-1", None])
+@pytest.mark.parametrize("headers", ["{}", '{"traceparent": "00-4bf92f35-00f067aa-01"}'])
+def test_frames_are_byte_for_byte_what_pamqp_marshals(
+    headers: str, correlation_id: str | None
+) -> None:
+    r = row(headers=headers, correlation_id=correlation_id)
+    body = r.payload.encode()
+    expected = b"".join(
+        (
+            pamqp_frame.marshal(
+                Basic.Publish(exchange="events", routing_key=r.routing_key, mandatory=True), 3
+            ),
+            pamqp_frame.marshal(ContentHeader(0, len(body), properties(r, "authdb")), 3),
+            pamqp_frame.marshal(ContentBody(body), 3),
+        )
+    )
+    assert encoder().batch([r], mandatory) == expected
+
+
+def test_claim_selects_the_columns_in_outbox_row_order() -> None:
+    selected = store.CLAIM_SQL.split("FROM outbox")[0].removeprefix("\nSELECT").split(",")
+    names = [column.split(" AS ")[-1].split("::")[0].strip() for column in selected]
+    assert names == [f.name for f in dataclasses.fields(OutboxRow)]
