@@ -1,24 +1,37 @@
-"""Relay benchmark: throughput and commit->delivery latency beside a bare aio-pika publisher.
+"""Relay benchmark: throughput and commit->delivery latency, each beside its floor.
 
-    python bench/relay.py [--quick] [--events N] [--rate 500] [--seconds S]
+    python bench/relay.py [--quick] [--events N] [--rounds R] [--rates 500,1000]
+                          [--seconds S] [--sustain 2000,4000] [--profile DIR]
 
 Everything runs against the local PostgreSQL and RabbitMQ in its own database and vhost
-(removed afterwards), into one quorum queue bound to the events:
+(removed afterwards), into one quorum queue bound to the events. Every kind of run is
+repeated ``--rounds`` times, interleaved (the order rotates each round) so that a
+neighbour's load on a shared machine hits all of them alike; medians, ranges and the
+per-round ratios are reported.
 
-1. ``raw_eps``: a bare aio-pika publisher (persistent messages, publisher confirms,
-   ``mandatory``, confirms pipelined in windows) publishing N messages.
-2. ``relay_eps``: N events committed to the outbox in one transaction; the relay
+1. Throughput, N events:
+   ``aio_pika_eps``: a bare aio-pika publisher (persistent messages, publisher confirms,
+   ``mandatory``, confirms pipelined in windows of 1,000).
+   ``aiormq_eps``: the same with aiormq alone (``basic_publish(wait=False)``, one
+   properties object per message, windows of 1,000): the floor below aio-pika.
+   ``relay_eps``: N events committed to the outbox in one transaction; the relay
    (``python -m outbox``, a separate process as in production) publishes them; the time
    runs from the commit to the moment the outbox is empty, i.e. every row confirmed by
    the broker and deleted.
-3. ``p50_ms``/``p99_ms``: a steady offered load (one event per transaction, ``--rate``
-   per second); latency from each transaction's commit to the event's delivery to a
-   consumer in another process (commit -> confirm -> delivery, with a producer and a
-   consumer process competing for the same two cores).
-   ``confirm_p50_ms``/``confirm_p99_ms``: the relay's own histogram for the same events,
-   from the row's insert (before the commit) to the broker's confirm, interpolated.
-   ``raw_p50_ms``/``raw_p99_ms``: the same offered load published directly (bare
-   aio-pika, confirmed), publish -> delivery: the broker's own floor on this machine.
+2. Latency under load, for each ``--rates`` value: one event per transaction at that
+   rate for ``--seconds``; from each transaction's COMMIT to the event's delivery to a
+   consumer in another process (commit -> claim -> publish -> confirm -> delivery).
+   The floor (``raw``): the same offered load published directly (bare aio-pika,
+   confirmed), publish -> delivery, in the same round. ``confirm_*``: the relay's own
+   insert -> confirm histogram, interpolated. ``cpu``: % of one core per process group
+   during each phase (from /proc; ``other (neighbours)`` is everyone else's load).
+3. ``--sustain``: a steady offered load of outbox events (a transaction of rate/100
+   events every 10 ms) held for 60 s at each rate, with the backlog sampled every second;
+   a rate is held when the backlog stays under one second's worth of events at the end
+   and under two seconds' worth throughout. Reports the highest rate held.
+
+``--profile DIR`` attaches py-spy to the relay during the first throughput round and the
+first relay latency round of each rate (collapsed stacks, plus the top functions).
 
 The last line printed is one JSON object.
 """
@@ -30,22 +43,31 @@ import asyncio
 import contextlib
 import json
 import multiprocessing
+import os
 import re
+import shutil
+import signal
 import statistics
+import subprocess
 import sys
 import time
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import aio_pika
+import aiormq
 import asyncpg
 import httpx
+from pamqp.commands import Basic
 
+from bench.procstat import CpuPhase
 from outbox import add_event
 from shared.config import Settings
 from shared.db import asyncpg_dsn, create_engine
@@ -56,6 +78,7 @@ from tests.support import free_port, isolated_settings
 
 QUEUE = "bench.relay"
 BODY = json.dumps({"user_id": str(uuid.uuid4()), "email": "bench@example.org", "display_name": "b"})
+WINDOW = 1000
 
 
 async def declare(channel: aio_pika.abc.AbstractChannel) -> aio_pika.abc.AbstractQueue:
@@ -65,12 +88,16 @@ async def declare(channel: aio_pika.abc.AbstractChannel) -> aio_pika.abc.Abstrac
     return queue
 
 
-async def raw_publisher(settings: Settings, n: int, window: int = 1000) -> float:
+def _headers(i: int) -> dict[str, Any]:
+    return {"x-aggregate-type": "user", "x-aggregate-id": str(i)}
+
+
+async def aio_pika_publisher(settings: Settings, n: int) -> float:
     connection = await aio_pika.connect(settings.rabbitmq_url)
     channel = await connection.channel(publisher_confirms=True)
     exchange = await channel.get_exchange(EVENTS_EXCHANGE)
     started = time.perf_counter()
-    for offset in range(0, n, window):
+    for offset in range(0, n, WINDOW):
         await asyncio.gather(
             *(
                 exchange.publish(
@@ -80,12 +107,12 @@ async def raw_publisher(settings: Settings, n: int, window: int = 1000) -> float
                         type="user.registered",
                         content_type="application/json",
                         delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                        headers={"x-aggregate-type": "user", "x-aggregate-id": str(i)},
+                        headers=_headers(i),
                     ),
                     routing_key="user.registered",
                     mandatory=True,
                 )
-                for i in range(offset, min(n, offset + window))
+                for i in range(offset, min(n, offset + WINDOW))
             )
         )
     elapsed = time.perf_counter() - started
@@ -93,32 +120,118 @@ async def raw_publisher(settings: Settings, n: int, window: int = 1000) -> float
     return n / elapsed
 
 
-async def preload_and_relay(settings: Settings, n: int) -> float:
+async def aiormq_publisher(settings: Settings, n: int) -> float:
+    """The floor below aio-pika: aiormq's own publish, confirms pipelined the same way."""
+    connection = await aiormq.connect(settings.rabbitmq_url)
+    channel = await connection.channel(publisher_confirms=True)
+    body = BODY.encode()
+    started = time.perf_counter()
+    for offset in range(0, n, WINDOW):
+        await asyncio.gather(
+            *(
+                channel.basic_publish(  # type: ignore[call-arg]
+                    body,
+                    exchange=EVENTS_EXCHANGE,
+                    routing_key="user.registered",
+                    mandatory=True,
+                    wait=False,
+                    properties=Basic.Properties(
+                        message_id=str(uuid.uuid4()),
+                        message_type="user.registered",
+                        content_type="application/json",
+                        delivery_mode=2,
+                        headers=_headers(i),
+                    ),
+                )
+                for i in range(offset, min(n, offset + WINDOW))
+            )
+        )
+    elapsed = time.perf_counter() - started
+    await connection.close()
+    return n / elapsed
+
+
+class Profiler:
+    """py-spy attached to a process for one phase (collapsed stacks), when asked for."""
+
+    def __init__(self, directory: Path | None, name: str, pid: int) -> None:
+        self._path = directory / f"{name}.txt" if directory else None
+        self._pid = pid
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> Profiler:
+        if self._path is not None:
+            py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+            if not Path(py_spy).exists():
+                raise SystemExit("--profile needs py-spy: pip install py-spy")
+            self._process = subprocess.Popen(
+                [py_spy, "record", "--pid",
+                 str(self._pid), "--format", "raw", "--rate", "200", "--nonblocking",
+                 "--output", str(self._path)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )
+            time.sleep(0.5)  # attached before the phase starts
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._process is None or self._path is None:
+            return
+        self._process.send_signal(signal.SIGINT)
+        self._process.wait(30)
+        print(f"profile {self._path.name}: " + json.dumps(top_functions(self._path)), flush=True)
+
+
+def top_functions(path: Path, k: int = 12) -> dict[str, float]:
+    """Share of samples (%) in which each function is on the stack (inclusive), top k."""
+    inclusive: Counter[str] = Counter()
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack:
+            continue
+        samples = int(count)
+        total += samples
+        for frame in {f.split(" (")[0] for f in stack.split(";")}:
+            inclusive[frame] += samples
+    return {f: round(100 * c / total, 1) for f, c in inclusive.most_common(k)} if total else {}
+
+
+async def relay_throughput(settings: Settings, n: int, profile: Path | None) -> float:
     conn = await asyncpg.connect(asyncpg_dsn(settings.auth_database_url))
     relay = start_relay(settings)
     try:
         await wait_for_relays(settings, 1)
         await asyncio.sleep(1.0)  # the relay owns its partitions and sits idle
-        async with conn.transaction():
-            # The writer's own SQL, once per event, inside one transaction.
-            await conn.execute(
-                """
-                INSERT INTO outbox (event_id, event_type, routing_key, aggregate_type,
-                    aggregate_id, partition, schema_version, payload)
-                SELECT gen_random_uuid(), 'user.registered', 'user.registered', 'user',
-                       g::text, g % 16, 1, $1::jsonb
-                FROM generate_series(1, $2) AS g
-                """,
-                BODY,
-                n,
-            )
-        started = time.perf_counter()
-        while await conn.fetchval("SELECT EXISTS (SELECT 1 FROM outbox)"):
-            await asyncio.sleep(0.005)
-        return n / (time.perf_counter() - started)
+        with Profiler(profile, "relay-throughput", relay.pid):
+            return await _commit_and_drain(conn, n)
     finally:
         stop_relay(relay)
         await conn.close()
+
+
+async def _commit_and_drain(conn: asyncpg.Connection, n: int) -> float:
+    """Commit n events in one transaction; events/s from the commit to an empty outbox."""
+    async with conn.transaction():
+        await insert_events(conn, n)
+    started = time.perf_counter()
+    while await conn.fetchval("SELECT EXISTS (SELECT 1 FROM outbox)"):
+        await asyncio.sleep(0.005)
+    return n / (time.perf_counter() - started)
+
+
+async def insert_events(conn: asyncpg.Connection, n: int) -> None:
+    """n outbox rows of different aggregates in one statement (the writer's columns)."""
+    await conn.execute(
+        """
+        INSERT INTO outbox (event_id, event_type, routing_key, aggregate_type,
+            aggregate_id, partition, schema_version, payload)
+        SELECT gen_random_uuid(), 'user.registered', 'user.registered', 'user',
+               g::text, g % 16, 1, $1::jsonb
+        FROM generate_series(1, $2) AS g
+        """,
+        BODY,
+        n,
+    )
 
 
 def _consume(url: str, expected: int, seconds: float, out: Connection) -> None:
@@ -149,10 +262,16 @@ def _consume(url: str, expected: int, seconds: float, out: Connection) -> None:
 
 
 async def _offered_load(
-    settings: Settings, rate: int, seconds: float, one: Callable[[], Awaitable[tuple[str, float]]]
+    settings: Settings,
+    rate: int,
+    seconds: float,
+    one: Callable[[], Awaitable[tuple[str, float]]],
+    roles: dict[str, int],
+    cpu: dict[str, float],
 ) -> list[float]:
     """Call ``one`` ``rate`` times a second; each returns (message id, its start time).
-    A consumer in another process records arrivals; returns start -> delivery in ms."""
+    A consumer in another process records arrivals; returns start -> delivery in ms.
+    ``cpu`` receives the CPU of each process group over the offered load."""
     total = int(rate * seconds)
     receiver, sender = multiprocessing.get_context("spawn").Pipe(duplex=False)
     consumer = multiprocessing.get_context("spawn").Process(
@@ -161,14 +280,19 @@ async def _offered_load(
     consumer.start()
     try:
         await asyncio.to_thread(receiver.recv)  # the consumer is subscribed
+        assert consumer.pid is not None
         tasks = []
-        start = time.perf_counter()
-        for i in range(total):
-            delay = start + i / rate - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one()))
-        sent = dict(await asyncio.gather(*tasks))
+        phase = CpuPhase({**roles, "producer (bench)": os.getpid(), "consumer": consumer.pid},
+                         settings.auth_database_url.rsplit("/", 1)[1].rsplit("_", 1)[0])
+        with phase:
+            start = time.perf_counter()
+            for i in range(total):
+                delay = start + i / rate - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                tasks.append(asyncio.create_task(one()))
+            sent = dict(await asyncio.gather(*tasks))
+        cpu.update(phase.percent)
         arrived: dict[str, float] = await asyncio.to_thread(receiver.recv)
     finally:
         consumer.join(30)
@@ -196,10 +320,10 @@ def histogram_quantile(text: str, name: str, q: float) -> float:
 
 
 async def relay_latency(
-    settings: Settings, rate: int, seconds: float, confirm_ms: dict[str, float]
+    settings: Settings, rate: int, seconds: float, out: dict[str, Any], profile: Path | None
 ) -> list[float]:
     """Single-event transactions through the outbox and the relay: commit -> delivery.
-    ``confirm_ms`` receives the relay's own insert -> confirm p50/p99 (its histogram)."""
+    ``out`` receives the relay's own insert -> confirm p50/p99 (its histogram) and the CPU."""
     engine = create_engine(settings.auth_database_url, pool_size=20)
 
     async def one() -> tuple[str, float]:
@@ -221,19 +345,24 @@ async def relay_latency(
     try:
         await wait_for_relays(settings, 1)
         await asyncio.sleep(1.0)
-        latencies = await _offered_load(settings, rate, seconds, one)
+        cpu: dict[str, float] = {}
+        with Profiler(profile, f"relay-latency-{rate}", relay.pid):
+            latencies = await _offered_load(settings, rate, seconds, one, {"relay": relay.pid}, cpu)
+        out["cpu"] = cpu
         async with httpx.AsyncClient() as client:
             text = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
         for q in (0.5, 0.99):
             name = "ams_outbox_commit_to_confirm_seconds"
-            confirm_ms[f"p{int(q * 100)}"] = histogram_quantile(text, name, q)
+            out[f"confirm_p{int(q * 100)}_ms"] = round(histogram_quantile(text, name, q), 2)
         return latencies
     finally:
         stop_relay(relay)
         await engine.dispose()
 
 
-async def raw_latency(settings: Settings, rate: int, seconds: float) -> list[float]:
+async def raw_latency(
+    settings: Settings, rate: int, seconds: float, out: dict[str, Any]
+) -> list[float]:
     """The floor: a bare aio-pika publish (confirmed) at the same rate: publish -> delivery."""
     connection = await aio_pika.connect(settings.rabbitmq_url)
     channel = await connection.channel(publisher_confirms=True)
@@ -248,59 +377,194 @@ async def raw_latency(settings: Settings, rate: int, seconds: float) -> list[flo
         return message_id, started
 
     try:
-        return await _offered_load(settings, rate, seconds, one)
+        cpu: dict[str, float] = {}
+        latencies = await _offered_load(settings, rate, seconds, one, {}, cpu)
+        out["cpu"] = cpu
+        return latencies
     finally:
         await connection.close()
+
+
+async def sustain(settings: Settings, rate: int, seconds: float = 60.0) -> dict[str, Any]:
+    """Offer ``rate`` events/s (a transaction of rate/100 events every 10 ms) for
+    ``seconds``; sample the backlog every second."""
+    conn = await asyncpg.connect(asyncpg_dsn(settings.auth_database_url))
+    probe = await asyncpg.connect(asyncpg_dsn(settings.auth_database_url))
+    relay = start_relay(settings)
+    per_tick = max(1, rate // 100)
+    backlog: list[int] = []
+    try:
+        await wait_for_relays(settings, 1)
+        await asyncio.sleep(1.0)
+
+        async def sample() -> None:
+            while True:
+                await asyncio.sleep(1.0)
+                backlog.append(await probe.fetchval("SELECT count(*) FROM outbox"))
+
+        sampler = asyncio.create_task(sample())
+        start, ticks = time.perf_counter(), int(seconds * 100)
+        for tick in range(ticks):
+            delay = start + tick / 100 - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            await insert_events(conn, per_tick)
+        offered = per_tick * ticks / (time.perf_counter() - start)
+        sampler.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sampler
+        steady = backlog[10:] or backlog
+        held = bool(backlog) and backlog[-1] <= rate and max(steady) <= 2 * rate
+        await conn.execute("DELETE FROM outbox")
+        return {
+            "rate": rate,
+            "offered_eps": round(offered),
+            "held": held,
+            "max_backlog": max(backlog, default=0),
+            "final_backlog": backlog[-1] if backlog else None,
+        }
+    finally:
+        stop_relay(relay)
+        await conn.close()
+        await probe.close()
 
 
 def percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=1000, method="inclusive")[int(q * 10) - 1]
 
 
-async def run(settings: Settings, events: int, rate: int, seconds: float) -> dict[str, object]:
+def spread(values: list[float], digits: int = 2) -> dict[str, Any]:
+    return {
+        "median": round(statistics.median(values), digits),
+        "min": round(min(values), digits),
+        "max": round(max(values), digits),
+        "rounds": [round(v, digits) for v in values],
+    }
+
+
+async def throughput_rounds(
+    settings: Settings, queue: aio_pika.abc.AbstractQueue, events: int, rounds: int,
+    profile: Path | None,
+) -> dict[str, Any]:
+    kinds: dict[str, Callable[[int], Awaitable[float]]] = {
+        "aio_pika_eps": lambda r: aio_pika_publisher(settings, events),
+        "aiormq_eps": lambda r: aiormq_publisher(settings, events),
+        "relay_eps": lambda r: relay_throughput(settings, events, profile if r == 0 else None),
+    }
+    results: dict[str, list[float]] = {k: [] for k in kinds}
+    names = list(kinds)
+    for r in range(rounds):
+        for name in names[r % 3 :] + names[: r % 3]:
+            results[name].append(await kinds[name](r))
+            await queue.purge()
+        print(f"round {r + 1}: " + json.dumps({k: round(v[-1]) for k, v in results.items()}),
+              flush=True)
+    relay, aio, rmq = results["relay_eps"], results["aio_pika_eps"], results["aiormq_eps"]
+    return {
+        **{k: spread(v, 0) for k, v in results.items()},
+        "ratio_to_aio_pika": spread([a / b for a, b in zip(relay, aio, strict=True)], 3),
+        "ratio_to_aiormq": spread([a / b for a, b in zip(relay, rmq, strict=True)], 3),
+    }
+
+
+async def latency_rounds(
+    settings: Settings, queue: aio_pika.abc.AbstractQueue, rate: int, seconds: float,
+    rounds: int, profile: Path | None,
+) -> dict[str, Any]:
+    raw: dict[str, list[float]] = {"p50": [], "p99": []}
+    relay: dict[str, list[float]] = {"p50": [], "p99": [], "confirm_p50_ms": [],
+                                     "confirm_p99_ms": []}
+    cpu: dict[str, dict[str, float]] = {}
+    for r in range(rounds):
+        for kind in ("raw", "relay") if r % 2 == 0 else ("relay", "raw"):
+            out: dict[str, Any] = {}
+            if kind == "raw":
+                lat = await raw_latency(settings, rate, seconds, out)
+                target = raw
+            else:
+                lat = await relay_latency(
+                    settings, rate, seconds, out, profile if r == 0 else None
+                )
+                target = relay
+                relay["confirm_p50_ms"].append(out["confirm_p50_ms"])
+                relay["confirm_p99_ms"].append(out["confirm_p99_ms"])
+            target["p50"].append(percentile(lat, 50))
+            target["p99"].append(percentile(lat, 99))
+            cpu[f"{kind} round {r + 1}"] = out["cpu"]
+            await queue.purge()
+        print(f"rate {rate} round {r + 1}: raw p50/p99 {raw['p50'][-1]:.2f}/{raw['p99'][-1]:.2f}"
+              f" ms, relay {relay['p50'][-1]:.2f}/{relay['p99'][-1]:.2f} ms, cpu "
+              + json.dumps({k: v for k, v in cpu.items() if k.endswith(f"round {r + 1}")}),
+              flush=True)
+    return {
+        "raw_p50_ms": spread(raw["p50"]),
+        "raw_p99_ms": spread(raw["p99"]),
+        "p50_ms": spread(relay["p50"]),
+        "p99_ms": spread(relay["p99"]),
+        "confirm_p50_ms": spread(relay["confirm_p50_ms"]),
+        "confirm_p99_ms": spread(relay["confirm_p99_ms"]),
+        "p50_minus_raw_ms": spread([a - b for a, b in zip(relay["p50"], raw["p50"], strict=True)]),
+        "p99_over_raw": spread([a / b for a, b in zip(relay["p99"], raw["p99"], strict=True)], 3),
+        "cpu_percent_of_one_core": {k: v for k, v in cpu.items() if "round" in k},
+    }
+
+
+async def run(
+    settings: Settings, events: int, rounds: int, rates: list[int], seconds: float,
+    sustain_rates: list[int], profile: Path | None,
+) -> dict[str, Any]:
     connection = await aio_pika.connect(settings.rabbitmq_url)
     channel = await connection.channel()
     queue = await declare(channel)
-    raw_eps = await raw_publisher(settings, events)
-    await queue.purge()
-    relay_eps = await preload_and_relay(settings, events)
-    await queue.purge()
-    raw_latencies = await raw_latency(settings, rate, seconds)
-    await queue.purge()
-    confirm_ms: dict[str, float] = {}
-    latencies = await relay_latency(settings, rate, seconds, confirm_ms)
+    result: dict[str, Any] = {"events": events, "rounds": rounds, "queue_type": "quorum"}
+    if events:
+        result["throughput"] = await throughput_rounds(settings, queue, events, rounds, profile)
+    result["latency"] = {}
+    for rate in rates:
+        result["latency"][str(rate)] = await latency_rounds(
+            settings, queue, rate, seconds, rounds, profile
+        )
+    if sustain_rates:
+        held: list[dict[str, Any]] = []
+        for rate in sustain_rates:
+            outcome = await sustain(settings, rate)
+            await queue.purge()
+            print("sustain: " + json.dumps(outcome), flush=True)
+            held.append(outcome)
+            if not outcome["held"]:
+                break
+        result["sustain"] = {
+            "highest_held_eps": max((o["rate"] for o in held if o["held"]), default=None),
+            "tried": held,
+        }
     await queue.delete(if_unused=False, if_empty=False)
     await connection.close()
-    return {
-        "events": events,
-        "raw_eps": round(raw_eps),
-        "relay_eps": round(relay_eps),
-        "ratio": round(relay_eps / raw_eps, 3),
-        "offered_rate": rate,
-        "latency_samples": len(latencies),
-        "p50_ms": round(percentile(latencies, 50), 2),
-        "p99_ms": round(percentile(latencies, 99), 2),
-        "confirm_p50_ms": round(confirm_ms["p50"], 2),
-        "confirm_p99_ms": round(confirm_ms["p99"], 2),
-        "raw_p50_ms": round(percentile(raw_latencies, 50), 2),
-        "raw_p99_ms": round(percentile(raw_latencies, 99), 2),
-        "queue_type": "quorum",
-    }
+    return result
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--quick", action="store_true", help="small run, under a minute")
-    parser.add_argument("--events", type=int, help="events for the throughput runs")
-    parser.add_argument("--rate", type=int, default=500, help="offered load, events/s")
-    parser.add_argument("--seconds", type=float, help="duration of the latency run")
+    parser.add_argument("--quick", action="store_true", help="small run, a few minutes")
+    parser.add_argument("--events", type=int, help="events per throughput run (0: skip)")
+    parser.add_argument("--rounds", type=int, help="interleaved repetitions of every run")
+    parser.add_argument("--rates", default="500,1000", help="offered loads, events/s")
+    parser.add_argument("--seconds", type=float, help="duration of each latency run")
+    parser.add_argument("--sustain", default="", help="rates to hold for 60 s each, ascending")
+    parser.add_argument("--profile", type=Path, help="directory for py-spy profiles")
     args = parser.parse_args()
-    events = args.events or (10_000 if args.quick else 50_000)
+    events = args.events if args.events is not None else (10_000 if args.quick else 50_000)
     seconds = args.seconds or (5.0 if args.quick else 20.0)
+    rounds = args.rounds or 3
+    rates = [int(r) for r in args.rates.split(",") if r]
+    sustain_rates = [int(r) for r in args.sustain.split(",") if r]
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
     with isolated_settings("bench") as settings:
-        result = asyncio.run(run(settings, events, args.rate, seconds))
+        result = asyncio.run(
+            run(settings, events, rounds, rates, seconds, sustain_rates, args.profile)
+        )
     print(json.dumps(result))
 
 
