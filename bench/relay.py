@@ -69,6 +69,7 @@ from pamqp.commands import Basic
 
 from bench.procstat import CpuPhase
 from outbox import add_event
+from shared import eventloop
 from shared.config import Settings
 from shared.db import asyncpg_dsn, create_engine
 from shared.events import UserRegistered
@@ -79,6 +80,7 @@ from tests.support import free_port, isolated_settings
 QUEUE = "bench.relay"
 BODY = json.dumps({"user_id": str(uuid.uuid4()), "email": "bench@example.org", "display_name": "b"})
 WINDOW = 1000
+PRODUCER_CONNECTIONS = 16
 
 
 async def declare(channel: aio_pika.abc.AbstractChannel) -> aio_pika.abc.AbstractQueue:
@@ -258,7 +260,7 @@ def _consume(url: str, expected: int, seconds: float, out: Connection) -> None:
         await connection.close()
         return arrived
 
-    out.send(asyncio.run(consume()))
+    out.send(eventloop.run(consume()))
 
 
 async def _offered_load(
@@ -267,11 +269,12 @@ async def _offered_load(
     seconds: float,
     one: Callable[[], Awaitable[tuple[str, float]]],
     roles: dict[str, int],
-    cpu: dict[str, float],
+    stats: dict[str, Any],
 ) -> list[float]:
     """Call ``one`` ``rate`` times a second; each returns (message id, its start time).
     A consumer in another process records arrivals; returns start -> delivery in ms.
-    ``cpu`` receives the CPU of each process group over the offered load."""
+    ``stats`` receives the CPU of each process group over the offered load (``cpu``) and
+    the rate actually offered (``offered_eps``)."""
     total = int(rate * seconds)
     receiver, sender = multiprocessing.get_context("spawn").Pipe(duplex=False)
     consumer = multiprocessing.get_context("spawn").Process(
@@ -291,8 +294,11 @@ async def _offered_load(
                 if delay > 0:
                     await asyncio.sleep(delay)
                 tasks.append(asyncio.create_task(one()))
-            sent = dict(await asyncio.gather(*tasks))
-        cpu.update(phase.percent)
+            started = await asyncio.gather(*tasks)
+        sent = dict(started)
+        stats["cpu"] = phase.percent
+        times = [t for _, t in started]
+        stats["offered_eps"] = round(len(times) / max(max(times) - min(times), 1e-9))
         arrived: dict[str, float] = await asyncio.to_thread(receiver.recv)
     finally:
         consumer.join(30)
@@ -324,12 +330,18 @@ async def relay_latency(
 ) -> list[float]:
     """Single-event transactions through the outbox and the relay: commit -> delivery.
     ``out`` receives the relay's own insert -> confirm p50/p99 (its histogram) and the CPU."""
-    engine = create_engine(settings.auth_database_url, pool_size=20)
+    # At most PRODUCER_CONNECTIONS transactions open: a producer starved of CPU by a
+    # neighbour then offers less (reported as offered_eps) instead of piling up
+    # connections until the pool times out; no pre-ping round trip per transaction.
+    engine = create_engine(
+        settings.auth_database_url, pool_size=PRODUCER_CONNECTIONS // 2, pre_ping=False
+    )
+    slots = asyncio.Semaphore(PRODUCER_CONNECTIONS)
 
     async def one() -> tuple[str, float]:
         # A Core connection, not an ORM session: the producer shares the two cores with
         # PostgreSQL, RabbitMQ, the relay and the consumer, so it must stay light.
-        async with engine.connect() as conn:
+        async with slots, engine.connect() as conn:
             await conn.begin()
             event_id = await add_event(
                 conn, UserRegistered(user_id=uuid.uuid4(), email="l@example.org")
@@ -345,10 +357,8 @@ async def relay_latency(
     try:
         await wait_for_relays(settings, 1)
         await asyncio.sleep(1.0)
-        cpu: dict[str, float] = {}
         with Profiler(profile, f"relay-latency-{rate}", relay.pid):
-            latencies = await _offered_load(settings, rate, seconds, one, {"relay": relay.pid}, cpu)
-        out["cpu"] = cpu
+            latencies = await _offered_load(settings, rate, seconds, one, {"relay": relay.pid}, out)
         async with httpx.AsyncClient() as client:
             text = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
         for q in (0.5, 0.99):
@@ -377,10 +387,7 @@ async def raw_latency(
         return message_id, started
 
     try:
-        cpu: dict[str, float] = {}
-        latencies = await _offered_load(settings, rate, seconds, one, {}, cpu)
-        out["cpu"] = cpu
-        return latencies
+        return await _offered_load(settings, rate, seconds, one, {}, out)
     finally:
         await connection.close()
 
@@ -475,6 +482,7 @@ async def latency_rounds(
     relay: dict[str, list[float]] = {"p50": [], "p99": [], "confirm_p50_ms": [],
                                      "confirm_p99_ms": []}
     cpu: dict[str, dict[str, float]] = {}
+    offered: dict[str, list[float]] = {"raw": [], "relay": []}
     for r in range(rounds):
         for kind in ("raw", "relay") if r % 2 == 0 else ("relay", "raw"):
             out: dict[str, Any] = {}
@@ -491,9 +499,11 @@ async def latency_rounds(
             target["p50"].append(percentile(lat, 50))
             target["p99"].append(percentile(lat, 99))
             cpu[f"{kind} round {r + 1}"] = out["cpu"]
+            offered[kind].append(out["offered_eps"])
             await queue.purge()
         print(f"rate {rate} round {r + 1}: raw p50/p99 {raw['p50'][-1]:.2f}/{raw['p99'][-1]:.2f}"
-              f" ms, relay {relay['p50'][-1]:.2f}/{relay['p99'][-1]:.2f} ms, cpu "
+              f" ms, relay {relay['p50'][-1]:.2f}/{relay['p99'][-1]:.2f} ms, offered "
+              f"{offered['raw'][-1]:.0f}/{offered['relay'][-1]:.0f}/s, cpu "
               + json.dumps({k: v for k, v in cpu.items() if k.endswith(f"round {r + 1}")}),
               flush=True)
     return {
@@ -505,7 +515,9 @@ async def latency_rounds(
         "confirm_p99_ms": spread(relay["confirm_p99_ms"]),
         "p50_minus_raw_ms": spread([a - b for a, b in zip(relay["p50"], raw["p50"], strict=True)]),
         "p99_over_raw": spread([a / b for a, b in zip(relay["p99"], raw["p99"], strict=True)], 3),
-        "cpu_percent_of_one_core": {k: v for k, v in cpu.items() if "round" in k},
+        "raw_offered_eps": spread(offered["raw"], 0),
+        "relay_offered_eps": spread(offered["relay"], 0),
+        "cpu_percent_of_one_core": cpu,
     }
 
 
@@ -562,7 +574,7 @@ def main() -> None:
     if args.profile:
         args.profile.mkdir(parents=True, exist_ok=True)
     with isolated_settings("bench") as settings:
-        result = asyncio.run(
+        result = eventloop.run(
             run(settings, events, rounds, rates, seconds, sustain_rates, args.profile)
         )
     print(json.dumps(result))
