@@ -64,8 +64,8 @@ class Relay:
         self._rows_in_flight = 0
         self._confirmed: set[int] = set()
         """Rows the broker confirmed that are not deleted yet; never claimed again."""
-        self._delete_wanted = asyncio.Event()
         self._deleted_since_vacuum = 0
+        self._vacuum: asyncio.Task[None] | None = None
         self._broken: BaseException | None = None
         self._next_rebalance = 0.0
         self._next_status = 0.0
@@ -129,13 +129,14 @@ class Relay:
 
     # --- the loop --------------------------------------------------------------------------
     async def _loop(self, stop: asyncio.Event) -> None:
-        deleter = asyncio.create_task(self._delete_confirmed())
         try:
             await self._claim_and_publish(stop)
         finally:
-            deleter.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await deleter
+            if self._vacuum is not None:
+                self._vacuum.cancel()
+                with contextlib.suppress(asyncio.CancelledError, *DB_ERRORS):
+                    await self._vacuum
+                self._vacuum = None
 
     async def _claim_and_publish(self, stop: asyncio.Event) -> None:
         poll = self._settings.relay_poll_min_s
@@ -179,9 +180,14 @@ class Relay:
         if not owned:
             return []
         in_flight = [row_id for ids in self._in_flight.values() for row_id in ids]
-        in_flight.extend(self._confirmed)
+        confirmed = list(self._confirmed)
+        in_flight.extend(confirmed)
         assert self._leases.conn is not None
-        return await store.claim(self._leases.conn, owned, in_flight, limit)
+        # The rows confirmed since the last claim are deleted by the claim itself: one
+        # statement, one round trip and one wake-up of PostgreSQL instead of two.
+        rows = await store.claim(self._leases.conn, owned, in_flight, limit, delete=confirmed)
+        self._deleted(confirmed)
+        return rows
 
     async def _maintain(self) -> None:
         """Rebalance partitions and refresh gauges, each on its own period."""
@@ -228,10 +234,9 @@ class Relay:
         sent = [row for row, outcome in zip(rows, outcomes, strict=True) if outcome is None]
         failed = [(row, outcome) for row, outcome in zip(rows, outcomes, strict=True) if outcome]
         if sent:
-            # Deleted in the background, many batches per statement: the publishing slot is
-            # free as soon as the broker has confirmed.
+            # Deleted by the next claim (the batch's end wakes the loop), many batches per
+            # statement: the publishing slot is free as soon as the broker has confirmed.
             self._confirmed.update(row.id for row in sent)
-            self._delete_wanted.set()
             metrics.PUBLISHED.labels(self.database).inc(len(sent))
             hist = metrics.LATENCY.labels(self.database)
             for row in sent:
@@ -298,45 +303,42 @@ class Relay:
             with attempt:
                 await func(self._pool, *args)  # type: ignore[operator]
 
-    async def _delete_confirmed(self) -> None:
-        """Background task: delete confirmed rows, coalescing whatever has accumulated.
-
-        It keeps one pool connection for as long as it runs: a pool hands a connection back
-        with a reset round trip, which doubled the cost of every small delete."""
-        assert self._pool is not None
-        try:
-            async with self._pool.acquire() as conn:
-                while True:
-                    await self._delete_wanted.wait()
-                    self._delete_wanted.clear()
-                    await self._flush_confirmed(conn)
-        except DB_ERRORS as exc:
-            self._broken = exc  # the loop reconnects; the rows stay in _confirmed
-            self._wake.set()
-
-    async def _flush_confirmed(self, conn: asyncpg.Connection | None = None) -> None:
+    async def _flush_confirmed(self) -> None:
+        """Delete the confirmed rows now (claims delete them otherwise; see _claim)."""
         ids = list(self._confirmed)
         if ids:
-            if conn is None:
-                await self._retry_db(store.delete_sent, ids)
-            else:
-                await store.delete_sent(conn, ids)
-            self._confirmed.difference_update(ids)
-            self._deleted_since_vacuum += len(ids)
-            await self._maybe_vacuum()
+            await self._retry_db(store.delete_sent, ids)
+            self._deleted(ids)
 
-    async def _maybe_vacuum(self) -> None:
+    def _deleted(self, ids: list[int]) -> None:
+        if not ids:
+            return
+        self._confirmed.difference_update(ids)
+        self._deleted_since_vacuum += len(ids)
+        every = self._settings.relay_vacuum_every
+        if (
+            every
+            and self._deleted_since_vacuum >= every
+            and 0 in self._leases.owned
+            and self._vacuum is None
+        ):
+            self._deleted_since_vacuum = 0
+            self._vacuum = asyncio.create_task(self._vacuum_outbox())
+
+    async def _vacuum_outbox(self) -> None:
         """Keep the queue table lean: dead rows at the head of the id index slow each claim.
 
-        One relay does it (the owner of partition 0); VACUUM takes no lock that blocks the
-        writers or the other relays."""
-        every = self._settings.relay_vacuum_every
-        if not every or self._deleted_since_vacuum < every or 0 not in self._leases.owned:
-            return
-        self._deleted_since_vacuum = 0
+        One relay does it (the owner of partition 0), in the background on the pool;
+        VACUUM takes no lock that blocks the writers or the claims."""
         assert self._pool is not None
         started = time.monotonic()
-        await self._pool.execute("VACUUM outbox")
+        try:
+            await self._pool.execute("VACUUM outbox")
+        except DB_ERRORS as exc:
+            log.warning("outbox_vacuum_failed", database=self.database, error=str(exc))
+            return
+        finally:
+            self._vacuum = None
         log.info(
             "outbox_vacuumed", database=self.database, seconds=round(time.monotonic() - started, 3)
         )
