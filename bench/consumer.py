@@ -1,11 +1,12 @@
 """Consumer runtime throughput beside a bare aio-pika consume-and-ack loop.
 
 Both read pre-filled quorum queues of the same broker in the same process, with the
-same prefetch and the same event loop as ``python -m workers`` (asyncio's). The runtime
-does the full job per message: decode and validate, inbox row plus a one-row effect in
-one PostgreSQL transaction, commit, ack. Messages spread over a few hundred aggregates,
-so per-aggregate order is kept while different aggregates run in parallel. Runs in its
-own vhost and databases (``tests.support.isolated_settings``), removed afterwards.
+same prefetch and the same event loop as ``python -m workers`` (``shared.eventloop``:
+uvloop where installed). The runtime does the full job per message: decode and validate,
+inbox row plus a one-row effect in one PostgreSQL transaction, commit, ack. Messages
+spread over a few hundred aggregates, so per-aggregate order is kept while different
+aggregates run in parallel. Runs in its own vhost and databases
+(``tests.support.isolated_settings``), removed afterwards.
 
 The two are measured in alternating rounds (raw first in odd rounds, the runtime first
 in even ones), so that drift on a shared machine hits both alike; every round starts
@@ -48,6 +49,7 @@ import asyncpg
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from shared import eventloop
 from shared import messaging as m
 from shared.config import Settings
 from shared.db import asyncpg_dsn
@@ -313,7 +315,7 @@ def main() -> None:
     parser.add_argument("--serve-partition", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_partition is not None:  # a partition process of partitioned_rate
-        asyncio.run(
+        eventloop.run(
             serve_partition(args.serve_partition, args.partitions, args.prefetch, args.effect)
         )
         return
@@ -324,7 +326,7 @@ def main() -> None:
         **({"worker_batch_max": args.batch_max} if args.batch_max else {}),
     ) as settings:
         prefetch = args.prefetch or settings.worker_prefetch
-        result = asyncio.run(run(settings, n, rounds, prefetch, args.effect, args.partitions))
+        result = eventloop.run(run(settings, n, rounds, prefetch, args.effect, args.partitions))
     print(json.dumps(result))
 
 

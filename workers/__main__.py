@@ -8,9 +8,9 @@ alone, which is what the supervisor starts.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 
+from shared import eventloop
 from shared.config import Settings
 from shared.errors import AmsError
 from shared.logging import configure_logging, get_logger
@@ -52,7 +52,7 @@ def main(argv: list[str]) -> int:
         partition = args.partition or 0
         if not 0 <= partition < partitions:
             parser.error(f"{args.consumer} has partitions 0 to {partitions - 1}")
-        asyncio.run(consumer.run(settings, partition))
+        eventloop.run(consumer.run(settings, partition))
     except AmsError as exc:  # a start-up refusal (missing OCR models …): say why, no traceback
         get_logger("workers").error("worker_cannot_start", consumer=args.consumer, error=str(exc))
         sys.stderr.write(f"worker {args.consumer} cannot start: {exc}\n")
