@@ -4,7 +4,9 @@ A phase is measured as the difference of two snapshots of every process's user +
 time. Roles: processes the benchmark names (relay, consumer, the benchmark itself as
 producer…), PostgreSQL backends of the benchmark's own databases (their command line
 names the database), the rest of PostgreSQL, RabbitMQ (``beam.smp``), and everything
-else, which on a shared machine is the neighbours' load.
+else, which on a shared machine is the neighbours' load. ``cpu pressure (some)`` is the
+kernel's pressure-stall figure for the phase: the share of time at least one runnable task
+waited for a CPU (near 100 % means the cores are oversubscribed and every wake-up queues).
 """
 
 from __future__ import annotations
@@ -33,6 +35,15 @@ def _snapshot() -> dict[int, tuple[str, float]]:
     return out
 
 
+def _cpu_stall_us() -> int | None:
+    """Total µs some task waited for a CPU (/proc/pressure/cpu), None without PSI."""
+    try:
+        first = Path("/proc/pressure/cpu").read_text().splitlines()[0]
+    except (OSError, IndexError):
+        return None
+    return int(first.rsplit("total=", 1)[1])
+
+
 class CpuPhase:
     """``with CpuPhase(roles, db_tag) as phase: ...``; then ``phase.percent`` holds the CPU
     of each role in % of one core over the phase (200 = both cores of this machine)."""
@@ -44,6 +55,7 @@ class CpuPhase:
 
     def __enter__(self) -> CpuPhase:
         self._start, self._t0 = _snapshot(), time.monotonic()
+        self._stall0 = _cpu_stall_us()
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -61,6 +73,10 @@ class CpuPhase:
             role: round(100 * seconds / wall, 1)
             for role, seconds in sorted(totals.items(), key=lambda kv: -kv[1])
         }
+        stall = _cpu_stall_us()
+        if stall is not None and self._stall0 is not None:
+            # PSI: share of the time at least one runnable task waited for a CPU.
+            self.percent["cpu pressure (some)"] = round((stall - self._stall0) / 1e4 / wall, 1)
 
     def _role(self, cmdline: str) -> str:
         if cmdline.startswith("postgres"):

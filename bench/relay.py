@@ -205,7 +205,9 @@ async def relay_throughput(settings: Settings, n: int, profile: Path | None) -> 
         await wait_for_relays(settings, 1)
         await asyncio.sleep(1.0)  # the relay owns its partitions and sits idle
         with Profiler(profile, "relay-throughput", relay.pid):
-            return await _commit_and_drain(conn, n)
+            rate = await _commit_and_drain(conn, n)
+        await _expect_queued(settings, n)
+        return rate
     finally:
         stop_relay(relay)
         await conn.close()
@@ -219,6 +221,21 @@ async def _commit_and_drain(conn: asyncpg.Connection, n: int) -> float:
     while await conn.fetchval("SELECT EXISTS (SELECT 1 FROM outbox)"):
         await asyncio.sleep(0.005)
     return n / (time.perf_counter() - started)
+
+
+async def _expect_queued(settings: Settings, n: int) -> None:
+    """Every event the relay reported as sent is in the queue (none lost, none twice)."""
+    connection = await aio_pika.connect(settings.rabbitmq_url)
+    try:
+        channel = await connection.channel()
+        for _ in range(100):
+            queued = (await channel.declare_queue(QUEUE, passive=True)).declaration_result
+            if queued.message_count == n:
+                return
+            await asyncio.sleep(0.1)
+        raise SystemExit(f"the queue holds {queued.message_count} messages, expected {n}")
+    finally:
+        await connection.close()
 
 
 async def insert_events(conn: asyncpg.Connection, n: int) -> None:
