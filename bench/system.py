@@ -13,7 +13,12 @@ vhost (removed afterwards), on this machine's local PostgreSQL, Redis and Rabbit
    sending ``POST /documents`` to ``documents.completed_at``. OCR_ENGINE=tesseract: the
    easyocr weights are not on this machine (see docs/ocr.md), so the OCR numbers are
    tesseract's.
-3. ``cpu``: CPU seconds (utime+stime from /proc/<pid>/stat) each process used in each phase;
+3. ``argon2_floor_per_s``: the bare argon2id hash rate with the auth service's parameters,
+   one hashing thread per core (as many as the auth service's pool), measured on the same
+   cores right before and right after the register phase (the median of the two);
+   ``register_over_argon2`` = register->profile per second / that floor. Registration is
+   bound by argon2 by design; the ratio says what everything else costs.
+4. ``cpu``: CPU seconds (utime+stime from /proc/<pid>/stat) each process used in each phase;
    the process whose CPU seconds approach the phase's wall time (1 core = 1.0 per second)
    saturates first. ``saturated_first`` names it per phase.
 
@@ -40,6 +45,8 @@ import asyncpg
 import httpx
 from PIL import Image, ImageDraw
 
+from apps.auth.passwords import Argon2Passwords
+from shared.config import Settings
 from shared.db import asyncpg_dsn
 from tests.e2e.stack import Stack, running_stack
 from tests.support import isolated_settings
@@ -107,6 +114,35 @@ async def register_profile(stack: Stack, users: int, concurrency: int) -> dict[s
         "register_profile_p99_ms": round(percentile(latencies, 99), 1),
         "register_seconds": round(elapsed, 2),
     }
+
+
+async def argon2_floor(settings: Settings, seconds: float) -> float:
+    """Hashes per second of the auth service's own hasher (same parameters, same pool
+    size), kept busy with one hash per thread in flight, for ``seconds``."""
+    passwords = Argon2Passwords(
+        time_cost=settings.argon2_time_cost,
+        memory_kib=settings.argon2_memory_kib,
+        parallelism=settings.argon2_parallelism,
+    )
+    done = 0
+    deadline = time.perf_counter() + seconds
+
+    async def worker() -> None:
+        nonlocal done
+        while time.perf_counter() < deadline:
+            await passwords.hash(PASSWORD)
+            done += 1
+
+    started = time.perf_counter()
+    try:
+        await asyncio.gather(*(worker() for _ in range(ARGON2_THREADS)))
+    finally:
+        passwords.close()
+    return done / (time.perf_counter() - started)
+
+
+ARGON2_THREADS = 2
+"""The auth service's hashing pool (``Argon2Passwords(workers=2)``), one thread per core here."""
 
 
 def scan_png(i: int) -> bytes:
@@ -194,8 +230,17 @@ def main() -> None:
         isolated_settings("sysbench", redis_key_prefix=prefix, ocr_engine="tesseract") as settings,
         running_stack(settings, with_admin=True, log_dir=Path(logs)) as stack,
     ):
+        floor_s = 5.0 if args.quick else 10.0
+        floors = [asyncio.run(argon2_floor(settings, floor_s))]
         registered, cpu_register = phase(
             stack, "register", register_profile(stack, users, args.concurrency)
+        )
+        floors.append(asyncio.run(argon2_floor(settings, floor_s)))
+        floor = statistics.median(floors)
+        registered["argon2_floor_per_s"] = round(floor, 1)
+        registered["argon2_floor_runs"] = [round(f, 1) for f in floors]
+        registered["register_over_argon2"] = round(
+            float(registered["register_profile_per_s"]) / floor, 3  # type: ignore[arg-type]
         )
         ocr, cpu_ocr = phase(stack, "ocr", upload_ocr(stack, documents))
     result = {
