@@ -157,11 +157,19 @@ def test_batch_settles_by_tag_ranges_single_tags_and_returns() -> None:
 
 
 @pytest.mark.parametrize("correlation_id", ["corr-1", None])
-@pytest.mark.parametrize("headers", ["{}", '{"traceparent": "00-4bf92f35-00f067aa-01"}'])
+@pytest.mark.parametrize("headers", ["{}", '{"x-extra": "e", "a-first": 1}'])
+@pytest.mark.parametrize(
+    ("traceparent", "tracestate"),
+    [(None, None), ("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", None),
+     ("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "vendor=opaque")],
+)
 def test_frames_are_byte_for_byte_what_pamqp_marshals(
-    headers: str, correlation_id: str | None
+    headers: str, correlation_id: str | None, traceparent: str | None, tracestate: str | None
 ) -> None:
-    r = row(headers=headers, correlation_id=correlation_id)
+    r = row(
+        headers=headers, correlation_id=correlation_id, traceparent=traceparent,
+        tracestate=tracestate,
+    )
     body = r.payload.encode()
     expected = b"".join(
         (
