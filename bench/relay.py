@@ -53,7 +53,7 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -253,8 +253,9 @@ async def insert_events(conn: asyncpg.Connection, n: int) -> None:
     )
 
 
-def _consume(url: str, expected: int, seconds: float, out: Connection) -> None:
-    """Consumer process: record when each message arrives (monotonic clock, shared)."""
+def _consume(url: str, expected: int, pipe: Connection) -> None:
+    """Consumer process: record when each message arrives (monotonic clock, shared).
+    Gives up 30 s after the producer said it has produced everything."""
 
     async def consume() -> dict[str, float]:
         arrived: dict[str, float] = {}
@@ -271,20 +272,21 @@ def _consume(url: str, expected: int, seconds: float, out: Connection) -> None:
                 done.set()
 
         await queue.consume(on_message)
-        out.send("ready")
+        pipe.send("ready")
+        await asyncio.to_thread(pipe.recv)  # everything is produced
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(done.wait(), seconds + 30)
+            await asyncio.wait_for(done.wait(), 30)
         await connection.close()
         return arrived
 
-    out.send(eventloop.run(consume()))
+    pipe.send(eventloop.run(consume()))
 
 
 async def _offered_load(
     settings: Settings,
     rate: int,
     seconds: float,
-    one: Callable[[], Awaitable[tuple[str, float]]],
+    one: Callable[[], Coroutine[Any, Any, tuple[str, float]]],
     roles: dict[str, int],
     stats: dict[str, Any],
 ) -> list[float]:
@@ -293,15 +295,15 @@ async def _offered_load(
     ``stats`` receives the CPU of each process group over the offered load (``cpu``) and
     the rate actually offered (``offered_eps``)."""
     total = int(rate * seconds)
-    receiver, sender = multiprocessing.get_context("spawn").Pipe(duplex=False)
+    receiver, sender = multiprocessing.get_context("spawn").Pipe()
     consumer = multiprocessing.get_context("spawn").Process(
-        target=_consume, args=(settings.rabbitmq_url, total, seconds, sender)
+        target=_consume, args=(settings.rabbitmq_url, total, sender)
     )
     consumer.start()
     try:
         await asyncio.to_thread(receiver.recv)  # the consumer is subscribed
         assert consumer.pid is not None
-        tasks = []
+        tasks: list[asyncio.Task[tuple[str, float]]] = []
         phase = CpuPhase({**roles, "producer (bench)": os.getpid(), "consumer": consumer.pid},
                          settings.auth_database_url.rsplit("/", 1)[1].rsplit("_", 1)[0])
         with phase:
@@ -316,6 +318,7 @@ async def _offered_load(
         stats["cpu"] = phase.percent
         times = [t for _, t in started]
         stats["offered_eps"] = round(len(times) / max(max(times) - min(times), 1e-9))
+        receiver.send("produced")
         arrived: dict[str, float] = await asyncio.to_thread(receiver.recv)
     finally:
         consumer.join(30)
