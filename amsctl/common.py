@@ -24,7 +24,24 @@ err_console = Console(stderr=True)
 
 
 def settings() -> Settings:
-    return Settings.from_env()
+    """The settings from the environment; a malformed variable is a usage error (exit 2)."""
+    try:
+        return Settings.from_env()
+    except ValueError as exc:
+        fail(f"{exc} (see the configuration table in README.md)", EXIT_USAGE)
+
+
+def confirm(question: str, yes: bool) -> None:
+    """Go on only if ``--yes`` was given or the operator says yes at a terminal.
+
+    Without a terminal (a script, CI) and without ``--yes`` nothing is done: exit 2.
+    """
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        fail(f"{question} Not at a terminal: re-run with --yes to confirm.", EXIT_USAGE)
+    if not typer.confirm(question, default=False):
+        fail("cancelled; nothing was changed", EXIT_USAGE)
 
 
 def fail(message: str, code: int = EXIT_FAILURE) -> NoReturn:

@@ -7,27 +7,34 @@ tokens; refresh tokens are re-signed on every rotation), then retiring the old k
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import sqlalchemy.exc
 import typer
-from rich.table import Table
 
-from amsctl.audit import AuditNotRecorded, run_audited, trail
-from amsctl.common import EXIT_FAILURE, EXIT_NOT_FOUND, EXIT_UNAVAILABLE, console, fail, print_json
+from amsctl.common import (
+    EXIT_FAILURE,
+    EXIT_NOT_FOUND,
+    EXIT_UNAVAILABLE,
+    confirm,
+    console,
+    fail,
+    print_json,
+)
 from amsctl.common import settings as load_settings
-from apps.auth.audit import AuditAction, AuditOutcome
-from apps.auth.keys import KeyStore
-from shared.db import create_engine, session_factory
-from shared.errors import Conflict, DependencyUnavailable, NotFound
+
+if TYPE_CHECKING:  # imported on use: `amsctl keys --help` stays fast
+    from apps.auth.audit import AuditAction, AuditOutcome
+    from apps.auth.keys import KeyStore
 
 app = typer.Typer(help="Token signing keys (JWKS).", no_args_is_help=True)
 T = TypeVar("T")
 
 
 def _with_store(action: Callable[[KeyStore], Awaitable[T]]) -> T:
+    from apps.auth.keys import KeyStore
+    from shared.db import create_engine, session_factory
+
     async def run() -> T:
         engine = create_engine(load_settings().auth_database_url, pool_size=1)
         try:
@@ -43,6 +50,8 @@ def _audited(
     outcome_of: Callable[[T], tuple[str | None, AuditOutcome, dict[str, Any]]] | None = None,
 ) -> T:
     """Run a key operation and record it in the operator audit table (authdb)."""
+    from amsctl.audit import run_audited, trail
+    from apps.auth.keys import KeyStore
 
     async def run() -> T:
         cfg = load_settings()
@@ -56,6 +65,13 @@ def _audited(
 
 
 def _run(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    import asyncio
+
+    import sqlalchemy.exc
+
+    from amsctl.audit import AuditNotRecorded
+    from shared.errors import DependencyUnavailable
+
     try:
         return asyncio.run(main())
     except DependencyUnavailable as exc:
@@ -69,6 +85,8 @@ def _run(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
 @app.command("list")
 def list_keys(as_json: bool = typer.Option(False, "--json", help="JSON for scripts.")) -> None:
     """Every signing key, newest first: kid, created, retired, whether it signs."""
+    from rich.table import Table
+
     keys = _with_store(lambda store: store.all())
     live = [k for k in keys if k.retired_at is None]
     rows: list[dict[str, Any]] = [
@@ -94,6 +112,8 @@ def list_keys(as_json: bool = typer.Option(False, "--json", help="JSON for scrip
 @app.command("create")
 def create() -> None:
     """Create a key; it signs new tokens once auth processes reload keys (SIGNING_KEY_CACHE_S)."""
+    from apps.auth.audit import AuditAction, AuditOutcome
+
     kid = _audited(
         AuditAction.KEYS_CREATE, None, lambda store: store.create(),
         outcome_of=lambda kid: (kid, AuditOutcome.OK, {}),
@@ -105,8 +125,16 @@ def create() -> None:
 def retire(
     kid: str = typer.Argument(..., help="Key id to retire."),
     force: bool = typer.Option(False, "--force", help="Allow retiring the last live key."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
 ) -> None:
-    """Stop publishing a key: tokens it signed stop verifying once caches refresh."""
+    """Stop publishing a key: tokens it signed stop verifying once caches refresh.
+
+    Asks for confirmation at a terminal; without one, --yes is required.
+    """
+    from apps.auth.audit import AuditAction, AuditOutcome
+    from shared.errors import Conflict, NotFound
+
+    confirm(f"Retire signing key {kid}? Tokens it signed stop verifying.", yes)
     try:
         _audited(
             AuditAction.KEYS_RETIRE, kid, lambda store: store.retire(kid, force=force),

@@ -15,12 +15,19 @@ app = typer.Typer(help="RabbitMQ exchanges, queues, bindings and policies.", no_
 @app.command("apply")
 def apply() -> None:
     """Declare every exchange, queue, binding and policy on the broker (idempotent)."""
+    from aiormq.exceptions import AMQPError
+
+    from shared.errors import DependencyUnavailable
     from shared.topology_apply import apply_topology
 
+    cfg = settings()
     try:
-        summary = asyncio.run(apply_topology(settings()))
-    except (OSError, ConnectionError) as exc:
-        fail(f"RabbitMQ is unreachable: {exc}", EXIT_UNAVAILABLE)
+        summary = asyncio.run(apply_topology(cfg))
+    except DependencyUnavailable as exc:  # the management API (policies)
+        fail(str(exc), EXIT_UNAVAILABLE)
+    except (OSError, ConnectionError, AMQPError) as exc:
+        fail(f"RabbitMQ at {_safe(cfg.rabbitmq_url)} is unreachable or refused the "
+             f"connection (does the vhost exist?): {exc!r}", EXIT_UNAVAILABLE)
     console.print(summary)
 
 
@@ -35,3 +42,13 @@ def export(
 
     output.write_text(definitions_json())
     console.print(f"wrote {output}")
+
+
+def _safe(url: str) -> str:
+    """The URL without its password, for messages."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}{parts.path}"

@@ -1,24 +1,32 @@
-"""``amsctl users``: operator actions on user accounts."""
+"""``amsctl users``: operator actions on user accounts.
+
+The password of ``create-admin`` never goes on the command line (where ``ps`` and shell
+history would keep it): it is asked for twice at a terminal, or read from standard input
+with ``--password-stdin`` (one line) for scripts.
+"""
 
 from __future__ import annotations
 
-import asyncio
+import sys
+from typing import TYPE_CHECKING, Annotated
 
-import sqlalchemy.exc
 import typer
 
-from amsctl.audit import AuditNotRecorded, run_audited, trail
 from amsctl.common import EXIT_FAILURE, EXIT_UNAVAILABLE, EXIT_USAGE, console, fail, settings
-from apps.auth.audit import AuditAction, AuditOutcome
-from apps.auth.passwords import Argon2Passwords
-from apps.auth.services import grant_role, register_user
-from shared.config import Settings
-from shared.errors import Conflict, DependencyUnavailable, ValidationFailed
+
+if TYPE_CHECKING:
+    from shared.config import Settings
 
 app = typer.Typer(help="User accounts (authdb).", no_args_is_help=True)
 
 
 async def _create_admin(cfg: Settings, email: str, password: str) -> str:
+    from amsctl.audit import run_audited, trail
+    from apps.auth.audit import AuditAction, AuditOutcome
+    from apps.auth.passwords import Argon2Passwords
+    from apps.auth.services import grant_role, register_user
+    from shared.errors import Conflict
+
     passwords = Argon2Passwords(
         time_cost=cfg.argon2_time_cost,
         memory_kib=cfg.argon2_memory_kib,
@@ -48,14 +56,40 @@ async def _create_admin(cfg: Settings, email: str, password: str) -> str:
         passwords.close()
 
 
+def read_password(from_stdin: bool) -> str:
+    """One line of standard input, or asked twice (hidden) at a terminal."""
+    if from_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+        if not password:
+            fail("--password-stdin: standard input held no password", EXIT_USAGE)
+        return password
+    if not sys.stdin.isatty():
+        fail("no terminal to ask for the password: pipe it in with --password-stdin", EXIT_USAGE)
+    answer: str = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    return answer
+
+
 @app.command("create-admin")
 def create_admin(
-    email: str = typer.Option(..., "--email", help="Email of the admin."),
-    password: str = typer.Option(
-        ..., "--password", help="Password (8-128 characters, not a common one)."
-    ),
+    email: Annotated[str, typer.Option("--email", help="Email of the admin.")],
+    password_stdin: Annotated[bool, typer.Option(
+        "--password-stdin",
+        help="Read the password (8-128 characters, not a common one) from the first line of "
+        "standard input instead of asking for it.",
+    )] = False,
 ) -> None:
-    """Create an admin user (or grant the admin role to an existing user). Idempotent."""
+    """Create an admin user (or grant the admin role to an existing user). Idempotent.
+
+    The password is asked for at the terminal (twice), or read with --password-stdin.
+    """
+    import asyncio
+
+    import sqlalchemy.exc
+
+    from amsctl.audit import AuditNotRecorded
+    from shared.errors import DependencyUnavailable, ValidationFailed
+
+    password = read_password(password_stdin)
     try:
         message = asyncio.run(_create_admin(settings(), email, password))
     except ValidationFailed as exc:

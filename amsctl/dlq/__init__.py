@@ -1,5 +1,5 @@
-"""``amsctl dlq``: the operator's dead-letter tooling (see :mod:`amsctl.dlq.cli`)."""
+"""``amsctl dlq``: the operator's dead-letter tooling (commands in :mod:`amsctl.dlq.cli`).
 
-from amsctl.dlq.cli import app
-
-__all__ = ["app"]
+Nothing is imported here, so ``amsctl.dlq.audit`` and ``amsctl.dlq.model`` load without the
+command module (``amsctl.audit`` uses them, and the command module uses ``amsctl.audit``).
+"""

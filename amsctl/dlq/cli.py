@@ -23,6 +23,7 @@ from amsctl.common import (
     EXIT_NOT_FOUND,
     EXIT_UNAVAILABLE,
     EXIT_USAGE,
+    confirm,
     console,
     err_console,
     fail,
@@ -206,10 +207,17 @@ def replay_cmd(
     newer_than: NewerOpt = None, fingerprint: FpOpt = None, max_count: MaxOpt = None,
     dry_run: DryOpt = False,
     reason: ReasonOpt = None, as_json: JsonOpt = False,
+    yes: Annotated[bool, typer.Option(
+        "--yes", "-y", help="With --all: do not ask for confirmation.")] = False,
 ) -> None:
-    """Send dead letters back to the queue they failed in (confirm first, then remove)."""
+    """Send dead letters back to the queue they failed in (confirm first, then remove).
+
+    --all asks for confirmation at a terminal; without one, --yes is required.
+    """
     if not (message_id or queue or all_queues):
         fail("say what to replay: --message-id ID, --queue Q or --all", EXIT_USAGE)
+    if all_queues and not dry_run:
+        confirm("Replay the selected dead letters of every dead-letter queue?", yes)
     selection = _selection(ids=message_id, key=routing_key, error=error, older=older_than,
                            newer=newer_than, fingerprint=fingerprint)
     request = service.MoveRequest(service.REPLAY, queue, selection, max_count, reason)

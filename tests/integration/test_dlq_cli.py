@@ -299,12 +299,20 @@ def test_replay_goes_to_the_failed_queue_only_and_keeps_identity(env: Any) -> No
 def test_replay_max_and_message_id(env: Any) -> None:
     s, e = env
     setup(s, "profiles", [dead_letter(f"p{i}", "profiles") for i in range(5)])
-    assert cli(e, "replay", "--all", "--max", "2").exit_code == 0
+    assert cli(e, "replay", "--all", "--yes", "--max", "2").exit_code == 0
     assert ids(s, "profiles") == ["p0", "p1"]
     assert cli(e, "replay", "--message-id", "p3").exit_code == 0
     assert ids(s, "profiles") == ["p0", "p1", "p3"]
     assert ids(s, "profiles.dlq") == ["p2", "p4"]
     assert cli(e, "replay", "--message-id", "missing").exit_code == EXIT_NOT_FOUND
+
+
+def test_replay_all_is_confirmed_first(env: Any) -> None:
+    s, e = env
+    setup(s, "profiles", [dead_letter("c0", "profiles")])
+    result = cli(e, "replay", "--all")  # not a terminal, no --yes: nothing moves
+    assert result.exit_code == 2 and "--yes" in result.output
+    assert ids(s, "profiles") == [] and ids(s, "profiles.dlq") == ["c0"]
 
 
 def test_replay_refuses_what_is_not_a_dead_letter_queue(env: Any) -> None:
@@ -323,7 +331,7 @@ def test_replay_into_a_missing_queue_keeps_the_dead_letter(env: Any) -> None:
     asyncio.run(_declare(s, "profiles"))
     letters = [dead_letter("a", "gone"), dead_letter("b", "profiles")]
     asyncio.run(_publish(s, "profiles.dlq", letters))
-    result = cli(e, "replay", "--all", "--json")
+    result = cli(e, "replay", "--all", "--yes", "--json")
     assert result.exit_code == 1
     outcome = {o["message_id"]: o for o in json.loads(result.stdout)["messages"]}
     assert outcome["a"]["outcome"] == "failed"
@@ -371,7 +379,7 @@ def test_replay_refused_when_the_audit_table_is_unreachable(env: Any) -> None:
     s, e = env
     setup(s, "profiles", [dead_letter("a", "profiles")])
     down = e | {"AUTH_DATABASE_URL": "postgresql+asyncpg://postgres@127.0.0.1:1/authdb"}
-    result = cli(down, "replay", "--all")
+    result = cli(down, "replay", "--all", "--yes")
     assert result.exit_code == EXIT_UNAVAILABLE, result.output
     assert "nothing was changed" in result.output
     assert ids(s, "profiles.dlq") == ["a"]
@@ -384,7 +392,7 @@ def test_unreachable_broker_is_a_clear_error(env: Any) -> None:
     assert result.exit_code == EXIT_UNAVAILABLE
     assert "unreachable" in result.output
     no_ui = e | {"RABBITMQ_MANAGEMENT_URL": "http://guest:guest@127.0.0.1:1/"}
-    assert cli(no_ui, "replay", "--all").exit_code == EXIT_UNAVAILABLE
+    assert cli(no_ui, "replay", "--all", "--yes").exit_code == EXIT_UNAVAILABLE
 
 
 # --- with processes -------------------------------------------------------------------
@@ -516,7 +524,7 @@ async def _replay_through_runtime(s: Settings, e: dict[str, str]) -> tuple[list[
         for copy, ev in zip(copies, events, strict=False):
             copy.body = encode(ev)
         await _publish(s, "dlqinbox.dlq", copies)
-        proc = await asyncio.to_thread(_amsctl, e, "replay", "--all")
+        proc = await asyncio.to_thread(_amsctl, e, "replay", "--all", "--yes")
         _, err = await asyncio.to_thread(proc.communicate, timeout=60)
         assert proc.returncode == 0, err.decode()
         await _wait_depth(s, "dlqinbox", 0)

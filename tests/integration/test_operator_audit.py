@@ -125,12 +125,12 @@ def test_keys_create_and_retire_are_recorded(env: Settings) -> None:
     assert created.outcome == "ok" and created.source == "cli" and "@" in created.actor
 
     assert runner.invoke(app, ["keys", "create"]).exit_code == 0  # the last live one stays
-    result = runner.invoke(app, ["keys", "retire", kid])
+    result = runner.invoke(app, ["keys", "retire", kid, "--yes"])
     assert result.exit_code == 0, result.output
     [retired] = entries(env, action=AuditAction.KEYS_RETIRE, target=kid)
     assert retired.outcome == "ok" and retired.details == {"force": False}
 
-    result = runner.invoke(app, ["keys", "retire", "no-such-kid"])
+    result = runner.invoke(app, ["keys", "retire", "no-such-kid", "--yes"])
     assert result.exit_code == 4
     [refused] = entries(env, action=AuditAction.KEYS_RETIRE, target="no-such-kid")
     assert refused.outcome == "denied" and "no-such-kid" in refused.details["error"]
@@ -139,9 +139,11 @@ def test_keys_create_and_retire_are_recorded(env: Settings) -> None:
 def test_create_admin_is_recorded_without_the_password(env: Settings) -> None:
     email = f"Boss{uuid.uuid4().hex[:6]}@Example.com"
     secret = "a long admin secret"
-    result = runner.invoke(app, ["users", "create-admin", "--email", email, "--password", secret])
+    result = runner.invoke(app, ["users", "create-admin", "--email", email, "--password-stdin"],
+                           input=secret + "\n")
     assert result.exit_code == 0, result.output
-    result = runner.invoke(app, ["users", "create-admin", "--email", email, "--password", secret])
+    result = runner.invoke(app, ["users", "create-admin", "--email", email, "--password-stdin"],
+                           input=secret + "\n")
     assert result.exit_code == 0, result.output
     rows = entries(env, action=AuditAction.USERS_CREATE_ADMIN, target=email.lower())
     outcomes = [(e.outcome, e.details["result"]) for e in rows]
@@ -149,7 +151,7 @@ def test_create_admin_is_recorded_without_the_password(env: Settings) -> None:
     assert all(secret not in repr(e) for e in rows)
 
     result = runner.invoke(app, ["users", "create-admin", "--email", "weak@example.com",
-                                 "--password", "password"])
+                                 "--password-stdin"], input="password\n")
     assert result.exit_code == 2
     [weak] = entries(env, action=AuditAction.USERS_CREATE_ADMIN, target="weak@example.com")
     assert weak.outcome == "denied" and "password" not in weak.details.get("password", "")

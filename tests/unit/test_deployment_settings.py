@@ -46,6 +46,7 @@ NOT_SETTINGS = {
     "TORCH_INDEX_URL": "scripts/install.sh --ocr and the Dockerfile: where CPU torch comes from",
     "TORCH_VARIANT": "scripts/install.sh --ocr and the Dockerfile: cpu or cuda build of torch",
     "VENV": "scripts/install.sh: which virtualenv",
+    "AMSCTL_DEBUG": "amsctl: show the traceback of an unexpected error",
     "TOKEN": "a shell variable of the README's curl example",
     "PGHOST": "libpq / scripts/services.sh",
     "DEBIAN_FRONTEND": "apt-get",

@@ -1,0 +1,203 @@
+"""``amsctl status``: the whole system on one screen.
+
+Processes (each API's ``/health``, the relay's and workers' ``/metrics``), the outbox of
+every database (backlog, age of the oldest unsent event, parked rows), every queue (ready,
+unacknowledged, consumers) with its dead letters, and the deletion sagas in flight or
+failed. Everything is asked at once with short timeouts; what cannot be reached is shown
+as such instead of hiding the rest.
+
+Exit codes: 0 everything answered and every process is up; 1 a process is down; 3 a
+dependency (PostgreSQL, the RabbitMQ management API) is unreachable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shlex
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from amsctl.common import EXIT_FAILURE, EXIT_UNAVAILABLE, console, print_json, settings
+
+if TYPE_CHECKING:
+    from shared.config import Settings
+
+app = typer.Typer(help="Processes, outboxes, queues, dead letters, sagas at a glance.")
+
+PROBE_TIMEOUT_S = 1.0
+DB_TIMEOUT_S = 3.0
+
+
+@dataclass(frozen=True)
+class Probe:
+    """A process and the URL that answers while it is up."""
+
+    name: str
+    url: str
+
+
+def procfile_probes(procfile: Path, cfg: Settings) -> list[Probe]:
+    """One probe per Procfile process: an API's ``/health`` on its port setting
+    (``python -m apps.<name>`` -> ``<NAME>_PORT``), otherwise ``/metrics`` on the
+    ``*_METRICS_PORT`` its line sets."""
+    probes = []
+    for line in procfile.read_text().splitlines():
+        if not line.strip() or line.lstrip().startswith("#") or ":" not in line:
+            continue
+        name, _, command = line.partition(":")
+        words = shlex.split(command)
+        env = dict(w.split("=", 1) for w in words if "=" in w and not w.startswith("-"))
+        argv = [w for w in words if "=" not in w]
+        host = "127.0.0.1" if cfg.http_host in ("0.0.0.0", "::") else cfg.http_host  # noqa: S104
+        if argv[:2] == ["python", "-m"] and argv[2].startswith("apps."):
+            port = getattr(cfg, f"{argv[2].removeprefix('apps.')}_port", None)
+            if port:
+                probes.append(Probe(name.strip(), f"http://{host}:{port}/health"))
+                continue
+        port = next((v for k, v in env.items() if k.endswith("_METRICS_PORT")), None)
+        if port:
+            probes.append(Probe(name.strip(), f"http://127.0.0.1:{port}/metrics"))
+    return probes
+
+
+def parse_probe(text: str) -> Probe:
+    name, sep, url = text.partition("=")
+    if not sep or not url.startswith(("http://", "https://")):
+        raise typer.BadParameter(f"expected NAME=URL, got {text!r}")
+    return Probe(name, url)
+
+
+async def _probe(client: Any, probe: Probe) -> dict[str, Any]:
+    try:
+        response = await client.get(probe.url)
+    except Exception as exc:  # any failure to answer is "down", said with its reason
+        return {"name": probe.name, "url": probe.url, "up": False,
+                "detail": type(exc).__name__}
+    up = response.status_code < 400
+    return {"name": probe.name, "url": probe.url, "up": up,
+            "detail": f"HTTP {response.status_code}"}
+
+
+async def _processes(probes: list[Probe]) -> list[dict[str, Any]]:
+    import httpx
+
+    async with httpx.AsyncClient(timeout=PROBE_TIMEOUT_S) as client:
+        return list(await asyncio.gather(*(_probe(client, p) for p in probes)))
+
+
+async def _outbox(cfg: Settings, database: str) -> dict[str, Any]:
+    import asyncpg
+
+    from outbox import store
+    from shared.db import asyncpg_dsn
+
+    try:
+        conn = await asyncpg.connect(asyncpg_dsn(cfg.database_url(database)),
+                                     timeout=DB_TIMEOUT_S)
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        return {"database": database, "error": f"unreachable: {exc}"}
+    try:
+        return {"database": database, **asdict(await store.status(conn))}
+    except asyncpg.PostgresError as exc:
+        return {"database": database, "error": f"{exc} (migrated? amsctl db migrate)"}
+    finally:
+        await conn.close()
+
+
+async def _sagas(cfg: Settings) -> dict[str, Any]:
+    import sqlalchemy.exc
+
+    from apps.auth import sagas
+    from shared.db import create_engine, session_factory
+
+    engine = create_engine(cfg.auth_database_url, pool_size=1)
+    try:
+        async with session_factory(engine)() as session:
+            counts = await asyncio.wait_for(sagas.count_by_status(session), DB_TIMEOUT_S)
+            return {"counts": counts}
+    except (OSError, sqlalchemy.exc.DBAPIError, TimeoutError) as exc:
+        orig = getattr(exc, "orig", exc)
+        return {"error": f"authdb: {' '.join(str(orig).split())[:200]}"}
+    finally:
+        await engine.dispose()
+
+
+def _queues(cfg: Settings) -> dict[str, Any]:
+    from shared.errors import DependencyUnavailable
+    from shared.rabbitmq_admin import ManagementClient
+    from shared.topology_apply import vhost_of
+
+    try:
+        with ManagementClient(cfg.rabbitmq_management_url, timeout=DB_TIMEOUT_S) as mgmt:
+            found = mgmt.queues(vhost_of(cfg.rabbitmq_url))
+    except DependencyUnavailable as exc:
+        return {"error": str(exc)}
+    rows = sorted(
+        ({"name": q["name"], "ready": int(q.get("messages_ready", 0) or 0),
+          "unacked": int(q.get("messages_unacknowledged", 0) or 0),
+          "consumers": int(q.get("consumers", 0) or 0)} for q in found),
+        key=lambda q: q["name"],
+    )
+    return {"queues": rows}
+
+
+async def gather(cfg: Settings, probes: list[Probe]) -> dict[str, Any]:
+    """Everything ``amsctl status`` shows, as one JSON-ready dict."""
+    from shared.config import DATABASES
+
+    processes, queues, sagas, *outboxes = await asyncio.gather(
+        _processes(probes), asyncio.to_thread(_queues, cfg), _sagas(cfg),
+        *(_outbox(cfg, db) for db in DATABASES),
+    )
+    return {"processes": processes, "outbox": outboxes, **_split_queues(queues),
+            "sagas": sagas}
+
+
+def _split_queues(queues: dict[str, Any]) -> dict[str, Any]:
+    """Work queues apart from their dead-letter queues (``NAME.dlq``); retry queues hidden
+    unless they hold messages (each holds a message only while it waits for its delay)."""
+    if "error" in queues:
+        return {"queues": queues, "dead_letters": queues}
+    work, dead = [], []
+    for q in queues["queues"]:
+        if q["name"].endswith(".dlq"):
+            dead.append({"queue": q["name"], "messages": q["ready"] + q["unacked"]})
+        elif ".retry." not in q["name"] or q["ready"] + q["unacked"]:
+            work.append(q)
+    return {"queues": {"queues": work}, "dead_letters": {"queues": dead}}
+
+
+def exit_code(report: dict[str, Any]) -> int:
+    errors = [report["queues"], report["sagas"], *report["outbox"]]
+    if any("error" in part for part in errors):
+        return EXIT_UNAVAILABLE
+    return 0 if all(p["up"] for p in report["processes"]) else EXIT_FAILURE
+
+
+@app.callback(invoke_without_command=True)
+def status(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    probe: Annotated[list[str] | None, typer.Option(
+        "--probe", metavar="NAME=URL",
+        help="Probe this process instead of the Procfile's (repeatable), e.g. "
+        "auth=http://auth:8002/health.")] = None,
+    procfile: Annotated[Path, typer.Option(
+        "--procfile", help="Where the processes and their ports are listed.")] = Path("Procfile"),
+) -> None:
+    """Processes up, outbox backlog and age, queues, dead letters, parked rows, sagas."""
+    cfg = settings()
+    if probe:
+        probes = [parse_probe(p) for p in probe]
+    else:
+        probes = procfile_probes(procfile, cfg) if procfile.exists() else []
+    report = asyncio.run(gather(cfg, probes))
+    if as_json:
+        print_json(report)
+    else:
+        from amsctl.status_render import render
+
+        console.print(render(report))
+    raise typer.Exit(exit_code(report))
