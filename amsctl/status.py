@@ -40,9 +40,9 @@ class Probe:
 
 
 def procfile_probes(procfile: Path, cfg: Settings) -> list[Probe]:
-    """One probe per Procfile process: an API's ``/health`` on its port setting
-    (``python -m apps.<name>`` -> ``<NAME>_PORT``), otherwise ``/metrics`` on the
-    ``*_METRICS_PORT`` its line sets."""
+    """One probe per Procfile process: an HTTP service's ``/health`` on its port setting
+    (``python -m apps.<name>`` or ``frontends.<name>`` -> ``<NAME>_PORT``), otherwise
+    ``/metrics`` on the ``*_METRICS_PORT`` its line sets."""
     probes = []
     for line in procfile.read_text().splitlines():
         if not line.strip() or line.lstrip().startswith("#") or ":" not in line:
@@ -52,8 +52,8 @@ def procfile_probes(procfile: Path, cfg: Settings) -> list[Probe]:
         env = dict(w.split("=", 1) for w in words if "=" in w and not w.startswith("-"))
         argv = [w for w in words if "=" not in w]
         host = "127.0.0.1" if cfg.http_host in ("0.0.0.0", "::") else cfg.http_host  # noqa: S104
-        if argv[:2] == ["python", "-m"] and argv[2].startswith("apps."):
-            port = getattr(cfg, f"{argv[2].removeprefix('apps.')}_port", None)
+        if argv[:2] == ["python", "-m"] and "." in argv[2]:
+            port = getattr(cfg, f"{argv[2].rsplit('.', 1)[1]}_port", None)
             if port:
                 probes.append(Probe(name.strip(), f"http://{host}:{port}/health"))
                 continue
