@@ -88,6 +88,13 @@ class DocumentOcrCompleted(Message, frozen=True, kw_only=True):
     owner_id: uuid.UUID
     pages: int
     engine: str
+    # Summary of the result (added compatibly: optional, so older payloads still decode).
+    words: int = 0
+    """Words found on all pages."""
+    mean_confidence: float | None = None
+    """Mean confidence (0..1) of those words; ``None`` when there are none."""
+    sources: dict[str, int] = msgspec.field(default_factory=dict)
+    """Pages per source: ``{"ocr": n, "text_layer": m}`` (a source with no page is left out)."""
 
 
 class DocumentOcrFailed(Message, frozen=True, kw_only=True):

@@ -111,10 +111,20 @@ def _write_pdf(objects: list[bytes]) -> bytes:
 
 def layout_text_pdf() -> bytes:
     """The page as a PDF whose text is a text layer (written by hand, Helvetica)."""
+    return text_pdf(_texts())
+
+
+def prose_pdf(lines: list[str]) -> bytes:
+    """A one-page PDF with a text layer: ``lines`` as one paragraph of 12 pt text."""
+    return text_pdf([Text(72, 100 + 16 * n, line, 12) for n, line in enumerate(lines)])
+
+
+def text_pdf(texts: list[Text]) -> bytes:
+    """A one-page PDF whose ``texts`` are its text layer."""
     stream = b"".join(
         b"BT /%s %g Tf %g %g Td %s Tj ET\n" % (
             b"F2" if t.bold else b"F1", t.size, t.x, PAGE_H - t.baseline, _pdf_string(t.text))
-        for t in _texts()
+        for t in texts
     )
     font = b"<< /Type /Font /Subtype /Type1 /BaseFont /%s /Encoding /WinAnsiEncoding >>"
     return _write_pdf([

@@ -28,7 +28,7 @@ from shared.config import Settings
 from shared.db import create_engine, session_factory
 from shared.errors import TransientError, ValidationFailed
 from shared.events import DocumentOcrCompleted, DocumentOcrFailed, DocumentUploaded
-from shared.layout import PageLayout
+from shared.layout import PageLayout, summarise
 from shared.logging import get_logger
 from workers.ocr_engines import EngineConfig, preflight
 from workers.ocr_pool import OcrRunner, ProcessOcrRunner
@@ -93,10 +93,13 @@ async def finish_completed(
     if not await ocr.finish_completed(session, claim, pages, engine):
         log.info("ocr_result_discarded", document_id=str(claim.document_id))
         return
+    summary = summarise(pages)
     await ctx.emit(
         session,
         DocumentOcrCompleted(
-            document_id=claim.document_id, owner_id=claim.owner_id, pages=len(pages), engine=engine
+            document_id=claim.document_id, owner_id=claim.owner_id, engine=engine,
+            pages=summary.pages, words=summary.words, mean_confidence=summary.mean_confidence,
+            sources=summary.sources,
         ),
     )
     log.info("ocr_completed", document_id=str(claim.document_id), pages=len(pages))

@@ -58,10 +58,10 @@ def has_text_layer(page: pypdfium2.PdfPage, textpage: pypdfium2.PdfTextPage) -> 
 def read_text_layer(page: pypdfium2.PdfPage, textpage: pypdfium2.PdfTextPage,
                     scale: float) -> list[Block]:
     """The page's blocks in reading order, boxes in pixels at ``scale``."""
-    return group_lines(_fragments(textpage, page.get_height(), scale))
+    return group_lines(text_fragments(textpage, page.get_height(), scale))
 
 
-def _fragments(textpage: pypdfium2.PdfTextPage, page_height: float, scale: float) -> list[Line]:
+def text_fragments(textpage: pypdfium2.PdfTextPage, page_height: float, scale: float) -> list[Line]:
     lines: list[list[Word]] = [[]]
     word: list[tuple[str, list[float]]] = []
     em = 0.0

@@ -16,7 +16,9 @@ from apps.admin import services
 from apps.admin.audit_trail import AuditTrail
 from apps.admin.schemas import (
     DocumentDetail,
+    DocumentHit,
     DocumentPage,
+    DocumentSearchPage,
     DocumentStatusParam,
     DocumentSummary,
     LegalHoldIn,
@@ -25,8 +27,12 @@ from apps.admin.schemas import (
     UploadForm,
 )
 from apps.admin.services import UploadLimits, Viewer
+from apps.admin.structure import TextFormat
 from shared.auth import SECURITY, Principal, current_principal
 from shared.http import error_responses
+
+MAX_QUERY = 200
+"""Longest search query accepted (characters)."""
 
 MAX_OFFSET = 2**63 - 1
 """PostgreSQL's OFFSET is a bigint: a larger one would fail in the driver (a 500)."""
@@ -68,15 +74,38 @@ class DocumentController(Controller):
         status: Annotated[DocumentStatusParam | None, Parameter(description="Only this status")]
         = None,
         legal_hold: Annotated[bool | None, Parameter(description="Only held / not held")] = None,
-    ) -> DocumentPage:
+        q: Annotated[str | None, Parameter(
+            min_length=1, max_length=MAX_QUERY,
+            description='Full-text search of the OCR text (words, "phrases", or, -word): '
+                        "hits best first, each with a snippet",
+        )] = None,
+    ) -> DocumentPage | DocumentSearchPage:
         narrow = services.DocumentFilter(
             owner_id=owner_id, status=status.value if status else None, legal_hold=legal_hold
         )
         rows, total = await services.list_documents(
-            db_session, viewer_of(principal), limit=limit, offset=offset, narrow=narrow
+            db_session, viewer_of(principal), limit=limit, offset=offset, narrow=narrow, text=q
         )
+        if q is not None:
+            hits = [msgspec.convert(r, DocumentHit) for r in rows]
+            return DocumentSearchPage(q=q, items=hits, total=total, limit=limit, offset=offset)
         items = [msgspec.convert(r, DocumentSummary) for r in rows]
         return DocumentPage(items=items, total=total, limit=limit, offset=offset)
+
+    @get(
+        "/{document_id:uuid}/text", operation_id="get_document_text",
+        media_type="text/plain", responses=error_responses(401, 404, 409, 503),
+        summary="The document's text in reading order, plain or Markdown",
+    )
+    async def get_document_text(
+        self, principal: Principal, db_session: AsyncSession, document_id: uuid.UUID,
+        fmt: Annotated[TextFormat, Parameter(
+            query="format", description="plain (default) or markdown (# headings, - lists)"
+        )] = TextFormat.PLAIN,
+    ) -> Response[str]:
+        text = await services.document_text(db_session, viewer_of(principal), document_id, fmt)
+        media_type = "text/markdown" if fmt is TextFormat.MARKDOWN else "text/plain"
+        return Response(text, media_type=f"{media_type}; charset=utf-8")
 
     @get(
         "/{document_id:uuid}", operation_id="get_document",

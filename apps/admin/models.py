@@ -2,7 +2,8 @@
 
 The content lives in ``document_blobs`` (bytea) so that the document row, its bytes and
 the ``document.uploaded`` outbox row commit in one transaction. OCR output is one row
-per page and one row per recognised line (text, confidence, bounding box).
+per page (text, source, blocks, a full-text search vector) and one row per line in
+reading order (text, confidence, bounding box) for clients of the flat ``lines``.
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ class DocumentStatus(StrEnum):
     COMPLETED = "completed"
     FAILED = "failed"
 
+
+SEARCH_CONFIG = "english"
+"""PostgreSQL text search configuration of ``ocr_pages.search`` (stemming, stop words)."""
 
 metadata = sa.MetaData()
 
@@ -78,7 +82,18 @@ ocr_pages = sa.Table(
     sa.Column("width", sa.Integer, nullable=False),
     sa.Column("height", sa.Integer, nullable=False),
     sa.Column("text", sa.Text, nullable=False),
+    sa.Column("source", sa.Text, nullable=False, server_default="ocr"),
+    sa.Column("scale", sa.Float, nullable=False, server_default="1.0"),
+    sa.Column("blocks", pg.JSONB, nullable=False, server_default=sa.text("'[]'::jsonb")),
+    sa.Column(
+        "search", pg.TSVECTOR,
+        sa.Computed(f"to_tsvector('{SEARCH_CONFIG}'::regconfig, text)", persisted=True),
+    ),
+    sa.CheckConstraint("source IN ('ocr', 'text_layer')", name="ocr_pages_source_ck"),
+    sa.Index("ocr_pages_search_idx", "search", postgresql_using="gin"),
 )
+"""One row per page: its plain text in reading order, where it came from, the scale of its
+boxes and its blocks (JSON, the shape of ``shared.layout.Block``); ``search`` is generated."""
 
 ocr_lines = sa.Table(
     "ocr_lines",

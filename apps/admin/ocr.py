@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import msgspec
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -127,13 +128,16 @@ async def _finish(session: AsyncSession, claim: Claim, **values: object) -> bool
 async def store_pages(
     session: AsyncSession, document_id: uuid.UUID, pages: Sequence[PageLayout]
 ) -> None:
+    """Each page with its text, source, scale and blocks (JSON), and its lines in reading
+    order (the flat view, boxes as four corners)."""
     if not pages:
         return
     await session.execute(
         sa.insert(ocr_pages),
         [
             {"document_id": document_id, "page_no": p.page_no, "width": p.width,
-             "height": p.height, "text": page_text(p)}
+             "height": p.height, "text": page_text(p), "source": p.source.value,
+             "scale": p.scale, "blocks": msgspec.to_builtins(p.blocks)}
             for p in pages
         ],
     )

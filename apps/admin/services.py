@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from apps.admin import structure
 from apps.admin.models import DocumentStatus, document_blobs, documents, ocr_lines, ocr_pages
 from apps.auth.audit import AuditAction, AuditOutcome
 from outbox.writer import add_event
@@ -116,10 +117,15 @@ class DocumentFilter:
 
 async def list_documents(
     session: AsyncSession, viewer: Viewer, *, limit: int, offset: int,
-    narrow: DocumentFilter | None = None,
+    narrow: DocumentFilter | None = None, text: str | None = None,
 ) -> tuple[list[dict[str, Any]], int]:
-    """One page of the viewer's documents (all for admins), newest first, and the total."""
+    """One page of the viewer's documents (all for admins) and the total: newest first, or,
+    with ``text``, those whose OCR text matches it, best first, each with a ``snippet``."""
     where = sa.and_(_visible(viewer), (narrow or DocumentFilter()).where())
+    if text is not None:
+        return await structure.search(
+            session, where, text, columns=_SUMMARY, limit=limit, offset=offset
+        )
     rows = await session.execute(
         sa.select(*_SUMMARY).where(where)
         .order_by(documents.c.created_at.desc(), documents.c.id.desc())
@@ -145,12 +151,29 @@ async def get_document(
     return document
 
 
+async def document_text(
+    session: AsyncSession, viewer: Viewer, document_id: uuid.UUID, fmt: structure.TextFormat
+) -> str:
+    """A completed document's text in reading order, plain or Markdown."""
+    row = (
+        await session.execute(
+            sa.select(*_SUMMARY).where(documents.c.id == document_id, _visible(viewer))
+        )
+    ).first()
+    if row is None:
+        raise NotFound(f"document {document_id} not found")
+    return await structure.document_text(session, _plain(row._mapping), fmt)
+
+
+_PAGE = (ocr_pages.c.page_no, ocr_pages.c.width, ocr_pages.c.height, ocr_pages.c.text,
+         ocr_pages.c.source, ocr_pages.c.scale, ocr_pages.c.blocks)
+
+
 async def _pages(session: AsyncSession, document_id: uuid.UUID) -> list[dict[str, Any]]:
     pages = {
-        r.page_no: {"page_no": r.page_no, "width": r.width, "height": r.height,
-                    "text": r.text, "lines": []}
+        r.page_no: {**_plain(r._mapping), "lines": []}
         for r in await session.execute(
-            sa.select(ocr_pages).where(ocr_pages.c.document_id == document_id)
+            sa.select(*_PAGE).where(ocr_pages.c.document_id == document_id)
             .order_by(ocr_pages.c.page_no)
         )
     }

@@ -13,10 +13,12 @@ from shared.layout.model import (
     PageLayout,
     Paragraph,
     Source,
+    Summary,
     Word,
     make_block,
     make_line,
     make_paragraph,
+    summarise,
 )
 from shared.layout.order import reading_order
 from shared.layout.render import render_markdown, render_plain
@@ -28,6 +30,7 @@ __all__ = [
     "PageLayout",
     "Paragraph",
     "Source",
+    "Summary",
     "Word",
     "group_lines",
     "make_block",
@@ -37,4 +40,5 @@ __all__ = [
     "refine_blocks",
     "render_markdown",
     "render_plain",
+    "summarise",
 ]

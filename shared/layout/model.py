@@ -163,3 +163,22 @@ def cells(line: Line) -> list[str]:
             out.append([])
         out[-1].append(word.text)
     return [" ".join(cell) for cell in out]
+
+
+class Summary(msgspec.Struct, frozen=True, kw_only=True):
+    """What a finished document holds, for its ``document.ocr_completed`` event."""
+
+    pages: int
+    words: int
+    mean_confidence: float | None
+    sources: dict[str, int]
+
+
+def summarise(pages: Sequence[PageLayout]) -> Summary:
+    confidences = [w.confidence for p in pages for line in p.lines for w in line.words]
+    sources: dict[str, int] = {}
+    for page in pages:
+        sources[page.source.value] = sources.get(page.source.value, 0) + 1
+    mean = round(sum(confidences) / len(confidences), 4) if confidences else None
+    return Summary(pages=len(pages), words=len(confidences), mean_confidence=mean,
+                   sources=sources)

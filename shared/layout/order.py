@@ -63,7 +63,10 @@ class _Cutter(Generic[T]):
             return [row for part in parts for row in self.order(part)]
         if len(bands) == 1:
             return self.rows(items)
-        return [row for section in self.sections(bands) for row in self.order(section)]
+        sections = self.sections(bands)
+        if len(sections) == 1:  # cannot happen (the whole region has no gutter); never loop
+            return self.rows(items)
+        return [row for section in sections for row in self.order(section)]
 
     def sections(self, bands: list[list[T]]) -> list[list[T]]:
         """Consecutive bands joined as long as they share a gutter.

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import json
-import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-import jwt
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from litestar.testing import AsyncTestClient
 
 from apps.admin.app import create_app
@@ -19,32 +15,8 @@ from apps.auth.audit import AuditAction, AuditFilter
 from shared.auth import JwksCache, TokenVerifier
 from shared.config import Settings
 from shared.db import create_engine, session_factory
+from tests.admin_support import NoRevocations, StaticJwks, admin_client, files, token
 from tests.documents_support import image_bytes, pdf_with_pages, png_claiming, text_png
-
-KEY = Ed25519PrivateKey.generate()
-
-
-class StaticJwks:
-    async def fetch(self) -> dict[str, Any]:
-        jwk = json.loads(jwt.algorithms.OKPAlgorithm.to_jwk(KEY.public_key()))
-        jwk.update(kid="k1", alg="EdDSA", use="sig")
-        return {"keys": [jwk]}
-
-
-class NoRevocations:
-    async def is_revoked(self, jti: str, session_id: str | None) -> bool:
-        return False
-
-
-def token(settings: Settings, user_id: uuid.UUID, *roles: str) -> dict[str, str]:
-    now = int(time.time())
-    claims = {
-        "iss": settings.auth_issuer, "aud": settings.auth_audience, "sub": str(user_id),
-        "iat": now, "nbf": now, "exp": now + 600, "jti": uuid.uuid4().hex, "typ": "access",
-        "roles": ["user", *roles],
-    }
-    signed = jwt.encode(claims, KEY, algorithm="EdDSA", headers={"kid": "k1"})
-    return {"Authorization": f"Bearer {signed}"}
 
 
 @pytest.fixture(scope="module")
@@ -53,16 +25,8 @@ async def client(settings: Settings) -> AsyncIterator[AsyncTestClient[Any]]:
         **{**settings.__dict__, "upload_max_bytes": 200_000, "upload_max_pixels": 2_000_000,
            "pdf_max_pages": 3},
     )
-    verifier = TokenVerifier(
-        JwksCache(StaticJwks()), NoRevocations(),
-        issuer=settings.auth_issuer, audience=settings.auth_audience,
-    )
-    async with AsyncTestClient(create_app(limited, verifier=verifier)) as c:
+    async with admin_client(limited) as c:
         yield c
-
-
-def files(content: bytes, name: str = "scan.png", ctype: str = "image/png") -> dict[str, Any]:
-    return {"file": (name, content, ctype)}
 
 
 async def test_upload_then_owner_reads_it(client: AsyncTestClient[Any], settings: Settings) -> None:

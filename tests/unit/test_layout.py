@@ -17,6 +17,7 @@ from shared.layout import (
     refine_blocks,
     render_markdown,
     render_plain,
+    summarise,
 )
 from shared.layout.grouping import merge_fragments
 
@@ -237,3 +238,13 @@ def test_rules_hold_at_any_resolution(scale: float) -> None:
                  *column(RIGHT, 900 * scale, 200 * scale, 42 * scale, 30 * scale)]
     assert [b.kind for b in group_lines(fragments)] == [Kind.HEADING, Kind.PARAGRAPH,
                                                         Kind.PARAGRAPH]
+
+
+def test_summary_counts_pages_words_confidence_and_sources() -> None:
+    ocr = page(group_lines([line("two words", 100, 100, conf=0.5)]))
+    text = PageLayout(page_no=2, width=10, height=10, source=Source.TEXT_LAYER, scale=2.0,
+                      blocks=group_lines([line("three more words", 100, 100, conf=1.0)]))
+    summary = summarise([ocr, text])
+    assert (summary.pages, summary.words, summary.sources) == (2, 5, {"ocr": 1, "text_layer": 1})
+    assert summary.mean_confidence == round((2 * 0.5 + 3 * 1.0) / 5, 4)
+    assert summarise([]).mean_confidence is None
