@@ -152,13 +152,13 @@ def grouping_costs(rounds: int) -> dict[str, float]:
     page = pdf[0]
     textpage = page.get_textpage()
     scale = DPI / 72
-    fragments = text_fragments(textpage, page.get_height(), scale)
+    fragments = text_fragments(textpage, (0.0, page.get_height()), scale)
     costs = {
         "tesseract_engine_s": _median_s(
             lambda: pytesseract.image_to_data(image, lang="eng"), max(1, rounds // 2)),
         "tesseract_grouping_s": _median_s(lambda: refine_blocks(tesseract_blocks(data)), rounds),
         "text_layer_read_s": _median_s(
-            lambda: text_fragments(textpage, page.get_height(), scale), rounds),
+            lambda: text_fragments(textpage, (0.0, page.get_height()), scale), rounds),
         "text_layer_grouping_s": _median_s(lambda: group_lines(fragments), rounds),
     }
     textpage.close()

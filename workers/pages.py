@@ -8,6 +8,7 @@ recognised. One document may mix both; every page says where its text came from.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 
 import pypdfium2
@@ -55,10 +56,10 @@ def _pdf_page(pdf: pypdfium2.PdfDocument, index: int, limits: Limits, engine: Oc
         page.close()
         raise UnreadableDocument(f"unreadable PDF page {index + 1}: {exc}") from exc
     try:
-        width, height = page.get_size()
+        width, height = page.get_size()  # rendered as ceil(points x scale), so sized alike
         if has_text_layer(page, textpage):
             return PageLayout(
-                page_no=index + 1, width=round(width * scale), height=round(height * scale),
+                page_no=index + 1, width=math.ceil(width * scale), height=math.ceil(height * scale),
                 source=Source.TEXT_LAYER, scale=scale,
                 blocks=read_text_layer(page, textpage, scale),
             )

@@ -49,8 +49,10 @@ def image_coverage(page: pypdfium2.PdfPage) -> float:
 
 
 def has_text_layer(page: pypdfium2.PdfPage, textpage: pypdfium2.PdfTextPage) -> bool:
+    """Read this page from its text? (A rotated page is OCR-ed from its upright rendering
+    instead: its text layer's coordinates are those of the unrotated page.)"""
     chars = text_chars(textpage)
-    if chars == 0:
+    if chars == 0 or page.get_rotation() % 360:
         return False
     return chars >= MIN_TEXT_ON_SCAN or image_coverage(page) < SCAN_COVERAGE
 
@@ -58,10 +60,14 @@ def has_text_layer(page: pypdfium2.PdfPage, textpage: pypdfium2.PdfTextPage) -> 
 def read_text_layer(page: pypdfium2.PdfPage, textpage: pypdfium2.PdfTextPage,
                     scale: float) -> list[Block]:
     """The page's blocks in reading order, boxes in pixels at ``scale``."""
-    return group_lines(text_fragments(textpage, page.get_height(), scale))
+    left, _, _, top = page.get_cropbox()
+    return group_lines(text_fragments(textpage, (float(left), float(top)), scale))
 
 
-def text_fragments(textpage: pypdfium2.PdfTextPage, page_height: float, scale: float) -> list[Line]:
+def text_fragments(textpage: pypdfium2.PdfTextPage, origin: tuple[float, float],
+                   scale: float) -> list[Line]:
+    """Line fragments of the text layer; ``origin`` is the top-left corner of the visible
+    page (its crop box) in PDF points, where pixel (0, 0) of the rendering is."""
     lines: list[list[Word]] = [[]]
     word: list[tuple[str, list[float]]] = []
     em = 0.0
@@ -79,8 +85,8 @@ def text_fragments(textpage: pypdfium2.PdfTextPage, page_height: float, scale: f
                 lines.append([])
             continue
         left, bottom, right, top = textpage.get_charbox(i)
-        box = [left * scale, (page_height - top) * scale,
-               right * scale, (page_height - bottom) * scale]
+        box = [(left - origin[0]) * scale, (origin[1] - top) * scale,
+               (right - origin[0]) * scale, (origin[1] - bottom) * scale]
         if word and _apart(word[-1][1], box, em):
             end_word()
         em = float(pdfium_c.FPDFText_GetFontSize(textpage.raw, i)) * scale or box[3] - box[1]

@@ -3,6 +3,7 @@ real OCR processes (tesseract), then the structure, the text and the search over
 
 from __future__ import annotations
 
+import io
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -11,6 +12,7 @@ import msgspec
 import pytest
 import sqlalchemy as sa
 from litestar.testing import AsyncTestClient
+from PIL import Image
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from apps.admin.models import documents, ocr_pages
@@ -119,6 +121,10 @@ async def test_mixed_pdf_structure_text_and_summary(
                         assert 0 < word["confidence"] <= 1
                         assert 0 <= word["bbox"][0] < word["bbox"][2] <= page["width"]
     assert [b["text"] for b in text_page["blocks"]] == [text for _, text in EXPECTED]
+    for page in doc["pages"]:  # the boxes are in the pixels of the served page image
+        png = await client.get(f"/documents/{document_id}/pages/{page['page_no']}/image",
+                               headers=owner)
+        assert Image.open(io.BytesIO(png.content)).size == (page["width"], page["height"])
 
     markdown = await client.get(f"/documents/{document_id}/text?format=markdown", headers=owner)
     assert markdown.status_code == 200

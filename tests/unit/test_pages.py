@@ -3,12 +3,29 @@ and the engines' raw output turned into structure (no services, no real OCR)."""
 
 from __future__ import annotations
 
+import io
+import itertools
+import math
+import random
+
+import pypdfium2
 import pytest
 from PIL import Image
 
 from shared.documents import Limits, UnreadableDocument
-from shared.layout import Block, Kind, Source, make_block, make_line, make_paragraph
+from shared.layout import (
+    Block,
+    Kind,
+    Line,
+    Source,
+    Word,
+    group_lines,
+    make_block,
+    make_line,
+    make_paragraph,
+)
 from shared.layout.grouping import split_words
+from shared.layout.model import CELL_GAP
 from tests.documents_support import pdf_with_pages
 from tests.layout_documents import (
     DPI,
@@ -46,8 +63,9 @@ def test_text_layer_page_is_read_exactly_without_ocr() -> None:
     [page] = read_pages(layout_text_pdf(), LIMITS, engine)
     assert engine.images == []
     assert page.source is Source.TEXT_LAYER
+    # sized like its rendering (GET /documents/{id}/pages/{n}/image), to the pixel
     assert (page.width, page.height, page.scale) == (
-        round(PAGE_W * SCALE), round(PAGE_H * SCALE), SCALE)
+        math.ceil(PAGE_W * SCALE), math.ceil(PAGE_H * SCALE), SCALE)
     assert [(str(b.kind), b.text) for b in page.blocks] == EXPECTED
     heading = page.blocks[0]
     assert heading.bbox[0] == pytest.approx(54 * SCALE, abs=3)  # drawn at x = 54 pt
@@ -136,3 +154,60 @@ def test_easyocr_runs_are_split_into_words_with_estimated_boxes() -> None:
     assert line.words[1].bbox == [200, 50, 300, 80]
     assert line.confidence == 0.8
     assert easyocr_fragments([(corners, "   ", 0.9)]) == []
+
+
+def _edited(content: bytes, edit: str) -> bytes:
+    pdf = pypdfium2.PdfDocument(content)
+    page = pdf[0]
+    if edit == "rotate":
+        page.set_rotation(90)
+    else:
+        page.set_cropbox(50, 50, PAGE_W - 50, PAGE_H - 50)
+    out = io.BytesIO()
+    pdf.save(out)
+    page.close()
+    pdf.close()
+    return out.getvalue()
+
+
+def test_cropped_page_boxes_are_in_the_pixels_of_its_rendering() -> None:
+    [page] = read_pages(_edited(layout_text_pdf(), "crop"), LIMITS, RecordingEngine())
+    assert page.source is Source.TEXT_LAYER
+    assert (page.width, page.height) == (math.ceil((PAGE_W - 100) * SCALE),
+                                         math.ceil((PAGE_H - 100) * SCALE))
+    heading = page.blocks[0]
+    assert heading.bbox[0] == pytest.approx((54 - 50) * SCALE, abs=3)
+    assert (80 - 50) * SCALE < heading.bbox[3] < (80 - 50 + 0.25 * 22) * SCALE
+
+
+def test_rotated_page_is_ocred_upright_not_read_sideways() -> None:
+    engine = RecordingEngine()
+    [page] = read_pages(_edited(layout_text_pdf(), "rotate"), LIMITS, engine)
+    assert page.source is Source.OCR
+    assert engine.images == [(math.ceil(PAGE_H * SCALE), math.ceil(PAGE_W * SCALE))]  # landscape
+
+
+def test_easyocr_path_rebuilds_the_layout_page_from_runs_in_any_order() -> None:
+    """easyocr boxes runs of words (a table cell, a column's line); given such runs with the
+    page's real geometry, in shuffled order, the grouping rebuilds the page's structure."""
+    [page] = read_pages(layout_text_pdf(), LIMITS, RecordingEngine())
+    results = []
+    for line in page.lines:
+        for run in _runs(line):
+            x0, y0 = min(w.bbox[0] for w in run), min(w.bbox[1] for w in run)
+            x1, y1 = max(w.bbox[2] for w in run), max(w.bbox[3] for w in run)
+            corners = [[x0, y0], [x1, y0], [x1, y1], [x0, y1]]
+            results.append((corners, " ".join(w.text for w in run), 0.9))
+    random.Random(7).shuffle(results)
+    blocks = group_lines(easyocr_fragments(results))
+    assert [(str(b.kind), b.text) for b in blocks] == EXPECTED
+    assert all(b.confidence == 0.9 for b in blocks)
+
+
+def _runs(line: Line) -> list[list[Word]]:
+    runs = [[line.words[0]]]
+    for before, word in itertools.pairwise(line.words):
+        if word.bbox[0] - before.bbox[2] > CELL_GAP * (line.bbox[3] - line.bbox[1]):
+            runs.append([])
+        runs[-1].append(word)
+    return runs
