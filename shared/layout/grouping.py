@@ -17,6 +17,7 @@ import statistics
 from collections.abc import Sequence
 from enum import Enum
 
+from shared.layout.kinds import classify, font_size, is_table, list_marker
 from shared.layout.model import (
     CELL_GAP,
     Bbox,
@@ -39,61 +40,15 @@ measured in the font size estimated from the lines, not in box heights: the gap 
 line without descenders is larger than below one with them at the same leading."""
 STYLE_RATIO = 1.35
 """Lines whose estimated font sizes differ by this factor belong to different blocks."""
-HEADING_RATIO = 1.3
-"""A short block this many times the page's body font size is a heading."""
-HEADING_MAX_LINES = 3
 INDENT = 1.0
 """A first line indented by this many line heights starts a paragraph."""
 SHORT_LINE = 3.0
 """A line ending this many line heights before the block's right edge ends a paragraph."""
 
-BULLETS = frozenset("•·◦▪▫●○■□‣\u2043∙*-\u2013\u2014+>¢©®°«»")
-"""Marks read as a bullet (tesseract often reads a round bullet as ``¢``, ``©`` or ``e``)."""
-_LOOKALIKES = frozenset("oeO")
-"""Letters a small round bullet is read as: a bullet only when smaller than an x-height."""
-_ENUMERATOR = re.compile(r"^(\(?(\d{1,3}|[a-zA-Z]|[ivxIVX]{1,4})[.)]|\(\w{1,4}\))$")
-_ASCENDERS = re.compile(r"[A-Z0-9bdfhiklt'\"!?/()\[\]{}|$%&@#]")
-_DESCENDERS = re.compile(r"[gjpqy,;()\[\]{}|$@_]")
-
-
 class _Break(Enum):
     NONE = 0
     PARAGRAPH = 1
     BLOCK = 2
-
-
-def font_size(line: Line) -> float:
-    """Font size estimated from the line's height and the letters in it.
-
-    A line of ``x``-height letters is about half an em tall, one with ascenders and
-    descenders about the full em: dividing by that share makes "same." and "Quarterly"
-    of one font compare equal.
-    """
-    share = 0.52
-    if _ASCENDERS.search(line.text):
-        share += 0.2
-    if _DESCENDERS.search(line.text):
-        share += 0.2
-    return height(line.bbox) / share
-
-
-def list_marker(line: Line) -> bool:
-    """Does ``line`` start with a bullet or an enumerator (``1.``, ``a)``, ``(iv)``)?"""
-    if len(line.words) < 2:
-        return False
-    first = line.words[0]
-    if first.text in BULLETS or _ENUMERATOR.match(first.text):
-        return True
-    small = height(first.bbox) <= 0.45 * height(line.bbox)
-    return first.text in _LOOKALIKES and small
-
-
-def _normalise_bullet(line: Line) -> Line:
-    first = line.words[0]
-    if _ENUMERATOR.match(first.text) or first.text == "•":
-        return line
-    return make_line([Word(text="•", bbox=first.bbox, confidence=first.confidence),
-                      *line.words[1:]])
 
 
 def merge_fragments(fragments: Sequence[Line]) -> list[Line]:
@@ -155,11 +110,18 @@ def _table_run(rows: list[list[Line]], start: int) -> list[Line]:
     """Consecutive rows of two or more cells from ``start``, each merged into one line."""
     run: list[Line] = []
     for row in rows[start:]:
-        line = make_line(sorted((w for cell in row for w in cell.words), key=lambda w: w.bbox[0]))
-        if len(row) < 2 or (run and not _stacked(run[-1], line)):
+        if len(row) < 2:
+            break
+        line = _joined(row)
+        if run and not _stacked(run[-1], line):
             break
         run.append(line)
     return run
+
+
+def _joined(row: list[Line]) -> Line:
+    """The items of a row as one line, words left to right."""
+    return make_line(sorted((w for item in row for w in item.words), key=lambda w: w.bbox[0]))
 
 
 def _blocks(rows: list[list[Line]]) -> list[Block]:
@@ -180,7 +142,7 @@ def _blocks(rows: list[list[Line]]) -> list[Block]:
             index += len(run)
             continue
         row = rows[index]
-        line = make_line(sorted((w for c in row for w in c.words), key=lambda w: w.bbox[0]))
+        line = _joined(row)
         step = _break(text, line) if text else _Break.BLOCK
         if step is _Break.BLOCK:
             close()
@@ -274,45 +236,3 @@ def _chars_per_line(block: Block) -> float:
     """A block of one line may be a table cell; one of several lines is text, never a cell."""
     lines = block.lines
     return len(lines[0].text) if len(lines) == 1 else float("inf")
-
-
-def is_table(lines: Sequence[Line]) -> bool:
-    """Two or more rows of two or more cells, most rows split, short cells."""
-    split = [cells(line) for line in lines if len(cells(line)) > 1]
-    if len(split) < 2 or len(split) * 3 < len(lines) * 2:
-        return False
-    words = [len(cell.split()) for row in split for cell in row]
-    return statistics.median(words) <= 4
-
-
-def classify(blocks: Sequence[Block]) -> list[Block]:
-    """Decide every block's kind; the page's body size is the median size of its text."""
-    sized = [(font_size(line), len(line.text)) for b in blocks for line in b.lines]
-    body = _weighted_median(sized) if sized else 0.0
-    return [_classified(block, body) for block in blocks]
-
-
-def _classified(block: Block, body: float) -> Block:
-    lines = block.lines
-    if block.kind is Kind.TABLE:
-        return block
-    if list_marker(lines[0]):
-        first = make_paragraph([_normalise_bullet(lines[0]), *block.paragraphs[0].lines[1:]])
-        return make_block(Kind.LIST_ITEM, [first, *block.paragraphs[1:]])
-    if not any(ch.isalnum() for ch in block.text):
-        return make_block(Kind.OTHER, block.paragraphs)
-    size = statistics.median(font_size(line) for line in lines)
-    if len(lines) <= HEADING_MAX_LINES and body and size >= HEADING_RATIO * body:
-        return make_block(Kind.HEADING, block.paragraphs)
-    return make_block(Kind.PARAGRAPH, block.paragraphs)
-
-
-def _weighted_median(values: list[tuple[float, int]]) -> float:
-    ordered = sorted(values)
-    half = sum(weight for _, weight in ordered) / 2
-    seen = 0
-    for value, weight in ordered:
-        seen += weight
-        if seen >= half:
-            return value
-    return ordered[-1][0]

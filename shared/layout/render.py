@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from shared.layout.grouping import font_size
+from shared.layout.kinds import font_size
 from shared.layout.model import Block, Kind, PageLayout, cells
 
 _MARKDOWN_START = re.compile(r"^([#>*+\-=]|\d+[.)])")
