@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from apps.admin.models import SEARCH_CONFIG, documents, ocr_pages
+from apps.admin.models import SEARCH_CONFIG, DocumentStatus, documents, ocr_pages
 from shared.errors import Conflict, NotYetAvailable
 from shared.layout import Block, PageLayout, Source, render_markdown, render_plain
 
@@ -56,12 +56,12 @@ async def document_text(
     Not yet completed: :class:`NotYetAvailable` (404 with ``Retry-After``); failed:
     :class:`Conflict` with the reason.
     """
-    status = document["status"]
-    if status == "failed":
+    status = DocumentStatus(document["status"])
+    if status is DocumentStatus.FAILED:
         raise Conflict(f"OCR of document {document['id']} failed: {document['failure_reason']}")
-    if status != "completed":
+    if status is not DocumentStatus.COMPLETED:
         raise NotYetAvailable(
-            f"document {document['id']} is {status}; its text is there once completed",
+            f"document {document['id']} is {status.value}; its text is there once completed",
             retry_after=2,
         )
     pages = await page_layouts(session, document["id"])

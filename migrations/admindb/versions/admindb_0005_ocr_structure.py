@@ -7,12 +7,10 @@ JSON (blocks -> paragraphs -> lines -> words, each with text, box and confidence
 PostgreSQL from ``text`` and indexed with GIN for ``GET /documents?q=``. Pages stored
 before this revision keep their text and lines, with no blocks.
 
-Frozen DDL: this file states the schema of its revision and imports no live model. (IF
-NOT EXISTS: a database whose ``admindb_0002`` still built its tables from the live
-models already has these columns.)
+Frozen DDL: this file states the schema of its revision and imports no live model.
 
-Revision ID: admindb_0004
-Revises: admindb_0003
+Revision ID: admindb_0005
+Revises: admindb_0004
 Create Date: 2026-11-29
 """
 
@@ -20,8 +18,8 @@ from __future__ import annotations
 
 from alembic import op
 
-revision = "admindb_0004"
-down_revision = "admindb_0003"
+revision = "admindb_0005"
+down_revision = "admindb_0004"
 branch_labels = None
 depends_on = None
 
@@ -30,15 +28,15 @@ def upgrade() -> None:
     op.execute(
         """
         ALTER TABLE ocr_pages
-          ADD COLUMN IF NOT EXISTS source text NOT NULL DEFAULT 'ocr'
+          ADD COLUMN source text NOT NULL DEFAULT 'ocr'
               CONSTRAINT ocr_pages_source_ck CHECK (source IN ('ocr', 'text_layer')),
-          ADD COLUMN IF NOT EXISTS scale double precision NOT NULL DEFAULT 1.0,
-          ADD COLUMN IF NOT EXISTS blocks jsonb NOT NULL DEFAULT '[]'::jsonb,
-          ADD COLUMN IF NOT EXISTS search tsvector
+          ADD COLUMN scale double precision NOT NULL DEFAULT 1.0,
+          ADD COLUMN blocks jsonb NOT NULL DEFAULT '[]'::jsonb,
+          ADD COLUMN search tsvector
               GENERATED ALWAYS AS (to_tsvector('english'::regconfig, text)) STORED
         """
     )
-    op.execute("CREATE INDEX IF NOT EXISTS ocr_pages_search_idx ON ocr_pages USING gin (search)")
+    op.execute("CREATE INDEX ocr_pages_search_idx ON ocr_pages USING gin (search)")
 
 
 def downgrade() -> None:
