@@ -138,15 +138,8 @@ async def list_documents(
 async def get_document(
     session: AsyncSession, viewer: Viewer, document_id: uuid.UUID
 ) -> dict[str, Any]:
-    """A document with its OCR pages and lines (empty until completed)."""
-    row = (
-        await session.execute(
-            sa.select(*_SUMMARY).where(documents.c.id == document_id, _visible(viewer))
-        )
-    ).first()
-    if row is None:
-        raise NotFound(f"document {document_id} not found")
-    document = _plain(row._mapping)
+    """A document with its OCR pages: structure and lines (empty until completed)."""
+    document = await _summary(session, viewer, document_id)
     document["pages"] = await _pages(session, document_id)
     return document
 
@@ -155,6 +148,13 @@ async def document_text(
     session: AsyncSession, viewer: Viewer, document_id: uuid.UUID, fmt: structure.TextFormat
 ) -> str:
     """A completed document's text in reading order, plain or Markdown."""
+    document = await _summary(session, viewer, document_id)
+    return await structure.document_text(session, document, fmt)
+
+
+async def _summary(
+    session: AsyncSession, viewer: Viewer, document_id: uuid.UUID
+) -> dict[str, Any]:
     row = (
         await session.execute(
             sa.select(*_SUMMARY).where(documents.c.id == document_id, _visible(viewer))
@@ -162,7 +162,7 @@ async def document_text(
     ).first()
     if row is None:
         raise NotFound(f"document {document_id} not found")
-    return await structure.document_text(session, _plain(row._mapping), fmt)
+    return _plain(row._mapping)
 
 
 _PAGE = (ocr_pages.c.page_no, ocr_pages.c.width, ocr_pages.c.height, ocr_pages.c.text,
