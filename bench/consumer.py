@@ -54,6 +54,7 @@ from shared import messaging as m
 from shared.config import Settings
 from shared.db import asyncpg_dsn
 from shared.events import UserRegistered, encode
+from shared.topology import ConsumerSpec
 from tests.support import env_for, isolated_settings
 from workers.runtime.consumer import Consumer
 from workers.runtime.context import MessageContext
@@ -136,9 +137,8 @@ HANDLERS = {"row": effect, "none": no_effect}
 
 
 def bench_consumer(prefetch: int, handler: Handler, partitions: int) -> Consumer:
-    return Consumer(
-        NAME, "apidb", {UserRegistered: handler}, prefetch=prefetch, partitions=partitions
-    )
+    spec = ConsumerSpec(NAME, "apidb", (UserRegistered.event_type,))
+    return Consumer(spec, {UserRegistered: handler}, prefetch=prefetch, partitions=partitions)
 
 
 async def fill_consumer(settings: Settings, n: int, partitions: int) -> None:

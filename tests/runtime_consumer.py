@@ -28,6 +28,7 @@ from shared.config import Settings
 from shared.errors import TransientError, ValidationFailed
 from shared.events import UserRegistered, encode
 from shared.logging import configure_logging
+from shared.topology import ConsumerSpec
 from workers.runtime import acks
 from workers.runtime.consumer import Consumer
 from workers.runtime.context import MessageContext
@@ -77,8 +78,9 @@ def build_consumer(
     name: str, *, prefetch: int | None = None, batch_max: int | None = None,
     partitions: int | None = None,
 ) -> Consumer:
+    spec = ConsumerSpec(name, DATABASE, (UserRegistered.event_type,))
     return Consumer(
-        name, DATABASE, {UserRegistered: record_user}, prefetch=prefetch, batch_max=batch_max,
+        spec, {UserRegistered: record_user}, prefetch=prefetch, batch_max=batch_max,
         partitions=partitions,
     )
 

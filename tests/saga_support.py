@@ -21,12 +21,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from outbox.__main__ import build_relays
 from shared.config import DATABASES, Settings
-from shared.db import create_engine, session_factory
+from shared.db import create_engine
 from shared.messaging import EVENTS_EXCHANGE
 from tests.support import ROOT, env_for, wait_for
 from workers import registry
-from workers.runtime.consumer import RunningConsumer
-from workers.saga import SagaConsumer, Sweeper
+from workers.runtime.consumer import BackgroundTask, RunningConsumer
 
 
 class SagaStack:
@@ -39,8 +38,7 @@ class SagaStack:
         self._stop = asyncio.Event()
         self._relay: asyncio.Future[Any] | None = None
         self._consumers: dict[str, RunningConsumer] = {}
-        self._sweeper_stop = asyncio.Event()
-        self._sweeper: asyncio.Task[None] | None = None
+        self._background: dict[str, tuple[asyncio.Event, list[asyncio.Task[None]]]] = {}
 
     async def __aenter__(self) -> SagaStack:
         if self.relay:
@@ -60,22 +58,18 @@ class SagaStack:
     async def start(self, name: str) -> None:
         consumer = registry.get(name)(self.settings)
         self._consumers[name] = await consumer.start(self.settings)
-        if isinstance(consumer, SagaConsumer):
-            self._sweeper_stop = asyncio.Event()
-            sweeper = Sweeper(
-                consumer.orchestrator,
-                session_factory(self.engines["authdb"]),
-                self.settings.saga_sweep_interval_s,
-            )
-            self._sweeper = asyncio.create_task(sweeper.run(self._sweeper_stop))
+        stop = asyncio.Event()  # the consumer's background tasks (the saga sweeper)
+        tasks = [asyncio.create_task(_run(task, stop)) for task in consumer.background]
+        self._background[name] = (stop, tasks)
 
     async def stop(self, name: str) -> None:
         running = self._consumers.pop(name)
+        stop, tasks = self._background.pop(name)
+        stop.set()
+        await asyncio.gather(*tasks)
         await running.stop(grace_s=5)
-        if name == "saga" and self._sweeper is not None:
-            self._sweeper_stop.set()
-            await self._sweeper
-            self._sweeper = None
+        if running.consumer.engine is not None:
+            await running.consumer.engine.dispose()
 
     # --- looking at the databases ---------------------------------------------------------
     async def one(self, db: str, sql: str, **params: Any) -> Any:
@@ -128,6 +122,10 @@ class SagaStack:
                 )
             ).all()
         return {r.name: r for r in rows}
+
+
+async def _run(task: BackgroundTask, stop: asyncio.Event) -> None:
+    await task(stop)
 
 
 def worker_process(settings: Settings, name: str = "saga") -> subprocess.Popen[bytes]:

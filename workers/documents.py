@@ -19,6 +19,7 @@ from shared.config import Settings
 from shared.errors import LegalHold
 from shared.events import DeleteDocuments, DocumentsDeleted, DocumentsDeletionFailed
 from shared.logging import get_logger
+from shared.topology import consumer_spec
 from workers.runtime.consumer import Consumer
 from workers.runtime.context import MessageContext
 
@@ -51,9 +52,7 @@ async def handle_delete_documents(
 
 def consumer(_: Settings) -> Consumer:
     """The ``documents`` consumer (admindb)."""
-    return Consumer(
-        name="documents", database="admindb", handlers={DeleteDocuments: handle_delete_documents}
-    )
+    return Consumer(consumer_spec("documents"), {DeleteDocuments: handle_delete_documents})
 
 
 __all__ = ["consumer", "handle_delete_documents"]

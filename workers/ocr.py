@@ -25,14 +25,15 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from apps.admin import ocr
 from apps.admin.services import UploadLimits
 from shared.config import Settings
-from shared.db import create_engine, session_factory
+from shared.db import session_factory
 from shared.errors import TransientError, ValidationFailed
 from shared.events import DocumentOcrCompleted, DocumentOcrFailed, DocumentUploaded
 from shared.layout import PageLayout, summarise
 from shared.logging import get_logger
+from shared.topology import consumer_spec
 from workers.ocr_engines import EngineConfig, preflight
 from workers.ocr_pool import OcrRunner, ProcessOcrRunner
-from workers.runtime.consumer import Consumer
+from workers.runtime.consumer import Consumer, runtime_engine
 from workers.runtime.context import MessageContext
 
 log = get_logger(__name__)
@@ -120,34 +121,29 @@ async def finish_failed(
 
 
 # --- the consumer ------------------------------------------------------------------------------
-class OcrConsumer(Consumer):
-    """The ``ocr`` consumer: checks the models and warms the pool before taking messages."""
+def consumer(settings: Settings) -> Consumer:
+    """The ``ocr`` consumer (admindb): checks the models and warms the pool before taking
+    messages, and closes the pool at the end."""
+    engine_config = EngineConfig.from_settings(settings)
+    runner = ProcessOcrRunner(
+        engine_config, UploadLimits.from_settings(settings).document,
+        workers=settings.ocr_workers, timeout_s=settings.ocr_timeout_s,
+    )
+    # batch_max=1: one message per transaction, begun only after the OCR (the runtime
+    # writes the inbox row after the handler), so no transaction stays open during OCR.
+    engine = runtime_engine(settings, "admindb", batch_max=1)
+    # The lease outlives the timeout: a claim is only taken over once its OCR is surely over.
+    job = OcrJob(session_factory(engine), runner, lease_s=settings.ocr_timeout_s + 30)
 
-    def __init__(self, settings: Settings) -> None:
-        self.engine_config = EngineConfig.from_settings(settings)
-        self.db = create_engine(settings.admin_database_url, pool_size=settings.db_pool_size)
-        self.runner = ProcessOcrRunner(
-            self.engine_config, UploadLimits.from_settings(settings).document,
-            workers=settings.ocr_workers, timeout_s=settings.ocr_timeout_s,
-        )
-        # The lease outlives the timeout: a claim is only taken over once its OCR is surely over.
-        job = OcrJob(session_factory(self.db), self.runner, lease_s=settings.ocr_timeout_s + 30)
-        # batch_max=1: one message per transaction, begun only after the OCR (the runtime
-        # writes the inbox row after the handler), so no transaction stays open during OCR.
-        # Prefetch: enough to keep every OCR process busy, not so many that one worker
-        # holds jobs another one could run.
-        super().__init__(
-            name="ocr", database="admindb", handlers={DocumentUploaded: job.handle},
-            prefetch=2 * max(1, settings.ocr_workers), batch_max=1,
-            partitions=1,  # scales with OCR_WORKERS; see shared.topology
-        )
+    async def ready() -> None:
+        preflight(engine_config)  # missing models: fail now, naming them, not per message
+        await runner.warm_up()
+        log.info("ocr_engine_ready", engine=engine_config.engine, workers=settings.ocr_workers)
 
-    async def run(self, settings: Settings, partition: int = 0) -> None:
-        preflight(self.engine_config)  # missing models: fail now, naming them, not per message
-        await self.runner.warm_up()
-        log.info("ocr_engine_ready", engine=self.engine_config.engine, workers=settings.ocr_workers)
-        try:
-            await super().run(settings, partition)
-        finally:
-            await self.runner.close()
-            await self.db.dispose()
+    # Prefetch: enough to keep every OCR process busy, not so many that one worker holds
+    # jobs another one could run. Not partitioned: OCR scales with OCR_WORKERS.
+    return Consumer(
+        consumer_spec("ocr"), {DocumentUploaded: job.handle},
+        prefetch=2 * max(1, settings.ocr_workers), batch_max=1, engine=engine,
+        on_start=(ready,), on_stop=(runner.close,),
+    )

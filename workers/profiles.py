@@ -28,6 +28,7 @@ from shared.events import (
 )
 from shared.logging import get_logger
 from shared.redis_client import create_redis
+from shared.topology import consumer_spec
 from workers.runtime.consumer import Consumer
 from workers.runtime.context import MessageContext
 
@@ -90,19 +91,20 @@ async def handle_restore_profile(
 def consumer(settings: Settings) -> Consumer:
     """The ``profiles`` consumer (apidb); it evicts archived/restored profiles from the
     users API's cache, so the API stops (or starts again) showing them at once."""
+    redis = create_redis(settings.redis_url)
     cache = RedisProfileCache(
-        create_redis(settings.redis_url),
+        redis,
         prefix=settings.redis_key_prefix,
         ttl_s=settings.profile_cache_ttl_s,
     )
     return Consumer(
-        name="profiles",
-        database="apidb",
-        handlers={
+        consumer_spec("profiles"),
+        {
             UserRegistered: handle_user_registered,
             DeleteProfile: partial(handle_delete_profile, cache=cache),
             RestoreProfile: partial(handle_restore_profile, cache=cache),
         },
+        on_stop=(redis.aclose,),
     )
 
 

@@ -34,6 +34,6 @@ def get(name: str) -> ConsumerFactory:
 
 
 def _ocr(settings: Settings) -> Consumer:
-    from workers.ocr import OcrConsumer  # imported on use: PIL/pdfium only where OCR runs  # noqa: PLC0415
+    from workers import ocr  # imported on use: PIL/pdfium only where OCR runs  # noqa: PLC0415
 
-    return OcrConsumer(settings)
+    return ocr.consumer(settings)

@@ -44,7 +44,7 @@ from apps.auth.sagas import (
     count_by_status,
 )
 from shared.config import Settings
-from shared.db import create_engine, session_factory
+from shared.db import session_factory
 from shared.events import (
     DeleteDocuments,
     DeleteProfile,
@@ -58,7 +58,7 @@ from shared.events import (
 )
 from shared.logging import get_logger
 from shared.topology import consumer_spec
-from workers.runtime.consumer import Consumer
+from workers.runtime.consumer import Consumer, runtime_engine
 from workers.runtime.context import MessageContext
 
 log = get_logger(__name__)
@@ -303,41 +303,23 @@ class Sweeper:
             SAGAS.labels(status).set(n)
 
 
-class SagaConsumer(Consumer):
-    """The ``saga`` consumer plus its timeout sweeper in the same process."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.orchestrator = Orchestrator.from_settings(settings)
-        o = self.orchestrator
-        super().__init__(
-            name="saga",
-            database="authdb",
-            handlers={
-                UserDeletionRequested: o.on_deletion_requested,
-                ProfileDeleted: o.on_profile_deleted,
-                DocumentsDeleted: o.on_documents_deleted,
-                DocumentsDeletionFailed: o.on_documents_deletion_failed,
-                ProfileRestored: o.on_profile_restored,
-            },
-        )
-
-    async def run(self, settings: Settings, partition: int = 0) -> None:
-        engine = create_engine(settings.auth_database_url, pool_size=1)
-        interval = settings.saga_sweep_interval_s
-        sweeper = Sweeper(self.orchestrator, session_factory(engine), interval)
-        stop = asyncio.Event()
-        task = asyncio.create_task(sweeper.run(stop))
-        try:
-            await super().run(settings, partition)
-        finally:
-            stop.set()
-            await task
-            await engine.dispose()
-
-
 def consumer(settings: Settings) -> Consumer:
-    """The ``saga`` consumer (authdb)."""
-    return SagaConsumer(settings)
+    """The ``saga`` consumer (authdb) and its timeout sweeper, on one engine."""
+    engine = runtime_engine(settings, "authdb")
+    orchestrator = Orchestrator.from_settings(settings)
+    sweeper = Sweeper(orchestrator, session_factory(engine), settings.saga_sweep_interval_s)
+    return Consumer(
+        consumer_spec("saga"),
+        {
+            UserDeletionRequested: orchestrator.on_deletion_requested,
+            ProfileDeleted: orchestrator.on_profile_deleted,
+            DocumentsDeleted: orchestrator.on_documents_deleted,
+            DocumentsDeletionFailed: orchestrator.on_documents_deletion_failed,
+            ProfileRestored: orchestrator.on_profile_restored,
+        },
+        engine=engine,
+        background=(sweeper.run,),
+    )
 
 
-__all__ = ["Orchestrator", "SagaConsumer", "Sweeper", "compensation_failed_reason", "consumer"]
+__all__ = ["Orchestrator", "Sweeper", "compensation_failed_reason", "consumer"]

@@ -34,6 +34,7 @@ from shared.config import Settings
 from shared.db import create_engine, session_factory
 from shared.errors import DomainError
 from shared.events import UserRegistered, encode
+from shared.topology import ConsumerSpec
 from tests.support import isolated_settings
 from workers.runtime.consumer import Consumer
 
@@ -505,7 +506,8 @@ async def _replay_through_runtime(s: Settings, e: dict[str, str]) -> tuple[list[
             raise DomainError("profile rule violated (bug, fixed later)")
         applied.append(str(message.user_id))
 
-    consumer = Consumer("dlqinbox", "apidb", {UserRegistered: handler})
+    spec = ConsumerSpec("dlqinbox", "apidb", (UserRegistered.event_type,))
+    consumer = Consumer(spec, {UserRegistered: handler})
     running = await consumer.start(s)
     try:
         events = [UserRegistered(user_id=uuid.uuid4(), email=f"u{i}@x.io") for i in range(20)]

@@ -11,7 +11,7 @@ import sqlalchemy.exc
 from shared import messaging as m
 from shared.config import Settings
 from shared.errors import InvalidMessage, LegalHold, TransientError
-from workers.ocr import OcrConsumer
+from workers import ocr
 from workers.runtime.acks import Acks
 from workers.runtime.amqp import InboundMessage
 from workers.runtime.batching import Batcher
@@ -192,11 +192,9 @@ async def test_acks_never_ack_a_tag_twice_when_flushes_and_bulk_acks_interleave(
 
 async def test_ocr_consumer_takes_only_the_jobs_its_processes_can_run() -> None:
     settings = Settings(ocr_workers=3, ocr_engine="tesseract")
-    consumer = OcrConsumer(settings)
-    try:
-        # Slow jobs: a big prefetch would let one worker hold jobs an idle one could run.
-        assert consumer.prefetch == 6
-        assert consumer.batch_max == 1
-        assert settings.worker_prefetch > consumer.prefetch
-    finally:
-        await consumer.db.dispose()
+    consumer = ocr.consumer(settings)
+    # Slow jobs: a big prefetch would let one worker hold jobs an idle one could run.
+    assert consumer.prefetch == 6
+    assert consumer.batch_max == 1
+    assert settings.worker_prefetch > consumer.prefetch
+    assert consumer.spec_for(Settings(worker_partitions=4)).partitions == 1

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import aio_pika
@@ -31,6 +31,7 @@ from shared import messaging as m
 from shared.broker import connect, connect_plain, declare_topology
 from shared.config import Settings
 from shared.db import create_engine
+from shared.errors import AmsError
 from shared.events import Message
 from shared.logging import get_logger
 from shared.topology import ConsumerSpec, parse_retry_delays, topology_of
@@ -47,46 +48,66 @@ CONNECT_RETRY_MAX_S = 30.0
 CANCEL_TIMEOUT_S = 5.0
 
 
+Hook = Callable[[], Awaitable[None]]
+"""A start or stop hook: ``async def hook() -> None``."""
+
+BackgroundTask = Callable[[asyncio.Event], Awaitable[None]]
+"""A task that runs beside the consumer until the event is set (the saga sweeper)."""
+
+
+class MisconfiguredConsumer(AmsError):
+    """A consumer's handler table does not match its spec in :mod:`shared.topology`."""
+
+
 class Consumer:
-    """One consumer: ``name`` is its work queue, ``handlers`` its one table of handlers.
+    """One consumer: its ``spec`` (queue name, database, routing keys, partitionable: from
+    :data:`shared.topology.CONSUMERS` for the product's workers) and its one table of
+    ``handlers``, which must handle exactly the spec's routing keys.
 
     ``prefetch``, ``max_attempts``, ``retry_delays`` (e.g. ``"1s,5s,30s"``),
     ``batch_max`` (messages per transaction under load; 1 for slow handlers such as OCR,
     so that one long job holds no one else's commit) and ``partitions`` default to the
-    ``WORKER_*`` settings.
+    ``WORKER_*`` settings. ``engine`` is the database engine of the handlers and of the
+    background tasks (:func:`runtime_engine`; made at start when not given). ``run`` calls
+    ``on_start`` before consuming, runs each ``background`` task beside it, and calls
+    ``on_stop`` at the end.
     """
 
     def __init__(
         self,
-        name: str,
-        database: str,
+        spec: ConsumerSpec,
         handlers: Mapping[type[Message], Handler],
-        prefetch: int | None = None,
         *,
+        prefetch: int | None = None,
         max_attempts: int | None = None,
         retry_delays: str | None = None,
         batch_max: int | None = None,
         partitions: int | None = None,
+        engine: AsyncEngine | None = None,
+        on_start: Sequence[Hook] = (),
+        on_stop: Sequence[Hook] = (),
+        background: Sequence[BackgroundTask] = (),
     ) -> None:
-        if not handlers:
-            raise ValueError(f"consumer {name!r} has no handlers")
-        self.name = name
-        self.database = database
+        self.spec = spec
+        self.name = spec.name
+        self.database = spec.database
         self.handlers: dict[str, tuple[type[Message], Handler]] = {
             cls.event_type: (cls, handler) for cls, handler in handlers.items()
         }
+        _check_handlers(spec, set(self.handlers))
         self.prefetch = prefetch
         self.max_attempts = max_attempts
         self.retry_delays = retry_delays
         self.batch_max = batch_max
         self.partitions = partitions
+        self.engine = engine
+        self.on_start = tuple(on_start)
+        self.on_stop = tuple(on_stop)
+        self.background = tuple(background)
 
     def spec_for(self, settings: Settings) -> ConsumerSpec:
         """The consumer's queues: one work queue, or one per partition."""
-        return ConsumerSpec(
-            self.name, self.database, tuple(self.handlers),
-            partitions=self.partitions or settings.worker_partitions,
-        )
+        return self.spec.with_partitions(self.partitions or settings.worker_partitions)
 
     async def start(self, settings: Settings, partition: int = 0) -> RunningConsumer:
         """Declare the consumer's queues, connect and start consuming ``partition``."""
@@ -102,6 +123,21 @@ class Consumer:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        tasks: list[asyncio.Task[None]] = []
+        try:
+            for hook in self.on_start:
+                await hook()
+            tasks = [asyncio.create_task(_background(task, stop)) for task in self.background]
+            await self._consume(settings, partition, stop)
+        finally:
+            stop.set()
+            await asyncio.gather(*tasks)
+            for hook in self.on_stop:
+                await hook()
+            if self.engine is not None:
+                await self.engine.dispose()
+
+    async def _consume(self, settings: Settings, partition: int, stop: asyncio.Event) -> None:
         running = await _start_when_reachable(self, settings, partition, stop)
         if running is None:
             return
@@ -109,6 +145,37 @@ class Consumer:
         await stop.wait()
         log.info("consumer_stopping", consumer=self.name, in_flight=running.in_flight)
         await running.stop()
+
+
+async def _background(task: BackgroundTask, stop: asyncio.Event) -> None:
+    await task(stop)
+
+
+def _check_handlers(spec: ConsumerSpec, handled: set[str]) -> None:
+    expected = set(spec.routing_keys)
+    if handled == expected:
+        return
+    missing = ", ".join(sorted(expected - handled)) or "none"
+    extra = ", ".join(sorted(handled - expected)) or "none"
+    raise MisconfiguredConsumer(
+        f"consumer {spec.name!r}: its handlers do not match its routing keys in "
+        f"shared/topology.py (no handler for: {missing}; handled but not routed: {extra})"
+    )
+
+
+def runtime_engine(
+    settings: Settings, database: str, *, batch_max: int | None = None
+) -> AsyncEngine:
+    """The engine a consumer's runtime, handlers and background tasks share (no I/O yet)."""
+    batch = batch_max or settings.worker_batch_max
+    return create_engine(
+        settings.database_url(database),
+        pool_size=max(settings.db_pool_size, 1),
+        # A batch that fails on a dead connection is run again message by message, on
+        # fresh connections (the failure invalidates the pool): no ping needed. One
+        # message per transaction (OCR) keeps the ping: no attempt is wasted.
+        pre_ping=batch == 1,
+    )
 
 
 async def _start_when_reachable(
@@ -169,13 +236,8 @@ class RunningConsumer:
     async def start(self) -> None:
         await self._declare_topology()
         batch_max = self.consumer.batch_max or self.settings.worker_batch_max
-        self._engine = create_engine(
-            self.settings.database_url(self.consumer.database),
-            pool_size=max(self.settings.db_pool_size, 1),
-            # A batch that fails on a dead connection is run again message by message,
-            # on fresh connections (the failure invalidates the pool): no ping needed.
-            # One message per transaction (OCR) keeps the ping: no attempt is wasted.
-            pre_ping=batch_max == 1,
+        self._engine = self.consumer.engine or runtime_engine(
+            self.settings, self.consumer.database, batch_max=batch_max
         )
         connection = await connect(
             self.settings.rabbitmq_url, name=f"worker:{self.spec.queue_name}"
@@ -218,8 +280,8 @@ class RunningConsumer:
             await self._acks.flush()
         if self._connection is not None:
             await self._connection.close()
-        if self._engine is not None:
-            await self._engine.dispose()
+        if self._engine is not None and self.consumer.engine is None:
+            await self._engine.dispose()  # its own; a shared one is the consumer's to dispose
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def _declare_topology(self) -> None:
