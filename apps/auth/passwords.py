@@ -10,7 +10,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 from pathlib import Path
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -49,6 +49,20 @@ def check_password_policy(password: str, *, email: str) -> None:
         raise ValidationFailed("password is too common; choose another")
     if lowered in {email.lower(), email.split("@", maxsplit=1)[0].lower()}:
         raise ValidationFailed("password must not be the email address")
+
+
+class Passwords(Protocol):
+    """The password-hasher port: :class:`Argon2Passwords`, or a fake in tests."""
+
+    async def hash(self, password: str) -> str: ...
+
+    async def verify(self, stored_hash: str | None, password: str) -> bool:
+        """Check ``password``; False for no stored hash (after the time a check takes)."""
+        ...
+
+    def needs_rehash(self, stored_hash: str) -> bool:
+        """True when the hash was made otherwise than a new one would be."""
+        ...
 
 
 class Argon2Passwords:

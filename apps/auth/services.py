@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 import outbox
 from apps.auth import sagas
 from apps.auth.models import UserStatus, refresh_families, refresh_tokens, users
-from apps.auth.passwords import Argon2Passwords, check_password_policy, normalise_password
+from apps.auth.passwords import Passwords, check_password_policy, normalise_password
 from apps.auth.stores import LoginLimits, Sessions
 from apps.auth.tokens import TokenIssuer
 from shared.auth import REFRESH, SAGA_WATCH, Principal, TokenVerifier, require_self_or_admin
@@ -52,7 +52,7 @@ class Account:
 
 async def register_user(  # noqa: PLR0917 - mirrors the register request
     sessions: async_sessionmaker[AsyncSession],
-    passwords: Argon2Passwords,
+    passwords: Passwords,
     email: str,
     password: str,
     display_name: str | None = None,
@@ -119,7 +119,7 @@ class AuthService:
     def __init__(  # noqa: PLR0917 - the composition root passes collaborators in order
         self,
         sessions: async_sessionmaker[AsyncSession],
-        passwords: Argon2Passwords,
+        passwords: Passwords,
         issuer: TokenIssuer,
         verifier: TokenVerifier,
         redis_sessions: Sessions,

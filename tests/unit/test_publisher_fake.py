@@ -1,0 +1,31 @@
+"""The publisher's contract on :class:`outbox.publisher.FakePublisher`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pytest
+
+from outbox.publisher import FakePublisher
+from tests.contracts.publisher import NOWHERE, ROUTED, PublisherContract
+
+
+def _fake(*, down: bool = False) -> FakePublisher:
+    fake = FakePublisher(unroutable=[NOWHERE])
+    fake.down = down
+    return fake
+
+
+@dataclass
+class FakeWorld:
+    publisher: FakePublisher = field(default_factory=_fake)
+    down: FakePublisher = field(default_factory=lambda: _fake(down=True))
+
+    async def delivered(self) -> list[str]:
+        return [str(r.event_id) for r in self.publisher.published if r.routing_key == ROUTED]
+
+
+class TestFakePublisher(PublisherContract):
+    @pytest.fixture
+    def world(self) -> FakeWorld:
+        return FakeWorld()

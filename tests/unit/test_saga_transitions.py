@@ -1,0 +1,161 @@
+"""The deletion saga's transitions on the fake store: every rule of the state machine,
+without PostgreSQL or RabbitMQ."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from apps.auth.models import SagaStatus, StepStatus, UserStatus
+from apps.auth.sagas import DOCUMENTS_DELETE, PROFILE_DELETE, PROFILE_RESTORE, SagaState
+from shared.events import (
+    DeleteDocuments,
+    DocumentsDeleted,
+    DocumentsDeletionFailed,
+    ProfileDeleted,
+    ProfileRestored,
+    RestoreProfile,
+    UserDeleted,
+    UserDeletionRequested,
+)
+from shared.messaging import H_CAUSATION_ID
+from tests.fakes import FakeSagaStore, NullSession, RecordingContext
+from workers.saga import Orchestrator, compensation_failed_reason
+
+SESSION = cast(AsyncSession, NullSession())
+
+
+def orchestrator(store: FakeSagaStore, **timeouts: float) -> Orchestrator:
+    return Orchestrator(
+        store, step_timeout_s=timeouts.get("step", 30),
+        compensation_timeout_s=timeouts.get("compensation", 300),
+    )
+
+
+async def started(store: FakeSagaStore, o: Orchestrator) -> SagaState:
+    """A saga as the API leaves it: running, ``profile.delete`` sent."""
+    saga = store.add()
+    ctx = RecordingContext(UserDeletionRequested.event_type)
+    await o.on_deletion_requested(
+        SESSION, UserDeletionRequested(user_id=saga.user_id, saga_id=saga.id), ctx
+    )
+    return saga
+
+
+async def reply(o: Orchestrator, message: Any) -> RecordingContext:
+    ctx = RecordingContext(message.event_type)
+    handler = {
+        ProfileDeleted: o.on_profile_deleted,
+        DocumentsDeleted: o.on_documents_deleted,
+        DocumentsDeletionFailed: o.on_documents_deletion_failed,
+        ProfileRestored: o.on_profile_restored,
+    }[type(message)]
+    await handler(SESSION, message, ctx)
+    return ctx
+
+
+async def test_the_happy_path_deletes_the_user_and_announces_it() -> None:
+    store = FakeSagaStore()
+    o = orchestrator(store)
+    saga = await started(store, o)
+    assert store.steps[(saga.id, PROFILE_DELETE)].status == StepStatus.PENDING
+
+    ctx = await reply(o, ProfileDeleted(saga_id=saga.id, user_id=saga.user_id))
+    assert store.steps[(saga.id, PROFILE_DELETE)].status == StepStatus.COMPLETED
+    command, headers = store.commands[-1]
+    assert isinstance(command, DeleteDocuments)
+    assert (command.saga_id, command.user_id) == (saga.id, saga.user_id)
+    assert command.deadline is not None
+    assert headers == {H_CAUSATION_ID: ctx.message_id}
+
+    ctx = await reply(o, DocumentsDeleted(saga_id=saga.id, user_id=saga.user_id, count=2))
+    assert store.steps[(saga.id, DOCUMENTS_DELETE)].detail == "2 document(s) deleted"
+    assert store.users[saga.user_id] == UserStatus.DELETED
+    assert store.sagas[saga.id].status == SagaStatus.COMPLETED
+    assert store.sagas[saga.id].current_step is None
+    assert ctx.emitted == [UserDeleted(user_id=saga.user_id, saga_id=saga.id)]
+
+
+async def test_a_refused_deletion_compensates_and_reactivates_the_user() -> None:
+    store = FakeSagaStore()
+    o = orchestrator(store)
+    saga = await started(store, o)
+    await reply(o, ProfileDeleted(saga_id=saga.id, user_id=saga.user_id))
+    await reply(
+        o, DocumentsDeletionFailed(saga_id=saga.id, user_id=saga.user_id, reason="legal hold")
+    )
+    assert store.sagas[saga.id].status == SagaStatus.COMPENSATING
+    assert isinstance(store.commands[-1][0], RestoreProfile)
+    assert store.steps[(saga.id, PROFILE_RESTORE)].kind == "compensation"
+
+    await reply(o, ProfileRestored(saga_id=saga.id, user_id=saga.user_id))
+    final = store.sagas[saga.id]
+    assert (final.status, final.reason) == (
+        SagaStatus.COMPENSATED, "documents.delete failed: legal hold"
+    )
+    assert store.users[saga.user_id] == UserStatus.ACTIVE
+
+
+async def test_a_duplicate_or_early_reply_changes_nothing_but_the_late_count() -> None:
+    store = FakeSagaStore()
+    o = orchestrator(store)
+    saga = await started(store, o)
+    await reply(o, ProfileDeleted(saga_id=saga.id, user_id=saga.user_id))
+    before = (store.sagas[saga.id], len(store.commands))
+    await reply(o, ProfileDeleted(saga_id=saga.id, user_id=saga.user_id))  # duplicate
+    await reply(o, ProfileRestored(saga_id=saga.id, user_id=saga.user_id))  # never asked for
+    assert (store.sagas[saga.id], len(store.commands)) == before
+    assert store.steps[(saga.id, PROFILE_DELETE)].late_replies == 1
+
+
+async def test_a_reply_for_an_unknown_saga_is_ignored() -> None:
+    store = FakeSagaStore()
+    other = FakeSagaStore().add()
+    await reply(orchestrator(store), ProfileDeleted(saga_id=other.id, user_id=other.user_id))
+    assert store.sagas == {} and store.commands == []
+
+
+async def test_a_saga_the_api_did_not_start_gets_its_first_step() -> None:
+    store = FakeSagaStore()
+    saga = await started(store, orchestrator(store))
+    assert store.sagas[saga.id].current_step == PROFILE_DELETE
+    assert len(store.commands) == 1
+    again = RecordingContext(UserDeletionRequested.event_type)  # redelivered: nothing new
+    await orchestrator(store).on_deletion_requested(
+        SESSION, UserDeletionRequested(user_id=saga.user_id, saga_id=saga.id), again
+    )
+    assert len(store.commands) == 1
+
+
+async def test_an_overdue_step_times_out_and_compensation_starts() -> None:
+    store = FakeSagaStore()
+    o = orchestrator(store, step=-1)  # every step is overdue at once
+    saga = await started(store, o)
+    sessions = cast(async_sessionmaker[AsyncSession], NullSession)
+    assert await o.sweep(sessions) == 1
+    assert store.steps[(saga.id, PROFILE_DELETE)].status == StepStatus.TIMED_OUT
+    assert store.sagas[saga.id].status == SagaStatus.COMPENSATING
+    assert store.sagas[saga.id].reason == "profile.delete did not answer within -1s"
+    assert store.steps[(saga.id, PROFILE_RESTORE)].status == StepStatus.PENDING
+
+
+async def test_an_overdue_compensation_fails_the_saga_and_a_late_restore_recovers_it() -> None:
+    store = FakeSagaStore()
+    o = orchestrator(store, step=-1, compensation=-1)
+    saga = await started(store, o)
+    sessions = cast(async_sessionmaker[AsyncSession], NullSession)
+    await o.sweep(sessions)  # profile.delete timed out: compensating
+    await o.sweep(sessions)  # profile.restore timed out: compensation failed
+    failed = store.sagas[saga.id]
+    assert (failed.status, failed.reason) == (
+        SagaStatus.COMPENSATION_FAILED, compensation_failed_reason()
+    )
+    assert "profiles.dlq" in compensation_failed_reason()
+    assert await o.sweep(sessions) == 0  # final: not overdue any more
+
+    await reply(o, ProfileRestored(saga_id=saga.id, user_id=saga.user_id))  # dead letter replayed
+    recovered = store.sagas[saga.id]
+    assert recovered.status == SagaStatus.COMPENSATED
+    assert recovered.reason == f"{compensation_failed_reason()}; recovered later"
+    assert store.users[saga.user_id] == UserStatus.ACTIVE
