@@ -40,6 +40,13 @@ if ! command -v promtool >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 &
     || echo "install: prometheus (promtool) could not be installed; tests/unit/test_alerts.py will fail" >&2
 fi
 
+# Chromium: the frontends' browser tests drive Debian's build with Playwright
+# (tests/e2e/test_frontends.py); `playwright install` would download a browser of its own.
+if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null) \
+    || echo "install: chromium could not be installed; tests/e2e/test_frontends.py will fail" >&2
+fi
+
 # DejaVu Sans: the tests draw their generated pages with it.
 if [ ! -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-dejavu-core >/dev/null) \

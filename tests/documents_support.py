@@ -18,6 +18,18 @@ def text_png(text: str, size: tuple[int, int] = (900, 160)) -> bytes:
     return out.getvalue()
 
 
+def text_page_png(lines: tuple[str, ...] | list[str], size: tuple[int, int] = (1000, 520)) -> bytes:
+    """A page with one line of large text per entry, well apart (an OCR engine finds each)."""
+    image = Image.new("RGB", size, "white")
+    draw = ImageDraw.Draw(image)
+    font = ImageFont.load_default(size=40)
+    for index, line in enumerate(lines):
+        draw.text((60, 50 + index * 110), line, fill="black", font=font)
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return out.getvalue()
+
+
 def image_bytes(fmt: str, size: tuple[int, int] = (64, 32)) -> bytes:
     out = io.BytesIO()
     Image.new("RGB", size, "white").save(out, format=fmt)

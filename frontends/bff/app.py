@@ -24,7 +24,7 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from frontends.bff.api import ApiClient
 from frontends.bff.core import STATE_KEY, Frontend, frontend_of
 from frontends.bff.errors import EXCEPTION_HANDLERS
-from frontends.bff.session import RedisSessionStore
+from frontends.bff.session import RedisSessionStore, SessionStore
 from shared.config import Settings
 from shared.http import MetricsController, ReadyCheck, correlation_middleware, health_routes
 from shared.http import metrics_config as http_metrics_config
@@ -158,13 +158,14 @@ def template_engine(directories: Sequence[Path]) -> JinjaTemplateEngine:
     return JinjaTemplateEngine.from_environment(env)
 
 
-def build_frontend(name: str, title: str, settings: Settings,
-                   api: ApiClient | None = None) -> tuple[Frontend, aioredis.Redis]:
-    """A frontend's session store (Redis, its own key prefix) and API client (three APIs)."""
+def build_frontend(name: str, title: str, settings: Settings, api: ApiClient | None = None,
+                   store: SessionStore | None = None) -> tuple[Frontend, aioredis.Redis]:
+    """A frontend's session store (Redis, its own key prefix) and API client (three APIs);
+    tests may pass fakes."""
     redis = create_redis(settings.redis_url)
     frontend = Frontend(
         name=name, title=title, settings=settings,
-        store=RedisSessionStore(redis, prefix=f"{settings.redis_key_prefix}{name}:"),
+        store=store or RedisSessionStore(redis, prefix=f"{settings.redis_key_prefix}{name}:"),
         api=api or ApiClient(
             {"auth": settings.auth_api_url, "users": settings.users_api_url,
              "admin": settings.admin_api_url},

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, get, post
 from litestar.enums import RequestEncodingType
-from litestar.params import Body, Parameter
+from litestar.params import Body, QueryParameter
 from litestar.response import Redirect, Template
 
 from frontends.bff.api import BackendError
@@ -37,8 +37,8 @@ class SignInController(Controller):
 
     @get("/login")
     async def login_page(
-        self, request: Req, next_path: Annotated[str | None, Parameter(query="next")] = None,
-        signed_out: Annotated[bool, Parameter(query="signed_out")] = False,
+        self, request: Req, next_path: Annotated[str | None, QueryParameter(name="next")] = None,
+        signed_out: Annotated[bool, QueryParameter(name="signed_out")] = False,
     ) -> Template:
         frontend = frontend_of(request)
         await frontend.anonymous(request)

@@ -11,6 +11,7 @@ from litestar import Litestar
 
 from frontends.bff.api import ApiClient
 from frontends.bff.app import build_frontend, frontend_app
+from frontends.bff.session import SessionStore
 from frontends.console.charts import MetricsHistory, parse_targets
 from frontends.console.controllers import (
     AuditController,
@@ -30,10 +31,11 @@ TEMPLATES = Path(__file__).resolve().parent / "templates"
 FORM_MAX_BYTES = 64 * 1024
 
 
-def create_app(settings: Settings, *, api: ApiClient | None = None) -> Litestar:
-    """The console app. ``api`` may be injected (tests); otherwise the API URLs from settings."""
+def create_app(settings: Settings, *, api: ApiClient | None = None,
+               store: SessionStore | None = None) -> Litestar:
+    """The console app; ``api`` and ``store`` may be fakes (tests), else built from settings."""
     authdb = create_engine(settings.auth_database_url, pool_size=2)
-    frontend, redis = build_frontend("console", "Operations console", settings, api)
+    frontend, redis = build_frontend("console", "Operations console", settings, api, store)
     history = MetricsHistory(parse_targets(settings.console_metrics_targets),
                              settings.console_scrape_interval_s)
     tasks: list[asyncio.Task[None]] = []

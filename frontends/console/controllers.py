@@ -10,7 +10,7 @@ from typing import Annotated, Any
 from litestar import Controller, Request, Response, get, post
 from litestar.enums import RequestEncodingType
 from litestar.handlers.base import BaseRouteHandler
-from litestar.params import Body, Parameter
+from litestar.params import Body, FromPath, QueryParameter
 from litestar.response import Redirect, Template
 
 from amsctl.dlq import service as dlq
@@ -106,10 +106,10 @@ class DocumentsController(Controller):
     @get("/")
     async def index(
         self, request: Req, *,
-        owner: Annotated[str | None, Parameter(query="owner")] = None,
-        status: Annotated[str | None, Parameter(query="status")] = None,
-        hold: Annotated[str | None, Parameter(query="hold")] = None,
-        offset: Annotated[int, Parameter(query="offset", ge=0)] = 0,
+        owner: Annotated[str | None, QueryParameter(name="owner")] = None,
+        status: Annotated[str | None, QueryParameter(name="status")] = None,
+        hold: Annotated[str | None, QueryParameter(name="hold")] = None,
+        offset: Annotated[int, QueryParameter(name="offset", ge=0)] = 0,
     ) -> Template:
         frontend = frontend_of(request)
         params: dict[str, Any] = {"limit": PAGE, "offset": offset}
@@ -130,7 +130,7 @@ class DocumentsController(Controller):
                              page_size=PAGE)
 
     @get("/{document_id:uuid}")
-    async def show(self, request: Req, document_id: uuid.UUID) -> Template:
+    async def show(self, request: Req, document_id: FromPath[uuid.UUID]) -> Template:
         frontend = frontend_of(request)
         document = (await frontend.call(request, "admin", "GET",
                                         f"/documents/{document_id}")).json()
@@ -138,13 +138,13 @@ class DocumentsController(Controller):
 
     @get("/{document_id:uuid}/pages/{page_no:int}/image")
     async def page_image(
-        self, request: Req, document_id: uuid.UUID, page_no: int
+        self, request: Req, document_id: FromPath[uuid.UUID], page_no: FromPath[int]
     ) -> Response[bytes]:
         return await page_image(request, document_id, page_no)
 
     @post("/{document_id:uuid}/legal-hold")
     async def legal_hold(
-        self, request: Req, document_id: uuid.UUID,
+        self, request: Req, document_id: FromPath[uuid.UUID],
         data: Annotated[dict[str, str], FormBody],
     ) -> Redirect:
         frontend = frontend_of(request)
@@ -164,7 +164,7 @@ class SagasController(Controller):
 
     @get("/")
     async def index(
-        self, request: Req, status: Annotated[str | None, Parameter(query="status")] = None,
+        self, request: Req, status: Annotated[str | None, QueryParameter(name="status")] = None,
     ) -> Template:
         chosen = status if status in SAGA_STATUSES else None
         views = await operations(request).sagas(chosen)
@@ -172,7 +172,7 @@ class SagasController(Controller):
                                          statuses=SAGA_STATUSES, chosen=chosen or "")
 
     @get("/{saga_id:uuid}")
-    async def show(self, request: Req, saga_id: uuid.UUID) -> Template:
+    async def show(self, request: Req, saga_id: FromPath[uuid.UUID]) -> Template:
         ops = operations(request)
         view = await ops.saga(saga_id)
         try:
@@ -213,8 +213,8 @@ class DeadLettersController(Controller):
 
     @get("/")
     async def index(
-        self, request: Req, error: Annotated[str | None, Parameter(query="error")] = None,
-        queue: Annotated[str | None, Parameter(query="queue")] = None,
+        self, request: Req, error: Annotated[str | None, QueryParameter(name="error")] = None,
+        queue: Annotated[str | None, QueryParameter(name="queue")] = None,
     ) -> Template:
         ops = operations(request)
         queues = await ops.dead_letter_queues()
@@ -228,7 +228,7 @@ class DeadLettersController(Controller):
         )
 
     @get("/{message_id:str}")
-    async def show(self, request: Req, message_id: str) -> Template:
+    async def show(self, request: Req, message_id: FromPath[str]) -> Template:
         letter, history = await operations(request).dead_letter(message_id)
         return frontend_of(request).page(request, "dead_letter.html", letter=letter,
                                          history=history)
@@ -274,12 +274,12 @@ class AuditController(Controller):
     @get("/")
     async def index(
         self, request: Req, *,
-        actor: Annotated[str | None, Parameter(query="actor")] = None,
-        action: Annotated[str | None, Parameter(query="action")] = None,
-        outcome: Annotated[str | None, Parameter(query="outcome")] = None,
-        source: Annotated[str | None, Parameter(query="source")] = None,
-        target: Annotated[str | None, Parameter(query="target")] = None,
-        before_id: Annotated[int | None, Parameter(query="before_id", ge=1)] = None,
+        actor: Annotated[str | None, QueryParameter(name="actor")] = None,
+        action: Annotated[str | None, QueryParameter(name="action")] = None,
+        outcome: Annotated[str | None, QueryParameter(name="outcome")] = None,
+        source: Annotated[str | None, QueryParameter(name="source")] = None,
+        target: Annotated[str | None, QueryParameter(name="target")] = None,
+        before_id: Annotated[int | None, QueryParameter(name="before_id", ge=1)] = None,
     ) -> Template:
         filters = AuditFilter(
             actor=actor or None, action=action or None, target=target or None,

@@ -8,6 +8,7 @@ from litestar import Litestar
 
 from frontends.bff.api import ApiClient
 from frontends.bff.app import build_frontend, frontend_app
+from frontends.bff.session import SessionStore
 from frontends.portal.controllers import (
     DeletionController,
     DocumentsController,
@@ -24,9 +25,10 @@ MULTIPART_OVERHEAD = 64 * 1024
 """Room for the multipart boundaries and the CSRF field on top of ``UPLOAD_MAX_BYTES``."""
 
 
-def create_app(settings: Settings, *, api: ApiClient | None = None) -> Litestar:
-    """The portal app. ``api`` may be injected (tests); otherwise the API URLs from settings."""
-    frontend, redis = build_frontend("portal", "Documents portal", settings, api)
+def create_app(settings: Settings, *, api: ApiClient | None = None,
+               store: SessionStore | None = None) -> Litestar:
+    """The portal app; ``api`` and ``store`` may be fakes (tests), else built from settings."""
+    frontend, redis = build_frontend("portal", "Documents portal", settings, api, store)
     return frontend_app(
         frontend,
         route_handlers=[HomeController, SignIn, RegisterController, ProfileController,

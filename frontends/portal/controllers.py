@@ -10,7 +10,7 @@ from typing import Annotated, Any
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import UploadFile
 from litestar.enums import RequestEncodingType
-from litestar.params import Body
+from litestar.params import Body, FromPath
 from litestar.response import Redirect, Template
 
 from frontends.bff.api import BackendError, ServiceDown
@@ -173,14 +173,14 @@ class DocumentsController(Controller):
         return frontend.redirect(request, f"/documents#doc-{response.json()['document_id']}")
 
     @get("/{document_id:uuid}")
-    async def show(self, request: Req, document_id: uuid.UUID) -> Template:
+    async def show(self, request: Req, document_id: FromPath[uuid.UUID]) -> Template:
         frontend = frontend_of(request)
         document = await _document(frontend, request, document_id)
         return frontend.page(request, "document.html", document=document,
                              final=document["status"] in FINAL_DOCUMENT)
 
     @get("/{document_id:uuid}/status")
-    async def status(self, request: Req, document_id: uuid.UUID) -> Template:
+    async def status(self, request: Req, document_id: FromPath[uuid.UUID]) -> Template:
         frontend = frontend_of(request)
         document = await _document(frontend, request, document_id)
         return frontend.page(request, "document_status.html", document=document,
@@ -188,12 +188,12 @@ class DocumentsController(Controller):
 
     @get("/{document_id:uuid}/pages/{page_no:int}/image")
     async def page_image(
-        self, request: Req, document_id: uuid.UUID, page_no: int
+        self, request: Req, document_id: FromPath[uuid.UUID], page_no: FromPath[int]
     ) -> Response[bytes]:
         return await page_image(request, document_id, page_no)
 
     @post("/{document_id:uuid}/delete")
-    async def delete(self, request: Req, document_id: uuid.UUID) -> Redirect:
+    async def delete(self, request: Req, document_id: FromPath[uuid.UUID]) -> Redirect:
         frontend = frontend_of(request)
         await frontend.call(request, "admin", "DELETE", f"/documents/{document_id}")
         session = await frontend.signed_in(request)

@@ -1,0 +1,367 @@
+"""The frontends' machinery with fakes: sessions in memory, the three APIs as an httpx mock.
+
+What a person (or an attacker) would notice: CSRF refusals, cookie flags, no token in any
+page, one refresh for many concurrent requests, pages while an API is down, error pages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import re
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import httpx
+import pytest
+from litestar import Litestar
+from litestar.testing import AsyncTestClient, TestClient
+
+from frontends.bff.api import ApiClient, BackendError, ServiceDown
+from frontends.bff.app import CONTENT_SECURITY_POLICY
+from frontends.bff.core import CsrfRefused
+from frontends.bff.errors import problem_of
+from frontends.bff.session import MemorySessionStore
+from frontends.console.app import create_app as create_console
+from frontends.portal.app import create_app as create_portal
+from shared.config import Settings
+from shared.errors import DependencyUnavailable
+
+PASSWORD = "right password"
+
+
+@dataclass
+class FakeApis:
+    """Just enough of auth, users and admin for the frontends."""
+
+    roles: list[str] = field(default_factory=lambda: ["user"])
+    expires_in: int = 900
+    refreshed_expires_in: int = 900
+    auth_down: bool = False
+    users_down: bool = False
+    refreshes: int = 0
+    logouts: int = 0
+    display_name: str = "Ada"
+    seen_tokens: list[str] = field(default_factory=list)
+    correlation_ids: list[str] = field(default_factory=list)
+    _serial: Iterator[int] = field(default_factory=itertools.count)
+    user_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+
+    def tokens(self, expires_in: int) -> dict[str, Any]:
+        n = next(self._serial)
+        return {"access_token": f"ACCESS-SECRET-{n}", "refresh_token": f"REFRESH-SECRET-{n}",
+                "token_type": "Bearer", "expires_in": expires_in}
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        self.correlation_ids.append(request.headers.get("x-correlation-id", ""))
+        if request.headers.get("authorization"):
+            self.seen_tokens.append(request.headers["authorization"])
+        host, path = request.url.port, request.url.path
+        if host == 8002:
+            return self._auth(request, path)
+        if host == 8001:
+            return self._users(request)
+        return self._admin(request, path)
+
+    def _auth(self, request: httpx.Request, path: str) -> httpx.Response:
+        if self.auth_down:
+            raise httpx.ConnectError("connection refused", request=request)
+        if path == "/auth/login":
+            body = request.read().decode()
+            if PASSWORD not in body:
+                return _error(401, "authentication_failed", "invalid email or password")
+            return httpx.Response(200, json=self.tokens(self.expires_in))
+        if path == "/auth/me":
+            return httpx.Response(200, json={"user_id": self.user_id, "email": "ada@example.org",
+                                             "roles": self.roles, "status": "active"})
+        if path == "/auth/refresh":
+            self.refreshes += 1
+            return httpx.Response(200, json=self.tokens(self.refreshed_expires_in))
+        if path == "/auth/logout":
+            self.logouts += 1
+            return httpx.Response(204)
+        return _error(404, "not_found", "no such route")
+
+    def _users(self, request: httpx.Request) -> httpx.Response:
+        if self.users_down:
+            raise httpx.ConnectError("connection refused", request=request)
+        if request.method == "PATCH":
+            name = httpx.Request("POST", "/", content=request.read()).read().decode()
+            if len(name) > 200:
+                return _error(422, "validation_failed", "request validation failed",
+                              [{"key": "display_name", "message": "too long"}])
+            self.display_name = re.sub(r'.*"display_name":\s*"([^"]*)".*', r"\1", name)
+        return httpx.Response(200, json={
+            "user_id": self.user_id, "email": "ada@example.org", "display_name": self.display_name,
+            "bio": None, "created_at": "2026-01-01T00:00:00+00:00",
+            "updated_at": "2026-01-01T00:00:00+00:00",
+        })
+
+    def _admin(self, request: httpx.Request, path: str) -> httpx.Response:
+        if request.method == "POST" and path == "/documents":
+            return _error(415, "unsupported_media_type", "unsupported file type")
+        if path == "/documents":
+            return httpx.Response(200, json={"items": [], "total": 0, "limit": 50, "offset": 0})
+        return _error(429, "rate_limited", "slow down", retry_after=7)
+
+
+def _error(status: int, code: str, message: str, details: Any = None,
+           retry_after: int | None = None) -> httpx.Response:
+    headers = {"Retry-After": str(retry_after)} if retry_after else {}
+    return httpx.Response(status, headers=headers,
+                          json={"error": {"code": code, "message": message, "details": details}})
+
+
+SETTINGS = Settings(auth_api_url="http://auth:8002", users_api_url="http://users:8001",
+                    admin_api_url="http://admin:8003", console_metrics_targets="")
+
+
+def api_client(fake: FakeApis) -> ApiClient:
+    return ApiClient({"auth": SETTINGS.auth_api_url, "users": SETTINGS.users_api_url,
+                      "admin": SETTINGS.admin_api_url}, timeout_s=1,
+                     transport=httpx.MockTransport(fake.handle))
+
+
+@pytest.fixture
+def fake() -> FakeApis:
+    return FakeApis()
+
+
+@pytest.fixture
+def store() -> MemorySessionStore:
+    return MemorySessionStore()
+
+
+@pytest.fixture
+def portal(fake: FakeApis, store: MemorySessionStore) -> Litestar:
+    return create_portal(SETTINGS, api=api_client(fake), store=store)
+
+
+def csrf_of(html: str) -> str:
+    match = re.search(r'name="_csrf" value="([^"]+)"', html)
+    assert match, "no CSRF field on the page"
+    return match.group(1)
+
+
+def sign_in(client: TestClient[Litestar], password: str = PASSWORD) -> httpx.Response:
+    token = csrf_of(client.get("/login").text)
+    return client.post("/login", data={"_csrf": token, "email": "ada@example.org",
+                                       "password": password}, follow_redirects=False)
+
+
+# --- CSRF, cookie, headers ---------------------------------------------------------------------
+
+
+def test_a_post_without_the_csrf_token_is_refused_with_403(portal: Litestar) -> None:
+    with TestClient(portal) as client:
+        client.get("/login")
+        refused = client.post("/login", data={"email": "ada@example.org", "password": PASSWORD})
+        assert refused.status_code == 403
+        assert "This form has expired" in refused.text
+        wrong = client.post("/login", data={"_csrf": "guess", "email": "a@b.c",
+                                            "password": PASSWORD})
+        assert wrong.status_code == 403
+        assert sign_in(client).status_code == 303
+
+
+def test_no_session_means_no_csrf_token_to_match(portal: Litestar) -> None:
+    with TestClient(portal) as client:
+        response = client.post("/logout", data={"_csrf": ""})
+        assert response.status_code == 403
+
+
+def test_security_headers_and_no_caching_of_pages(portal: Litestar) -> None:
+    assert "unsafe-inline" not in CONTENT_SECURITY_POLICY
+    with TestClient(portal) as client:
+        page = client.get("/login")
+        csp = page.headers["content-security-policy"]
+        assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
+        assert page.headers["x-content-type-options"] == "nosniff"
+        assert page.headers["referrer-policy"] == "same-origin"
+        assert page.headers["x-frame-options"] == "DENY"
+        assert page.headers["cache-control"] == "no-store"
+        assert page.headers["x-correlation-id"]
+        assert "<script>" not in page.text and " style=" not in page.text
+        static = client.get("/static/site.css")
+        assert static.status_code == 200
+        assert static.headers.get("cache-control") != "no-store"
+
+
+def test_the_cookie_is_opaque_http_only_lax_and_secure_over_https(
+    fake: FakeApis, store: MemorySessionStore
+) -> None:
+    with TestClient(create_portal(SETTINGS, api=api_client(fake), store=store)) as client:
+        cookie = sign_in(client).headers["set-cookie"]
+        assert "HttpOnly" in cookie
+        assert "SameSite=lax" in cookie
+        assert "Secure" not in cookie  # plain http (local development)
+        assert "SECRET" not in cookie
+    app = create_portal(SETTINGS, api=api_client(fake), store=store)
+    with TestClient(app, base_url="https://portal.example") as client:
+        assert "Secure" in sign_in(client).headers["set-cookie"]
+    behind_proxy = replace(SETTINGS, session_cookie_secure=True)
+    with TestClient(create_portal(behind_proxy, api=api_client(fake), store=store)) as client:
+        assert "Secure" in client.get("/login").headers["set-cookie"]
+
+
+def test_signing_in_replaces_the_anonymous_session(
+    portal: Litestar, store: MemorySessionStore
+) -> None:
+    with TestClient(portal) as client:
+        client.get("/login")
+        anonymous = client.cookies["ams_portal_session"]
+        sign_in(client)
+        signed_in = client.cookies["ams_portal_session"]
+        assert signed_in != anonymous
+        assert anonymous not in store.data
+        assert "ACCESS-SECRET" in store.data[signed_in]
+
+
+def test_no_page_carries_a_token(portal: Litestar, fake: FakeApis) -> None:
+    with TestClient(portal) as client:
+        sign_in(client)
+        for path in ("/profile", "/documents", "/account", "/documents/rows",
+                     "/profile/fragment"):
+            page = client.get(path)
+            assert page.status_code == 200, path
+            assert "SECRET" not in page.text, path
+        assert fake.seen_tokens, "the API calls carried the token"
+        assert all(cid for cid in fake.correlation_ids), "every API call carries a correlation id"
+
+
+def test_logout_revokes_at_the_auth_api_and_forgets_the_session(
+    portal: Litestar, fake: FakeApis, store: MemorySessionStore
+) -> None:
+    with TestClient(portal) as client:
+        sign_in(client)
+        token = csrf_of(client.get("/profile").text)
+        response = client.post("/logout", data={"_csrf": token}, follow_redirects=False)
+        assert response.headers["location"] == "/login?signed_out=true"
+        assert fake.logouts == 1
+        assert not any("ACCESS-SECRET" in v for v in store.data.values())
+        assert client.get("/profile", follow_redirects=False).headers["location"].startswith(
+            "/login"
+        )
+
+
+# --- tokens: refresh, auth down -----------------------------------------------------------------
+
+
+async def test_concurrent_requests_refresh_once(fake: FakeApis, store: MemorySessionStore
+                                                ) -> None:
+    fake.expires_in = 10  # inside the refresh margin: the next request refreshes
+    app = create_portal(SETTINGS, api=api_client(fake), store=store)
+    async with AsyncTestClient(app) as client:
+        login = await client.get("/login")
+        await client.post("/login", data={"_csrf": csrf_of(login.text),
+                                           "email": "ada@example.org", "password": PASSWORD})
+        pages = await asyncio.gather(*(client.get("/documents/rows") for _ in range(6)))
+        assert [p.status_code for p in pages] == [200] * 6
+        assert fake.refreshes == 1, "a spent refresh token would sign the person out"
+
+
+def test_auth_down_keeps_a_signed_in_person_working_until_the_token_expires(
+    portal: Litestar, fake: FakeApis, store: MemorySessionStore
+) -> None:
+    fake.expires_in = 20  # due for a refresh, still valid
+    with TestClient(portal) as client:
+        sign_in(client)
+        fake.auth_down = True
+        assert client.get("/documents").status_code == 200
+        [key] = [k for k, v in store.data.items() if "ACCESS-SECRET" in v]
+        session = asyncio.run(store.load(key))
+        assert session is not None
+        session.access_expires_at = time.time() - 1
+        asyncio.run(store.save(session, 60))
+        down = client.get("/documents")
+        assert down.status_code == 503
+        assert "sign-in service" in down.text
+        assert down.headers["retry-after"]
+
+
+def test_users_api_down_shows_the_last_profile_read_only(portal: Litestar, fake: FakeApis
+                                                         ) -> None:
+    with TestClient(portal) as client:
+        sign_in(client)
+        assert 'value="Ada"' in client.get("/profile").text
+        fake.users_down = True
+        page = client.get("/profile")
+        assert page.status_code == 200
+        assert "The profile service is unavailable right now" in page.text
+        assert "readonly" in page.text
+        assert ">Save<" not in page.text
+
+
+def test_users_api_down_without_a_last_copy_is_a_503_page(portal: Litestar, fake: FakeApis
+                                                          ) -> None:
+    fake.users_down = True
+    with TestClient(portal) as client:
+        sign_in(client)
+        page = client.get("/profile")
+        assert page.status_code == 503
+        assert "profile service (users API) is not answering" in page.text
+
+
+# --- error pages -------------------------------------------------------------------------------
+
+
+def test_api_errors_become_pages_a_person_understands(portal: Litestar) -> None:
+    with TestClient(portal) as client:
+        sign_in(client)
+        token = csrf_of(client.get("/documents").text)
+        page = client.post("/documents", data={"_csrf": token},
+                           files={"file": ("x.gif", b"GIF89a", "image/gif")})
+        assert page.status_code == 415
+        assert "PNG, JPEG, TIFF or PDF" in page.text
+        assert '"error"' not in page.text and "Traceback" not in page.text
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "says"),
+    [
+        (BackendError("admin", 413, "payload_too_large", "too big"), 413, "up to 20 MB"),
+        (BackendError("admin", 415, "unsupported_media_type", "no"), 415, "PNG, JPEG"),
+        (BackendError("users", 422, "validation_failed", "invalid",
+                      [{"key": "display_name", "message": "too long"}]), 422, "too long"),
+        (BackendError("auth", 429, "rate_limited", "slow", retry_after=42), 429, "42 seconds"),
+        (ServiceDown("admin", "refused"), 503, "document service"),
+        (DependencyUnavailable("redis"), 503, "session store (Redis)"),
+        (CsrfRefused(), 403, "expired"),
+        (RuntimeError("bug"), 500, "on our side"),
+    ],
+)
+def test_every_failure_has_a_status_and_a_sentence(error: Exception, status: int, says: str
+                                                   ) -> None:
+    problem = problem_of(error, upload_max_bytes=SETTINGS.upload_max_bytes)
+    assert problem.status == status
+    text = " ".join([problem.title, problem.message, *problem.fields.values()])
+    if problem.retry_after:
+        text += f" {problem.retry_after} seconds"
+    assert says in text
+
+
+# --- the console -------------------------------------------------------------------------------
+
+
+def test_the_console_refuses_a_non_admin_with_a_403_page(fake: FakeApis,
+                                                         store: MemorySessionStore) -> None:
+    app = create_console(SETTINGS, api=api_client(fake), store=store)
+    with TestClient(app) as client:
+        refused = sign_in(client)
+        assert refused.status_code == 403
+        assert "for administrators" in refused.text
+        assert fake.logouts == 1, "the non-admin's tokens are revoked at once"
+        assert client.get("/documents", follow_redirects=False).status_code == 303
+
+
+def test_the_console_admits_an_admin(fake: FakeApis, store: MemorySessionStore) -> None:
+    fake.roles = ["user", "admin"]
+    app = create_console(SETTINGS, api=api_client(fake), store=store)
+    with TestClient(app) as client:
+        assert sign_in(client).headers["location"] == "/"
+        page = client.get("/documents")
+        assert page.status_code == 200
+        assert "Documents of all users" in page.text
