@@ -365,3 +365,26 @@ def test_the_console_admits_an_admin(fake: FakeApis, store: MemorySessionStore) 
         page = client.get("/documents")
         assert page.status_code == 200
         assert "Documents of all users" in page.text
+
+
+class DownStore(MemorySessionStore):
+    """Redis away: every call fails as the Redis adapter's would."""
+
+    async def load(self, session_id: str) -> Any:
+        raise DependencyUnavailable("session store: Redis is unavailable")
+
+    async def save(self, session: Any, ttl_s: int) -> None:
+        raise DependencyUnavailable("session store: Redis is unavailable")
+
+
+def test_redis_down_is_a_503_page_naming_the_session_store(fake: FakeApis) -> None:
+    app = create_portal(SETTINGS, api=api_client(fake), store=DownStore())
+    with TestClient(app) as client:
+        for path in ("/login", "/register"):
+            page = client.get(path)
+            assert page.status_code == 503, path
+            assert "session store (Redis)" in page.text
+        client.cookies.set("ams_portal_session", "some-session")
+        assert client.get("/documents").status_code == 503
+        assert client.get("/health").status_code == 200
+        assert client.get("/static/site.css").status_code == 200
