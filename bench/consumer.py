@@ -20,10 +20,18 @@ before the clock starts; it starts when they are told to connect and consume, so
 connecting counts against them. ``--partitions 1`` measures one process, in this one.
 
     python bench/consumer.py [--quick] [--messages N] [--rounds R] [--prefetch P]
-                             [--effect row|none] [--partitions K]
+                             [--effect row|none] [--partitions K] [--tracing [--sampled F]]
 
 ``--effect none`` measures the runtime with a handler that writes nothing (the inbox row,
 the transaction and the ack remain): the runtime's own cost beside the bare loop.
+
+``--tracing`` adds a third measurement to every round: the runtime with tracing on
+(``TRACING_ENABLED``, every message sampled, spans exported over OTLP/HTTP to a local
+receiver, :mod:`bench.otlp_sink`), beside the same runtime with tracing off, on the same
+messages, which then carry a ``traceparent`` as events of traced requests do. It reports
+``tracing_on_mps`` and ``tracing_ratio`` (on / off, medians of the rounds). ``--sampled F``
+sets the sampled flag on a share F of those traceparents (default 1: every message is
+recorded), as head sampling at the API would (``parentbased_traceidratio``).
 
 The last line printed is one JSON object: consumer_mps, raw_mps, ratio, every round,
 and the setup.
@@ -40,6 +48,7 @@ import statistics
 import sys
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -49,12 +58,14 @@ import asyncpg
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bench.otlp_sink import otlp_sink
 from shared import eventloop
 from shared import messaging as m
 from shared.config import Settings
 from shared.db import asyncpg_dsn
 from shared.events import UserRegistered, encode
 from shared.topology import ConsumerSpec
+from shared.tracing import configure_tracing, shutdown_tracing
 from tests.support import env_for, isolated_settings
 from workers.runtime.consumer import Consumer
 from workers.runtime.context import MessageContext
@@ -72,18 +83,30 @@ async def effect(session: AsyncSession, message: UserRegistered, ctx: MessageCon
     await session.execute(_EFFECT, {"m": ctx.message_id, "u": message.user_id})
 
 
+TRACED = False
+"""--tracing: the messages carry a traceparent, as events written by traced requests do."""
+SAMPLED = 1.0
+"""--sampled: the share of those traceparents whose sampled flag is set (head sampling at
+the API, e.g. OTEL_TRACES_SAMPLER=parentbased_traceidratio); the rest are not recorded."""
+
+
 def messages(n: int) -> list[aio_pika.Message]:
     users = [uuid.uuid4() for _ in range(AGGREGATES)]
     out = []
     for i in range(n):
         event = UserRegistered(user_id=users[i % AGGREGATES], email=f"u{i}@example.com")
+        headers: dict[str, object] = {
+            m.H_AGGREGATE_ID: event.aggregate_id, m.H_SCHEMA_VERSION: 1,
+            m.H_AGGREGATE_SLOT: m.aggregate_slot(event.aggregate_id),
+        }
+        if TRACED:
+            sampled = int((i + 1) * SAMPLED) > int(i * SAMPLED)  # spread evenly
+            flags = "01" if sampled else "00"
+            headers[m.H_TRACEPARENT] = f"00-{uuid.uuid4().hex}-{uuid.uuid4().hex[:16]}-{flags}"
         out.append(aio_pika.Message(
             encode(event), message_id=str(uuid.uuid4()), type=event.event_type,
             content_type=m.CONTENT_TYPE, delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            headers={
-                m.H_AGGREGATE_ID: event.aggregate_id, m.H_SCHEMA_VERSION: 1,
-                m.H_AGGREGATE_SLOT: m.aggregate_slot(event.aggregate_id),
-            },
+            headers=headers,  # type: ignore[arg-type]
         ))
     return out
 
@@ -168,15 +191,20 @@ async def runtime_rate(
     settings: Settings, n: int, prefetch: int, effect_name: str, partitions: int
 ) -> float:
     """Fill the work queue(s), then time a cold start (connect, consume) to the n-th effect."""
+    await truncate(settings)
     await fill_consumer(settings, n, partitions)
     if partitions > 1:
         return await partitioned_rate(settings, n, prefetch, effect_name, partitions)
-    consumer = bench_consumer(prefetch, HANDLERS[effect_name], partitions)
-    running = await consumer.start(settings)
-    started = time.perf_counter()  # connected and consuming: the same start as the raw loop
-    await wait_applied(settings, n)
-    elapsed = time.perf_counter() - started
-    await running.stop(grace_s=5)
+    configure_tracing(settings, service="bench-consumer")
+    try:
+        consumer = bench_consumer(prefetch, HANDLERS[effect_name], partitions)
+        running = await consumer.start(settings)
+        started = time.perf_counter()  # connected and consuming: the same start as the raw loop
+        await wait_applied(settings, n)
+        elapsed = time.perf_counter() - started
+        await running.stop(grace_s=5)
+    finally:
+        shutdown_tracing()
     return n / elapsed
 
 
@@ -216,6 +244,7 @@ async def partitioned_rate(
 async def serve_partition(partition: int, partitions: int, prefetch: int, effect: str) -> None:
     """A partition process: wait for "go" on stdin, consume until SIGTERM."""
     settings = Settings.from_env()
+    configure_tracing(settings, service=f"bench-consumer-p{partition}")
     consumer = bench_consumer(prefetch, HANDLERS[effect], partitions)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -225,6 +254,7 @@ async def serve_partition(partition: int, partitions: int, prefetch: int, effect
     running = await consumer.start(settings, partition)
     await stop.wait()
     await running.stop(grace_s=5)
+    shutdown_tracing()  # flushes the last spans
 
 
 async def prepare(settings: Settings) -> None:
@@ -237,14 +267,18 @@ async def prepare(settings: Settings) -> None:
         await db.close()
 
 
+async def truncate(settings: Settings) -> None:
+    db = await asyncpg.connect(asyncpg_dsn(settings.users_database_url))
+    try:
+        await db.execute("TRUNCATE bench_effects, inbox, outbox")
+    finally:
+        await db.close()
+
+
 async def fresh_round(settings: Settings, prefetch: int, handler: Handler, partitions: int) -> None:
     """New, empty queues and tables for each round, so that no round inherits the work of
     the ones before it (a quorum queue's log, a growing effects table)."""
-    db = await asyncpg.connect(asyncpg_dsn(settings.users_database_url))
-    try:
-        await db.execute("TRUNCATE bench_effects, inbox")
-    finally:
-        await db.close()
+    await truncate(settings)
     consumer = bench_consumer(prefetch, handler, partitions)
     connection = await aio_pika.connect(settings.rabbitmq_url)
     try:
@@ -258,28 +292,48 @@ async def fresh_round(settings: Settings, prefetch: int, handler: Handler, parti
 
 
 async def run(
-    settings: Settings, n: int, rounds: int, prefetch: int, effect_name: str, partitions: int
+    settings: Settings, n: int, rounds: int, prefetch: int, effect_name: str, partitions: int,
+    traced: Settings | None = None,
 ) -> dict[str, object]:
+    """``traced``: the same settings with tracing on, measured beside the runtime (--tracing)."""
     handler = HANDLERS[effect_name]
     await prepare(settings)
     raws: list[float] = []
     fulls: list[float] = []
+    ons: list[float] = []
     for round_no in range(1, rounds + 1):
         await fresh_round(settings, prefetch, handler, partitions)
-        if round_no % 2:
-            raw = await raw_rate(settings, n, prefetch)
-            full = await runtime_rate(settings, n, prefetch, effect_name, partitions)
-        else:
-            full = await runtime_rate(settings, n, prefetch, effect_name, partitions)
-            raw = await raw_rate(settings, n, prefetch)
-        raws.append(raw)
-        fulls.append(full)
-        print(
-            f"round {round_no}: raw aio-pika consume+ack {raw:,.0f} msg/s, "
-            f"runtime (inbox + effect + ack) {full:,.0f} msg/s, ratio {full / raw:.2f}",
-            flush=True,
+        measures = {
+            "raw": lambda: raw_rate(settings, n, prefetch),
+            "full": lambda: runtime_rate(settings, n, prefetch, effect_name, partitions),
+        }
+        if traced is not None:
+            measures["on"] = lambda: runtime_rate(traced, n, prefetch, effect_name, partitions)
+        order = list(measures) if round_no % 2 else list(reversed(measures))
+        rates = {name: await measures[name]() for name in order}
+        raws.append(rates["raw"])
+        fulls.append(rates["full"])
+        line = (
+            f"round {round_no}: raw aio-pika consume+ack {rates['raw']:,.0f} msg/s, "
+            f"runtime (inbox + effect + ack) {rates['full']:,.0f} msg/s, "
+            f"ratio {rates['full'] / rates['raw']:.2f}"
         )
+        if traced is not None:
+            ons.append(rates["on"])
+            on = rates["on"]
+            line += f"; tracing on {on:,.0f} msg/s, on/off {on / rates['full']:.3f}"
+        print(line, flush=True)
+    tracing_result: dict[str, object] = {}
+    if traced is not None:
+        tracing_result = {
+            "tracing_on_mps": round(statistics.median(ons), 1),
+            "tracing_ratio": round(
+                statistics.median(o / f for o, f in zip(ons, fulls, strict=True)), 3
+            ),
+            "tracing_rounds": [round(o, 1) for o in ons],
+        }
     return {
+        **tracing_result,
         "consumer_mps": round(statistics.median(fulls), 1),
         "raw_mps": round(statistics.median(raws), 1),
         "ratio": round(statistics.median(f / r for f, r in zip(fulls, raws, strict=True)), 3),
@@ -312,6 +366,14 @@ def main() -> None:
         "--partitions", type=int, default=os.cpu_count() or 1,
         help="runtime processes, one per partition (default: one per core)",
     )
+    parser.add_argument(
+        "--tracing", action="store_true",
+        help="also measure the runtime with tracing on (OTLP to a local receiver): on/off ratio",
+    )
+    parser.add_argument(
+        "--sampled", type=float, default=1.0,
+        help="with --tracing: share of messages whose trace is sampled (default 1)",
+    )
     parser.add_argument("--serve-partition", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_partition is not None:  # a partition process of partitioned_rate
@@ -321,12 +383,24 @@ def main() -> None:
         return
     n = args.messages or (5000 if args.quick else 20000)
     rounds = args.rounds or (3 if args.quick else 5)
-    with isolated_settings(
-        "bench", worker_metrics_port=0, db_pool_size=args.pool, log_level="WARNING",
-        **({"worker_batch_max": args.batch_max} if args.batch_max else {}),
-    ) as settings:
+    global TRACED, SAMPLED
+    TRACED, SAMPLED = args.tracing, args.sampled
+    with (
+        isolated_settings(
+            "bench", worker_metrics_port=0, db_pool_size=args.pool, log_level="WARNING",
+            **({"worker_batch_max": args.batch_max} if args.batch_max else {}),
+        ) as settings,
+        otlp_sink() as sink,
+    ):
+        os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = sink.endpoint
         prefetch = args.prefetch or settings.worker_prefetch
-        result = eventloop.run(run(settings, n, rounds, prefetch, args.effect, args.partitions))
+        traced = replace(settings, tracing_enabled=True) if args.tracing else None
+        result = eventloop.run(
+            run(settings, n, rounds, prefetch, args.effect, args.partitions, traced)
+        )
+        if args.tracing:
+            result["otlp_received"] = sink.received()
+            result["sampled"] = args.sampled
     print(json.dumps(result))
 
 

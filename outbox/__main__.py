@@ -17,7 +17,7 @@ from shared import eventloop
 from shared.config import DATABASES, Settings
 from shared.db import asyncpg_dsn
 from shared.logging import configure_logging, get_logger
-from shared.tracing import configure_tracing
+from shared.tracing import configure_tracing, instrument_asyncpg
 
 log = get_logger("outbox")
 
@@ -58,6 +58,7 @@ def main(argv: list[str] | None = None) -> None:
     settings = Settings.from_env()
     configure_logging(settings, service="outbox-relay")
     configure_tracing(settings, service="outbox-relay")
+    instrument_asyncpg()  # the relay's own connections are plain asyncpg
     if settings.relay_metrics_port:
         start_http_server(settings.relay_metrics_port)
     eventloop.run(serve(settings, tuple(args.database or DATABASES)))

@@ -7,14 +7,8 @@ from contextlib import asynccontextmanager
 
 import asyncpg
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import (
-    AsyncEngine,
-    AsyncSession,
-    async_sessionmaker,
-    create_async_engine,
-)
-
-from shared import tracing
+from sqlalchemy.ext import asyncio as sa_asyncio
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 
 def create_engine(
@@ -25,11 +19,11 @@ def create_engine(
     ``pre_ping=False`` saves a round trip per transaction for callers that retry a unit
     of work which failed on a dead connection (the pool is invalidated then).
     """
-    engine = create_async_engine(
+    # Looked up on the module when called: with tracing on (shared.tracing), the
+    # SQLAlchemy instrumentation has wrapped it to record every statement.
+    return sa_asyncio.create_async_engine(
         url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=pre_ping, echo=echo
     )
-    tracing.instrument_engine(engine)
-    return engine
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

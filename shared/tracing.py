@@ -11,10 +11,11 @@ Two modes, chosen once per process by :func:`configure_tracing`:
 - **On**: an SDK tracer provider exporting through OTLP (or ``console``/``none``, chosen by
   the standard ``OTEL_TRACES_EXPORTER``; endpoint, headers, sampler, service name and
   resource come from the other standard ``OTEL_*`` variables). HTTP server spans come from
-  Litestar's OpenTelemetry plugin, database and Redis spans from the instrumentation
-  packages; the relay records one publish span per batch linked to each event's origin,
-  and the worker runtime a consume span (child of the message's trace context) with a
-  handle span inside. Events written inside a span carry that span as their parent.
+  Litestar's OpenTelemetry plugin, database spans from the SQLAlchemy instrumentation
+  (the relay's plain asyncpg connections: the asyncpg one), Redis spans from the Redis
+  one; the relay records one publish span per batch linked to each event's origin, and
+  the worker runtime a consume span (child of the message's trace context) with a handle
+  span inside. Events written inside a span carry that span as their parent.
 
 A malformed ``traceparent`` is ignored (a new trace starts), never an error.
 """
@@ -39,7 +40,6 @@ if TYPE_CHECKING:
     from litestar.plugins import PluginProtocol
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SpanExporter
-    from sqlalchemy.ext.asyncio import AsyncEngine
 
     from shared.config import Settings
 
@@ -149,12 +149,34 @@ def _add_standard_exporter(provider: TracerProvider, names: str) -> None:
 
 
 def _instrument_libraries(active: _Active) -> None:
-    from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor  # noqa: PLC0415
+    """Redis commands, and the statements of every SQLAlchemy engine created from now on
+    (:func:`shared.db.create_engine` looks ``create_async_engine`` up when called)."""
     from opentelemetry.instrumentation.redis import RedisInstrumentor  # noqa: PLC0415
+    from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor  # noqa: PLC0415
 
-    for instrumentor in (AsyncPGInstrumentor(), RedisInstrumentor()):  # type: ignore[no-untyped-call]
-        instrumentor.instrument(tracer_provider=active.provider)
-        active.instrumentors.append(instrumentor)
+    redis = RedisInstrumentor()
+    redis.instrument(tracer_provider=active.provider)
+    # Its declared range stops below SQLAlchemy 2.1; the engine events it uses are the same
+    # (tests/integration/test_tracing.py checks the statement spans).
+    sqlalchemy = SQLAlchemyInstrumentor()
+    sqlalchemy.instrument(
+        tracer_provider=active.provider, enable_commenter=False, skip_dep_check=True
+    )
+    active.instrumentors += [redis, sqlalchemy]
+
+
+def instrument_asyncpg() -> None:
+    """Spans for the statements of plain asyncpg connections (the relay), when on.
+
+    Only where asyncpg is used directly: under SQLAlchemy (instrumented itself) it
+    would record every statement twice."""
+    if _active is None:
+        return
+    from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor  # noqa: PLC0415
+
+    instrumentor = AsyncPGInstrumentor()  # type: ignore[no-untyped-call]
+    instrumentor.instrument(tracer_provider=_active.provider)
+    _active.instrumentors.append(instrumentor)
 
 
 def shutdown_tracing() -> None:
@@ -166,20 +188,6 @@ def shutdown_tracing() -> None:
     for instrumentor in active.instrumentors:
         instrumentor.uninstrument()
     active.provider.shutdown()
-
-
-def instrument_engine(engine: AsyncEngine) -> None:
-    """SQLAlchemy spans for ``engine`` (statements, with the database), when tracing is on."""
-    if _active is None:
-        return
-    from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor  # noqa: PLC0415
-
-    SQLAlchemyInstrumentor().instrument(
-        engine=engine.sync_engine, tracer_provider=_active.provider, enable_commenter=False,
-        # Its declared range stops below SQLAlchemy 2.1; the engine events it uses are the
-        # same (tests/integration/test_tracing.py checks the statement spans).
-        skip_dep_check=True,
-    )
 
 
 # --- HTTP --------------------------------------------------------------------------------------
@@ -341,7 +349,7 @@ __all__ = [
     "handling",
     "http_plugins",
     "incoming_http",
-    "instrument_engine",
+    "instrument_asyncpg",
     "outgoing",
     "parse_traceparent",
     "publishing",

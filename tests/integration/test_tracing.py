@@ -131,6 +131,8 @@ async def test_one_trace_from_register_to_the_profile_created_header(
     # Database spans belong to the trace too: the handler's statements are its children.
     statements = [s for s in in_trace if (s.attributes or {}).get("db.system") == "postgresql"]
     assert any(s.parent and s.parent.span_id == handle.context.span_id for s in statements)
+    assert server.context is not None  # and the API's own statements are the server span's
+    assert any(s.parent and s.parent.span_id == server.context.span_id for s in statements)
     assert len(statements) >= 3, [s.name for s in in_trace]
 
     # The follow-up event carries the trace on, as written by the handler.
