@@ -319,8 +319,8 @@ class Settings:
     """How long a frontend waits for an API answer before it shows the API as unavailable."""
 
     session_ttl_s: int = field(default=28800, metadata=_env("SESSION_TTL_S"))
-    """Idle lifetime of a frontend session in Redis (each request extends it; the refresh
-    token's own lifetime still bounds it). Anonymous sessions (a sign-in form's CSRF token)
+    """Idle lifetime of a frontend session in Redis (each page a person opens extends it; the
+    refresh token's own lifetime still bounds it). Anonymous sessions (a sign-in form's CSRF token)
     live at most an hour."""
 
     session_cookie_secure: bool = field(default=False, metadata=_env("SESSION_COOKIE_SECURE"))

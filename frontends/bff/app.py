@@ -87,14 +87,15 @@ must the upload script's request, whose page is loaded right after it)."""
 
 
 async def _before_request(request: Request[Any, Any, Any]) -> None:
-    """CSRF on every state-changing request; a pending notice goes onto the next page."""
+    """CSRF on every state-changing request; a page view shows a pending notice and keeps
+    the session alive (fragment polls do neither: an open tab is not activity)."""
     if request.url.path.startswith(OPS_PATHS):
         return
     frontend = frontend_of(request)
     await frontend.check_csrf(request)
     background = LIVE_HEADER in request.headers or "x-requested-with" in request.headers
     if request.method == "GET" and not background:
-        await frontend.pop_notice(request)
+        await frontend.page_view(request)
 
 
 def _ago(value: Any) -> str:

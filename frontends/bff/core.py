@@ -111,13 +111,18 @@ class Frontend:
     def _secure(self, request: Request[Any, Any, Any]) -> bool:
         return self.settings.session_cookie_secure or request.url.scheme == "https"
 
-    async def pop_notice(self, request: Request[Any, Any, Any]) -> None:
-        """Move a one-time notice (set before a redirect) onto this page."""
+    async def page_view(self, request: Request[Any, Any, Any]) -> None:
+        """A person opened a page: a one-time notice (set before a redirect) moves onto it,
+        and a signed-in session lives ``SESSION_TTL_S`` from now."""
         session = await self.current(request)
-        if session is not None and session.notice:
+        if session is None:
+            return
+        if session.notice:
             request.state["notice"] = session.notice
             session.notice = None
             await self.save(session)
+        elif session.signed_in:
+            await self.store.touch(session.id, self.settings.session_ttl_s)
 
     # --- CSRF --------------------------------------------------------------------------------
     async def check_csrf(self, request: Request[Any, Any, Any]) -> None:

@@ -84,6 +84,9 @@ class SessionStore(Protocol):
 
     async def delete(self, session_id: str) -> None: ...
 
+    async def touch(self, session_id: str, ttl_s: int) -> None:
+        """Extend the session's lifetime (a person is active)."""
+
     async def lock(self, session_id: str, ttl_s: float) -> bool:
         """Take the session's refresh lock (one refresh at a time); False if taken."""
 
@@ -119,6 +122,10 @@ class RedisSessionStore:
         with unavailable("session store"):
             await self._redis.delete(self._key(session_id), self._key(session_id, "lock"))
 
+    async def touch(self, session_id: str, ttl_s: int) -> None:
+        with unavailable("session store"):
+            await self._redis.expire(self._key(session_id), max(1, ttl_s))
+
     async def lock(self, session_id: str, ttl_s: float) -> bool:
         with unavailable("session store"):
             taken = await self._redis.set(
@@ -140,6 +147,7 @@ class MemorySessionStore:
     def __init__(self) -> None:
         self.data: dict[str, str] = {}
         self.locks: set[str] = set()
+        self.touched = 0
 
     async def load(self, session_id: str) -> Session | None:
         raw = self.data.get(session_id)
@@ -151,6 +159,10 @@ class MemorySessionStore:
     async def delete(self, session_id: str) -> None:
         self.data.pop(session_id, None)
         self.locks.discard(session_id)
+
+    async def touch(self, session_id: str, ttl_s: int) -> None:
+        if session_id in self.data:
+            self.touched += 1
 
     async def lock(self, session_id: str, ttl_s: float) -> bool:
         if session_id in self.locks:

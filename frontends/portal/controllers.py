@@ -203,8 +203,10 @@ class DocumentsController(Controller):
 
 
 async def _documents(frontend: Frontend, request: Req) -> list[dict[str, Any]]:
+    session = await frontend.signed_in(request)
+    # The person's own documents, also for an admin (whom the API would show everyone's).
     page = (await frontend.call(request, "admin", "GET", "/documents",
-                                params={"limit": LIST_LIMIT})).json()
+                                params={"limit": LIST_LIMIT, "owner_id": session.user_id})).json()
     items: list[dict[str, Any]] = page["items"]
     return items
 

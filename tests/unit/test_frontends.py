@@ -47,6 +47,7 @@ class FakeApis:
     display_name: str = "Ada"
     seen_tokens: list[str] = field(default_factory=list)
     correlation_ids: list[str] = field(default_factory=list)
+    document_queries: list[dict[str, str]] = field(default_factory=list)
     _serial: Iterator[int] = field(default_factory=itertools.count)
     user_id: str = field(default_factory=lambda: str(uuid.uuid4()))
 
@@ -104,6 +105,7 @@ class FakeApis:
         if request.method == "POST" and path == "/documents":
             return _error(415, "unsupported_media_type", "unsupported file type")
         if path == "/documents":
+            self.document_queries.append(dict(request.url.params))
             return httpx.Response(200, json={"items": [], "total": 0, "limit": 50, "offset": 0})
         return _error(429, "rate_limited", "slow down", retry_after=7)
 
@@ -245,6 +247,21 @@ def test_logout_revokes_at_the_auth_api_and_forgets_the_session(
         assert client.get("/profile", follow_redirects=False).headers["location"].startswith(
             "/login"
         )
+
+
+def test_the_portal_lists_only_the_persons_own_documents_also_for_an_admin(
+    portal: Litestar, fake: FakeApis, store: MemorySessionStore
+) -> None:
+    fake.roles = ["user", "admin"]
+    with TestClient(portal) as client:
+        sign_in(client)
+        assert client.get("/documents").status_code == 200
+        assert fake.document_queries[-1]["owner_id"] == fake.user_id
+        touched = store.touched
+        client.get("/documents/rows", headers={"X-Live": "1"})
+        assert store.touched == touched, "a fragment poll is not activity"
+        client.get("/profile")
+        assert store.touched == touched + 1, "a page view keeps the session alive"
 
 
 # --- tokens: refresh, auth down -----------------------------------------------------------------
