@@ -55,7 +55,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     ):
         subprocess.run(
             [sys.executable, "-m", "amsctl", "users", "create-admin", "--email", ADMIN[0],
-             "--password", ADMIN[1]],
+             "--password-stdin"], input=f"{ADMIN[1]}\n", text=True,
             cwd=ROOT, env=env_for(running.settings), check=True, capture_output=True,
         )
         yield running
