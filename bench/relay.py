@@ -1,7 +1,7 @@
 """Relay benchmark: throughput and commit->delivery latency, each beside its floor.
 
     python bench/relay.py [--quick] [--events N] [--rounds R] [--rates 500,1000]
-                          [--seconds S] [--sustain 2000,4000] [--profile DIR]
+                          [--seconds S] [--sustain 2000,4000] [--profile DIR] [--tracing]
 
 Everything runs against the local PostgreSQL and RabbitMQ in its own database and vhost
 (removed afterwards), into one quorum queue bound to the events. Every kind of run is
@@ -30,6 +30,13 @@ per-round ratios are reported.
    a rate is held when the backlog stays under one second's worth of events at the end
    and under two seconds' worth throughout. Reports the highest rate held.
 
+``--tracing`` adds two throughput runs to every round, on events that carry a
+``traceparent`` each (as events of traced requests do): the relay with tracing off
+(``relay_traced_off_eps``) and on (``relay_tracing_on_eps``: ``TRACING_ENABLED``, every
+batch's publish span, linked to its events' origins, and the relay's SQL spans exported
+over OTLP/HTTP to a local receiver, :mod:`bench.otlp_sink`), and their per-round ratio
+``tracing_ratio`` (on / off).
+
 ``--profile DIR`` attaches py-spy to the relay during the first throughput round and the
 first relay latency round of each rate (collapsed stacks, plus the top functions).
 
@@ -54,6 +61,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import replace
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -67,6 +75,7 @@ import asyncpg
 import httpx
 from pamqp.commands import Basic
 
+from bench.otlp_sink import otlp_sink
 from bench.procstat import CpuPhase
 from outbox import add_event
 from shared import eventloop
@@ -198,14 +207,16 @@ def top_functions(path: Path, k: int = 12) -> dict[str, float]:
     return {f: round(100 * c / total, 1) for f, c in inclusive.most_common(k)} if total else {}
 
 
-async def relay_throughput(settings: Settings, n: int, profile: Path | None) -> float:
+async def relay_throughput(
+    settings: Settings, n: int, profile: Path | None, *, traced: bool = False
+) -> float:
     conn = await asyncpg.connect(asyncpg_dsn(settings.auth_database_url))
     relay = start_relay(settings)
     try:
         await wait_for_relays(settings, 1)
         await asyncio.sleep(1.0)  # the relay owns its partitions and sits idle
         with Profiler(profile, "relay-throughput", relay.pid):
-            rate = await _commit_and_drain(conn, n)
+            rate = await _commit_and_drain(conn, n, traced=traced)
         await _expect_queued(settings, n)
         return rate
     finally:
@@ -213,10 +224,10 @@ async def relay_throughput(settings: Settings, n: int, profile: Path | None) -> 
         await conn.close()
 
 
-async def _commit_and_drain(conn: asyncpg.Connection, n: int) -> float:
+async def _commit_and_drain(conn: asyncpg.Connection, n: int, *, traced: bool = False) -> float:
     """Commit n events in one transaction; events/s from the commit to an empty outbox."""
     async with conn.transaction():
-        await insert_events(conn, n)
+        await insert_events(conn, n, traced=traced)
     started = time.perf_counter()
     while await conn.fetchval("SELECT EXISTS (SELECT 1 FROM outbox)"):
         await asyncio.sleep(0.005)
@@ -238,18 +249,23 @@ async def _expect_queued(settings: Settings, n: int) -> None:
         await connection.close()
 
 
-async def insert_events(conn: asyncpg.Connection, n: int) -> None:
-    """n outbox rows of different aggregates in one statement (the writer's columns)."""
+async def insert_events(conn: asyncpg.Connection, n: int, *, traced: bool = False) -> None:
+    """n outbox rows of different aggregates in one statement (the writer's columns);
+    ``traced``: each with a traceparent of its own (one trace per request)."""
     await conn.execute(
         """
         INSERT INTO outbox (event_id, event_type, routing_key, aggregate_type,
-            aggregate_id, partition, schema_version, payload)
+            aggregate_id, partition, schema_version, payload, traceparent)
         SELECT gen_random_uuid(), 'user.registered', 'user.registered', 'user',
-               g::text, g % 16, 1, $1::jsonb
+               g::text, g % 16, 1, $1::jsonb,
+               CASE WHEN $3 THEN '00-' || md5(g::text || $4) || '-'
+                                 || left(md5($4 || g::text), 16) || '-01' END
         FROM generate_series(1, $2) AS g
         """,
         BODY,
         n,
+        traced,
+        uuid.uuid4().hex,
     )
 
 
@@ -471,23 +487,35 @@ def spread(values: list[float], digits: int = 2) -> dict[str, Any]:
 
 async def throughput_rounds(
     settings: Settings, queue: aio_pika.abc.AbstractQueue, events: int, rounds: int,
-    profile: Path | None,
+    profile: Path | None, tracing: bool = False,
 ) -> dict[str, Any]:
     kinds: dict[str, Callable[[int], Awaitable[float]]] = {
         "aio_pika_eps": lambda r: aio_pika_publisher(settings, events),
         "aiormq_eps": lambda r: aiormq_publisher(settings, events),
         "relay_eps": lambda r: relay_throughput(settings, events, profile if r == 0 else None),
     }
+    if tracing:
+        on = replace(settings, tracing_enabled=True)
+        kinds["relay_traced_off_eps"] = lambda r: relay_throughput(
+            settings, events, None, traced=True
+        )
+        kinds["relay_tracing_on_eps"] = lambda r: relay_throughput(on, events, None, traced=True)
     results: dict[str, list[float]] = {k: [] for k in kinds}
     names = list(kinds)
     for r in range(rounds):
-        for name in names[r % 3 :] + names[: r % 3]:
+        turn = r % len(names)
+        for name in names[turn:] + names[:turn]:
             results[name].append(await kinds[name](r))
             await queue.purge()
         print(f"round {r + 1}: " + json.dumps({k: round(v[-1]) for k, v in results.items()}),
               flush=True)
     relay, aio, rmq = results["relay_eps"], results["aio_pika_eps"], results["aiormq_eps"]
+    traced: dict[str, Any] = {}
+    if tracing:
+        off, on_eps = results["relay_traced_off_eps"], results["relay_tracing_on_eps"]
+        traced["tracing_ratio"] = spread([a / b for a, b in zip(on_eps, off, strict=True)], 3)
     return {
+        **traced,
         **{k: spread(v, 0) for k, v in results.items()},
         "ratio_to_aio_pika": spread([a / b for a, b in zip(relay, aio, strict=True)], 3),
         "ratio_to_aiormq": spread([a / b for a, b in zip(relay, rmq, strict=True)], 3),
@@ -543,14 +571,16 @@ async def latency_rounds(
 
 async def run(
     settings: Settings, events: int, rounds: int, rates: list[int], seconds: float,
-    sustain_rates: list[int], profile: Path | None,
+    sustain_rates: list[int], profile: Path | None, tracing: bool = False,
 ) -> dict[str, Any]:
     connection = await aio_pika.connect(settings.rabbitmq_url)
     channel = await connection.channel()
     queue = await declare(channel)
     result: dict[str, Any] = {"events": events, "rounds": rounds, "queue_type": "quorum"}
     if events:
-        result["throughput"] = await throughput_rounds(settings, queue, events, rounds, profile)
+        result["throughput"] = await throughput_rounds(
+            settings, queue, events, rounds, profile, tracing
+        )
     result["latency"] = {}
     for rate in rates:
         result["latency"][str(rate)] = await latency_rounds(
@@ -585,6 +615,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, help="duration of each latency run")
     parser.add_argument("--sustain", default="", help="rates to hold for 60 s each, ascending")
     parser.add_argument("--profile", type=Path, help="directory for py-spy profiles")
+    parser.add_argument(
+        "--tracing", action="store_true",
+        help="also the relay with tracing off and on, on traced events (OTLP to a local sink)",
+    )
     args = parser.parse_args()
     events = args.events if args.events is not None else (10_000 if args.quick else 50_000)
     seconds = args.seconds or (5.0 if args.quick else 20.0)
@@ -593,10 +627,13 @@ def main() -> None:
     sustain_rates = [int(r) for r in args.sustain.split(",") if r]
     if args.profile:
         args.profile.mkdir(parents=True, exist_ok=True)
-    with isolated_settings("bench") as settings:
+    with isolated_settings("bench") as settings, otlp_sink() as sink:
+        os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = sink.endpoint
         result = eventloop.run(
-            run(settings, events, rounds, rates, seconds, sustain_rates, args.profile)
+            run(settings, events, rounds, rates, seconds, sustain_rates, args.profile, args.tracing)
         )
+        if args.tracing:
+            result["otlp_received"] = sink.received()
     print(json.dumps(result))
 
 
