@@ -15,7 +15,7 @@ from litestar.testing import AsyncTestClient
 from PIL import Image
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from apps.admin.models import documents, ocr_pages
+from apps.admin.models import DocumentStatus, documents, ocr_pages
 from apps.admin.services import UploadLimits
 from outbox.schema import outbox
 from shared.config import Settings
@@ -227,3 +227,22 @@ async def test_search_uses_the_gin_index(sessions: async_sessionmaker[AsyncSessi
             "WHERE search @@ websearch_to_tsquery('english'::regconfig, 'harbour')"
         )))
     assert "ocr_pages_search_idx" in plan, plan
+
+
+async def test_pages_stored_before_blocks_existed_still_give_their_text(
+    client: AsyncTestClient[Any], sessions: async_sessionmaker[AsyncSession], settings: Settings,
+) -> None:
+    owner = token(settings, uuid.uuid4())
+    r = await client.post("/documents", files=files(prose_pdf(["x"]), "a", PDF), headers=owner)
+    document_id = uuid.UUID(r.json()["document_id"])
+    async with sessions() as s, s.begin():  # a page as the worker stored it before admindb_0005
+        await s.execute(sa.update(documents).where(documents.c.id == document_id)
+                        .values(status=DocumentStatus.COMPLETED))
+        await s.execute(sa.insert(ocr_pages).values(
+            document_id=document_id, page_no=1, width=10, height=10, text="Old text\nline two"))
+    doc = (await client.get(f"/documents/{document_id}", headers=owner)).json()
+    assert (doc["pages"][0]["source"], doc["pages"][0]["blocks"]) == ("ocr", [])
+    text = await client.get(f"/documents/{document_id}/text?format=markdown", headers=owner)
+    assert text.text == "Old text\nline two\n"
+    found = await client.get("/documents", params={"q": "old"}, headers=owner)
+    assert [hit["id"] for hit in found.json()["items"]] == [str(document_id)]
