@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import functools
 import io
+import random
 from dataclasses import dataclass
 from pathlib import Path
 
 import pypdfium2
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 PAGE_W, PAGE_H = 612, 792
 DPI = 150
@@ -200,3 +201,16 @@ def cer(expected: str, actual: str) -> float:
             current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb)))
         previous = current
     return previous[-1] / max(1, len(a))
+
+
+def degraded(image: Image.Image, how: str, seed: int = 1) -> Image.Image:
+    """``image`` as a worse scan: ``noise`` (2 % salt and pepper, then blurred) or ``skew``
+    (turned by one degree)."""
+    if how == "skew":
+        return image.rotate(1, fillcolor="white")
+    gray = image.convert("L")
+    pixels = gray.load()
+    rnd = random.Random(seed)
+    for _ in range(gray.width * gray.height // 50):
+        pixels[rnd.randrange(gray.width), rnd.randrange(gray.height)] = rnd.choice((0, 255))
+    return gray.filter(ImageFilter.GaussianBlur(0.8)).convert("RGB")

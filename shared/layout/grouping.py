@@ -221,10 +221,15 @@ def _join_table_rows(blocks: list[Block]) -> list[Block]:
 
 
 def _more_rows(table: Block, block: Block) -> bool:
-    width = len(cells(table.lines[-1]))
+    width = _cell_count(table.lines[-1])
     return _stacked(table.lines[-1], block.lines[0]) and all(
-        len(cells(line)) == width for line in block.lines
+        _cell_count(line) == width for line in block.lines
     )
+
+
+def _cell_count(line: Line) -> int:
+    """Cells with a letter or digit (a speck read as ``~`` is not a cell)."""
+    return sum(1 for cell in cells(line) if any(c.isalnum() for c in cell))
 
 
 def _same_style(previous: Line, line: Line) -> bool:

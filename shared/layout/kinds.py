@@ -40,18 +40,29 @@ _DESCENDERS = re.compile(r"[gjpqy,;()\[\]{}|$@_]")
 
 
 def font_size(line: Line) -> float:
-    """Font size estimated from the line's height and the letters in it.
+    """Font size estimated from box heights and the letters in them.
 
-    A line of ``x``-height letters is about half an em tall, one with ascenders and
+    A word of ``x``-height letters is about half an em tall, one with ascenders and
     descenders about the full em: dividing by that share makes "same." and "Quarterly"
-    of one font compare equal.
+    of one font compare equal. Words boxed one by one (tesseract, text layers) are
+    estimated one by one and the median taken, so one odd box does not make a line look
+    like a heading; words cut from a run's box (easyocr) share its height, so the run's
+    letters decide.
     """
+    words = [w for w in line.words if any(c.isalnum() for c in w.text)] or line.words
+    if len({(w.bbox[1], w.bbox[3]) for w in words}) == 1:
+        return height(line.bbox) / _share(line.text)
+    return statistics.median(height(w.bbox) / _share(w.text) for w in words)
+
+
+def _share(text: str) -> float:
+    """The part of an em that ``text`` covers from its top to its bottom."""
     share = 0.52
-    if _ASCENDERS.search(line.text):
+    if _ASCENDERS.search(text):
         share += 0.2
-    if _DESCENDERS.search(line.text):
+    if _DESCENDERS.search(text):
         share += 0.2
-    return height(line.bbox) / share
+    return share
 
 
 def list_marker(line: Line) -> bool:

@@ -7,6 +7,8 @@ printed so that a run shows it (``-s``).
 
 from __future__ import annotations
 
+import io
+
 import pytest
 
 from shared.documents import Limits
@@ -16,6 +18,8 @@ from tests.layout_documents import (
     EXPECTED,
     PROSE,
     cer,
+    degraded,
+    layout_image,
     layout_mixed_pdf,
     layout_png,
     layout_scan_pdf,
@@ -70,3 +74,17 @@ def test_prose_character_accuracy(tesseract: TesseractEngine) -> None:
     print(f"\ntesseract, prose page: CER {rate:.4f} ({len(' '.join(PROSE))} characters)")
     assert rate <= MAX_CER, got
     assert [len(b.paragraphs) for b in page.blocks] and len(page.blocks) == 3
+
+
+@pytest.mark.parametrize(("dpi", "how"), [(100, None), (150, "noise"), (150, "skew")])
+def test_lower_resolution_and_worse_scans(tesseract: TesseractEngine, dpi: int,
+                                          how: str | None) -> None:
+    image = layout_image(dpi) if how is None else degraded(layout_image(dpi), how)
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    [page] = read_pages(out.getvalue(), LIMITS, tesseract)
+    kinds = [str(b.kind) for b in page.blocks]
+    assert kinds == [kind for kind, _ in EXPECTED]
+    rate = cer("\n".join(t for _, t in EXPECTED), "\n".join(b.text for b in page.blocks))
+    print(f"\ntesseract, {dpi} dpi {how or 'clean'}: CER {rate:.4f}, kinds and order right")
+    assert rate <= MAX_CER

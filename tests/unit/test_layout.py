@@ -19,7 +19,8 @@ from shared.layout import (
     render_plain,
     summarise,
 )
-from shared.layout.grouping import merge_fragments
+from shared.layout.grouping import merge_fragments, split_words
+from shared.layout.kinds import font_size
 
 CHAR, SPACE = 0.5, 0.3
 """Synthetic font: a character is half a line height wide, a space 0.3."""
@@ -248,3 +249,12 @@ def test_summary_counts_pages_words_confidence_and_sources() -> None:
     assert (summary.pages, summary.words, summary.sources) == (2, 5, {"ocr": 1, "text_layer": 1})
     assert summary.mean_confidence == round((2 * 0.5 + 3 * 1.0) / 5, 4)
     assert summarise([]).mean_confidence is None
+
+
+def test_font_size_is_not_thrown_by_one_odd_word_box() -> None:
+    plain = line("waiting times fell by a third", 100, 100)
+    odd = make_line([*plain.words[:-1], Word(text="third", bbox=[600, 80, 700, 160],
+                                             confidence=0.5)])  # merged with a speck
+    assert font_size(odd) == pytest.approx(font_size(plain), rel=0.05)
+    run = make_line(split_words("waiting times fell by a third", [100, 100, 500, 130], 0.9))
+    assert font_size(run) == pytest.approx(30 / 0.92)  # one box for the run: its letters decide
