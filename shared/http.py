@@ -357,20 +357,32 @@ def api_app(
         render_plugins=[SwaggerRenderPlugin()], components=[bearer_components()],
     )
     middleware = [metrics_config(title).middleware, *litestar_kwargs.pop("middleware", [])]
-    app = Litestar(
+    return observed(Litestar(
         route_handlers=[*health_routes(ready_checks), MetricsController, *route_handlers],
         exception_handlers={**EXCEPTION_HANDLERS, **litestar_kwargs.pop("exception_handlers", {})},
         middleware=middleware,
         openapi_config=openapi,
         request_max_body_size=max_body_bytes,
-        plugins=[*tracing.http_plugins(title), *litestar_kwargs.pop("plugins", [])],
-        # Litestar's default logging config would install its own plain-text handlers;
-        # shared.logging renders every record (Litestar's too) as the process's lines.
-        logging_config=litestar_kwargs.pop("logging_config", None),
+        **observability(title, **litestar_kwargs),
+    ))
+
+
+def observability(title: str, **litestar_kwargs: Any) -> dict[str, Any]:
+    """``Litestar(**observability(title, **kwargs))``: the caller's keyword arguments plus
+    the OpenTelemetry plugin (when tracing is on) and no logging config of Litestar's own,
+    whose plain-text handlers would break the JSON lines (``shared.logging`` renders every
+    record, Litestar's too). Pair it with :func:`observed`."""
+    return {
         **litestar_kwargs,
-    )
-    # Outside Litestar's router and exception handling (and its OpenTelemetry middleware,
-    # when tracing is on): every request gets its correlation id and one access line.
+        "plugins": [*tracing.http_plugins(title), *litestar_kwargs.get("plugins", [])],
+        "logging_config": litestar_kwargs.get("logging_config"),
+    }
+
+
+def observed(app: Litestar) -> Litestar:
+    """Wrap the whole app, outside Litestar's router and exception handling (and its
+    OpenTelemetry middleware): every request, an unknown route too, gets its correlation id,
+    its trace context and one access line."""
     app.asgi_handler = correlation_middleware(app.asgi_handler)
     return app
 
@@ -385,6 +397,8 @@ __all__ = [
     "error_response",
     "error_responses",
     "health_routes",
+    "observability",
+    "observed",
     "redis_check",
     "run_checks",
 ]

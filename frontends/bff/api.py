@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-import structlog
 
+from shared import tracing
 from shared.logging import current_correlation_id, get_logger
 
 log = get_logger(__name__)
@@ -73,9 +73,11 @@ def _trace_headers() -> dict[str, str]:
     correlation_id = current_correlation_id()
     if correlation_id:
         headers["X-Correlation-ID"] = correlation_id
-    traceparent = structlog.contextvars.get_contextvars().get("traceparent")
+    traceparent, tracestate = tracing.outgoing()  # the request's trace continues in the API
     if traceparent:
-        headers["traceparent"] = str(traceparent)
+        headers["traceparent"] = traceparent
+        if tracestate:
+            headers["tracestate"] = tracestate
     return headers
 
 

@@ -26,7 +26,13 @@ from frontends.bff.core import STATE_KEY, Frontend, frontend_of
 from frontends.bff.errors import EXCEPTION_HANDLERS
 from frontends.bff.session import RedisSessionStore, SessionStore
 from shared.config import Settings
-from shared.http import MetricsController, ReadyCheck, correlation_middleware, health_routes
+from shared.http import (
+    MetricsController,
+    ReadyCheck,
+    health_routes,
+    observability,
+    observed,
+)
 from shared.http import metrics_config as http_metrics_config
 from shared.redis_client import create_redis
 
@@ -202,15 +208,16 @@ def frontend_app(
     # A request log line per API call would drown the structured logs; errors are logged.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     title = f"ai-micro-service {frontend.name}"
-    return Litestar(
+    # Correlation ids, trace context, access lines, JSON logs, spans: as the APIs have them.
+    return observed(Litestar(**observability(
+        title,
         route_handlers=[
             *health_routes(ready_checks), MetricsController,
             create_static_files_router(path="/static", directories=[STATIC_DIR],
                                        include_in_schema=False),
             *route_handlers,
         ],
-        middleware=[correlation_middleware, security_headers_middleware,
-                    http_metrics_config(title).middleware],
+        middleware=[security_headers_middleware, http_metrics_config(title).middleware],
         before_request=_before_request,
         exception_handlers=EXCEPTION_HANDLERS,
         template_config=TemplateConfig(instance=template_engine(template_dirs)),
@@ -218,4 +225,4 @@ def frontend_app(
         lifespan=[lifespan],
         state=State({STATE_KEY: frontend}),
         openapi_config=None,
-    )
+    )))

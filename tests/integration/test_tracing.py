@@ -207,8 +207,7 @@ def _outbox_columns(settings: Settings, database: str) -> set[str]:
 def test_an_existing_outbox_gains_the_trace_context_columns(
     trace_settings: Settings, database: str
 ) -> None:
-    """A database migrated before this change (down one step) upgrades to the new columns;
-    a fresh one (created from outbox.schema) has them and the step is a no-op."""
+    """A database migrated before this change upgrades to the new columns, and back."""
     config = alembic_config(database, trace_settings.database_url(database))
     assert {"traceparent", "tracestate"} <= _outbox_columns(trace_settings, database)
     command.downgrade(config, BEFORE_TRACE_CONTEXT[database])

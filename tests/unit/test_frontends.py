@@ -47,6 +47,7 @@ class FakeApis:
     display_name: str = "Ada"
     seen_tokens: list[str] = field(default_factory=list)
     correlation_ids: list[str] = field(default_factory=list)
+    traceparents: list[str] = field(default_factory=list)
     document_queries: list[dict[str, str]] = field(default_factory=list)
     _serial: Iterator[int] = field(default_factory=itertools.count)
     user_id: str = field(default_factory=lambda: str(uuid.uuid4()))
@@ -58,6 +59,7 @@ class FakeApis:
 
     def handle(self, request: httpx.Request) -> httpx.Response:
         self.correlation_ids.append(request.headers.get("x-correlation-id", ""))
+        self.traceparents.append(request.headers.get("traceparent", ""))
         if request.headers.get("authorization"):
             self.seen_tokens.append(request.headers["authorization"])
         host, path = request.url.port, request.url.path
@@ -173,6 +175,22 @@ def test_no_session_means_no_csrf_token_to_match(portal: Litestar) -> None:
     with TestClient(portal) as client:
         response = client.post("/logout", data={"_csrf": ""})
         assert response.status_code == 403
+
+
+def test_the_callers_trace_context_reaches_the_apis_and_logs_are_the_processs(
+    portal: Litestar, fake: FakeApis
+) -> None:
+    traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    with TestClient(portal) as client:
+        token = csrf_of(client.get("/login").text)
+        client.post(
+            "/login", data={"_csrf": token, "email": "ada@example.org", "password": PASSWORD},
+            headers={"traceparent": traceparent, "x-correlation-id": "portal-c1"},
+            follow_redirects=False,
+        )
+    assert fake.traceparents[-1] == traceparent
+    assert fake.correlation_ids[-1] == "portal-c1"
+    assert portal.logging_config is None  # no plain-text handlers of Litestar's own
 
 
 def test_security_headers_and_no_caching_of_pages(portal: Litestar) -> None:
