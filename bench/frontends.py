@@ -48,6 +48,8 @@ from tests.e2e.stack import Stack, running_stack
 from tests.support import env_for, isolated_settings
 
 PASSWORD = "correct horse battery staple"
+LIMITS = httpx.Limits(keepalive_expiry=2.0)
+"""Below uvicorn's 5 s keep-alive, as the frontends' own API client does."""
 ADMIN = ("bench-admin@example.org", "bench admin password 1")
 
 
@@ -93,7 +95,7 @@ async def sign_in(client: httpx.AsyncClient, email: str, password: str) -> None:
 
 
 async def api_login(stack: Stack, email: str) -> dict[str, str]:
-    async with httpx.AsyncClient(base_url=stack.auth_url, timeout=30) as auth:
+    async with httpx.AsyncClient(base_url=stack.auth_url, timeout=30, limits=LIMITS) as auth:
         await auth.post("/auth/register", json={"email": email, "password": PASSWORD})
         tokens = (await auth.post("/auth/login", json={"email": email, "password": PASSWORD}
                                   )).json()
@@ -109,7 +111,8 @@ async def background_load(stack: Stack, rate: float, stop: asyncio.Event,
         email = f"load.{n}.{uuid.uuid4().hex[:6]}@example.org"
         try:
             bearer = await api_login(stack, email)
-            async with httpx.AsyncClient(base_url=stack.admin_url, timeout=30) as admin:
+            async with httpx.AsyncClient(base_url=stack.admin_url, timeout=30,
+                                         limits=LIMITS) as admin:
                 await admin.post("/documents", headers=bearer,
                                  files={"file": ("scan.png", scan_png(str(n)), "image/png")})
             counts["ok"] += 1
@@ -133,9 +136,9 @@ async def portal_person(stack: Stack, rounds: int, results: dict[str, list[float
     email = f"bench.{uuid.uuid4().hex[:10]}@example.org"
     bearer = await api_login(stack, email)
     async with (
-        httpx.AsyncClient(base_url=stack.portal_url, timeout=30) as portal,
-        httpx.AsyncClient(base_url=stack.admin_url, timeout=30) as admin,
-        httpx.AsyncClient(base_url=stack.users_url, timeout=30) as users,
+        httpx.AsyncClient(base_url=stack.portal_url, timeout=30, limits=LIMITS) as portal,
+        httpx.AsyncClient(base_url=stack.admin_url, timeout=30, limits=LIMITS) as admin,
+        httpx.AsyncClient(base_url=stack.users_url, timeout=30, limits=LIMITS) as users,
     ):
         await sign_in(portal, email, PASSWORD)
         doc = (await admin.post("/documents", headers=bearer,
@@ -166,7 +169,7 @@ async def portal_person(stack: Stack, rounds: int, results: dict[str, list[float
 
 async def console_admin(stack: Stack, rounds: int, results: dict[str, list[float]]) -> None:
     assert stack.console_url is not None
-    async with httpx.AsyncClient(base_url=stack.console_url, timeout=60) as console:
+    async with httpx.AsyncClient(base_url=stack.console_url, timeout=60, limits=LIMITS) as console:
         await sign_in(console, *ADMIN)
         paths = ["/", "/documents", "/sagas", "/dead-letters", "/outbox", "/audit", "/health"]
         for _ in range(rounds):

@@ -19,6 +19,8 @@ from shared.logging import current_correlation_id, get_logger
 
 log = get_logger(__name__)
 
+KEEPALIVE_S = 2.0
+
 SERVICE_NAMES = {
     "auth": "the sign-in service (auth API)",
     "users": "the profile service (users API)",
@@ -90,6 +92,9 @@ class ApiClient:
         self._http = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 3.0)), transport=transport,
             follow_redirects=False,
+            # Below uvicorn's 5 s keep-alive: a connection the API is closing is not reused
+            # (that race answers "server disconnected" to a request that never arrived).
+            limits=httpx.Limits(keepalive_expiry=KEEPALIVE_S),
         )
 
     async def aclose(self) -> None:
@@ -106,9 +111,8 @@ class ApiClient:
             headers["Authorization"] = f"Bearer {token}"
         url = f"{self._base[service]}{path}"
         try:
-            response = await self._http.request(
-                method, url, headers=headers, json=json, params=params, files=files
-            )
+            response = await self._send(method, url, headers=headers, json=json,
+                                        params=params, files=files)
         except httpx.HTTPError as exc:
             log.warning("api.unreachable", service=service, path=path,
                         error_type=type(exc).__name__)
@@ -116,6 +120,15 @@ class ApiClient:
         if response.is_success or response.status_code in expect:
             return response
         raise _error(service, response)
+
+    async def _send(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        try:
+            return await self._http.request(method, url, **kwargs)
+        except httpx.RemoteProtocolError:
+            # A kept-alive connection closed under us: a read is safe to send once more.
+            if method not in ("GET", "HEAD"):
+                raise
+            return await self._http.request(method, url, **kwargs)
 
 
 def _error(service: str, response: httpx.Response) -> ServiceDown | BackendError:

@@ -423,3 +423,22 @@ def test_redis_down_is_a_503_page_naming_the_session_store(fake: FakeApis) -> No
         assert client.get("/documents").status_code == 503
         assert client.get("/health").status_code == 200
         assert client.get("/static/site.css").status_code == 200
+
+
+async def test_a_read_is_sent_again_when_a_kept_alive_connection_was_closed() -> None:
+    calls = {"n": 0}
+
+    def flaky(request: httpx.Request) -> httpx.Response:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise httpx.RemoteProtocolError("Server disconnected without sending a response.")
+        return httpx.Response(200, json={"ok": True})
+
+    client = ApiClient({"users": "http://users:8001"}, timeout_s=1,
+                       transport=httpx.MockTransport(flaky))
+    assert (await client.request("users", "GET", "/profiles/me")).json() == {"ok": True}
+    calls["n"] = 0
+    with pytest.raises(ServiceDown):  # a write is never sent twice
+        await client.request("users", "PATCH", "/profiles/me", json={})
+    assert calls["n"] == 1
+    await client.aclose()
