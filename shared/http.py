@@ -13,11 +13,12 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from http import HTTPStatus
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 import structlog
 from litestar import Litestar, MediaType, Request, Response, get
+from litestar.datastructures import ResponseHeader
 from litestar.enums import ScopeType
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.handlers import HTTPRouteHandler
@@ -30,7 +31,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from shared import tracing
+from shared import contract, tracing
 from shared.auth import bearer_components
 from shared.errors import (
     AuthenticationFailed,
@@ -58,16 +59,26 @@ access_log = get_logger("access")
 
 
 class ErrorDetail(msgspec.Struct, kw_only=True, omit_defaults=True):
-    code: str
-    """Stable machine-readable code (``not_found``, ``conflict``, ``rate_limited`` …)."""
-    message: str
-    details: Any | None = None
+    """What went wrong."""
+
+    code: Annotated[str, msgspec.Meta(
+        description="Stable, for programs: not_found, conflict, validation_failed, "
+        "rate_limited, authentication_failed, bad_request, dependency_unavailable …",
+        examples=["not_found"],
+    )]
+    message: Annotated[str, msgspec.Meta(
+        description="For people; may change between releases.",
+        examples=["no document 4f9c… here"],
+    )]
+    details: Annotated[Any | None, msgspec.Meta(
+        description="Optional: the refused fields and why (validation errors).",
+    )] = None
 
 
 class ErrorBody(msgspec.Struct, kw_only=True):
     """The body of every error response."""
 
-    error: ErrorDetail
+    error: Annotated[ErrorDetail, msgspec.Meta(description="What went wrong.")]
 
 
 # Order matters only for documentation; lookup follows the exception's MRO.
@@ -182,6 +193,13 @@ _DESCRIPTIONS = {
 }
 
 
+LOCATION = ResponseHeader(
+    name="Location", documentation_only=True, required=True,
+    description="Where the created or accepted resource can be read (a path on this API).",
+)
+"""``response_headers=[LOCATION]`` on a 201/202 route that sets ``Location``."""
+
+
 def error_responses(*statuses: int) -> dict[int, ResponseSpec]:
     """OpenAPI ``responses=`` documenting error statuses with the shared error body."""
     return {
@@ -261,12 +279,13 @@ ReadyCheck = Callable[[], Awaitable[object]]
 
 
 class HealthBody(msgspec.Struct, kw_only=True):
-    status: str
+    status: Literal["ok"]
+    """Always ``ok``: the process answers."""
 
 
 class ReadyBody(msgspec.Struct, kw_only=True):
-    status: str
-    """``ready`` or ``unavailable``."""
+    status: Literal["ready", "unavailable"]
+    """``unavailable`` when any check failed (the answer is then a 503)."""
     checks: dict[str, str]
     """Dependency -> ``ok`` or the reason it failed."""
 
@@ -297,25 +316,32 @@ async def run_checks(checks: Mapping[str, ReadyCheck], timeout_s: float = 2.0) -
         return "ok"
 
     results = await asyncio.gather(*(one(c) for c in checks.values()))
-    status = "ready" if all(r == "ok" for r in results) else "unavailable"
-    return ReadyBody(status=status, checks=dict(zip(checks, results, strict=True)))
+    ok = all(r == "ok" for r in results)
+    return ReadyBody(
+        status="ready" if ok else "unavailable", checks=dict(zip(checks, results, strict=True))
+    )
 
 
 def health_routes(checks: Mapping[str, ReadyCheck]) -> list[HTTPRouteHandler]:
     """``GET /health`` (process alive) and ``GET /ready`` (dependencies reachable)."""
 
     @get(
-        "/health", operation_id="health", tags=["ops"], summary="Process is alive",
+        "/health", operation_id="getHealth", tags=["ops"], summary="Process is alive",
         sync_to_thread=False,
     )
     def health() -> HealthBody:
+        """Answers while the process runs; checks nothing else (a liveness probe)."""
         return HealthBody(status="ok")
 
     @get(
-        "/ready", operation_id="ready", tags=["ops"], summary="Dependencies are reachable",
-        responses={503: ResponseSpec(ReadyBody, description="A dependency is unreachable")},
+        "/ready", operation_id="getReady", tags=["ops"], summary="Dependencies are reachable",
+        responses={503: ResponseSpec(
+            ReadyBody, description="A dependency is unreachable", generate_examples=False
+        )},
     )
     async def ready() -> Response[ReadyBody]:
+        """200 when every dependency (database, Redis) answers within 2 s, else 503 with
+        the reason per dependency (a readiness probe)."""
         body = await run_checks(checks)
         return Response(body, status_code=200 if body.status == "ready" else 503)
 
@@ -354,17 +380,22 @@ def api_app(
     /schema."""
     openapi = OpenAPIConfig(
         title=title, version=version, description=description, path="/schema",
+        use_handler_docstrings=True,
         render_plugins=[SwaggerRenderPlugin()], components=[bearer_components()],
     )
     middleware = [metrics_config(title).middleware, *litestar_kwargs.pop("middleware", [])]
-    return observed(Litestar(
+    app = Litestar(
         route_handlers=[*health_routes(ready_checks), MetricsController, *route_handlers],
         exception_handlers={**EXCEPTION_HANDLERS, **litestar_kwargs.pop("exception_handlers", {})},
         middleware=middleware,
         openapi_config=openapi,
         request_max_body_size=max_body_bytes,
         **observability(title, **litestar_kwargs),
-    ))
+    )
+    # The served OpenAPI document and OPTIONS answers say what the API does (shared.contract).
+    app.asgi_handler = contract.allow_header_middleware(app.asgi_handler, app)
+    app.on_startup.append(contract.openapi_document)
+    return observed(app)
 
 
 def observability(title: str, **litestar_kwargs: Any) -> dict[str, Any]:
@@ -389,6 +420,7 @@ def observed(app: Litestar) -> Litestar:
 
 __all__ = [
     "EXCEPTION_HANDLERS",
+    "LOCATION",
     "NO_NUL",
     "ErrorBody",
     "api_app",

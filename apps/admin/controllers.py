@@ -29,7 +29,7 @@ from apps.admin.schemas import (
 from apps.admin.services import UploadLimits, Viewer
 from apps.admin.structure import TextFormat
 from shared.auth import SECURITY, Principal, current_principal
-from shared.http import error_responses
+from shared.http import LOCATION, error_responses
 
 MAX_QUERY = 200
 """Longest search query accepted (characters)."""
@@ -49,21 +49,31 @@ class DocumentController(Controller):
     dependencies = {"principal": Provide(current_principal)}
 
     @post(
-        "/", operation_id="upload_document", status_code=202,
+        "/", operation_id="uploadDocument", status_code=202,
         responses=error_responses(401, 413, 415, 422, 503),
         summary="Upload a scan or PDF for OCR",
+        response_headers=[LOCATION],
     )
     async def upload(
         self, principal: Principal, db_session: AsyncSession, upload_limits: UploadLimits,
         data: Annotated[UploadForm, Body(media_type=RequestEncodingType.MULTI_PART)],
-    ) -> UploadAccepted:
+    ) -> Response[UploadAccepted]:
+        """Stores the file and its ``document.uploaded`` event in one transaction; the OCR
+        worker fills in the text. The type is sniffed from the first bytes (PNG, JPEG, TIFF,
+        PDF); 413 above UPLOAD_MAX_BYTES, 415 for another type, 422 for too many pixels or
+        pages. ``Location`` is the document, to poll until ``status`` is final."""
         content = await data.file.read()
         result = await services.upload_document(
             db_session, viewer_of(principal), data.file.filename, content, upload_limits
         )
-        return UploadAccepted(**result)
+        accepted = UploadAccepted(**result)
+        return Response(accepted, status_code=202,
+                        headers={"Location": f"/documents/{accepted.document_id}"})
 
-    @get("/", operation_id="list_documents", responses=error_responses(401, 422, 503))
+    @get(
+        "/", operation_id="listDocuments", responses=error_responses(401, 422, 503),
+        summary="Documents, newest first (one's own; every document for admins)",
+    )
     async def list_documents(  # noqa: PLR0917 - one parameter per query filter
         self, principal: Principal, db_session: AsyncSession,
         limit: Annotated[int, Parameter(ge=1, le=100)] = 20,
@@ -80,6 +90,9 @@ class DocumentController(Controller):
                         "hits best first, each with a snippet",
         )] = None,
     ) -> DocumentPage | DocumentSearchPage:
+        """A page of documents without their text; ``total`` counts every match. Filters
+        combine; ``owner_id`` never widens what a non-admin sees. With ``q``: full-text
+        search, hits best first, each with a snippet."""
         narrow = services.DocumentFilter(
             owner_id=owner_id, status=status.value if status else None, legal_hold=legal_hold
         )
@@ -93,7 +106,7 @@ class DocumentController(Controller):
         return DocumentPage(items=items, total=total, limit=limit, offset=offset)
 
     @get(
-        "/{document_id:uuid}/text", operation_id="get_document_text",
+        "/{document_id:uuid}/text", operation_id="getDocumentText",
         media_type="text/plain", responses=error_responses(401, 404, 409, 503),
         summary="The document's text in reading order, plain or Markdown",
     )
@@ -103,24 +116,30 @@ class DocumentController(Controller):
             query="format", description="plain (default) or markdown (# headings, - lists)"
         )] = TextFormat.PLAIN,
     ) -> Response[str]:
+        """Blocks in reading order (columns first, tables row by row); 409 until the
+        document is completed."""
         text = await services.document_text(db_session, viewer_of(principal), document_id, fmt)
         media_type = "text/markdown" if fmt is TextFormat.MARKDOWN else "text/plain"
         return Response(text, media_type=f"{media_type}; charset=utf-8")
 
     @get(
-        "/{document_id:uuid}", operation_id="get_document",
+        "/{document_id:uuid}", operation_id="getDocument",
         responses=error_responses(401, 404, 503),
+        summary="A document with its OCR result (owner or admin)",
     )
     async def get_document(
         self, principal: Principal, db_session: AsyncSession, document_id: uuid.UUID
     ) -> DocumentDetail:
+        """Status, and once ``completed`` the text of every page with each line, its
+        confidence and bounding box; ``failure_reason`` once ``failed``. Another user's
+        document is a 404, as if it did not exist."""
         document: dict[str, Any] = await services.get_document(
             db_session, viewer_of(principal), document_id
         )
         return msgspec.convert(document, DocumentDetail)
 
     @get(
-        "/{document_id:uuid}/pages/{page_no:int}/image", operation_id="get_page_image",
+        "/{document_id:uuid}/pages/{page_no:int}/image", operation_id="getPageImage",
         media_type="image/png", responses=error_responses(401, 404, 503),
         summary="One page as PNG, in the pixels the OCR boxes refer to (owner or admin)",
     )
@@ -128,6 +147,8 @@ class DocumentController(Controller):
         self, principal: Principal, db_session: AsyncSession, upload_limits: UploadLimits,
         document_id: uuid.UUID, page_no: Annotated[int, Parameter(ge=1, le=10_000)],
     ) -> Response[bytes]:
+        """PDF pages are rendered at OCR_PDF_DPI, images are converted page by page, off the
+        event loop."""
         png = await services.page_image(
             db_session, viewer_of(principal), document_id, page_no, upload_limits.document
         )
@@ -135,22 +156,27 @@ class DocumentController(Controller):
                         headers={"Cache-Control": "private, max-age=300"})
 
     @delete(
-        "/{document_id:uuid}", operation_id="delete_document", status_code=204,
+        "/{document_id:uuid}", operation_id="deleteDocument", status_code=204,
         responses=error_responses(401, 404, 409, 503),
+        summary="Delete a document and its OCR result (owner or admin)",
     )
     async def delete_document(
         self, principal: Principal, db_session: AsyncSession, document_id: uuid.UUID
     ) -> None:
+        """409 while the document is under legal hold."""
         await services.delete_document(db_session, viewer_of(principal), document_id)
 
     @put(
-        "/{document_id:uuid}/legal-hold", operation_id="set_legal_hold",
+        "/{document_id:uuid}/legal-hold", operation_id="setLegalHold",
         responses=error_responses(401, 403, 404, 422, 503),
+        summary="Place or lift a legal hold (admins)",
     )
     async def set_legal_hold(
         self, principal: Principal, db_session: AsyncSession, document_id: uuid.UUID,
         data: LegalHoldIn, audit_trail: AuditTrail,
     ) -> LegalHoldOut:
+        """A held document cannot be deleted, not even by a user-deletion saga (which then
+        compensates). Every change, and every refused attempt, is in the operator audit."""
         result = await services.set_legal_hold(
             db_session, viewer_of(principal), document_id, hold=data.legal_hold,
             audit=audit_trail.recorder(principal),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from litestar import Controller, Request, delete, get, post
+from litestar import Controller, Request, Response, delete, get, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, JSONBody
@@ -17,6 +17,7 @@ from litestar.status_codes import (
 )
 
 from apps.auth.keys import KeyRing
+from apps.auth.models import UserStatus
 from apps.auth.sagas import SagaView
 from apps.auth.schemas import (
     DeletionAccepted,
@@ -32,7 +33,7 @@ from apps.auth.schemas import (
 )
 from apps.auth.services import Account, AuthService, Tokens
 from shared.auth import SECURITY, Principal, bearer_token, current_principal
-from shared.http import error_responses
+from shared.http import LOCATION, error_responses
 
 
 def provide_service(state: State) -> AuthService:
@@ -50,7 +51,8 @@ def _pair(tokens: Tokens) -> TokenPair:
 
 def _me(account: Account) -> MeResponse:
     return MeResponse(
-        user_id=account.user_id, email=account.email, roles=account.roles, status=account.status
+        user_id=account.user_id, email=account.email, roles=account.roles,
+        status=UserStatus(account.status),
     )
 
 
@@ -70,13 +72,19 @@ class AuthController(Controller):
         operation_id="register",
         status_code=HTTP_201_CREATED,
         summary="Register a user; its profile appears shortly after",
-        responses=error_responses(409, 422, 503),
+        responses=error_responses(409, 422, 429, 503),
+        response_headers=[LOCATION],
     )
     async def register(
         self, data: JSONBody[RegisterRequest], service: NamedDependency[AuthService]
-    ) -> RegisterResponse:
+    ) -> Response[RegisterResponse]:
+        """Creates the account and its ``user.registered`` event in one transaction; the
+        profiles worker creates the profile a few milliseconds later. 422 when the password
+        breaks the policy (8-128 characters, not a common one, not the email); 409 when the
+        email is taken. ``Location`` is the account (``GET /auth/me``, after login)."""
         account = await service.register(data.email, data.password, data.display_name)
-        return RegisterResponse(user_id=account.user_id, email=account.email)
+        body = RegisterResponse(user_id=account.user_id, email=account.email)
+        return Response(body, status_code=HTTP_201_CREATED, headers={"Location": "/auth/me"})
 
     @post(
         "/login",
@@ -91,12 +99,14 @@ class AuthController(Controller):
         service: NamedDependency[AuthService],
         request: Request[Any, Any, Any],
     ) -> TokenPair:
+        """Unknown email and wrong password answer alike (401). Failures are limited per
+        account and per client address (429 with ``Retry-After``)."""
         client = request.client.host if request.client else "unknown"
         return _pair(await service.login(data.email, data.password, client=client))
 
     @post(
         "/refresh",
-        operation_id="refresh",
+        operation_id="refreshTokens",
         status_code=HTTP_200_OK,
         summary="Rotate a refresh token: the old one is spent, a new pair is issued",
         responses=error_responses(401, 422, 503),
@@ -104,6 +114,8 @@ class AuthController(Controller):
     async def refresh(
         self, data: JSONBody[RefreshRequest], service: NamedDependency[AuthService]
     ) -> TokenPair:
+        """Each refresh token works once; presenting a spent one revokes its whole family
+        (theft detection). The family's absolute lifetime never grows."""
         return _pair(await service.refresh(data.refresh_token))
 
     @post(
@@ -118,11 +130,13 @@ class AuthController(Controller):
     async def logout(
         self, principal: NamedDependency[Principal], service: NamedDependency[AuthService]
     ) -> None:
+        """The access token is denied at once by every API (Redis denylist); the refresh
+        token family of the session ends too."""
         await service.logout(principal)
 
     @get(
         "/me",
-        operation_id="me",
+        operation_id="getMe",
         security=SECURITY,
         summary="The caller's account",
         dependencies={"principal": Provide(current_principal)},
@@ -131,6 +145,7 @@ class AuthController(Controller):
     async def me(
         self, principal: NamedDependency[Principal], service: NamedDependency[AuthService]
     ) -> MeResponse:
+        """Id, email, roles and status of the account the token belongs to."""
         return _me(await service.me(principal))
 
     @delete(
@@ -139,20 +154,24 @@ class AuthController(Controller):
         status_code=HTTP_202_ACCEPTED,
         security=SECURITY,
         summary="Delete a user (self or admin): starts the deletion saga",
-        description="Login and refresh are refused at once; follow the saga for the outcome.",
         dependencies={"principal": Provide(current_principal)},
         responses=error_responses(401, 403, 404, 503),
+        response_headers=[LOCATION],
     )
     async def delete_user(
         self,
         user_id: FromPath[uuid.UUID],
         principal: NamedDependency[Principal],
         service: NamedDependency[AuthService],
-    ) -> DeletionAccepted:
+    ) -> Response[DeletionAccepted]:
+        """Login and refresh are refused at once; follow the saga (``Location``) for the
+        outcome. Deleting one's own account also returns a ``watch_token``."""
         saga_id = await service.request_deletion(principal, user_id)
         watch = await service.watch_token(principal, saga_id) if principal.user_id == user_id \
             else None
-        return DeletionAccepted(saga_id=saga_id, watch_token=watch)
+        return Response(DeletionAccepted(saga_id=saga_id, watch_token=watch),
+                        status_code=HTTP_202_ACCEPTED,
+                        headers={"Location": f"/auth/sagas/{saga_id}"})
 
     @get(
         "/sagas/{saga_id:uuid}",
@@ -168,6 +187,7 @@ class AuthController(Controller):
         principal: NamedDependency[Principal],
         service: NamedDependency[AuthService],
     ) -> Saga:
+        """The saga's status and reason, and every step with its outcome (self or admin)."""
         return _saga(await service.saga(principal, saga_id))
 
     @get(
@@ -183,16 +203,20 @@ class AuthController(Controller):
         request: Request[Any, Any, Any],
         service: NamedDependency[AuthService],
     ) -> Saga:
+        """For a person who deleted their own account: their tokens ended with the request,
+        the watch token (``Authorization: Bearer``) reads this saga and nothing else."""
         return _saga(await service.watched_saga(bearer_token(request), saga_id))
 
 
 @get(
     "/.well-known/jwks.json",
-    operation_id="jwks",
+    operation_id="getJwks",
     tags=["auth"],
     summary="Public keys that verify our tokens (several during a rotation)",
     cache_control=None,
 )
 async def jwks(state: State) -> Jwks:
+    """Every live Ed25519 key (``kid``) that signs or signed tokens still valid; the other
+    APIs cache it and refetch on an unknown ``kid``."""
     ring: KeyRing = state["key_ring"]
     return Jwks(keys=[k.public_jwk for k in await ring.keys()])  # type: ignore[misc]

@@ -4,31 +4,43 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 
+from apps.auth.models import SagaStatus, StepStatus, UserStatus
+from apps.auth.passwords import MAX_LENGTH, MIN_LENGTH
 from shared.http import NO_NUL
 
-Email = Annotated[
-    str, msgspec.Meta(min_length=3, max_length=254, pattern=NO_NUL, description="Email address")
-]
-Password = Annotated[
-    str,
-    msgspec.Meta(min_length=1, max_length=1024, description="8-128 characters, not a common one"),
-]
+EMAIL_PATTERN = r"^[^@\s\x00]{1,64}@[^@\s\x00]+\.[^@\s\x00]+$"
+"""One ``@``, a dot in the domain, no whitespace (the service compares it lower-cased)."""
+Email = Annotated[str, msgspec.Meta(
+    min_length=3, max_length=254, pattern=EMAIL_PATTERN, description="Email address",
+    examples=["ada@example.org"],
+)]
+Password = Annotated[str, msgspec.Meta(
+    min_length=1, max_length=1024, description="The account's password",
+)]
+NewPassword = Annotated[str, msgspec.Meta(
+    min_length=MIN_LENGTH, max_length=MAX_LENGTH,
+    description=f"{MIN_LENGTH}-{MAX_LENGTH} characters, not a common one, not the email",
+    examples=["correct horse battery staple"],
+)]
 DisplayName = Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=NO_NUL)]
 
 
 class RegisterRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     email: Email
-    password: Password
+    password: NewPassword
     display_name: DisplayName | None = None
+    """Shown on the profile; may be set later."""
 
 
 class RegisterResponse(msgspec.Struct, kw_only=True):
     user_id: uuid.UUID
+    """The new account's id."""
     email: str
+    """The email as stored: trimmed, lower case."""
 
 
 class LoginRequest(msgspec.Struct, kw_only=True):
@@ -38,35 +50,49 @@ class LoginRequest(msgspec.Struct, kw_only=True):
 
 class RefreshRequest(msgspec.Struct, kw_only=True):
     refresh_token: Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]
+    """The refresh token of the last pair; it works once."""
 
 
 class TokenPair(msgspec.Struct, kw_only=True):
     access_token: str
+    """EdDSA JWT for `Authorization: Bearer` (at most 15 minutes)."""
     refresh_token: str
+    """Opaque; exchange it once at `POST /auth/refresh`."""
     token_type: str = "Bearer"  # noqa: S105 - the scheme name, not a secret
+    """Always `Bearer`."""
     expires_in: int
     """Seconds until the access token expires."""
 
 
 class MeResponse(msgspec.Struct, kw_only=True):
     user_id: uuid.UUID
+    """The account's id."""
     email: str
+    """The email as stored."""
     roles: list[str]
-    status: str
-    """``active``, ``deleting`` or ``deleted``."""
+    """`user`, and `admin` for operators."""
+    status: UserStatus
+    """``deleting`` while the account's deletion saga runs."""
 
 
 class Jwk(msgspec.Struct, kw_only=True, omit_defaults=True):
     kty: str
+    """Key type: `OKP`."""
     kid: str
+    """Key id, as in the tokens' `kid` header."""
     alg: str
+    """`EdDSA`."""
     use: str = "sig"
+    """`sig`: the key verifies signatures."""
     crv: str | None = None
+    """`Ed25519`."""
     x: str | None = None
+    """The public key, base64url."""
 
 
 class Jwks(msgspec.Struct, kw_only=True):
     keys: list[Jwk]
+    """Every live key; more than one during a rotation."""
 
 
 class DeletionAccepted(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -79,28 +105,43 @@ class DeletionAccepted(msgspec.Struct, kw_only=True, omit_defaults=True):
 
 class SagaStep(msgspec.Struct, kw_only=True):
     name: str
-    kind: str
-    """``action`` or ``compensation``."""
-    status: str
-    """``pending``, ``completed``, ``failed`` or ``timed_out``."""
+    """The step (`profile.delete`, `documents.delete`, `profile.restore` …)."""
+    kind: Literal["action", "compensation"]
+    """An action of the saga, or the compensation of one."""
+    status: StepStatus
+    """``pending`` until its reply, its deadline or a local action."""
     detail: str | None
+    """What the participant answered, or why the step failed."""
     started_at: datetime
+    """When the command was sent."""
     deadline: datetime | None
+    """When the step counts as failed without an answer."""
     finished_at: datetime | None
+    """When the answer (or the deadline) ended the step."""
     late_replies: int
     """Duplicate or late replies that were recognised and ignored."""
 
 
 class Saga(msgspec.Struct, kw_only=True):
     saga_id: uuid.UUID
+    """The saga's id."""
     user_id: uuid.UUID
+    """The account being deleted."""
     requested_by: uuid.UUID | None
-    status: str
-    """``running``, ``compensating``, ``completed``, ``compensated``, ``compensation_failed``."""
+    """Who asked (the user or an admin)."""
+    status: SagaStatus
+    """``running`` and ``compensating`` are in flight; the other three are final."""
     current_step: str | None
+    """The step waiting for its answer, if any."""
     step_deadline: datetime | None
+    """When the current step times out."""
     reason: str | None
+    """Why it compensated or failed."""
     created_at: datetime
+    """When the deletion was requested."""
     updated_at: datetime
+    """Last change."""
     finished_at: datetime | None
+    """When it reached a final status."""
     steps: list[SagaStep]
+    """Every step so far, oldest first."""

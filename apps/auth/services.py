@@ -20,6 +20,7 @@ import outbox
 from apps.auth import sagas
 from apps.auth.models import UserStatus, refresh_families, refresh_tokens, users
 from apps.auth.passwords import Passwords, check_password_policy, normalise_password
+from apps.auth.schemas import EMAIL_PATTERN
 from apps.auth.stores import LoginLimits, Sessions
 from apps.auth.tokens import TokenIssuer
 from shared.auth import REFRESH, SAGA_WATCH, Principal, TokenVerifier, require_self_or_admin
@@ -29,7 +30,7 @@ from shared.logging import get_logger
 
 log = get_logger(__name__)
 
-_EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
+_EMAIL = re.compile(EMAIL_PATTERN)
 INVALID_CREDENTIALS = "invalid email or password"
 """The one answer for an unknown email and a wrong password."""
 

@@ -29,7 +29,7 @@ def _json(body: bytes) -> Response[bytes]:
 
 
 _PROFILE = {
-    200: ResponseSpec(Profile, description="The profile"),
+    200: ResponseSpec(Profile, description="The profile", generate_examples=False),
     **error_responses(401, 403, 404, 503),
 }
 
@@ -42,6 +42,8 @@ class ProfileController(Controller):
 
     @get("/me", operation_id="getMyProfile", summary="The caller's profile", responses=_PROFILE)
     async def me(self, principal: NamedDependency[Principal], state: State) -> Response[bytes]:
+        """404 with ``Retry-After`` until the profiles worker has created the profile (a
+        few milliseconds after registration)."""
         return _json(await _service(state).get(principal.user_id))
 
     @patch(
@@ -56,6 +58,7 @@ class ProfileController(Controller):
         principal: NamedDependency[Principal],
         state: State,
     ) -> Response[bytes]:
+        """Only the fields sent change; the cached copy is dropped at once."""
         changes = {k: v for k, v in msgspec.structs.asdict(data).items() if v is not msgspec.UNSET}
         return _json(await _service(state).update(principal.user_id, changes))
 
@@ -71,5 +74,6 @@ class ProfileController(Controller):
         principal: NamedDependency[Principal],
         state: State,
     ) -> Response[bytes]:
+        """Another user's profile is for admins only (403)."""
         require_self_or_admin(principal, user_id)
         return _json(await _service(state).get(user_id))

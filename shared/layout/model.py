@@ -33,30 +33,46 @@ class Source(StrEnum):
 
 class Word(msgspec.Struct, frozen=True, kw_only=True):
     text: str
+    """The word as recognised."""
     bbox: Bbox
+    """`[x0, y0, x1, y1]` in page pixels."""
     confidence: float
+    """0..1."""
 
 
 class Line(msgspec.Struct, frozen=True, kw_only=True):
     text: str
+    """The line's words, space-separated."""
     bbox: Bbox
+    """`[x0, y0, x1, y1]` in page pixels."""
     confidence: float
+    """0..1 (mean of its words)."""
     words: list[Word]
+    """Its words, left to right."""
 
 
 class Paragraph(msgspec.Struct, frozen=True, kw_only=True):
     bbox: Bbox
+    """`[x0, y0, x1, y1]` in page pixels."""
     text: str
+    """Its lines joined."""
     confidence: float
+    """0..1 (mean of its lines)."""
     lines: list[Line]
+    """Its lines, top to bottom."""
 
 
 class Block(msgspec.Struct, frozen=True, kw_only=True):
     kind: Kind
+    """heading, paragraph, list item, table or other."""
     bbox: Bbox
+    """`[x0, y0, x1, y1]` in page pixels."""
     text: str
+    """Its paragraphs, separated by a blank line."""
     confidence: float
+    """0..1 (mean of its paragraphs)."""
     paragraphs: list[Paragraph]
+    """Its paragraphs in reading order."""
 
     @property
     def lines(self) -> list[Line]:

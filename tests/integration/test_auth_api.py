@@ -234,7 +234,8 @@ async def test_health_ready_schema(client: AsyncTestClient[Any]) -> None:
     assert ready.json()["checks"] == {"database": "ok", "redis": "ok"}
     schema = (await client.get("/schema/openapi.json")).json()
     operations = {op["operationId"] for path in schema["paths"].values() for op in path.values()}
-    assert {"register", "login", "refresh", "logout", "me", "jwks", "health", "ready"} <= operations
+    assert {"register", "login", "refreshTokens", "logout", "getMe", "getJwks", "getHealth",
+            "getReady"} <= operations
 
 
 async def test_client_address_rate_limit(auth_settings: Settings) -> None:

@@ -210,4 +210,4 @@ async def test_ready_and_schema(system: System) -> None:
     assert r.status_code == 200
     schema = (await system.users.get("/schema/openapi.json")).json()
     ops = {op["operationId"] for p in schema["paths"].values() for op in p.values()}
-    assert {"getMyProfile", "updateMyProfile", "getProfile", "health", "ready"} <= ops
+    assert {"getMyProfile", "updateMyProfile", "getProfile", "getHealth", "getReady"} <= ops

@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 import yaml
 
+from shared.config import Settings
 from tests.cluster.compose import interpolate
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -373,31 +374,64 @@ def test_dockerfile_passes_hadolint() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_dockerfile_bakes_in_the_ocr_models_and_drops_root() -> None:
-    text = (ROOT / "Dockerfile").read_text()
-    instructions = [
-        line.split(None, 1) for line in re.sub(r"\\\n", " ", text).splitlines()
-        if line.strip() and not line.lstrip().startswith("#")
-    ]
-    assert instructions[0] == ["FROM", "python:3.11-slim"]
-    runs = " ".join(args for op, args in instructions if op == "RUN")
-    assert "tesseract-ocr" in runs
-    assert "tesseract-ocr-eng" in runs
-    assert "easyocr.Reader(['en']" in runs
-    assert "download_enabled=True" in runs
-    assert "model_storage_directory='/models'" in runs
-    assert "test -s /models/craft_mlt_25k.pth" in runs
-    assert "test -s /models/english_g2.pth" in runs
-    assert '"/app[ocr]"' in runs
-    envs = " ".join(args for op, args in instructions if op == "ENV")
-    assert "OCR_MODEL_DIR=/models" in envs
-    users = [args for op, args in instructions if op == "USER"]
-    assert users
-    assert users[-1].split(":")[0] not in {"0", "root"}
-    for op, args in instructions:
-        if op == "COPY":
-            source = args.split()[0]
-            assert (ROOT / source).exists(), f"COPY of missing {source}"
+def _stages() -> dict[str, list[tuple[str, str]]]:
+    """Dockerfile stage name -> its (instruction, arguments), continuation lines joined."""
+    text = re.sub(r"\\\n", " ", (ROOT / "Dockerfile").read_text())
+    stages: dict[str, list[tuple[str, str]]] = {}
+    current: list[tuple[str, str]] = []
+    for line in text.splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        op, args = line.split(None, 1)
+        if op == "FROM":
+            current = stages.setdefault(args.split(" AS ")[-1], [])
+        current.append((op, args))
+    return stages
+
+
+def test_images_per_role_install_from_the_locks() -> None:
+    stages = _stages()
+    assert stages["base"][0] == ("FROM", "python:3.11-slim AS base")
+    runs = " ".join(a for s in stages.values() for op, a in s if op == "RUN")
+    assert "--require-hashes --no-deps -r requirements/runtime.txt" in runs
+    assert "--require-hashes --no-deps -r requirements/ocr.txt" in runs
+    assert "tesseract-ocr-eng" in runs and "tini" in runs
+    # The app image carries no PyTorch: its venv comes from the stage without the ocr lock.
+    app_copies = [a for op, a in stages["app"] if op == "COPY" and "--from=" in a]
+    assert app_copies == ["--from=project /opt/venv /opt/venv"]
+    assert ("FROM", "deps AS project") in stages["project"]
+    for target in ("app", "ocr"):
+        ops = dict(stages[target])
+        user = [a for op, a in stages[target] if op == "USER"][-1]
+        assert user.split(":")[0] not in {"0", "root"}, target
+        assert ops["STOPSIGNAL"] == "SIGTERM"
+        assert ops["ENTRYPOINT"] == '["/usr/bin/tini", "--"]'
+    for stage in stages.values():
+        for op, args in stage:
+            if op == "COPY" and "--from=" not in args:
+                source = args.split()[0]
+                assert (ROOT / source).exists(), f"COPY of missing {source}"
+
+
+def test_ocr_image_bakes_in_the_models_where_the_worker_looks() -> None:
+    ocr = _stages()["ocr"]
+    runs = " ".join(a for op, a in ocr if op == "RUN")
+    model_dir = Settings().ocr_model_dir
+    assert "easyocr.Reader(['en']" in runs and "download_enabled=True" in runs
+    assert f"model_storage_directory='{model_dir}'" in runs
+    assert f"test -s {model_dir}/craft_mlt_25k.pth" in runs
+    assert f"test -s {model_dir}/english_g2.pth" in runs
+    envs = " ".join(a for op, a in ocr if op == "ENV")
+    assert f"OCR_MODEL_DIR={model_dir}" in envs and "OCR_ENGINE=easyocr" in envs
+
+
+def test_compose_runs_each_role_in_its_image(compose: dict[str, Any]) -> None:
+    for name, service in compose["services"].items():
+        if "build" not in service:
+            continue
+        expected = "ocr" if name == "ocr" else "app"
+        assert service["build"]["target"] == expected, name
+        assert service["image"] == f"ai-micro-service:{expected}", name
 
 
 def test_dockerignore_keeps_what_the_build_needs() -> None:
