@@ -16,7 +16,15 @@ from litestar.types import ExceptionHandlersMap
 
 from frontends.bff.api import BackendError, ServiceDown
 from frontends.bff.core import CsrfRefused, Forbidden, NotSignedIn, frontend_of
-from shared.errors import DependencyUnavailable
+from frontends.bff.session import SESSION_STORE
+from shared.errors import (
+    Conflict,
+    DomainError,
+    NotFound,
+    PermissionDenied,
+    TransientError,
+    ValidationFailed,
+)
 from shared.logging import get_logger
 
 log = get_logger(__name__)
@@ -78,10 +86,10 @@ def problem_of(  # noqa: PLR0911 - one answer per kind of failure
                        f"{exc.what[0].upper()}{exc.what[1:]} is not answering right now. Nothing "
                        "you did was lost; please try again in a moment.",
                        retry_after=exc.retry_after or 5)
-    if isinstance(exc, DependencyUnavailable):
-        return Problem(503, "Temporarily unavailable",
-                       "The session store (Redis) is not answering, so nobody can sign in or "
-                       "change anything right now. Please try again in a moment.", retry_after=5)
+    if isinstance(exc, TransientError):
+        return _unavailable(exc)
+    if isinstance(exc, DomainError):
+        return _domain_problem(exc)
     if isinstance(exc, CsrfRefused):
         return Problem(403, "This form has expired",
                        "The form was not sent by this site's page, or it is too old. Go back, "
@@ -93,6 +101,33 @@ def problem_of(  # noqa: PLR0911 - one answer per kind of failure
     log.error("frontend.unhandled_error", error_type=type(exc).__name__, exc_info=exc)
     return Problem(500, "Something went wrong on our side",
                    "The error has been logged. Please try again.")
+
+
+def _unavailable(exc: TransientError) -> Problem:
+    if SESSION_STORE in str(exc):
+        return Problem(503, "Temporarily unavailable",
+                       "The session store (Redis) is not answering, so nobody can sign in or "
+                       "change anything right now. Please try again in a moment.", retry_after=5)
+    # The console's own dependencies (RabbitMQ, authdb and its audit table) say what they are.
+    return Problem(503, "Temporarily unavailable",
+                   f"Something this page needs is not answering: {exc}. Nothing was changed; "
+                   "please try again in a moment.", retry_after=5)
+
+
+def _domain_problem(exc: DomainError) -> Problem:
+    """A rule of the operation refused it (the console's dead letters, outbox, sagas)."""
+    for kind, status, title in _DOMAIN_PAGES:
+        if isinstance(exc, kind):
+            return Problem(status, title, str(exc))
+    return Problem(400, "That cannot be done", str(exc))
+
+
+_DOMAIN_PAGES: tuple[tuple[type[DomainError], int, str], ...] = (
+    (NotFound, 404, "Not found"),
+    (ValidationFailed, 422, "That request is not valid"),
+    (PermissionDenied, 403, "Not allowed"),
+    (Conflict, 409, "That cannot be done right now"),
+)
 
 
 def _http_problem(exc: HTTPException, upload_max_bytes: int) -> Problem:

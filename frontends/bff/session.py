@@ -23,6 +23,8 @@ import redis.asyncio as aioredis
 
 from shared.redis_client import unavailable
 
+SESSION_STORE = "session store"
+"""How a Redis failure of the session store names itself (the error page tells it apart)."""
 ANONYMOUS_TTL_S = 3600
 """An anonymous session (a form's CSRF token) lives at most this long."""
 
@@ -105,7 +107,7 @@ class RedisSessionStore:
         return f"{self._prefix}{kind}:{digest}"
 
     async def load(self, session_id: str) -> Session | None:
-        with unavailable("session store"):
+        with unavailable(SESSION_STORE):
             raw = await self._redis.get(self._key(session_id))
         if raw is None:
             return None
@@ -115,26 +117,26 @@ class RedisSessionStore:
             return None  # an unreadable session is no session: sign in again
 
     async def save(self, session: Session, ttl_s: int) -> None:
-        with unavailable("session store"):
+        with unavailable(SESSION_STORE):
             await self._redis.set(self._key(session.id), session.to_json(), ex=max(1, ttl_s))
 
     async def delete(self, session_id: str) -> None:
-        with unavailable("session store"):
+        with unavailable(SESSION_STORE):
             await self._redis.delete(self._key(session_id), self._key(session_id, "lock"))
 
     async def touch(self, session_id: str, ttl_s: int) -> None:
-        with unavailable("session store"):
+        with unavailable(SESSION_STORE):
             await self._redis.expire(self._key(session_id), max(1, ttl_s))
 
     async def lock(self, session_id: str, ttl_s: float) -> bool:
-        with unavailable("session store"):
+        with unavailable(SESSION_STORE):
             taken = await self._redis.set(
                 self._key(session_id, "lock"), b"1", nx=True, px=int(ttl_s * 1000)
             )
         return bool(taken)
 
     async def unlock(self, session_id: str) -> None:
-        with unavailable("session store"):
+        with unavailable(SESSION_STORE):
             await self._redis.delete(self._key(session_id, "lock"))
 
     async def ping(self) -> None:

@@ -9,6 +9,7 @@ recorded under the signed-in admin's identity with source ``console``.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -24,7 +25,7 @@ from apps.auth import audit, sagas
 from apps.auth.audit import AuditEntry, AuditFilter, AuditSource
 from apps.auth.sagas import SagaView
 from shared.config import DATABASES, Settings
-from shared.errors import NotFound
+from shared.errors import NotFound, ValidationFailed
 
 
 @dataclass(frozen=True)
@@ -58,12 +59,12 @@ class Operations:
     # --- dead letters ------------------------------------------------------------------------
     async def dead_letter_queues(self) -> list[QueueInfo]:
         async with AmqpDeadLetterStore(self.settings) as store:
-            return dlq.resolve_queues(store, None)
+            return await _resolve(store, None)
 
     async def dead_letters(self, selection: Selection, queue: str | None = None
                            ) -> list[DeadLetter]:
         async with AmqpDeadLetterStore(self.settings) as store:
-            queues = dlq.resolve_queues(store, [queue] if queue else None)
+            queues = await _resolve(store, [queue] if queue else None)
             return await dlq.read(store, queues, selection, self.settings.dlq_read_limit)
 
     async def groups(self, selection: Selection) -> list[FailureGroup]:
@@ -78,14 +79,14 @@ class Operations:
 
     async def preview(self, request: dlq.MoveRequest) -> ReplayPlan:
         async with AmqpDeadLetterStore(self.settings) as store:
-            queues = dlq.resolve_queues(store, request.queues)
+            queues = await _resolve(store, request.queues)
             letters = await dlq.preview(store, queues, request, self.settings.dlq_read_limit)
         return ReplayPlan(request.action, letters, request)
 
     async def move(self, admin: Admin, request: dlq.MoveRequest) -> dlq.MoveResult:
         """Replay or purge exactly as ``amsctl dlq`` does, audited under the admin's name."""
         async with AmqpDeadLetterStore(self.settings) as store:
-            queues = dlq.resolve_queues(store, request.queues)
+            queues = await _resolve(store, request.queues)
             async with trail(self.settings, actor=admin.actor,
                              source=AuditSource.CONSOLE) as audit_trail:
                 return await dlq.move(store, self.settings, queues, request, audit_trail)
@@ -128,3 +129,12 @@ class Operations:
     # --- audit -------------------------------------------------------------------------------
     async def audit_entries(self, filters: AuditFilter) -> list[AuditEntry]:
         return await audit.list_entries(self.authdb, filters)
+
+
+async def _resolve(store: AmqpDeadLetterStore, names: list[str] | None) -> list[QueueInfo]:
+    """The dead-letter queues asked for; a name that is not one is a 422 page, not a bug.
+    (The queue list comes from the management API's blocking client: off the event loop.)"""
+    try:
+        return await asyncio.to_thread(dlq.resolve_queues, store, names)
+    except dlq.UsageError as exc:
+        raise ValidationFailed(str(exc)) from exc

@@ -223,6 +223,19 @@ def test_register_profile_upload_boxes_then_delete_account(
     expect(page.get_by_text("The email or the password is wrong.")).to_be_visible()
 
 
+def test_a_person_deletes_a_document(person: Person, tmp_path: Path) -> None:
+    register(person)
+    document_id = upload(person, tmp_path)
+    page = person.page
+    row = page.locator(f"#doc-{document_id}")
+    expect(row).to_have_attribute("data-status", "completed", timeout=60_000)
+    row.get_by_role("button", name="Delete").click()
+    expect(page.get_by_text("The document was deleted.")).to_be_visible()
+    expect(page.locator(f"#doc-{document_id}")).to_have_count(0)
+    expect(page.get_by_text("No documents yet.")).to_be_visible()
+    person.looks_right()
+
+
 def test_a_legal_hold_makes_the_portal_show_the_compensation(
     person: Person, admin: Person, tmp_path: Path
 ) -> None:

@@ -28,7 +28,7 @@ from frontends.bff.session import MemorySessionStore
 from frontends.console.app import create_app as create_console
 from frontends.portal.app import create_app as create_portal
 from shared.config import Settings
-from shared.errors import DependencyUnavailable
+from shared.errors import DependencyUnavailable, NotFound, ValidationFailed
 
 PASSWORD = "right password"
 
@@ -363,7 +363,11 @@ def test_api_errors_become_pages_a_person_understands(portal: Litestar) -> None:
                       [{"key": "display_name", "message": "too long"}]), 422, "too long"),
         (BackendError("auth", 429, "rate_limited", "slow", retry_after=42), 429, "42 seconds"),
         (ServiceDown("admin", "refused"), 503, "document service"),
-        (DependencyUnavailable("redis"), 503, "session store (Redis)"),
+        (DependencyUnavailable("session store: Redis is unavailable"), 503,
+         "session store (Redis)"),
+        (DependencyUnavailable("RabbitMQ is unreachable: refused"), 503, "RabbitMQ"),
+        (NotFound("no saga 42"), 404, "no saga 42"),
+        (ValidationFailed("'x' is not a dead-letter queue"), 422, "not a dead-letter queue"),
         (CsrfRefused(), 403, "expired"),
         (RuntimeError("bug"), 500, "on our side"),
     ],
