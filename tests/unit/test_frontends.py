@@ -252,6 +252,15 @@ def test_no_page_carries_a_token(portal: Litestar, fake: FakeApis) -> None:
         assert all(cid for cid in fake.correlation_ids), "every API call carries a correlation id"
 
 
+def test_the_correlation_id_of_a_page_travels_to_the_apis(portal: Litestar, fake: FakeApis
+                                                           ) -> None:
+    with TestClient(portal) as client:
+        sign_in(client)
+        page = client.get("/documents", headers={"X-Correlation-ID": "click-42"})
+        assert page.headers["x-correlation-id"] == "click-42"
+        assert fake.correlation_ids[-1] == "click-42"
+
+
 def test_logout_revokes_at_the_auth_api_and_forgets_the_session(
     portal: Litestar, fake: FakeApis, store: MemorySessionStore
 ) -> None:

@@ -1,0 +1,126 @@
+"""The console's operator actions on the real authdb, outboxes and RabbitMQ (the APIs faked):
+requeueing a parked outbox event is audited under the admin's name, and a broker that is
+away is a page that names it."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+
+from apps.auth import audit
+from apps.auth.audit import AuditAction, AuditFilter, AuditSource
+from frontends.bff.api import ApiClient
+from frontends.bff.session import MemorySessionStore
+from frontends.console.app import create_app
+from shared.config import Settings
+from shared.db import asyncpg_dsn, create_engine, session_factory
+from tests.support import free_port, isolated_settings
+
+ADMIN_EMAIL = "ops@example.org"
+
+
+def fake_auth(request: httpx.Request) -> httpx.Response:
+    if request.url.path == "/auth/login":
+        return httpx.Response(200, json={"access_token": "a", "refresh_token": "r",
+                                         "token_type": "Bearer", "expires_in": 900})
+    return httpx.Response(200, json={"user_id": str(uuid.uuid4()), "email": ADMIN_EMAIL,
+                                     "roles": ["user", "admin"], "status": "active"})
+
+
+@pytest.fixture(scope="module")
+def cfg() -> Iterator[Settings]:
+    with isolated_settings("console", console_metrics_targets="") as s:
+        yield s
+
+
+def console(settings: Settings) -> Litestar:
+    api = ApiClient({"auth": "http://auth", "users": "http://users", "admin": "http://admin"},
+                    timeout_s=2, transport=httpx.MockTransport(fake_auth))
+    return create_app(settings, api=api, store=MemorySessionStore())
+
+
+async def signed_in(client: AsyncTestClient[Litestar]) -> None:
+    page = await client.get("/login")
+    token = re.search(r'name="_csrf" value="([^"]+)"', page.text)
+    assert token
+    answer = await client.post("/login", data={"_csrf": token.group(1), "email": ADMIN_EMAIL,
+                                               "password": "whatever"})
+    assert answer.status_code == 200, answer.text  # followed to the overview
+
+
+@pytest.fixture
+async def client(cfg: Settings) -> AsyncIterator[AsyncTestClient[Litestar]]:
+    async with AsyncTestClient(console(cfg)) as c:
+        await signed_in(c)
+        yield c
+
+
+async def _park(url: str) -> str:
+    event_id = str(uuid.uuid4())
+    conn = await asyncpg.connect(asyncpg_dsn(url))
+    try:
+        await conn.execute(
+            "INSERT INTO outbox (event_id, event_type, routing_key, aggregate_type, aggregate_id,"
+            " partition, schema_version, payload, attempts, last_error, parked_at) VALUES"
+            " ($1, 'user.registered', 'user.registered', 'user', 'u1', 0, 1, '{}', 10,"
+            " 'unroutable', now())", uuid.UUID(event_id))
+        return event_id
+    finally:
+        await conn.close()
+
+
+async def _parked(url: str, event_id: str) -> Any:
+    conn = await asyncpg.connect(asyncpg_dsn(url))
+    try:
+        return await conn.fetchval("SELECT parked_at IS NOT NULL FROM outbox WHERE event_id = $1",
+                                   uuid.UUID(event_id))
+    finally:
+        await conn.close()
+
+
+async def test_requeueing_a_parked_event_is_audited_under_the_admin(
+    client: AsyncTestClient[Litestar], cfg: Settings
+) -> None:
+    event_id = await _park(cfg.users_database_url)
+    page = await client.get("/outbox")
+    assert event_id in page.text
+    assert "unroutable" in page.text
+    token = re.search(r'name="_csrf" value="([^"]+)"', page.text)
+    assert token
+    done = await client.post("/outbox/requeue", data={"_csrf": token.group(1),
+                                                      "database": "apidb", "event_id": event_id})
+    assert done.status_code == 200
+    assert "apidb: 1 parked event(s) re-queued." in done.text
+    assert await _parked(cfg.users_database_url, event_id) is False
+    engine = create_engine(cfg.auth_database_url, pool_size=1)
+    try:
+        [entry] = await audit.list_entries(session_factory(engine), AuditFilter(
+            action=AuditAction.OUTBOX_REQUEUE, target=f"apidb:{event_id}"))
+    finally:
+        await engine.dispose()
+    assert (entry.actor, entry.source, entry.outcome) == (ADMIN_EMAIL, AuditSource.CONSOLE, "ok")
+    trail = await client.get("/audit", params={"action": "outbox.", "source": "console"})
+    assert f"apidb:{event_id}" in trail.text
+
+
+async def test_the_dead_letter_page_names_rabbitmq_when_it_is_away(cfg: Settings) -> None:
+    closed = f"http://guest:guest@127.0.0.1:{free_port()}/"
+    away = replace(cfg, rabbitmq_url=f"amqp://guest:guest@127.0.0.1:{free_port()}/",
+                   rabbitmq_management_url=closed)
+    async with AsyncTestClient(console(away)) as c:
+        await signed_in(c)
+        page = await c.get("/dead-letters")
+        assert page.status_code == 503
+        assert "RabbitMQ" in page.text
+        assert "Traceback" not in page.text
+        sagas = await c.get("/sagas")
+        assert sagas.status_code == 200, "pages that do not need the broker still work"
