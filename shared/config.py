@@ -127,7 +127,10 @@ class Settings:
     """Largest image (width x height, per page) accepted; guards against decompression bombs."""
 
     pdf_max_pages: int = field(default=50, metadata=_env("PDF_MAX_PAGES"))
-    """Most pages a PDF upload may have."""
+    """Most pages an upload (PDF, multi-page TIFF, animated PNG) may have."""
+
+    upload_inspect_threads: int = field(default=2, metadata=_env("UPLOAD_INSPECT_THREADS"))
+    """Threads of the admin API that check uploads off its event loop; more uploads queue."""
 
     ocr_engine: str = field(default="tesseract", metadata=_env("OCR_ENGINE"))
     """OCR engine of the worker: ``tesseract`` (default) or ``easyocr`` (needs the ocr extra)."""

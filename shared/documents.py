@@ -1,16 +1,23 @@
 """Document formats: sniffing, limits and rasterisation, shared by the admin API and OCR worker.
 
 The type of a document is decided from its first bytes only, never from its name or a
-declared content type. Limits are checked from headers before anything is decoded, so
-a decompression bomb is refused without being expanded.
+declared content type, and only the decoder of that allow-listed type is ever used (Pillow
+is never left to guess among all its plugins). Limits are checked from headers before
+anything is decoded, so a decompression bomb is refused without being expanded, and the
+work of an inspection is bounded: pages are counted up to ``max_pages + 1`` and no further
+(a TIFF with 20,000 directories costs what one with 51 costs). The API runs inspections
+off its event loop (:class:`Inspector`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import io
 import re
 import unicodedata
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import pypdfium2
@@ -29,6 +36,9 @@ _SIGNATURES: tuple[tuple[bytes, str], ...] = (
 )
 EXTENSIONS = {PNG: "png", JPEG: "jpg", TIFF: "tiff", PDF: "pdf"}
 """The allow-list: media type -> extension of the stored name."""
+
+_DECODERS = {PNG: ("PNG",), JPEG: ("JPEG",), TIFF: ("TIFF",)}
+"""The one Pillow plugin allowed to open each sniffed image type."""
 
 SNIFF_BYTES = 16
 """Bytes needed to recognise every allowed type."""
@@ -68,7 +78,35 @@ def inspect(content: bytes, limits: Limits) -> DocumentInfo:
     media_type = sniff(content[:SNIFF_BYTES])
     if media_type == PDF:
         return DocumentInfo(media_type, _inspect_pdf(content, limits))
-    return DocumentInfo(media_type, _inspect_image(content, limits))
+    return DocumentInfo(media_type, _inspect_image(content, media_type, limits))
+
+
+@dataclass(frozen=True)
+class Inspected:
+    info: DocumentInfo
+    sha256: str
+
+
+class Inspector:
+    """Runs :func:`inspect` (and the checksum) off the event loop, ``concurrency`` at a time.
+
+    Its own threads, not the loop's default executor: a flood of uploads queues here and
+    cannot take the threads other work (password hashing, sync handlers) needs.
+    """
+
+    def __init__(self, concurrency: int = 2) -> None:
+        self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="inspect")
+
+    async def inspect(self, content: bytes, limits: Limits) -> Inspected:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, _inspect_and_hash, content, limits)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _inspect_and_hash(content: bytes, limits: Limits) -> Inspected:
+    return Inspected(inspect(content, limits), hashlib.sha256(content).hexdigest())
 
 
 def _check_pixels(width: int, height: int, limits: Limits, where: str) -> None:
@@ -87,21 +125,49 @@ def _check_pages(pages: int, limits: Limits) -> None:
         )
 
 
-def _inspect_image(content: bytes, limits: Limits) -> int:
+def _inspect_image(content: bytes, media_type: str, limits: Limits) -> int:
     Image.MAX_IMAGE_PIXELS = limits.max_pixels  # Pillow's guard: these limits, not the last ones
     try:
-        with Image.open(io.BytesIO(content)) as image:  # reads the header only
-            pages = getattr(image, "n_frames", 1)
-            _check_pages(pages, limits)
-            for index, frame in enumerate(ImageSequence.Iterator(image)):
-                _check_pixels(frame.width, frame.height, limits, f"page {index + 1}")
-            return int(pages)
+        with _open_image(content, media_type) as image:  # reads the header only
+            if media_type == PNG:
+                # APNG: the frame count is in the acTL chunk and every frame is drawn on
+                # the canvas, so the header says it all; seeking would decode frames.
+                pages = int(getattr(image, "n_frames", 1))
+                _check_pages(pages, limits)
+                _check_pixels(image.width, image.height, limits, "image")
+                return pages
+            return _walk_frames(image, limits)
     except Image.DecompressionBombError as exc:
         raise ValidationFailed(
             f"image exceeds the pixel limit of {limits.max_pixels}: {exc}"
         ) from exc
-    except (OSError, SyntaxError, ValueError) as exc:
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise UnreadableDocument(f"unreadable image: {exc}") from exc
+
+
+def _walk_frames(image: Image.Image, limits: Limits) -> int:
+    """Pages of a TIFF (or multi-picture JPEG), reading at most ``max_pages + 1`` directories.
+
+    ``n_frames`` would walk every directory of the file first (quadratic in Pillow's TIFF
+    reader: a 3 MB file of tiny pages held a process for seconds).
+    """
+    pages = 1
+    _check_pixels(image.width, image.height, limits, "page 1")
+    while True:
+        try:
+            image.seek(pages)
+        except EOFError:
+            return pages
+        pages += 1
+        if pages > limits.max_pages:
+            raise ValidationFailed(
+                f"document has more than {limits.max_pages} pages, the limit"
+            )
+        _check_pixels(image.width, image.height, limits, f"page {pages}")
+
+
+def _open_image(content: bytes, media_type: str) -> Image.Image:
+    return Image.open(io.BytesIO(content), formats=_DECODERS[media_type])
 
 
 def _inspect_pdf(content: bytes, limits: Limits) -> int:
@@ -134,10 +200,12 @@ def rasterise(content: bytes, limits: Limits) -> Iterator[Image.Image]:
         return
     Image.MAX_IMAGE_PIXELS = limits.max_pixels  # Pillow's own bomb guard, same cap
     try:
-        with Image.open(io.BytesIO(content)) as image:
-            for frame in ImageSequence.Iterator(image):
+        with _open_image(content, info.media_type) as image:
+            for index, frame in enumerate(ImageSequence.Iterator(image)):
+                if index >= info.pages:
+                    break
                 yield frame.convert("RGB")
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
         raise UnreadableDocument(f"unreadable image: {exc}") from exc
 
 

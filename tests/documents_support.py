@@ -58,3 +58,24 @@ def pdf_with_pages(pages: int, size: tuple[float, float] = (200, 100)) -> bytes:
 def truncated_png() -> bytes:
     """Valid signature and header, pixel data cut off: passes upload checks, fails OCR."""
     return text_png("cut")[:120]
+
+
+def tiff_of_pages(pages: int, size: tuple[int, int] = (1, 1)) -> bytes:
+    """A multi-page TIFF: ``pages`` tiny directories (about 110 bytes each)."""
+    page = Image.new("1", size)
+    out = io.BytesIO()
+    page.save(out, format="TIFF", save_all=True, append_images=[page] * (pages - 1))
+    return out.getvalue()
+
+
+def apng_of_frames(frames: int, size: tuple[int, int] = (1, 1)) -> bytes:
+    images = [Image.new("L", size, i % 256) for i in range(frames)]
+    out = io.BytesIO()
+    images[0].save(out, format="PNG", save_all=True, append_images=images[1:])
+    return out.getvalue()
+
+
+def jpeg_signature_pcd_body() -> bytes:
+    """Starts like a JPEG, but only Pillow's Kodak PhotoCD decoder can read it: a file of
+    a type outside the allow-list, smuggled in behind an allowed signature."""
+    return b"\xff\xd8\xff" + b"\0" * 2045 + b"PCD_IPI" + b"\0" * 12_288

@@ -17,6 +17,7 @@ from apps.admin.services import UploadLimits
 from shared.auth import VERIFIER_STATE, TokenVerifier, build_verifier
 from shared.config import Settings
 from shared.db import create_engine, session_factory
+from shared.documents import Inspector
 from shared.errors import PayloadTooLarge, UnsupportedMediaType
 from shared.http import ErrorBody, api_app, database_check, error_response, redis_check
 from shared.redis_client import create_redis
@@ -40,6 +41,7 @@ def create_app(settings: Settings, *, verifier: TokenVerifier | None = None) -> 
     sessions = session_factory(engine)
     redis = create_redis(settings.redis_url)
     limits = UploadLimits.from_settings(settings)
+    inspector = Inspector(settings.upload_inspect_threads)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -49,6 +51,7 @@ def create_app(settings: Settings, *, verifier: TokenVerifier | None = None) -> 
         finally:
             await engine.dispose()
             await audit_engine.dispose()
+            inspector.close()
             await redis.aclose()
 
     checks = {"admindb": database_check(engine)}
@@ -63,6 +66,7 @@ def create_app(settings: Settings, *, verifier: TokenVerifier | None = None) -> 
         dependencies={
             "db_session": Provide(_session_provider(sessions)),
             "upload_limits": Provide(lambda: limits, sync_to_thread=False),
+            "inspector": Provide(lambda: inspector, sync_to_thread=False),
             "audit_trail": Provide(lambda: audit_trail, sync_to_thread=False),
         },
         exception_handlers={

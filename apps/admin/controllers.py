@@ -29,6 +29,7 @@ from apps.admin.schemas import (
 from apps.admin.services import UploadLimits, Viewer
 from apps.admin.structure import TextFormat
 from shared.auth import SECURITY, Principal, current_principal
+from shared.documents import Inspector
 from shared.http import LOCATION, error_responses
 
 MAX_QUERY = 200
@@ -56,6 +57,7 @@ class DocumentController(Controller):
     )
     async def upload(
         self, principal: Principal, db_session: AsyncSession, upload_limits: UploadLimits,
+        inspector: Inspector,
         data: Annotated[UploadForm, Body(media_type=RequestEncodingType.MULTI_PART)],
     ) -> Response[UploadAccepted]:
         """Stores the file and its ``document.uploaded`` event in one transaction; the OCR
@@ -64,7 +66,8 @@ class DocumentController(Controller):
         pages. ``Location`` is the document, to poll until ``status`` is final."""
         content = await data.file.read()
         result = await services.upload_document(
-            db_session, viewer_of(principal), data.file.filename, content, upload_limits
+            db_session, viewer_of(principal), data.file.filename, content, upload_limits,
+            inspector=inspector,
         )
         accepted = UploadAccepted(**result)
         return Response(accepted, status_code=202,

@@ -8,7 +8,6 @@ is reported as :class:`NotFound`, so its existence is not revealed.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import io
 import uuid
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from apps.admin.models import DocumentStatus, document_blobs, documents, ocr_lin
 from apps.auth.audit import AuditAction, AuditOutcome
 from outbox.writer import add_event
 from shared.config import Settings
-from shared.documents import Limits, inspect, rasterise, safe_filename
+from shared.documents import Inspector, Limits, rasterise, safe_filename
 from shared.errors import LegalHold, NotFound, PayloadTooLarge, PermissionDenied
 from shared.events import DocumentUploaded
 
@@ -68,18 +67,23 @@ _SUMMARY = (
 
 async def upload_document(
     session: AsyncSession, viewer: Viewer, filename: str | None, content: bytes,
-    limits: UploadLimits,
+    limits: UploadLimits, *, inspector: Inspector,
 ) -> dict[str, Any]:
-    """Validate and store a document with its bytes and ``document.uploaded`` (one transaction)."""
+    """Validate and store a document with its bytes and ``document.uploaded`` (one transaction).
+
+    The content is inspected off the event loop (``inspector``), so a crafted file slows
+    only its own request.
+    """
     if len(content) > limits.max_bytes:
         raise PayloadTooLarge(f"file is larger than the limit of {limits.max_bytes} bytes")
-    info = inspect(content, limits.document)
+    inspected = await inspector.inspect(content, limits.document)
+    info = inspected.info
     document_id = uuid.uuid4()
     await session.execute(
         sa.insert(documents).values(
             id=document_id, owner_id=viewer.user_id,
             filename=safe_filename(filename, info.media_type), media_type=info.media_type,
-            size_bytes=len(content), sha256=hashlib.sha256(content).hexdigest(),
+            size_bytes=len(content), sha256=inspected.sha256,
             page_count=info.pages,
         )
     )

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+from PIL import TiffImagePlugin
 
 from shared.documents import (
     JPEG,
@@ -15,9 +16,12 @@ from shared.documents import (
 )
 from shared.errors import UnsupportedMediaType, ValidationFailed
 from tests.documents_support import (
+    apng_of_frames,
     image_bytes,
+    jpeg_signature_pcd_body,
     pdf_with_pages,
     png_claiming,
+    tiff_of_pages,
     truncated_png,
 )
 
@@ -83,3 +87,35 @@ def test_truncated_image_passes_inspection_but_fails_rasterising() -> None:
 )
 def test_safe_filenames(name: str, expected: str) -> None:
     assert safe_filename(name, PNG) == expected
+
+
+def test_page_count_stops_at_the_limit_plus_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A TIFF of 20,000 tiny pages costs what one of max_pages + 1 costs: Pillow's
+    ``n_frames`` walked every directory (quadratically: 3.3 MB held the API for 11 s)."""
+    directories_read = 0
+    real_seek = TiffImagePlugin.TiffImageFile._seek
+
+    def counting_seek(self: TiffImagePlugin.TiffImageFile, frame: int) -> None:
+        nonlocal directories_read
+        directories_read += 1
+        real_seek(self, frame)
+
+    monkeypatch.setattr(TiffImagePlugin.TiffImageFile, "_seek", counting_seek)
+    with pytest.raises(ValidationFailed, match="more than 3 pages"):
+        inspect(tiff_of_pages(20_000), LIMITS)
+    assert directories_read <= LIMITS.max_pages + 1
+    assert inspect(tiff_of_pages(3), LIMITS).pages == 3
+
+
+def test_animated_png_frames_are_pages_counted_from_its_header() -> None:
+    with pytest.raises(ValidationFailed, match="20000 pages"):
+        inspect(apng_of_frames(20_000), LIMITS)
+    assert inspect(apng_of_frames(3), LIMITS).pages == 3
+    assert len(list(rasterise(apng_of_frames(3), LIMITS))) == 3
+
+
+def test_only_the_decoder_of_the_sniffed_type_is_used() -> None:
+    """Pillow would fall back to any of its plugins (here Kodak PhotoCD) behind a JPEG
+    signature; only the JPEG decoder may read what was sniffed as JPEG."""
+    with pytest.raises(UnreadableDocument):
+        inspect(jpeg_signature_pcd_body(), LIMITS)
