@@ -197,6 +197,13 @@ class Settings:
     refresh_token_ttl_s: int = field(default=14 * 86400, metadata=_env("REFRESH_TOKEN_TTL_S"))
     """Absolute lifetime of a refresh-token family (rotation never extends it)."""
 
+    refresh_reuse_grace_s: float = field(default=10.0, metadata=_env("REFRESH_REUSE_GRACE_S"))
+    """Reuse interval of a rotated refresh token (0 to 60 s; 0: none). A refresh token presented
+    again within this many seconds of its rotation, while the token it was exchanged for is still
+    unused, gets that same successor (and a fresh access token) instead of revoking its family:
+    a client whose two requests refreshed at once stays signed in, and the family keeps one live
+    refresh token. Any later reuse, or one after the successor was spent, revokes the family."""
+
     jwks_cache_ttl_s: float = field(default=300.0, metadata=_env("JWKS_CACHE_TTL_S"))
     """How long a verifier trusts its cached JWKS before refetching (stale keys stay usable
     while the auth service is unreachable)."""
@@ -349,6 +356,8 @@ class Settings:
     def __post_init__(self) -> None:
         if not 0 < self.access_token_ttl_s <= 900:
             raise ValueError("ACCESS_TOKEN_TTL_S must be between 1 and 900 seconds")
+        if not 0 <= self.refresh_reuse_grace_s <= 60:
+            raise ValueError("REFRESH_REUSE_GRACE_S must be between 0 and 60 seconds")
         if not 1 <= self.worker_partitions <= AGGREGATE_SLOTS:
             raise ValueError(f"WORKER_PARTITIONS must be between 1 and {AGGREGATE_SLOTS}")
 

@@ -69,6 +69,7 @@ def create_app(
         refresh_ttl_s=settings.refresh_token_ttl_s,
         saga_step_timeout_s=settings.saga_step_timeout_s,
         saga_watch_ttl_s=settings.saga_watch_ttl_s,
+        refresh_reuse_grace_s=settings.refresh_reuse_grace_s,
     )
 
     @asynccontextmanager

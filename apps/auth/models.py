@@ -82,6 +82,7 @@ refresh_tokens = sa.Table(
         "issued_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
     ),
     sa.Column("used_at", sa.DateTime(timezone=True)),
+    sa.Column("replaced_by", pg.UUID(as_uuid=True)),
 )
 
 signing_keys = sa.Table(

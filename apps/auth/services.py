@@ -129,6 +129,7 @@ class AuthService:
         refresh_ttl_s: int,
         saga_step_timeout_s: float = 30.0,
         saga_watch_ttl_s: int = 3600,
+        refresh_reuse_grace_s: float = 0.0,
     ) -> None:
         self._db = sessions
         self._passwords = passwords
@@ -139,6 +140,7 @@ class AuthService:
         self._refresh_ttl_s = refresh_ttl_s
         self._saga_step_timeout_s = saga_step_timeout_s
         self._saga_watch_ttl_s = saga_watch_ttl_s
+        self._reuse_grace_s = refresh_reuse_grace_s
 
     # --- registration ---------------------------------------------------------------------
     async def register(
@@ -213,33 +215,44 @@ class AuthService:
 
     # --- refresh ------------------------------------------------------------------------------
     async def refresh(self, refresh_token: str) -> Tokens:
-        """Rotate: spend the token, issue a new pair; a spent token revokes its family."""
+        """Rotate: spend the token, issue a new pair; a spent token revokes its family.
+
+        Within the reuse grace (``REFRESH_REUSE_GRACE_S``) a just-spent token whose successor
+        is still unused answers with that successor instead (see :meth:`_refused`).
+        """
         claims = await self._verifier.decode(refresh_token, expected_type=REFRESH)
         jti, family_id = _uuid(claims["jti"]), _uuid(claims.get("sid"))
         if not await self._redis.alive(str(family_id)):
             await self._revoke_family(family_id, "session ended")
             raise AuthenticationFailed("session has ended")
+        new_jti = uuid.uuid4()
         async with self._db() as session, session.begin():
-            spent = await session.execute(_SPEND, {"jti": jti, "family_id": family_id})
+            spent = await session.execute(
+                _SPEND, {"jti": jti, "family_id": family_id, "successor": new_jti}
+            )
             row = spent.first()
             if row is not None:
-                new_jti = uuid.uuid4()
                 await session.execute(
                     sa.insert(refresh_tokens).values(jti=new_jti, family_id=family_id)
                 )
         if row is None:
-            await self._refused(jti, family_id)
-        assert row is not None
+            return await self._refused(jti, family_id)
         return await self._tokens(row.user_id, list(row.roles), family_id, new_jti, row.expires_at)
 
-    async def _refused(self, jti: uuid.UUID, family_id: uuid.UUID) -> None:
+    async def _refused(self, jti: uuid.UUID, family_id: uuid.UUID) -> Tokens:
+        """A token that could not be spent: within the grace, its successor; spent: reuse."""
         async with self._db() as session:
-            used = (
+            row = (
                 await session.execute(
-                    sa.select(refresh_tokens.c.used_at).where(refresh_tokens.c.jti == jti)
+                    _GRACE, {"jti": jti, "family_id": family_id, "grace": self._reuse_grace_s}
                 )
-            ).scalar_one_or_none()
-        if used is not None:
+            ).first()
+        if row is not None and row.within_grace:
+            log.info("refresh.reused_within_grace", family_id=str(family_id), jti=str(jti))
+            return await self._tokens(
+                row.user_id, list(row.roles), family_id, row.replaced_by, row.expires_at
+            )
+        if row is not None:
             log.warning("refresh.reuse_detected", family_id=str(family_id), jti=str(jti))
             await self._revoke_family(family_id, "refresh token reused")
         raise AuthenticationFailed("refresh token is not valid")
@@ -343,12 +356,31 @@ class AuthService:
 # waiting for the row lock another refresh of the same token holds.
 _SPEND = sa.text(
     """
-    UPDATE refresh_tokens t SET used_at = now()
+    UPDATE refresh_tokens t SET used_at = now(), replaced_by = :successor
     FROM refresh_families f JOIN users u ON u.id = f.user_id
     WHERE t.jti = :jti AND t.family_id = :family_id AND t.used_at IS NULL
       AND f.id = t.family_id AND f.revoked_at IS NULL AND f.expires_at > now()
       AND u.status = :active
     RETURNING f.user_id, f.expires_at, u.roles
+    """
+).bindparams(active=UserStatus.ACTIVE.value)
+
+# A spent token of a live family (no row: unknown token, or a family that is revoked, expired
+# or whose user is not active). ``within_grace``: spent less than ``:grace`` seconds ago and
+# its successor still unused. A refresh with that successor racing this read is harmless: the
+# answer is still the family's one chain, and the successor's next reuse is judged the same way.
+_GRACE = sa.text(
+    """
+    SELECT f.user_id, f.expires_at, u.roles, t.replaced_by,
+           (t.replaced_by IS NOT NULL AND s.jti IS NOT NULL AND s.used_at IS NULL
+            AND t.used_at > now() - make_interval(secs => CAST(:grace AS double precision)))
+             AS within_grace
+    FROM refresh_tokens t
+    JOIN refresh_families f ON f.id = t.family_id
+    JOIN users u ON u.id = f.user_id
+    LEFT JOIN refresh_tokens s ON s.jti = t.replaced_by
+    WHERE t.jti = :jti AND t.family_id = :family_id AND t.used_at IS NOT NULL
+      AND f.revoked_at IS NULL AND f.expires_at > now() AND u.status = :active
     """
 ).bindparams(active=UserStatus.ACTIVE.value)
 
