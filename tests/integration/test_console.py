@@ -101,6 +101,7 @@ async def test_requeueing_a_parked_event_is_audited_under_the_admin(
     assert done.status_code == 200
     assert "apidb: 1 parked event(s) re-queued." in done.text
     assert await _parked(cfg.users_database_url, event_id) is False
+    assert "No parked events" in (await client.get("/outbox")).text
     engine = create_engine(cfg.auth_database_url, pool_size=1)
     try:
         [entry] = await audit.list_entries(session_factory(engine), AuditFilter(
