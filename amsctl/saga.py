@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Coroutine
 from typing import Annotated, Any, TypeVar
 
+import msgspec
 import sqlalchemy.exc
 import typer
 from rich.table import Table
@@ -28,6 +29,7 @@ from amsctl.common import (
 )
 from apps.auth import sagas
 from apps.auth.models import SagaStatus
+from apps.auth.schemas import Saga
 from shared.broker import connect_plain
 from shared.config import Settings
 from shared.db import create_engine, session_factory
@@ -40,7 +42,13 @@ app = typer.Typer(help="User-deletion sagas (authdb).", no_args_is_help=True)
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
 
-async def _load(cfg: Settings, saga_id: uuid.UUID) -> sagas.SagaView | None:
+def _as_dict(saga: Saga) -> dict[str, Any]:
+    data: dict[str, Any] = msgspec.structs.asdict(saga)
+    data["steps"] = [msgspec.structs.asdict(step) for step in saga.steps]
+    return data
+
+
+async def _load(cfg: Settings, saga_id: uuid.UUID) -> Saga | None:
     engine = create_engine(cfg.auth_database_url, pool_size=1)
     try:
         async with session_factory(engine)() as session:
@@ -49,7 +57,7 @@ async def _load(cfg: Settings, saga_id: uuid.UUID) -> sagas.SagaView | None:
         await engine.dispose()
 
 
-async def _list(cfg: Settings, status: str | None, limit: int) -> list[sagas.SagaView]:
+async def _list(cfg: Settings, status: str | None, limit: int) -> list[Saga]:
     engine = create_engine(cfg.auth_database_url, pool_size=1)
     try:
         async with session_factory(engine)() as session:
@@ -97,13 +105,13 @@ def show(
     except ValueError:
         fail(f"not a saga id: {saga_id!r}", EXIT_USAGE)
     cfg = settings()
-    view: sagas.SagaView | None = _run(_load(cfg, sid))
+    view: Saga | None = _run(_load(cfg, sid))
     if view is None:
         fail(f"no saga {saga_id}", EXIT_NOT_FOUND)
     dlq = consumer_spec("profiles").dlq_name
     waiting = dead_letters(cfg, dlq) if view.status == SagaStatus.COMPENSATION_FAILED else None
     if as_json:
-        data = view.as_dict()
+        data = _as_dict(view)
         if view.status == SagaStatus.COMPENSATION_FAILED:
             data["dead_letter_queue"] = dlq
             data["dead_letters"] = waiting
@@ -140,9 +148,9 @@ def list_cmd(
     """Sagas, newest first, optionally of one status."""
     if status is not None and status not in set(SagaStatus):
         fail(f"unknown status {status!r}; expected one of {', '.join(SagaStatus)}", EXIT_USAGE)
-    views: list[sagas.SagaView] = _run(_list(settings(), status, limit))
+    views: list[Saga] = _run(_list(settings(), status, limit))
     if as_json:
-        print_json([v.as_dict() for v in views])
+        print_json([_as_dict(v) for v in views])
         return
     table = Table("saga", "user", "status", "current step", "created", "reason")
     for v in views:

@@ -11,9 +11,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from outbox.schema import PARTITIONS
-from shared import tracing
+from shared import correlation, tracing
 from shared.events import Message, encode
-from shared.logging import current_correlation_id
 
 # The advisory lock serialises writers of one aggregate from the insert until commit,
 # so that the outbox ids of one aggregate grow in commit order: the relay publishes each
@@ -75,7 +74,7 @@ async def add_event(
             "schema_version": event.schema_version,
             "payload": encode(event).decode(),
             "headers": json.dumps(dict(headers or {})),
-            "correlation_id": correlation_id or current_correlation_id(),
+            "correlation_id": correlation_id or correlation.current(),
             "traceparent": traceparent,
             "tracestate": tracestate,
         },

@@ -1,4 +1,4 @@
-"""Typed, versioned event and command schemas: the catalogue of ARCHITECTURE.md.
+"""Typed, versioned event and command schemas: the event catalogue (:data:`CATALOGUE`).
 
 The routing key of a message is its ``event_type``. Events are named in the past tense
 (``UserRegistered``), saga commands in the imperative (``DeleteProfile``). Payloads are

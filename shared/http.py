@@ -16,7 +16,6 @@ from http import HTTPStatus
 from typing import Annotated, Any, Literal
 
 import msgspec
-import structlog
 from litestar import Litestar, MediaType, Request, Response, get
 from litestar.datastructures import ResponseHeader
 from litestar.enums import ScopeType
@@ -31,7 +30,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from shared import contract, tracing
+from shared import contract, correlation, tracing
 from shared.auth import bearer_components
 from shared.errors import (
     AuthenticationFailed,
@@ -46,9 +45,12 @@ from shared.errors import (
     TransientError,
     ValidationFailed,
 )
-from shared.logging import get_logger, new_correlation_id
+from shared.logging import get_logger
+from shared.messaging import H_CORRELATION_ID
 
-CORRELATION_HEADER = "x-correlation-id"
+CORRELATION_HEADER = H_CORRELATION_ID
+"""Requests and responses carry the correlation id in the header events carry it in."""
+_CORRELATION_HEADER = CORRELATION_HEADER.encode()
 NO_NUL = r"^[^\x00]*$"
 """``msgspec.Meta(pattern=NO_NUL)`` for request text that is stored or queried in PostgreSQL,
 which refuses NUL characters (the request would end in a 500 instead of a 422)."""
@@ -225,7 +227,7 @@ def correlation_middleware(app: ASGIApp) -> ASGIApp:
         if scope["type"] != ScopeType.HTTP:
             await app(scope, receive, send)
             return
-        correlation_id = _incoming_correlation_id(scope) or new_correlation_id()
+        correlation_id = _incoming_correlation_id(scope) or correlation.new()
         encoded = correlation_id.encode()
         started = time.perf_counter()
         seen: dict[str, Any] = {"status": 500}
@@ -235,12 +237,12 @@ def correlation_middleware(app: ASGIApp) -> ASGIApp:
                 seen["status"] = message["status"]
                 seen["trace"] = tracing.current_trace_ids()
                 headers = list(message.get("headers", []))
-                headers.append((b"x-correlation-id", encoded))
+                headers.append((_CORRELATION_HEADER, encoded))
                 message["headers"] = headers
             await send(message)
 
         with (
-            structlog.contextvars.bound_contextvars(correlation_id=correlation_id),
+            correlation.correlated(correlation_id),
             tracing.incoming_http(scope.get("headers", ())),
         ):
             try:
@@ -268,7 +270,7 @@ _QUIET_PATHS = frozenset({"/health", "/ready", "/metrics"})
 
 def _incoming_correlation_id(scope: Scope) -> str | None:
     for name, value in scope.get("headers", ()):
-        if name == b"x-correlation-id":
+        if name == _CORRELATION_HEADER:
             candidate = value.decode("latin-1")
             return candidate if _VALID_CORRELATION_ID.match(candidate) else None
     return None

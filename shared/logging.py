@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import sys
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import TracebackType
@@ -20,6 +19,7 @@ from typing import Any
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
+from shared import correlation
 from shared.config import Settings
 
 # Library loggers that are chatty at INFO and say nothing an operator needs (every SQL
@@ -38,8 +38,17 @@ def _add_trace_ids(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDic
     return event_dict
 
 
+def _add_correlation_id(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    """The current correlation id (:mod:`shared.correlation`), on every line logged in it."""
+    correlation_id = correlation.current()
+    if correlation_id is not None:
+        event_dict.setdefault("correlation_id", correlation_id)
+    return event_dict
+
+
 _SHARED: list[Processor] = [
     structlog.contextvars.merge_contextvars,
+    _add_correlation_id,
     structlog.processors.add_log_level,
     structlog.processors.TimeStamper(fmt="iso", utc=True),
     _add_trace_ids,
@@ -115,18 +124,8 @@ def get_logger(name: str | None = None) -> structlog.stdlib.BoundLogger:
     return structlog.get_logger(name)  # type: ignore[no-any-return]
 
 
-def new_correlation_id() -> str:
-    return str(uuid.uuid4())
-
-
-def current_correlation_id() -> str | None:
-    """The correlation id bound to the current request or message, if any."""
-    value = structlog.contextvars.get_contextvars().get("correlation_id")
-    return str(value) if value is not None else None
-
-
 @contextmanager
 def bound(**values: Any) -> Iterator[None]:
-    """Bind key/values (``correlation_id``, ``message_id`` …) for the enclosed block."""
+    """Bind key/values (``message_id``, ``event_type`` …) to the log lines of the block."""
     with structlog.contextvars.bound_contextvars(**values):
         yield

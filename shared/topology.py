@@ -49,6 +49,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from shared import events
+from shared.durations import UNIT_MS, duration_parts
 from shared.messaging import AGGREGATE_SLOTS, EVENTS_EXCHANGE, H_AGGREGATE_SLOT
 
 DELIVERY_LIMIT = 20
@@ -99,8 +100,7 @@ class Policy:
     priority: int = 0
 
 
-_DELAY = re.compile(r"^\s*(\d+)\s*(ms|s|m|h)\s*$")
-_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000}
+_DELAY_UNITS = ("ms", "s", "m", "h")
 
 
 @dataclass(frozen=True)
@@ -116,11 +116,16 @@ class RetryDelay:
 
     @classmethod
     def parse(cls, token: str) -> RetryDelay:
-        match = _DELAY.match(token)
-        if match is None or int(match.group(1)) <= 0:
+        """One whole number and one unit (``500ms``, ``5s``, ``2m``, ``1h``): the label
+        names a queue."""
+        try:
+            [(amount_text, unit)] = duration_parts(token)
+        except ValueError:
+            amount_text, unit = "", ""
+        if not amount_text.isdigit() or int(amount_text) <= 0 or unit not in _DELAY_UNITS:
             raise ValueError(f"invalid retry delay {token!r}; expected e.g. 500ms, 5s, 2m, 1h")
-        amount, unit = int(match.group(1)), match.group(2)
-        return cls(label=f"{amount}{unit}", milliseconds=amount * _UNIT_MS[unit])
+        amount = int(amount_text)
+        return cls(label=f"{amount}{unit}", milliseconds=amount * UNIT_MS[unit])
 
 
 def parse_retry_delays(text: str) -> tuple[RetryDelay, ...]:

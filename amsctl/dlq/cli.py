@@ -33,9 +33,10 @@ from amsctl.common import (
 from amsctl.dlq import render, service
 from amsctl.dlq.audit import AuditLog
 from amsctl.dlq.broker import AmqpDeadLetterStore, DeadLetterStore, Outcome
-from amsctl.dlq.model import DeadLetter, Selection, group_by_fingerprint, parse_duration
+from amsctl.dlq.model import DeadLetter, Selection, group_by_fingerprint
 from amsctl.dlq.service import UsageError, read, resolve_queues
 from shared.config import Settings
+from shared.durations import parse_duration
 from shared.errors import Conflict, DependencyUnavailable, NotFound
 
 app = typer.Typer(

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -197,19 +196,6 @@ def _match(pattern: list[str], words: list[str]) -> bool:
     if not words or (head not in ("*", words[0])):
         return False
     return _match(rest, words[1:])
-
-
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-def parse_duration(text: str) -> timedelta:
-    """``90s``, ``15m``, ``1h30m``, ``2d`` -> timedelta; ValueError otherwise."""
-    compact = text.strip().lower().replace(" ", "")
-    parts = _DURATION.findall(compact)
-    if not compact or "".join(n + u for n, u in parts) != compact:
-        raise ValueError(f"invalid duration {text!r}; use e.g. 90s, 15m, 1h, 2d, 1h30m")
-    return timedelta(seconds=sum(float(n) * _UNITS[u] for n, u in parts))
 
 
 # --- grouping -------------------------------------------------------------------------

@@ -18,7 +18,6 @@ from litestar.status_codes import (
 
 from apps.auth.keys import KeyRing
 from apps.auth.models import UserStatus
-from apps.auth.sagas import SagaView
 from apps.auth.schemas import (
     DeletionAccepted,
     Jwks,
@@ -28,7 +27,6 @@ from apps.auth.schemas import (
     RegisterRequest,
     RegisterResponse,
     Saga,
-    SagaStep,
     TokenPair,
 )
 from apps.auth.services import Account, AuthService, Tokens
@@ -55,11 +53,6 @@ def _me(account: Account) -> MeResponse:
         status=UserStatus(account.status),
     )
 
-
-def _saga(view: SagaView) -> Saga:
-    data = view.as_dict()
-    data["steps"] = [SagaStep(**step) for step in data["steps"]]
-    return Saga(**data)
 
 
 class AuthController(Controller):
@@ -188,7 +181,7 @@ class AuthController(Controller):
         service: NamedDependency[AuthService],
     ) -> Saga:
         """The saga's status and reason, and every step with its outcome (self or admin)."""
-        return _saga(await service.saga(principal, saga_id))
+        return await service.saga(principal, saga_id)
 
     @get(
         "/sagas/{saga_id:uuid}/watch",
@@ -205,7 +198,7 @@ class AuthController(Controller):
     ) -> Saga:
         """For a person who deleted their own account: their tokens ended with the request,
         the watch token (``Authorization: Bearer``) reads this saga and nothing else."""
-        return _saga(await service.watched_saga(bearer_token(request), saga_id))
+        return await service.watched_saga(bearer_token(request), saga_id)
 
 
 @get(

@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 import outbox
 from apps.auth.models import SagaStatus, StepStatus, UserStatus, saga_steps, sagas, users
+from apps.auth.schemas import Saga, SagaStep
 from shared.events import DeleteProfile, Message, UserDeletionRequested
 
 PROFILE_DELETE = "profile.delete"
@@ -43,38 +44,6 @@ STEP_SEQ = {
 
 ACTIVE = (SagaStatus.RUNNING, SagaStatus.COMPENSATING)
 FINAL = (SagaStatus.COMPLETED, SagaStatus.COMPENSATED, SagaStatus.COMPENSATION_FAILED)
-
-
-@dataclass(frozen=True)
-class StepView:
-    name: str
-    kind: str
-    status: str
-    detail: str | None
-    started_at: datetime
-    deadline: datetime | None
-    finished_at: datetime | None
-    late_replies: int
-
-
-@dataclass(frozen=True)
-class SagaView:
-    saga_id: uuid.UUID
-    user_id: uuid.UUID
-    requested_by: uuid.UUID | None
-    status: str
-    current_step: str | None
-    step_deadline: datetime | None
-    reason: str | None
-    created_at: datetime
-    updated_at: datetime
-    finished_at: datetime | None
-    steps: list[StepView]
-
-    def as_dict(self) -> dict[str, Any]:
-        data = {k: v for k, v in self.__dict__.items() if k != "steps"}
-        data["steps"] = [s.__dict__ for s in self.steps]
-        return data
 
 
 def deadline_in(seconds: float, now: datetime | None = None) -> datetime:
@@ -170,7 +139,7 @@ async def active_saga_of(session: AsyncSession, user_id: uuid.UUID) -> uuid.UUID
     return (await session.execute(query)).scalar_one_or_none()
 
 
-async def load(session: AsyncSession, saga_id: uuid.UUID) -> SagaView | None:
+async def load(session: AsyncSession, saga_id: uuid.UUID) -> Saga | None:
     """The saga with every step, in order; None when there is no such saga."""
     row = (await session.execute(sa.select(sagas).where(sagas.c.id == saga_id))).first()
     if row is None:
@@ -187,7 +156,7 @@ async def load(session: AsyncSession, saga_id: uuid.UUID) -> SagaView | None:
 
 async def list_sagas(
     session: AsyncSession, *, status: str | None = None, limit: int = 100
-) -> list[SagaView]:
+) -> list[Saga]:
     """Newest first, without their steps."""
     query = sa.select(sagas).order_by(sagas.c.created_at.desc()).limit(limit)
     if status is not None:
@@ -195,8 +164,8 @@ async def list_sagas(
     return [_view(r, []) for r in (await session.execute(query)).all()]
 
 
-def _view(row: Any, steps: list[StepView]) -> SagaView:
-    return SagaView(
+def _view(row: Any, steps: list[SagaStep]) -> Saga:
+    return Saga(
         saga_id=row.id, user_id=row.user_id, requested_by=row.requested_by, status=row.status,
         current_step=row.current_step, step_deadline=row.step_deadline, reason=row.reason,
         created_at=row.created_at, updated_at=row.updated_at, finished_at=row.finished_at,
@@ -204,8 +173,8 @@ def _view(row: Any, steps: list[StepView]) -> SagaView:
     )
 
 
-def _step(row: Any) -> StepView:
-    return StepView(
+def _step(row: Any) -> SagaStep:
+    return SagaStep(
         name=row.name, kind=row.kind, status=row.status, detail=row.detail,
         started_at=row.started_at, deadline=row.deadline, finished_at=row.finished_at,
         late_replies=row.late_replies,

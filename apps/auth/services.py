@@ -20,7 +20,7 @@ import outbox
 from apps.auth import sagas
 from apps.auth.models import UserStatus, refresh_families, refresh_tokens, users
 from apps.auth.passwords import Passwords, check_password_policy, normalise_password
-from apps.auth.schemas import EMAIL_PATTERN
+from apps.auth.schemas import EMAIL_PATTERN, Saga
 from apps.auth.stores import LoginLimits, Sessions
 from apps.auth.tokens import TokenIssuer
 from shared.auth import REFRESH, SAGA_WATCH, Principal, TokenVerifier, require_self_or_admin
@@ -332,7 +332,7 @@ class AuthService:
         """A ``saga_watch`` token for the saga of the caller's own deletion (others: None)."""
         return await self._issuer.saga_watch(principal.user_id, saga_id, self._saga_watch_ttl_s)
 
-    async def watched_saga(self, watch_token: str, saga_id: uuid.UUID) -> sagas.SagaView:
+    async def watched_saga(self, watch_token: str, saga_id: uuid.UUID) -> Saga:
         """The saga a ``saga_watch`` token was issued for (any other: not found)."""
         claims = await self._verifier.decode(watch_token, expected_type=SAGA_WATCH)
         if claims.get("saga") != str(saga_id):
@@ -343,7 +343,7 @@ class AuthService:
             raise NotFound("saga not found")
         return view
 
-    async def saga(self, principal: Principal, saga_id: uuid.UUID) -> sagas.SagaView:
+    async def saga(self, principal: Principal, saga_id: uuid.UUID) -> Saga:
         """The saga with its steps, for its user or an admin (others: not found)."""
         async with self._db() as session:
             view = await sagas.load(session, saga_id)

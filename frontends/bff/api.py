@@ -14,8 +14,9 @@ from typing import Any
 
 import httpx
 
-from shared import tracing
-from shared.logging import current_correlation_id, get_logger
+from shared import correlation, tracing
+from shared.http import CORRELATION_HEADER
+from shared.logging import get_logger
 
 log = get_logger(__name__)
 
@@ -72,9 +73,9 @@ class ServiceDown(Exception):
 
 def _trace_headers() -> dict[str, str]:
     headers: dict[str, str] = {}
-    correlation_id = current_correlation_id()
+    correlation_id = correlation.current()
     if correlation_id:
-        headers["X-Correlation-ID"] = correlation_id
+        headers[CORRELATION_HEADER] = correlation_id
     traceparent, tracestate = tracing.outgoing()  # the request's trace continues in the API
     if traceparent:
         headers["traceparent"] = traceparent

@@ -23,7 +23,7 @@ from amsctl.dlq.broker import AmqpDeadLetterStore, QueueInfo
 from amsctl.dlq.model import DeadLetter, FailureGroup, Selection, group_by_fingerprint
 from apps.auth import audit, sagas
 from apps.auth.audit import AuditEntry, AuditFilter, AuditSource
-from apps.auth.sagas import SagaView
+from apps.auth.schemas import Saga
 from shared.config import DATABASES, Settings
 from shared.errors import NotFound, ValidationFailed
 
@@ -110,11 +110,11 @@ class Operations:
                                                     event_ids)
 
     # --- sagas -------------------------------------------------------------------------------
-    async def sagas(self, status: str | None, limit: int = 100) -> list[SagaView]:
+    async def sagas(self, status: str | None, limit: int = 100) -> list[Saga]:
         async with self.authdb() as session:
             return await sagas.list_sagas(session, status=status, limit=limit)
 
-    async def saga(self, saga_id: uuid.UUID) -> SagaView:
+    async def saga(self, saga_id: uuid.UUID) -> Saga:
         async with self.authdb() as session:
             view = await sagas.load(session, saga_id)
         if view is None:

@@ -9,7 +9,6 @@ import sqlalchemy as sa
 from shared.config import Settings
 from shared.db import create_engine, session_factory
 from shared.events import UserRegistered
-from shared.logging import bound
 from workers.profiles import handle_user_registered
 from workers.runtime.context import MessageContext
 
@@ -34,9 +33,9 @@ async def test_creates_profile_once_and_emits_profile_created_once(settings: Set
     event = UserRegistered(user_id=user_id, email="w@example.com", display_name="Wendy")
     try:
         for message_id in ("m1", "m2"):  # a duplicate with another id: still one effect
-            with bound(correlation_id="corr-w"):
-                async with sessions() as session, session.begin():
-                    await handle_user_registered(session, event, context(message_id))
+            # The follow-up's correlation id comes from the context, passed explicitly.
+            async with sessions() as session, session.begin():
+                await handle_user_registered(session, event, context(message_id))
         async with engine.connect() as conn:
             profile = (
                 await conn.execute(

@@ -18,6 +18,7 @@ TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 PRELUDE = """
 import asyncio, logging, warnings
 from shared.config import Settings
+from shared.correlation import correlated
 from shared.logging import bound, configure_logging, get_logger
 configure_logging(Settings(log_format="json", log_level="INFO"), service="test")
 """
@@ -41,7 +42,7 @@ def _run(script: str) -> list[dict[str, object]]:
 
 def test_own_and_library_lines_are_json_with_the_correlation_id() -> None:
     lines = _run("""
-        with bound(correlation_id="c-1"):
+        with correlated("c-1"), bound(message_id="m-1"):
             get_logger("x").info("own_event", answer=42)
             logging.getLogger("aiormq.connection").warning("Connection lost %s", "somewhere")
             logging.getLogger("uvicorn.error").info("Started server process [%d]", 7)
@@ -50,6 +51,7 @@ def test_own_and_library_lines_are_json_with_the_correlation_id() -> None:
     """)
     own, aiormq, uvicorn, warning = lines
     assert own["event"] == "own_event" and own["answer"] == 42
+    assert own["correlation_id"] == "c-1" and own["message_id"] == "m-1"
     assert aiormq == {**aiormq, "event": "Connection lost somewhere", "level": "warning",
                       "logger": "aiormq.connection", "correlation_id": "c-1", "service": "test"}
     assert uvicorn["event"] == "Started server process [7]"

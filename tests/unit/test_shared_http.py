@@ -8,9 +8,9 @@ from litestar.params import JSONBody
 from litestar.testing import AsyncTestClient
 from sqlalchemy import exc as sa_exc
 
+from shared.correlation import current as current_correlation_id
 from shared.errors import Conflict, DependencyUnavailable, NotYetAvailable, RateLimited
 from shared.http import api_app
-from shared.logging import current_correlation_id
 
 
 class Body(msgspec.Struct):

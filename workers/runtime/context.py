@@ -42,10 +42,13 @@ class MessageContext:
     async def emit(self, session: AsyncSession, event: Message) -> uuid.UUID:
         """Add a follow-up event to this database's outbox, in the handler's transaction.
 
-        The correlation id is the incoming one (bound by the runtime), the causation id
-        is the incoming message id.
+        The correlation id and the causation (the incoming message id) are this message's,
+        passed explicitly.
         """
-        return await add_event(session, event, headers=self.follow_up_headers())
+        return await add_event(
+            session, event, correlation_id=self.correlation_id,
+            headers=self.follow_up_headers(),
+        )
 
     async def run_blocking(self, func: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         """Run blocking or CPU-heavy ``func`` in the worker's thread pool, off the event loop.

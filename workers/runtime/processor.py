@@ -17,13 +17,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import aio_pika
-import structlog
 from aio_pika.abc import AbstractChannel
 from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared import messaging as m
 from shared import tracing
+from shared.correlation import correlated
 from shared.errors import InvalidMessage
 from shared.events import Message, decode
 from shared.logging import bound, get_logger
@@ -87,10 +87,8 @@ class Processor:
         headers = dict(message.headers or {})
         ctx = self._context(message, headers)
         with (
-            bound(
-                correlation_id=ctx.correlation_id, message_id=ctx.message_id,
-                event_type=ctx.event_type,
-            ),
+            correlated(ctx.correlation_id),
+            bound(message_id=ctx.message_id, event_type=ctx.event_type),
             self._consuming(ctx),
         ):
             try:
@@ -154,15 +152,13 @@ class Processor:
                     duplicates.add(message_id)
                     continue
                 claimed.discard(message_id)  # the same id twice in a batch runs once
-                tokens = structlog.contextvars.bind_contextvars(
-                    correlation_id=item.ctx.correlation_id, message_id=message_id,
-                    event_type=item.ctx.event_type,
-                )
-                try:
-                    with self._consuming(item.ctx), tracing.handling(item.ctx.event_type):
-                        await item.handler(session, item.payload, item.ctx)
-                finally:
-                    structlog.contextvars.reset_contextvars(**tokens)
+                with (
+                    correlated(item.ctx.correlation_id),
+                    bound(message_id=message_id, event_type=item.ctx.event_type),
+                    self._consuming(item.ctx),
+                    tracing.handling(item.ctx.event_type),
+                ):
+                    await item.handler(session, item.payload, item.ctx)
         return duplicates
 
     def _consuming(self, ctx: MessageContext) -> AbstractContextManager[object]:
