@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -362,13 +362,6 @@ def require_self_or_admin(principal: Principal, user_id: uuid.UUID) -> Principal
     return principal
 
 
-async def authenticated_guard(
-    connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler
-) -> None:
-    """Litestar guard: any valid access token."""
-    await current_principal(connection)
-
-
 async def admin_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
     """Litestar guard: a valid access token with the admin role."""
     require_admin(await current_principal(connection))
@@ -390,5 +383,3 @@ def bearer_components() -> Components:
 
 SECURITY: list[dict[str, list[str]]] = [{BEARER_SCHEME: []}]
 """``security=`` value for routes that need a bearer token."""
-
-PrincipalProvider = Callable[[ASGIConnection[Any, Any, Any, Any]], Awaitable[Principal]]

@@ -5,15 +5,20 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import secrets
 import uuid
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import jwt
 import msgspec
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from apps.auth.accounts import AccountView, Credentials, Rotation, SpentToken
+from apps.auth.keys import SigningKey
 from apps.auth.models import SagaStatus, StepStatus, UserStatus
 from apps.auth.sagas import ACTIVE, SagaState, deadline_in
 from shared.events import Message
@@ -185,3 +190,147 @@ class RecordingContext(MessageContext):
         return uuid.uuid4()
 
     emitted: list[Message]
+
+
+@dataclass
+class FakeUser:
+    email: str
+    password_hash: str
+    roles: list[str]
+    status: str = UserStatus.ACTIVE
+
+
+@dataclass
+class FakeFamily:
+    user_id: uuid.UUID
+    expires_at: datetime
+    revoked: str | None = None
+
+
+@dataclass
+class FakeToken:
+    family_id: uuid.UUID
+    used_at: datetime | None = None
+    replaced_by: uuid.UUID | None = None
+
+
+@dataclass
+class FakeAccountStore:
+    """:class:`apps.auth.accounts.AccountStore` in memory."""
+
+    users: dict[uuid.UUID, FakeUser] = field(default_factory=dict)
+    families: dict[uuid.UUID, FakeFamily] = field(default_factory=dict)
+    tokens: dict[uuid.UUID, FakeToken] = field(default_factory=dict)
+
+    def add_user(self, email: str, password_hash: str, roles: tuple[str, ...] = ("user",),
+                 status: str = UserStatus.ACTIVE) -> uuid.UUID:
+        user_id = uuid.uuid4()
+        self.users[user_id] = FakeUser(email, password_hash, list(roles), status)
+        return user_id
+
+    async def credentials(self, email: str) -> Credentials | None:
+        for user_id, user in self.users.items():
+            if user.email == email:
+                return Credentials(user_id, user.password_hash, list(user.roles), user.status)
+        return None
+
+    async def set_password_hash(self, user_id: uuid.UUID, password_hash: str) -> None:
+        self.users[user_id].password_hash = password_hash
+
+    async def open_family(
+        self, user_id: uuid.UUID, family_id: uuid.UUID, jti: uuid.UUID, expires_at: datetime
+    ) -> None:
+        self.families[family_id] = FakeFamily(user_id, expires_at)
+        self.tokens[jti] = FakeToken(family_id)
+
+    async def rotate(self, jti: uuid.UUID, family_id: uuid.UUID) -> Rotation | None:
+        token, family = self.tokens.get(jti), self._live(family_id)
+        if token is None or token.family_id != family_id or token.used_at or family is None:
+            return None
+        new_jti = uuid.uuid4()
+        token.used_at, token.replaced_by = datetime.now(UTC), new_jti
+        self.tokens[new_jti] = FakeToken(family_id)
+        roles = self.users[family.user_id].roles
+        return Rotation(family.user_id, list(roles), family.expires_at, new_jti)
+
+    async def spent(
+        self, jti: uuid.UUID, family_id: uuid.UUID, *, grace_s: float
+    ) -> SpentToken | None:
+        token, family = self.tokens.get(jti), self._live(family_id)
+        if token is None or token.family_id != family_id or family is None:
+            return None
+        if token.used_at is None or token.replaced_by is None:
+            return None
+        successor = self.tokens.get(token.replaced_by)
+        fresh = token.used_at > datetime.now(UTC) - timedelta(seconds=grace_s)
+        within = fresh and successor is not None and successor.used_at is None
+        roles = self.users[family.user_id].roles
+        return SpentToken(family.user_id, list(roles), family.expires_at, token.replaced_by, within)
+
+    def _live(self, family_id: uuid.UUID) -> FakeFamily | None:
+        family = self.families.get(family_id)
+        if family is None or family.revoked is not None or family.expires_at <= datetime.now(UTC):
+            return None
+        return family if self.users[family.user_id].status == UserStatus.ACTIVE else None
+
+    async def revoke_family(self, family_id: uuid.UUID, reason: str) -> None:
+        family = self.families.get(family_id)
+        if family is not None and family.revoked is None:
+            family.revoked = reason
+
+    async def account(self, user_id: uuid.UUID) -> AccountView | None:
+        user = self.users.get(user_id)
+        return None if user is None else AccountView(user.email, list(user.roles), user.status)
+
+
+@dataclass
+class FakeSessions:
+    """:class:`apps.auth.stores.Sessions` in memory (Redis in production)."""
+
+    live: dict[str, str] = field(default_factory=dict)
+    denied: set[str] = field(default_factory=set)
+
+    async def open(self, session_id: str, user_id: str, ttl_s: int) -> None:
+        self.live[session_id] = user_id
+
+    async def close(self, session_id: str) -> None:
+        self.live.pop(session_id, None)
+
+    async def alive(self, session_id: str) -> bool:
+        return session_id in self.live
+
+    async def deny(self, jti: str, ttl_s: int) -> None:
+        self.denied.add(jti)
+
+    async def is_revoked(self, jti: str, session_id: str | None) -> bool:
+        """:class:`shared.auth.Revocations`, the verifier's view of the same sessions."""
+        return jti in self.denied or (session_id is not None and session_id not in self.live)
+
+
+@dataclass
+class FakeLoginLimits:
+    """:class:`apps.auth.stores.LoginLimits` that never refuses; it counts."""
+
+    failures: dict[str, int] = field(default_factory=dict)
+
+    async def check(self, account: str, client: str) -> None:
+        return None
+
+    async def failed(self, account: str) -> None:
+        self.failures[account] = self.failures.get(account, 0) + 1
+
+    async def succeeded(self, account: str) -> None:
+        self.failures.pop(account, None)
+
+
+class MemoryKeys:
+    """:class:`apps.auth.keys.KeyStore` with one Ed25519 key generated in memory."""
+
+    def __init__(self) -> None:
+        private = Ed25519PrivateKey.generate()
+        jwk = json.loads(jwt.algorithms.OKPAlgorithm.to_jwk(private.public_key()))
+        jwk.update(kid="test-key", alg="EdDSA", use="sig")
+        self.key = SigningKey("test-key", private, jwk, datetime.now(UTC))
+
+    async def live(self) -> list[SigningKey]:
+        return [self.key]

@@ -43,7 +43,6 @@ STEP_SEQ = {
 """Order of the steps as the saga runs them (compensations after the actions)."""
 
 ACTIVE = (SagaStatus.RUNNING, SagaStatus.COMPENSATING)
-FINAL = (SagaStatus.COMPLETED, SagaStatus.COMPENSATED, SagaStatus.COMPENSATION_FAILED)
 
 
 def deadline_in(seconds: float, now: datetime | None = None) -> datetime:

@@ -10,7 +10,6 @@ import unicodedata
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
@@ -18,7 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 import outbox
 from apps.auth import sagas
-from apps.auth.models import UserStatus, refresh_families, refresh_tokens, users
+from apps.auth.accounts import AccountStore, SqlAccountStore
+from apps.auth.models import UserStatus, refresh_families, users
 from apps.auth.passwords import Passwords, check_password_policy, normalise_password
 from apps.auth.schemas import EMAIL_PATTERN, Saga
 from apps.auth.stores import LoginLimits, Sessions
@@ -130,8 +130,10 @@ class AuthService:
         saga_step_timeout_s: float = 30.0,
         saga_watch_ttl_s: int = 3600,
         refresh_reuse_grace_s: float = 0.0,
+        accounts: AccountStore | None = None,
     ) -> None:
         self._db = sessions
+        self._accounts = accounts or SqlAccountStore(sessions)
         self._passwords = passwords
         self._issuer = issuer
         self._verifier = verifier
@@ -158,7 +160,7 @@ class AuthService:
         """Tokens for valid credentials; the same 401 for unknown email and wrong password."""
         account = unicodedata.normalize("NFKC", email).strip().lower()
         await self._limits.check(account, client)
-        row = await self._user_by_email(account)
+        row = await self._accounts.credentials(account)
         password = normalise_password(password)
         valid = await self._passwords.verify(row.password_hash if row else None, password)
         if row is None or not valid:
@@ -168,36 +170,18 @@ class AuthService:
             raise AuthenticationFailed("account is not active")
         await self._limits.succeeded(account)
         if self._passwords.needs_rehash(row.password_hash):
-            await self._rehash(row.id, password)
-        return await self._open_family(row.id, list(row.roles))
-
-    async def _user_by_email(self, email: str) -> Any:
-        query = sa.select(users.c.id, users.c.password_hash, users.c.roles, users.c.status)
-        async with self._db() as session:
-            return (await session.execute(query.where(users.c.email == email))).first()
+            await self._rehash(row.user_id, password)
+        return await self._open_family(row.user_id, row.roles)
 
     async def _rehash(self, user_id: uuid.UUID, password: str) -> None:
         new_hash = await self._passwords.hash(password)
-        async with self._db() as session, session.begin():
-            await session.execute(
-                sa.update(users)
-                .where(users.c.id == user_id)
-                .values(password_hash=new_hash, updated_at=sa.func.now())
-            )
+        await self._accounts.set_password_hash(user_id, new_hash)
         log.info("user.password_rehashed", user_id=str(user_id))
 
     async def _open_family(self, user_id: uuid.UUID, roles: list[str]) -> Tokens:
         family_id, jti = uuid.uuid4(), uuid.uuid4()
         expires_at = datetime.now(UTC) + timedelta(seconds=self._refresh_ttl_s)
-        async with self._db() as session, session.begin():
-            await session.execute(
-                sa.insert(refresh_families).values(
-                    id=family_id,
-                    user_id=user_id,
-                    expires_at=expires_at,
-                )
-            )
-            await session.execute(sa.insert(refresh_tokens).values(jti=jti, family_id=family_id))
+        await self._accounts.open_family(user_id, family_id, jti, expires_at)
         await self._redis.open(str(family_id), str(user_id), self._refresh_ttl_s)
         return await self._tokens(user_id, roles, family_id, jti, expires_at)
 
@@ -225,45 +209,28 @@ class AuthService:
         if not await self._redis.alive(str(family_id)):
             await self._revoke_family(family_id, "session ended")
             raise AuthenticationFailed("session has ended")
-        new_jti = uuid.uuid4()
-        async with self._db() as session, session.begin():
-            spent = await session.execute(
-                _SPEND, {"jti": jti, "family_id": family_id, "successor": new_jti}
-            )
-            row = spent.first()
-            if row is not None:
-                await session.execute(
-                    sa.insert(refresh_tokens).values(jti=new_jti, family_id=family_id)
-                )
-        if row is None:
+        rotation = await self._accounts.rotate(jti, family_id)
+        if rotation is None:
             return await self._refused(jti, family_id)
-        return await self._tokens(row.user_id, list(row.roles), family_id, new_jti, row.expires_at)
+        return await self._tokens(
+            rotation.user_id, rotation.roles, family_id, rotation.new_jti, rotation.expires_at
+        )
 
     async def _refused(self, jti: uuid.UUID, family_id: uuid.UUID) -> Tokens:
         """A token that could not be spent: within the grace, its successor; spent: reuse."""
-        async with self._db() as session:
-            row = (
-                await session.execute(
-                    _GRACE, {"jti": jti, "family_id": family_id, "grace": self._reuse_grace_s}
-                )
-            ).first()
-        if row is not None and row.within_grace:
+        spent = await self._accounts.spent(jti, family_id, grace_s=self._reuse_grace_s)
+        if spent is not None and spent.within_grace:
             log.info("refresh.reused_within_grace", family_id=str(family_id), jti=str(jti))
             return await self._tokens(
-                row.user_id, list(row.roles), family_id, row.replaced_by, row.expires_at
+                spent.user_id, spent.roles, family_id, spent.replaced_by, spent.expires_at
             )
-        if row is not None:
+        if spent is not None:
             log.warning("refresh.reuse_detected", family_id=str(family_id), jti=str(jti))
             await self._revoke_family(family_id, "refresh token reused")
         raise AuthenticationFailed("refresh token is not valid")
 
     async def _revoke_family(self, family_id: uuid.UUID, reason: str) -> None:
-        async with self._db() as session, session.begin():
-            await session.execute(
-                sa.update(refresh_families)
-                .where(refresh_families.c.id == family_id, refresh_families.c.revoked_at.is_(None))
-                .values(revoked_at=sa.func.now(), revoked_reason=reason)
-            )
+        await self._accounts.revoke_family(family_id, reason)
         await self._redis.close(str(family_id))
 
     # --- logout and me ---------------------------------------------------------------------------
@@ -275,12 +242,10 @@ class AuthService:
             await self._revoke_family(_uuid(principal.session_id), "logout")
 
     async def me(self, principal: Principal) -> Account:
-        query = sa.select(users.c.email, users.c.roles, users.c.status)
-        async with self._db() as session:
-            row = (await session.execute(query.where(users.c.id == principal.user_id))).first()
-        if row is None:
+        found = await self._accounts.account(principal.user_id)
+        if found is None:
             raise NotFound("user not found")
-        return Account(principal.user_id, row.email, list(row.roles), row.status)
+        return Account(principal.user_id, found.email, found.roles, found.status)
 
     # --- deletion saga ------------------------------------------------------------------------
     async def request_deletion(self, principal: Principal, user_id: uuid.UUID) -> uuid.UUID:
@@ -350,39 +315,6 @@ class AuthService:
         if view is None or not (principal.is_admin or principal.user_id == view.user_id):
             raise NotFound("saga not found")
         return view
-
-
-# Exactly one concurrent caller gets a row: the UPDATE re-checks ``used_at IS NULL`` after
-# waiting for the row lock another refresh of the same token holds.
-_SPEND = sa.text(
-    """
-    UPDATE refresh_tokens t SET used_at = now(), replaced_by = :successor
-    FROM refresh_families f JOIN users u ON u.id = f.user_id
-    WHERE t.jti = :jti AND t.family_id = :family_id AND t.used_at IS NULL
-      AND f.id = t.family_id AND f.revoked_at IS NULL AND f.expires_at > now()
-      AND u.status = :active
-    RETURNING f.user_id, f.expires_at, u.roles
-    """
-).bindparams(active=UserStatus.ACTIVE.value)
-
-# A spent token of a live family (no row: unknown token, or a family that is revoked, expired
-# or whose user is not active). ``within_grace``: spent less than ``:grace`` seconds ago and
-# its successor still unused. A refresh with that successor racing this read is harmless: the
-# answer is still the family's one chain, and the successor's next reuse is judged the same way.
-_GRACE = sa.text(
-    """
-    SELECT f.user_id, f.expires_at, u.roles, t.replaced_by,
-           (t.replaced_by IS NOT NULL AND s.jti IS NOT NULL AND s.used_at IS NULL
-            AND t.used_at > now() - make_interval(secs => CAST(:grace AS double precision)))
-             AS within_grace
-    FROM refresh_tokens t
-    JOIN refresh_families f ON f.id = t.family_id
-    JOIN users u ON u.id = f.user_id
-    LEFT JOIN refresh_tokens s ON s.jti = t.replaced_by
-    WHERE t.jti = :jti AND t.family_id = :family_id AND t.used_at IS NOT NULL
-      AND f.revoked_at IS NULL AND f.expires_at > now() AND u.status = :active
-    """
-).bindparams(active=UserStatus.ACTIVE.value)
 
 
 def _uuid(value: object) -> uuid.UUID:
