@@ -215,7 +215,8 @@ def error_responses(*statuses: int) -> dict[int, ResponseSpec]:
 
 # --- correlation ids, trace context, access log ---------------------------------------------
 def correlation_middleware(app: ASGIApp) -> ASGIApp:
-    """Reads or creates ``X-Correlation-ID``, binds it for logs and the outbox, returns it;
+    """Reads or creates ``X-Correlation-ID``, makes it current (:mod:`shared.correlation`:
+    the logs and the outbox read it), returns it;
     honours an incoming W3C ``traceparent`` (:mod:`shared.tracing`); writes one access line
     per request (method, route template, status, duration, correlation id, trace id).
 
