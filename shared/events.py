@@ -108,9 +108,16 @@ class DocumentOcrFailed(Message, frozen=True, kw_only=True):
 
 # --- deletion saga: commands (orchestrator -> participant) ------------------------------
 class DeleteProfile(Message, frozen=True, kw_only=True):
+    """Archive the user's profile (a deletion saga's first step); ordered after the user's
+    ``user.registered``."""
+
+    # Keyed on the user, not the saga: user.registered is in the same outbox (authdb), so
+    # the relay and the partitions deliver this command after it. Keyed on the saga, a
+    # deletion requested right after registering archived nothing and the profile appeared
+    # afterwards, live, for a deleted user (seen under load by tests/cluster).
     event_type = "profile.delete"
-    aggregate_type = "saga"
-    aggregate_field = "saga_id"
+    aggregate_type = "user"
+    aggregate_field = "user_id"
     saga_id: uuid.UUID
     user_id: uuid.UUID
     deadline: datetime | None = None
@@ -129,8 +136,8 @@ class DeleteDocuments(Message, frozen=True, kw_only=True):
 
 class RestoreProfile(Message, frozen=True, kw_only=True):
     event_type = "profile.restore"
-    aggregate_type = "saga"
-    aggregate_field = "saga_id"
+    aggregate_type = "user"  # after the DeleteProfile it compensates (same aggregate)
+    aggregate_field = "user_id"
     saga_id: uuid.UUID
     user_id: uuid.UUID
 

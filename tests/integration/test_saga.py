@@ -349,7 +349,10 @@ async def test_duplicate_and_out_of_order_replies_change_nothing(
             return int(
                 await stack.scalar(
                     "authdb",
-                    "SELECT count(*) FROM outbox WHERE aggregate_id = :s AND event_type = :t",
+                    # By the saga named in the payload: profile commands are keyed on the
+                    # user (ordered after user.registered), documents.delete on the saga.
+                    "SELECT count(*) FROM outbox WHERE payload->>'saga_id' = :s "
+                    "AND event_type = :t",
                     s=str(sid),
                     t=event_type,
                 )
@@ -627,7 +630,7 @@ async def test_concurrent_sweepers_fail_each_overdue_step_once(
             assert saga.reason == "profile.delete did not answer within 0.01s"
             restores = await stack.scalar(
                 "authdb",
-                "SELECT count(*) FROM outbox WHERE aggregate_id = :s AND event_type = :t",
+                "SELECT count(*) FROM outbox WHERE payload->>'saga_id' = :s AND event_type = :t",
                 s=str(sid),
                 t="profile.restore",
             )
