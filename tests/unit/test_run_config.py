@@ -335,8 +335,12 @@ def test_rabbitmq_imports_definitions_and_runs_the_plugins(compose: dict[str, An
     mounts = {v.split(":")[1]: v.split(":")[0] for v in rabbit["volumes"] if v.startswith("./")}
     assert mounts["/etc/rabbitmq/rabbitmq.conf"] == "./infra/rabbitmq/rabbitmq.conf"
     assert mounts["/etc/rabbitmq/enabled_plugins"] == "./infra/rabbitmq/enabled_plugins"
-    assert mounts[f"{definitions_dir}/definitions.json"] == "./infra/rabbitmq/definitions.json"
     assert mounts[f"{definitions_dir}/00-users.json"].endswith("00-users.json")
+    # The topology comes from `amsctl topology apply` (partitions, retry delays), never from a
+    # boot-time import that every node restart would replay over it.
+    assert not any(source.endswith("definitions.json") for source in mounts.values())
+    topology = compose["services"]["topology"]
+    assert topology["command"] == ["python", "-m", "amsctl", "topology", "apply"]
     assert conf["loopback_users"] == "none", "other containers connect as guest"
 
 
