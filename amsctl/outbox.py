@@ -74,8 +74,9 @@ def status(
         rows = asyncio.run(statuses(settings(), DATABASES))
     except (OSError, asyncpg.PostgresError) as exc:
         fail(f"PostgreSQL is unreachable: {exc}", EXIT_UNAVAILABLE)
+    blocked = broker_alarms(settings())
     if json_output:
-        print_json(rows)
+        print_json([{**r, "publishing_blocked_by": blocked} for r in rows])
         return
     table = Table(title="Outbox")
     for column in ("database", "backlog", "retrying", "parked", "oldest unsent"):
@@ -85,6 +86,29 @@ def status(
         table.add_row(str(r["database"]), str(r["backlog"]), str(r["retrying"]), str(r["parked"]),
                       "-" if age is None else f"{float(age):.1f} s")  # type: ignore[arg-type]
     console.print(table)
+    if blocked:
+        console.print("[bold red]RabbitMQ blocks publishers[/]: " + "; ".join(blocked)
+                      + ". The relays wait; the backlog grows until the alarm clears.")
+
+
+def broker_alarms(cfg: Settings) -> list[str]:
+    """Why the broker refuses publishes right now (memory or disk alarms, nodes down), as
+    the management API reports it; a line saying it could not be asked, rather than nothing."""
+    from shared.rabbitmq_admin import ManagementClient
+
+    try:
+        with ManagementClient(cfg.rabbitmq_management_url, timeout=5) as mgmt:
+            nodes = mgmt.nodes()
+    except DependencyUnavailable as exc:
+        return [f"management API unreachable ({exc})"]
+    alarms = []
+    for node in nodes:
+        name = node.get("name", "?")
+        if node.get("mem_alarm"):
+            alarms.append(f"memory alarm on {name}")
+        if node.get("disk_free_alarm"):
+            alarms.append(f"disk alarm on {name}")
+    return alarms
 
 
 @app.command("requeue")

@@ -78,6 +78,9 @@ class ManagementClient:
     def exchanges(self, vhost: str) -> list[dict[str, Any]]:
         return list(self._request("GET", f"/exchanges/{quote(vhost, safe='')}").json())
 
+    def nodes(self) -> list[dict[str, Any]]:
+        return list(self._request("GET", "/nodes").json())
+
     def overview(self) -> dict[str, Any]:
         return dict(self._request("GET", "/overview").json())
 

@@ -232,6 +232,7 @@ async def test_unroutable_event_is_parked_without_blocking_others(relay_settings
     assert result.exit_code == 0, result.output
     status = {s["database"]: s for s in json.loads(result.output)}
     assert status["authdb"]["parked"] == 1 and status["authdb"]["backlog"] == 0
+    assert status["authdb"]["publishing_blocked_by"] == []  # no broker alarm
 
     result = await _amsctl(
         relay_settings, "outbox", "requeue", "--database", "authdb", "--event-id", str(poison)
