@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import io
+import itertools
 import uuid
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import pypdfium2
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -21,7 +23,15 @@ from apps.admin.models import DocumentStatus, document_blobs, documents, ocr_lin
 from apps.auth.audit import AuditAction, AuditOutcome
 from outbox.writer import add_event
 from shared.config import Settings
-from shared.documents import Inspector, Limits, rasterise, safe_filename
+from shared.documents import (
+    PDF,
+    Inspector,
+    Limits,
+    inspect,
+    rasterise,
+    render_page,
+    safe_filename,
+)
 from shared.errors import LegalHold, NotFound, PayloadTooLarge, PermissionDenied
 from shared.events import DocumentUploaded
 
@@ -212,13 +222,26 @@ async def page_image(
 
 
 def render_page_png(content: bytes, page_no: int, limits: Limits) -> bytes:
-    """PNG bytes of one page; :class:`NotFound` when the document has no such page."""
-    for number, image in enumerate(rasterise(content, limits), start=1):
-        if number == page_no:
-            out = io.BytesIO()
-            image.save(out, format="PNG", optimize=False, compress_level=3)
-            return out.getvalue()
-    raise NotFound(f"the document has no page {page_no}")
+    """PNG bytes of one page; :class:`NotFound` when the document has no such page. A PDF
+    renders only that page (page 40 does not render the 39 before it)."""
+    info = inspect(content, limits)
+    if not 1 <= page_no <= info.pages:
+        raise NotFound(f"the document has no page {page_no}")
+    if info.media_type == PDF:
+        pdf = pypdfium2.PdfDocument(content)
+        try:
+            page = pdf[page_no - 1]
+            try:
+                image = render_page(page, page_no - 1, limits)
+            finally:
+                page.close()
+        finally:
+            pdf.close()
+    else:
+        image = next(itertools.islice(rasterise(content, limits), page_no - 1, None))
+    out = io.BytesIO()
+    image.save(out, format="PNG", optimize=False, compress_level=3)
+    return out.getvalue()
 
 
 async def delete_document(session: AsyncSession, viewer: Viewer, document_id: uuid.UUID) -> None:

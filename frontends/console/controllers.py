@@ -216,11 +216,9 @@ class DeadLettersController(Controller):
         self, request: Req, error: Annotated[str | None, QueryParameter(name="error")] = None,
         queue: Annotated[str | None, QueryParameter(name="queue")] = None,
     ) -> Template:
-        ops = operations(request)
-        queues = await ops.dead_letter_queues()
-        names = {q.name for q in queues}
-        chosen = queue if queue in names else None
-        letters = await ops.dead_letters(Selection(error=error or None), chosen)
+        queues, letters = await operations(request).overview(Selection(error=error or None),
+                                                              queue)
+        chosen = queue if queue in {q.name for q in queues} else None
         return frontend_of(request).page(
             request, "dead_letters.html", queues=queues, groups=group_by_fingerprint(letters),
             letters={dl.message_id: dl for dl in letters}, error=error or "",

@@ -20,7 +20,7 @@ from amsctl import outbox as outbox_ops
 from amsctl.audit import trail
 from amsctl.dlq import service as dlq
 from amsctl.dlq.broker import AmqpDeadLetterStore, QueueInfo
-from amsctl.dlq.model import DeadLetter, FailureGroup, Selection, group_by_fingerprint
+from amsctl.dlq.model import DeadLetter, Selection
 from apps.auth import audit, sagas
 from apps.auth.audit import AuditEntry, AuditFilter, AuditSource
 from apps.auth.schemas import Saga
@@ -57,18 +57,21 @@ class Operations:
         self.authdb = authdb
 
     # --- dead letters ------------------------------------------------------------------------
-    async def dead_letter_queues(self) -> list[QueueInfo]:
-        async with AmqpDeadLetterStore(self.settings) as store:
-            return await _resolve(store, None)
-
     async def dead_letters(self, selection: Selection, queue: str | None = None
                            ) -> list[DeadLetter]:
         async with AmqpDeadLetterStore(self.settings) as store:
             queues = await _resolve(store, [queue] if queue else None)
             return await dlq.read(store, queues, selection, self.settings.dlq_read_limit)
 
-    async def groups(self, selection: Selection) -> list[FailureGroup]:
-        return group_by_fingerprint(await self.dead_letters(selection))
+    async def overview(self, selection: Selection, queue: str | None
+                       ) -> tuple[list[QueueInfo], list[DeadLetter]]:
+        """Every dead-letter queue and the selected letters (of one queue, if it is one of
+        them), on one broker connection."""
+        async with AmqpDeadLetterStore(self.settings) as store:
+            queues = await _resolve(store, None)
+            chosen = [q for q in queues if q.name == queue] or queues
+            letters = await dlq.read(store, chosen, selection, self.settings.dlq_read_limit)
+        return queues, letters
 
     async def dead_letter(self, message_id: str) -> tuple[DeadLetter, list[dict[str, object]]]:
         """One dead letter in full and its replay/purge history."""

@@ -177,8 +177,9 @@ async def test_page_image_is_the_page_the_boxes_refer_to(
     from PIL import Image
 
     with Image.open(BytesIO(image.content)) as page:
-        # PDF pages are rendered at OCR_PDF_DPI, as the OCR worker saw them.
-        assert page.width > 0 and page.height > 0
+        # PDF pages are rendered at OCR_PDF_DPI, as the OCR worker saw them (200 x 100 pt).
+        scale = settings.ocr_pdf_dpi / 72
+        assert abs(page.width - 200 * scale) <= 1 and abs(page.height - 100 * scale) <= 1
     assert (await client.get(f"/documents/{doc_id}/pages/1/image", headers=admin)).status_code \
         == 200
     assert (await client.get(f"/documents/{doc_id}/pages/3/image", headers=owner)).status_code \
