@@ -343,7 +343,8 @@ async def run(
         ],
         "messages_per_round": n, "prefetch": prefetch, "db_pool_size": settings.db_pool_size,
         "batch_max": settings.worker_batch_max, "queue_type": "quorum",
-        "aggregates": AGGREGATES, "event_loop": "asyncio",
+        "aggregates": AGGREGATES,
+        "event_loop": type(asyncio.get_running_loop()).__module__.split(".")[0],
         "effect": effect_name, "partitions": partitions, "cpus": os.cpu_count(),
     }
 

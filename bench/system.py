@@ -1,6 +1,7 @@
 """System benchmark: register->profile and upload->OCR-completed with every process running.
 
     python bench/system.py [--quick] [--users N] [--concurrency C] [--documents M]
+                           [--sustain 20,30,40]
 
 Starts the auth, users and admin APIs, the profiles and OCR workers and the relay as
 processes (``tests/e2e/stack.py``, as a user starts them) against their own databases and
@@ -18,7 +19,12 @@ vhost (removed afterwards), on this machine's local PostgreSQL, Redis and Rabbit
    cores right before and right after the register phase (the median of the two);
    ``register_over_argon2`` = register->profile per second / that floor. Registration is
    bound by argon2 by design; the ratio says what everything else costs.
-4. ``cpu``: CPU seconds (utime+stime from /proc/<pid>/stat) each process used in each phase;
+4. ``--sustain R1,R2``: an open-loop offered load of R registrations per second held for
+   60 s at each rate (ascending, stopping at the first not held); the backlog (sent minus
+   profiles created) is sampled every second. A rate is held when every registration
+   succeeds, the backlog stays under two seconds' worth after the first 10 s and ends under
+   one second's worth (the relay benchmark's definition). Reports the highest rate held.
+5. ``cpu``: CPU seconds (utime+stime from /proc/<pid>/stat) each process used in each phase;
    the process whose CPU seconds approach the phase's wall time (1 core = 1.0 per second)
    saturates first. ``saturated_first`` names it per phase.
 
@@ -145,6 +151,49 @@ ARGON2_THREADS = 2
 """The auth service's hashing pool (``Argon2Passwords(workers=2)``), one thread per core here."""
 
 
+async def sustain_register(stack: Stack, rate: int, seconds: float = 60.0) -> dict[str, object]:
+    """Offer ``rate`` registrations/s (open loop) for ``seconds``; sample the backlog."""
+    db = await asyncpg.connect(asyncpg_dsn(stack.direct.users_database_url))
+    base = await db.fetchval("SELECT count(*) FROM profiles")
+    sent, failed, backlog = 0, 0, []
+    tag = uuid.uuid4().hex[:6]
+    limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
+    async with httpx.AsyncClient(base_url=stack.auth_url, timeout=120, limits=limits) as client:
+
+        async def one(i: int) -> None:
+            nonlocal failed
+            r = await client.post("/auth/register", json={
+                "email": f"s{rate}-{tag}-{i}@example.com", "password": PASSWORD,
+            })
+            failed += r.status_code != 201
+
+        async def sample() -> None:
+            while True:
+                await asyncio.sleep(1.0)
+                done = await db.fetchval("SELECT count(*) FROM profiles") - base
+                backlog.append(sent - done)
+
+        sampler = asyncio.create_task(sample())
+        tasks, start, total = [], time.perf_counter(), int(rate * seconds)
+        for i in range(total):
+            delay = start + i / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(i)))
+            sent += 1
+        await asyncio.gather(*tasks)
+        sampler.cancel()
+    try:
+        await wait_rows(stack.direct.users_database_url, "SELECT count(*) FROM profiles",
+                        base + total, 120)
+    finally:
+        await db.close()
+    steady = backlog[10:] or backlog
+    held = not failed and bool(backlog) and backlog[-1] <= rate and max(steady) <= 2 * rate
+    return {"rate": rate, "held": held, "failed": failed, "max_backlog": max(backlog, default=0),
+            "final_backlog": backlog[-1] if backlog else None}
+
+
 def scan_png(i: int) -> bytes:
     image = Image.new("L", (900, 300), 255)
     draw = ImageDraw.Draw(image)
@@ -221,6 +270,7 @@ def main() -> None:
     parser.add_argument("--users", type=int, help="registrations (default 200 quick, 1000)")
     parser.add_argument("--concurrency", type=int, default=16, help="registrations in flight")
     parser.add_argument("--documents", type=int, help="uploads (default 8 quick, 40)")
+    parser.add_argument("--sustain", default="", help="registration rates to hold 60 s each")
     args = parser.parse_args()
     users = args.users or (200 if args.quick else 1000)
     documents = args.documents or (8 if args.quick else 40)
@@ -242,6 +292,20 @@ def main() -> None:
         registered["register_over_argon2"] = round(
             float(registered["register_profile_per_s"]) / floor, 3  # type: ignore[arg-type]
         )
+        sustained: list[dict[str, object]] = []
+        for rate in [int(r) for r in args.sustain.split(",") if r]:
+            sustained.append(asyncio.run(sustain_register(stack, rate)))
+            print("sustain: " + json.dumps(sustained[-1]), flush=True)
+            if not sustained[-1]["held"]:
+                break
+        if sustained:
+            registered["sustain"] = {
+                "highest_held_per_s": max(
+                    (int(o["rate"]) for o in sustained if o["held"]),  # type: ignore[call-overload]
+                    default=None,
+                ),
+                "tried": sustained,
+            }
         ocr, cpu_ocr = phase(stack, "ocr", upload_ocr(stack, documents))
     result = {
         "users": users, "concurrency": args.concurrency, "documents": documents,
