@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import uuid
 from datetime import UTC, datetime
 
@@ -186,4 +185,4 @@ def test_frames_are_byte_for_byte_what_pamqp_marshals(
 def test_claim_selects_the_columns_in_outbox_row_order() -> None:
     selected = store.CLAIM_SQL.split("FROM outbox")[0].removeprefix("\nSELECT").split(",")
     names = [column.split(" AS ")[-1].split("::")[0].strip() for column in selected]
-    assert names == [f.name for f in dataclasses.fields(OutboxRow)]
+    assert names == list(OutboxRow._fields)
