@@ -161,7 +161,7 @@ class Relay:
             poll = min(poll * 2, self._settings.relay_poll_max_s)
 
     async def _idle(self, stop: asyncio.Event, wait_s: float) -> None:
-        # A finished batch sets the wake event too (see _batch_done).
+        # The last batch out, or a failed one, sets the wake event too (see _batch_done).
         waiters = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())]
         try:
             await asyncio.wait(waiters, timeout=wait_s, return_when=asyncio.FIRST_COMPLETED)
@@ -219,12 +219,14 @@ class Relay:
 
     def _batch_done(self, task: asyncio.Task[None]) -> None:
         self._rows_in_flight -= len(self._in_flight.pop(task, ()))
-        self._wake.set()
-        if task.cancelled():
-            return
-        exc = task.exception()
+        exc = None if task.cancelled() else task.exception()
         if exc is not None and self._broken is None:
             self._broken = exc
+        # Wake the idle loop to delete what was confirmed (claims delete it) only when the
+        # pipeline ran dry or a batch failed: while other batches are out, the next claim
+        # comes anyway, and a claim per confirm doubled the statements under a trickle.
+        if not self._in_flight or exc is not None:
+            self._wake.set()
 
     async def _publish_batch(self, rows: list[OutboxRow]) -> None:
         origins = (row.traceparent for row in rows)  # read only when tracing is on
