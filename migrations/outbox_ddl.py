@@ -109,3 +109,37 @@ def drop_outbox_trace_context() -> None:
     op.execute(
         "ALTER TABLE outbox DROP COLUMN IF EXISTS tracestate, DROP COLUMN IF EXISTS traceparent"
     )
+
+
+# One notifier at a time. PostgreSQL serialises the commits of transactions that NOTIFY:
+# each holds a database-wide lock from its pre-commit until after its WAL flush, so at most
+# one commit per flush goes through and group commit is lost (16 concurrent single-row
+# transactions here: 1,911 commits/s without NOTIFY, 379/s with it, commit p50 3.7 ->
+# 34 ms). Now only a transaction that gets the notifier lock (transaction-scoped, never
+# waited for) notifies; the others rely on its notification, which wakes the relay when it
+# commits, or on the relay's next claim or poll. Classid 0x0A750003 is outbox.schema's
+# NOTIFIER_LOCK (frozen here: a migration never imports live code).
+_SINGLE_NOTIFIER = """
+    CREATE OR REPLACE FUNCTION outbox_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+      IF pg_try_advisory_xact_lock(175439875, 0) THEN
+        PERFORM pg_notify('outbox_events', '');
+      END IF;
+      RETURN NULL;
+    END $$
+    """
+_EVERY_NOTIFIER = """
+    CREATE OR REPLACE FUNCTION outbox_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+      PERFORM pg_notify('outbox_events', '');
+      RETURN NULL;
+    END $$
+    """
+
+
+def notify_from_one_transaction_at_a_time() -> None:
+    op.execute(_SINGLE_NOTIFIER)
+
+
+def notify_from_every_transaction() -> None:
+    op.execute(_EVERY_NOTIFIER)

@@ -19,7 +19,15 @@ PARTITIONS = 16
 """Outbox partitions. Fixed: rows store their partition, so changing it needs a drained outbox."""
 
 NOTIFY_CHANNEL = "outbox_events"
-"""LISTEN/NOTIFY channel the insert trigger signals (one notification per transaction)."""
+"""LISTEN/NOTIFY channel the insert trigger signals (at most one notifying transaction at a
+time, see NOTIFIER_LOCK)."""
+
+NOTIFIER_LOCK = (0x0A75_0003, 0)
+"""Transaction-scoped advisory lock the insert trigger tries (never waits for) before it
+notifies: PostgreSQL serialises the commits of notifying transactions, WAL flush included,
+so only the holder notifies and the others commit in parallel; the holder's notification,
+the relay's next claim or its poll picks their rows up. Frozen into the trigger by the
+``*_outbox_single_notifier`` migrations (a unit test keeps them equal)."""
 
 metadata = sa.MetaData()
 

@@ -94,8 +94,10 @@ class Settings:
     overlaps database work with publishing, and lets small batches go out at once instead of
     waiting for the confirms of the ones before them."""
 
-    relay_poll_min_s: float = field(default=0.05, metadata=_env("RELAY_POLL_MIN_S"))
-    """Shortest polling interval right after activity (LISTEN/NOTIFY wakes it sooner)."""
+    relay_poll_min_s: float = field(default=0.01, metadata=_env("RELAY_POLL_MIN_S"))
+    """Shortest polling interval right after activity, doubling while idle (LISTEN/NOTIFY
+    wakes it sooner; a transaction that committed while another one held the notifier lock
+    is found by this poll at the latest)."""
 
     relay_poll_max_s: float = field(default=2.0, metadata=_env("RELAY_POLL_MAX_S"))
     """Longest polling interval of an idle relay."""

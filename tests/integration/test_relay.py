@@ -7,7 +7,7 @@ import contextlib
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from urllib.parse import urlsplit, urlunsplit
 
@@ -20,6 +20,7 @@ from outbox import add_event
 from outbox.leases import LOCK_CLASS_PARTITION
 from outbox.publisher import AmqpPublisher
 from outbox.relay import Relay
+from outbox.schema import NOTIFY_CHANNEL
 from shared.config import Settings
 from shared.db import asyncpg_dsn, create_engine, session_factory
 from shared.events import DocumentUploaded, ProfileCreated
@@ -33,7 +34,7 @@ from tests.relay_support import (
     stop_relay,
     wait_for_relays,
 )
-from tests.support import env_for
+from tests.support import env_for, wait_for
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -300,3 +301,43 @@ async def test_database_connections_dropped_mid_stream(relay_settings: Settings)
             await collector.wait_for(committed, 30)
     assert collector.ids == committed
     assert collector.order_violations() == []
+
+
+async def _insert_event(conn: asyncpg.Connection) -> None:
+    await conn.execute(
+        "INSERT INTO outbox (event_id, event_type, routing_key, aggregate_type, aggregate_id,"
+        " partition, schema_version, payload) VALUES (gen_random_uuid(), 'user.registered',"
+        " 'user.registered', 'user', 'n', 0, 1, '{}'::jsonb)"
+    )
+
+
+async def test_only_one_open_transaction_at_a_time_notifies(relay_settings: Settings) -> None:
+    """Notifying transactions commit one WAL flush at a time; the trigger lets one notify."""
+    dsn = asyncpg_dsn(relay_settings.auth_database_url)
+    listener, first, second = [await asyncpg.connect(dsn) for _ in range(3)]
+    notified: list[object] = []
+    await listener.add_listener(NOTIFY_CHANNEL, lambda *args: notified.append(args))
+    try:
+        holding = first.transaction()
+        await holding.start()
+        await _insert_event(first)  # takes the notifier lock until it commits
+        async with second.transaction():
+            await _insert_event(second)  # commits without notifying
+        await asyncio.sleep(0.3)
+        assert notified == [], "a second open transaction notified"
+        await holding.commit()
+        await wait_for(_count_is(notified, 1), 5, "the lock holder's notification")
+        async with second.transaction():
+            await _insert_event(second)  # the lock is free again: this one notifies
+        await wait_for(_count_is(notified, 2), 5, "the next transaction's notification")
+    finally:
+        await first.execute("DELETE FROM outbox WHERE aggregate_id = 'n'")
+        for conn in (listener, first, second):
+            await conn.close()
+
+
+def _count_is(items: list[object], n: int) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        return len(items) == n
+
+    return check

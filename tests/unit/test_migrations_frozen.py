@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from migrations import outbox_ddl
+from outbox.schema import NOTIFIER_LOCK, NOTIFY_CHANNEL
 from tests.unit.test_ownership import imports_of
 
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
@@ -21,3 +23,10 @@ def test_no_migration_imports_live_code() -> None:
         if name.split(".")[0] not in ALLOWED
     }
     assert offending == set()
+
+
+def test_the_trigger_tries_the_notifier_lock_the_relay_documents() -> None:
+    classid, key = NOTIFIER_LOCK
+    trigger = outbox_ddl._SINGLE_NOTIFIER
+    assert f"pg_try_advisory_xact_lock({classid}, {key})" in trigger
+    assert f"pg_notify('{NOTIFY_CHANNEL}', '')" in trigger
