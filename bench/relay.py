@@ -23,7 +23,9 @@ per-round ratios are reported.
    consumer in another process (commit -> claim -> publish -> confirm -> delivery).
    The floor (``raw``): the same offered load published directly (bare aio-pika,
    confirmed), publish -> delivery, in the same round. ``confirm_*``: the relay's own
-   insert -> confirm histogram, interpolated. ``cpu``: % of one core per process group
+   insert -> confirm histogram, interpolated. ``commit_*``: the producer's COMMIT round
+   trips (PostgreSQL's WAL flush, part of every commit -> delivery figure and absent from
+   the raw floor). ``cpu``: % of one core per process group
    during each phase (from /proc; ``other (neighbours)`` is everyone else's load).
 3. ``--sustain``: a steady offered load of outbox events (a transaction of rate/100
    events every 10 ms) held for 60 s at each rate, with the backlog sampled every second;
@@ -373,6 +375,7 @@ async def relay_latency(
         settings.auth_database_url, pool_size=PRODUCER_CONNECTIONS // 2, pre_ping=False
     )
     slots = asyncio.Semaphore(PRODUCER_CONNECTIONS)
+    commits: list[float] = []  # the COMMIT round trips: PostgreSQL's own share of the latency
 
     async def one() -> tuple[str, float]:
         # A Core connection, not an ORM session: the producer shares the two cores with
@@ -386,6 +389,7 @@ async def relay_latency(
             # a busy producer loop cannot make the figure look better than it is.
             committing = time.perf_counter()
             await conn.commit()
+            commits.append((time.perf_counter() - committing) * 1000)
         return str(event_id), committing
 
     port = free_port()
@@ -397,6 +401,8 @@ async def relay_latency(
             latencies = await _offered_load(settings, rate, seconds, one, {"relay": relay.pid}, out)
         async with httpx.AsyncClient() as client:
             text = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
+        out["commit_p50_ms"] = round(percentile(commits, 50), 2)
+        out["commit_p99_ms"] = round(percentile(commits, 99), 2)
         for q in (0.5, 0.99):
             name = "ams_outbox_commit_to_confirm_seconds"
             out[f"confirm_p{int(q * 100)}_ms"] = round(histogram_quantile(text, name, q), 2)
@@ -527,8 +533,10 @@ async def latency_rounds(
     rounds: int, profile: Path | None,
 ) -> dict[str, Any]:
     raw: dict[str, list[float]] = {"p50": [], "p99": []}
-    relay: dict[str, list[float]] = {"p50": [], "p99": [], "confirm_p50_ms": [],
-                                     "confirm_p99_ms": []}
+    relay: dict[str, list[float]] = {
+        "p50": [], "p99": [], "confirm_p50_ms": [], "confirm_p99_ms": [], "commit_p50_ms": [],
+        "commit_p99_ms": [],
+    }
     cpu: dict[str, dict[str, float]] = {}
     offered: dict[str, list[float]] = {"raw": [], "relay": []}
     for r in range(rounds):
@@ -542,8 +550,8 @@ async def latency_rounds(
                     settings, rate, seconds, out, profile if r == 0 else None
                 )
                 target = relay
-                relay["confirm_p50_ms"].append(out["confirm_p50_ms"])
-                relay["confirm_p99_ms"].append(out["confirm_p99_ms"])
+                for key in ("confirm_p50_ms", "confirm_p99_ms", "commit_p50_ms", "commit_p99_ms"):
+                    relay[key].append(out[key])
             target["p50"].append(percentile(lat, 50))
             target["p99"].append(percentile(lat, 99))
             cpu[f"{kind} round {r + 1}"] = out["cpu"]
@@ -561,6 +569,8 @@ async def latency_rounds(
         "p99_ms": spread(relay["p99"]),
         "confirm_p50_ms": spread(relay["confirm_p50_ms"]),
         "confirm_p99_ms": spread(relay["confirm_p99_ms"]),
+        "commit_p50_ms": spread(relay["commit_p50_ms"]),
+        "commit_p99_ms": spread(relay["commit_p99_ms"]),
         "p50_minus_raw_ms": spread([a - b for a, b in zip(relay["p50"], raw["p50"], strict=True)]),
         "p99_over_raw": spread([a / b for a, b in zip(relay["p99"], raw["p99"], strict=True)], 3),
         "raw_offered_eps": spread(offered["raw"], 0),
