@@ -66,7 +66,9 @@ FROM base AS app
 COPY --from=project /opt/venv /opt/venv
 WORKDIR /app
 COPY infra/ infra/
-COPY scripts/healthcheck.py scripts/healthcheck.py
+COPY scripts/healthcheck.py scripts/dev_tls.py scripts/
+# The compose `certs` volume starts as this (empty, owned by the service user) directory.
+RUN mkdir /certs && chown 10001:10001 /certs
 USER 10001:10001
 # The API ports (auth 8002, users 8001, admin 8003) and the metrics ports (relay 9101,
 # workers 9102-9105); each compose service picks its own command.

@@ -14,7 +14,7 @@ from prometheus_client import start_http_server
 from outbox.publisher import AmqpPublisher
 from outbox.relay import Relay
 from shared import eventloop
-from shared.config import DATABASES, Settings
+from shared.config import DATABASES, Settings, settings_or_exit
 from shared.db import asyncpg_dsn
 from shared.logging import configure_logging, get_logger
 from shared.tracing import configure_tracing, instrument_asyncpg
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> None:
         help="database whose outbox to relay (repeatable; default: all three)",
     )
     args = parser.parse_args(argv)
-    settings = Settings.from_env()
+    settings = settings_or_exit("outbox-relay")
     configure_logging(settings, service="outbox-relay")
     configure_tracing(settings, service="outbox-relay")
     instrument_asyncpg()  # the relay's own connections are plain asyncpg

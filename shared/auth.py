@@ -33,6 +33,7 @@ from shared.config import Settings
 from shared.errors import AuthenticationFailed, PermissionDenied
 from shared.logging import get_logger
 from shared.redis_client import unavailable
+from shared.tls import check_jwks_url, client_context
 
 ALGORITHM = "EdDSA"
 """The only signing algorithm issued and accepted."""
@@ -86,11 +87,14 @@ class JwksSource(Protocol):
 
 
 class HttpJwksSource:
-    """Fetches the JWKS from the auth service."""
+    """Fetches the JWKS from the auth service: over https, verified against ``ca_file`` (empty:
+    the system's trust store); plain http only from a loopback address (development)."""
 
-    def __init__(self, url: str, client: httpx.AsyncClient | None = None) -> None:
-        self._url = url
-        self._client = client or httpx.AsyncClient(timeout=2.0)
+    def __init__(
+        self, url: str, client: httpx.AsyncClient | None = None, *, ca_file: str = ""
+    ) -> None:
+        self._url = check_jwks_url(url)
+        self._client = client or httpx.AsyncClient(timeout=2.0, verify=client_context(ca_file))
 
     async def fetch(self) -> dict[str, Any]:
         response = await self._client.get(self._url)
@@ -311,7 +315,7 @@ def build_verifier(
 ) -> TokenVerifier:
     """The standard verifier of an API from :class:`shared.config.Settings`."""
     keys = JwksCache(
-        source or HttpJwksSource(settings.auth_jwks_url),
+        source or HttpJwksSource(settings.auth_jwks_url, ca_file=settings.tls_ca_file),
         ttl_s=settings.jwks_cache_ttl_s,
         min_refetch_interval_s=settings.jwks_refetch_min_interval_s,
     )

@@ -12,12 +12,14 @@ import ast
 import inspect
 import itertools
 import os
+import sys
 import textwrap
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any, get_type_hints
+from typing import Any, NoReturn, get_type_hints
 
 from shared.messaging import AGGREGATE_SLOTS
+from shared.tls import with_default_ca
 
 DATABASES = ("authdb", "apidb", "admindb")
 """Logical database names; each has its own URL, migrations, outbox and inbox."""
@@ -69,6 +71,20 @@ class Settings:
 
     redis_url: str = field(default="redis://127.0.0.1:6379/0", metadata=_env("REDIS_URL"))
     """Redis for sessions, the token denylist, rate limits and caches."""
+
+    tls_ca_file: str = field(default="", metadata=_env("TLS_CA_FILE"))
+    """PEM bundle of the certificate authorities every TLS link trusts unless its URL names its
+    own: PostgreSQL URLs with ``sslmode=verify-full`` (or ``verify-ca``; own: ``sslrootcert=``),
+    ``rediss://`` (own: ``ssl_ca_certs=``), ``amqps://`` (own: ``cafile=``) and an https
+    ``AUTH_JWKS_URL``. Empty: the system's trust store. Certificates are always verified, and
+    host names too (but with ``verify-ca``); docs/deployment.md, "TLS"."""
+
+    http_tls_cert_file: str = field(default="", metadata=_env("HTTP_TLS_CERT_FILE"))
+    """PEM certificate (chain) an API serves https with, beside ``HTTP_TLS_KEY_FILE``; empty:
+    plain http. The auth API needs it whenever the other APIs fetch its JWKS from another host."""
+
+    http_tls_key_file: str = field(default="", metadata=_env("HTTP_TLS_KEY_FILE"))
+    """PEM private key of ``HTTP_TLS_CERT_FILE``."""
 
     log_level: str = field(default="INFO", metadata=_env("LOG_LEVEL"))
     """Minimum log level (DEBUG, INFO, WARNING, ERROR)."""
@@ -358,6 +374,15 @@ class Settings:
     def __post_init__(self) -> None:
         if not 0 < self.access_token_ttl_s <= 900:
             raise ValueError("ACCESS_TOKEN_TTL_S must be between 1 and 900 seconds")
+        for f in fields(self):
+            if f.name.endswith(("database_url", "redis_url", "rabbitmq_url")):
+                setting, url = f.metadata["env"], getattr(self, f.name)
+                # RABBITMQ_URL lists nodes; a PostgreSQL URL may list hosts but has one query.
+                parts = [p.strip() for p in url.split(",")] if f.name == "rabbitmq_url" else [url]
+                parts = [with_default_ca(setting, p, self.tls_ca_file) for p in parts]
+                object.__setattr__(self, f.name, ",".join(parts))
+        if bool(self.http_tls_cert_file) != bool(self.http_tls_key_file):
+            raise ValueError("HTTP_TLS_CERT_FILE and HTTP_TLS_KEY_FILE go together")
         if not 0 <= self.refresh_reuse_grace_s <= 60:
             raise ValueError("REFRESH_REUSE_GRACE_S must be between 0 and 60 seconds")
         if not 1 <= self.worker_partitions <= AGGREGATE_SLOTS:
@@ -401,6 +426,25 @@ class Settings:
         """(env var, default, description) for every field, for the README table."""
         docs = _field_docs(cls)
         return [(f.metadata["env"], repr(f.default), docs.get(f.name, "")) for f in fields(cls)]
+
+
+EXIT_CONFIGURATION = 2
+"""Exit status of a process whose settings cannot work (one line on stderr, no traceback)."""
+
+
+def settings_or_exit(process: str) -> Settings:
+    """:meth:`Settings.from_env` for an entry point: a malformed variable, a CA bundle that
+    is not there or a TLS URL that would not verify ends ``process`` with one line, exit 2."""
+    try:
+        return Settings.from_env()
+    except ValueError as exc:
+        refuse(process, exc)
+
+
+def refuse(process: str, exc: Exception) -> NoReturn:
+    """End ``process`` on a configuration error (see :func:`settings_or_exit`)."""
+    sys.stderr.write(f"{process}: configuration error: {exc}\n")
+    raise SystemExit(EXIT_CONFIGURATION) from None
 
 
 def _coerce(name: str, raw: str, kind: Any) -> Any:

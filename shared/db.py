@@ -7,6 +7,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext import asyncio as sa_asyncio
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from shared.tls import postgres_connect_args
+
 
 def create_engine(
     url: str, *, pool_size: int = 10, echo: bool = False, pre_ping: bool = True
@@ -14,12 +16,15 @@ def create_engine(
     """An asyncpg-backed engine; ``pool_pre_ping`` lets pools survive a database restart.
 
     ``pre_ping=False`` saves a round trip per transaction for callers that retry a unit
-    of work which failed on a dead connection (the pool is invalidated then).
+    of work which failed on a dead connection (the pool is invalidated then). libpq's TLS
+    parameters in ``url`` (``sslmode=verify-full&sslrootcert=...``) become asyncpg's ``ssl``.
     """
+    url, connect_args = postgres_connect_args(url)
     # Looked up on the module when called: with tracing on (shared.tracing), the
     # SQLAlchemy instrumentation has wrapped it to record every statement.
     return sa_asyncio.create_async_engine(
-        url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=pre_ping, echo=echo
+        url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=pre_ping, echo=echo,
+        connect_args=connect_args,
     )
 
 

@@ -7,8 +7,9 @@ from collections.abc import Callable
 import uvicorn
 from litestar import Litestar
 
-from shared.config import Settings
+from shared.config import Settings, refuse, settings_or_exit
 from shared.logging import configure_logging
+from shared.tls import TlsConfigError
 from shared.tracing import configure_tracing
 
 
@@ -20,19 +21,26 @@ def serve(
     graceful_shutdown_s: int = 5,
 ) -> None:
     """Build :class:`Settings` from the environment, configure logs, run the app on
-    ``settings.http_host`` and ``port(settings)``.
+    ``settings.http_host`` and ``port(settings)`` (https with ``HTTP_TLS_CERT_FILE``).
 
     uvicorn's own access log stays off: ``shared.http`` writes one structured access line
     per request (with its route template, correlation id and trace id).
     """
-    settings = Settings.from_env()
+    settings = settings_or_exit(service)
     configure_logging(settings, service=service)
     configure_tracing(settings, service=service)
+    try:
+        app = create_app(settings)
+    except TlsConfigError as exc:  # plain-http JWKS to another host, say
+        refuse(service, exc)
     uvicorn.run(
-        create_app(settings),
+        app,
         host=settings.http_host,
         port=port(settings),
         access_log=False,
         log_config=None,
         timeout_graceful_shutdown=graceful_shutdown_s,
+        ssl_certfile=settings.http_tls_cert_file or None,
+        ssl_keyfile=settings.http_tls_key_file or None,
     )
+

@@ -10,14 +10,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import ssl
 import threading
 
 
 class TcpProxy:
-    """Forwards 127.0.0.1:<port> to ``target``; runs its own event loop in a thread."""
+    """Forwards 127.0.0.1:<port> to ``target``; runs its own event loop in a thread.
 
-    def __init__(self, target_host: str, target_port: int) -> None:
+    With ``tls`` (a server context) it terminates TLS in front of a plain service, as a
+    TLS-enabled service or a terminating load balancer would.
+    """
+
+    def __init__(
+        self, target_host: str, target_port: int, *, tls: ssl.SSLContext | None = None
+    ) -> None:
         self.target = (target_host, target_port)
+        self._tls = tls
         self.port = _free_port()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
@@ -53,7 +61,9 @@ class TcpProxy:
 
     async def _listen(self) -> None:
         if self._server is None:
-            self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
+            self._server = await asyncio.start_server(
+                self._handle, "127.0.0.1", self.port, ssl=self._tls
+            )
 
     async def _close_all(self, *, stop_server: bool) -> None:
         if stop_server and self._server is not None:

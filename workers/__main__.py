@@ -11,7 +11,7 @@ import argparse
 import sys
 
 from shared import eventloop
-from shared.config import Settings
+from shared.config import settings_or_exit
 from shared.errors import AmsError
 from shared.logging import configure_logging, get_logger
 from shared.tracing import configure_tracing
@@ -40,7 +40,7 @@ def main(argv: list[str]) -> int:
     except KeyError as exc:
         sys.stderr.write(f"{exc.args[0]}\n")
         return 2
-    settings = Settings.from_env()
+    settings = settings_or_exit(f"worker-{args.consumer}")
     suffix = "" if args.partition is None else f"-p{args.partition}"
     configure_logging(settings, service=f"worker-{args.consumer}{suffix}")
     configure_tracing(settings, service=f"worker-{args.consumer}")

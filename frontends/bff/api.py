@@ -8,6 +8,7 @@ error) or :class:`ServiceDown` (no answer); the frontend turns both into a page.
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -88,7 +89,8 @@ class ApiClient:
     """The three APIs by name (``auth``, ``users``, ``admin``)."""
 
     def __init__(self, base_urls: Mapping[str, str], *, timeout_s: float,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+                 transport: httpx.AsyncBaseTransport | None = None,
+                 verify: ssl.SSLContext | bool = True) -> None:
         self._base = {name: url.rstrip("/") for name, url in base_urls.items()}
         self._http = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 3.0)), transport=transport,
@@ -96,6 +98,7 @@ class ApiClient:
             # Below uvicorn's 5 s keep-alive: a connection the API is closing is not reused
             # (that race answers "server disconnected" to a request that never arrived).
             limits=httpx.Limits(keepalive_expiry=KEEPALIVE_S),
+            verify=verify,  # https APIs: TLS_CA_FILE (shared.tls.client_context)
         )
 
     async def aclose(self) -> None:

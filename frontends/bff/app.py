@@ -35,6 +35,7 @@ from shared.http import (
 )
 from shared.http import metrics_config as http_metrics_config
 from shared.redis_client import create_redis
+from shared.tls import client_context
 
 HERE = Path(__file__).resolve().parent
 STATIC_DIR = HERE / "static"
@@ -177,6 +178,7 @@ def build_frontend(name: str, title: str, settings: Settings, api: ApiClient | N
             {"auth": settings.auth_api_url, "users": settings.users_api_url,
              "admin": settings.admin_api_url},
             timeout_s=settings.frontend_api_timeout_s,
+            verify=client_context(settings.tls_ca_file),
         ),
     )
     return frontend, redis

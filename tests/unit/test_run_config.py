@@ -262,7 +262,8 @@ def test_compose_ports_follow_the_contract(compose: dict[str, Any]) -> None:
         if module in API_PORTS or module in FRONTEND_PORTS:
             port = {**API_PORTS, **FRONTEND_PORTS}[module]
             assert _published_ports(service) == [port], name
-            assert f"http://127.0.0.1:{port}/health" in service["healthcheck"]["test"], name
+            scheme = "https" if module == "apps.auth" else "http"  # the JWKS needs TLS
+            assert f"{scheme}://127.0.0.1:{port}/health" in service["healthcheck"]["test"], name
         elif module in {"outbox", "workers"}:
             env = service["environment"]
             port = int(env.get("WORKER_METRICS_PORT") or env["RELAY_METRICS_PORT"])
@@ -274,7 +275,9 @@ def test_compose_app_services_get_the_contract_environment(compose: dict[str, An
     for name, service in _app_services(compose).items():
         env = {k: interpolate(str(v), {}) for k, v in service["environment"].items()}
         assert set(env) >= CONTRACT_ENV, f"{name} misses {CONTRACT_ENV - set(env)}"
-        assert env["AUTH_JWKS_URL"] == "http://auth:8002/.well-known/jwks.json"
+        assert env["AUTH_JWKS_URL"] == "https://auth:8002/.well-known/jwks.json"
+        assert env["TLS_CA_FILE"] == "/certs/ca.pem"
+        assert "certs:/certs:ro" in service["volumes"], name
         urls = [env["AUTH_DATABASE_URL"], env["USERS_DATABASE_URL"], env["ADMIN_DATABASE_URL"]]
         assert [u.rsplit("/", 1)[1] for u in urls] == ["authdb", "apidb", "admindb"]
         assert all(u.startswith("postgresql+asyncpg://") and "@postgres:5432/" in u for u in urls)
@@ -447,3 +450,34 @@ def test_dockerignore_keeps_what_the_build_needs() -> None:
               "amsctl", "migrations", "infra"}
     assert not ignored & needed
     assert {".git", ".venv", "tests"} <= ignored
+
+
+def test_compose_serves_the_jwks_over_https_with_the_development_ca(
+    compose: dict[str, Any],
+) -> None:
+    """The `certs` one-shot makes the CA and the auth API's certificate before any app
+    service starts; the auth API serves them, every caller of it trusts that CA."""
+    services = compose["services"]
+    certs = services["certs"]
+    assert _is_one_shot(certs)
+    assert _command(certs)[:2] == ["python", "scripts/dev_tls.py"]
+    assert _command(certs)[2] == "/certs"
+    assert "auth" in _command(certs)[3:]
+    assert certs["volumes"] == ["certs:/certs"]
+    assert "COPY scripts/healthcheck.py scripts/dev_tls.py scripts/" in (
+        ROOT / "Dockerfile"
+    ).read_text()
+    auth_env = services["auth"]["environment"]
+    assert auth_env["HTTP_TLS_CERT_FILE"] == "/certs/server.pem"
+    assert auth_env["HTTP_TLS_KEY_FILE"] == "/certs/server-key.pem"
+    for name in ("portal", "console"):
+        assert services[name]["environment"]["AUTH_API_URL"] == "https://auth:8002", name
+    for name, service in _app_services(compose).items():
+        if name in {"migrate", "topology"}:
+            continue
+        deps = service["depends_on"]
+        # Directly, or through the auth API, which starts after it.
+        assert "auth" in deps or deps["certs"]["condition"] == "service_completed_successfully"
+    assert services["auth"]["depends_on"]["certs"]["condition"] == (
+        "service_completed_successfully"
+    )
