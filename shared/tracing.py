@@ -32,7 +32,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import propagate, trace
-from opentelemetry.trace import Link, SpanContext, SpanKind, TraceFlags
+from opentelemetry.trace import (
+    Link,
+    NonRecordingSpan,
+    SpanContext,
+    SpanKind,
+    TraceFlags,
+    TraceState,
+)
 
 from shared.messaging import H_TRACEPARENT, H_TRACESTATE
 
@@ -308,12 +315,17 @@ def consuming(
             return _NOTHING
         return _passing_through(traceparent, headers.get(H_TRACESTATE))
     parent = None
-    if traceparent is not None:
-        carrier = {H_TRACEPARENT: str(traceparent)}
+    origin = parse_traceparent(traceparent) if traceparent is not None else None
+    if origin is not None:  # a malformed traceparent yields no parent: a new trace
+        # What the W3C propagator extracts, without its generic carrier machinery (this
+        # runs once per message).
         tracestate = headers.get(H_TRACESTATE)
         if isinstance(tracestate, str):
-            carrier[H_TRACESTATE] = tracestate
-        parent = propagate.extract(carrier)  # a malformed traceparent yields no parent
+            origin = SpanContext(
+                origin.trace_id, origin.span_id, is_remote=True, trace_flags=origin.trace_flags,
+                trace_state=TraceState.from_header([tracestate]),
+            )
+        parent = trace.set_span_in_context(NonRecordingSpan(origin))
     attributes = {
         "messaging.system": "rabbitmq", "messaging.operation.type": "process",
         "messaging.destination.name": queue, "messaging.message.id": message_id,

@@ -162,15 +162,18 @@ def test_broker_metrics_read_by_the_alerts_and_dashboard_exist(node: Node) -> No
     """Every ``rabbitmq_`` name in deploy/ is served, per queue where Prometheus asks for it
     (deploy/prometheus/prometheus.yml scrapes /metrics and /metrics/detailed)."""
     base = f"http://127.0.0.1:{node.prometheus}"
-    detailed = httpx.get(
-        f"{base}/metrics/detailed",
-        params=[("family", "queue_coarse_metrics"), ("family", "queue_consumer_count")],
-        timeout=10,
-    ).text
+    families = [("family", "queue_coarse_metrics"), ("family", "queue_consumer_count")]
+    sample = 'rabbitmq_detailed_queue_messages_ready{vhost="/",queue="profiles.dlq"}'
+    deadline = time.monotonic() + 60  # queues report their figures every few seconds
+    while True:
+        detailed = httpx.get(f"{base}/metrics/detailed", params=families, timeout=10).text
+        if sample in detailed or time.monotonic() > deadline:
+            break
+        time.sleep(1)
     served = httpx.get(f"{base}/metrics", timeout=10).text + detailed
     names = {line.split("{")[0].split(" ")[0] for line in served.splitlines()
              if line and not line.startswith("#")}
     wanted = referenced("rabbitmq_")
     assert "rabbitmq_detailed_queue_messages_ready" in wanted
     assert wanted <= names, sorted(wanted - names)
-    assert 'rabbitmq_detailed_queue_messages_ready{vhost="/",queue="profiles.dlq"}' in detailed
+    assert sample in detailed

@@ -122,3 +122,14 @@ def test_an_unknown_exporter_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -
     with pytest.raises(ValueError, match="unknown exporter 'zipkin'"):
         tracing.configure_tracing(Settings(tracing_enabled=True), service="unit")
     assert not tracing.enabled()
+
+
+def test_on_the_tracestate_travels_with_the_trace(spans: InMemorySpanExporter) -> None:
+    headers = {"traceparent": VALID, "tracestate": "vendor=opaque,other=1"}
+    with (
+        tracing.consuming(headers, queue="q", event_type="e", message_id="m"),
+        tracing.handling("e"),
+    ):
+        traceparent, tracestate = tracing.outgoing()
+    assert traceparent is not None and traceparent.split("-")[1] == TRACE_ID
+    assert tracestate == "vendor=opaque,other=1"
