@@ -144,6 +144,7 @@ async def test_easyocr_pipeline_runs_on_generated_models(
     assert 0 <= lines[0]["confidence"] <= 1
 
 
+@pytest.mark.easyocr
 async def test_missing_easyocr_models_are_named(tmp_path: Path) -> None:
     with pytest.raises(OcrModelsMissing) as info:
         preflight(engine_config("easyocr", str(tmp_path / "models")))
