@@ -2,8 +2,9 @@
 
 ``python -m scripts.dev_tls DIR HOST [HOST ...]`` writes ``DIR/ca.pem`` (trust it with
 ``TLS_CA_FILE``), ``DIR/server.pem`` and ``DIR/server-key.pem`` (a certificate for every
-HOST, DNS names or IP addresses). Existing files are kept, so the compose service ``certs``
-runs it at every start. Not for production: there the certificates come from your own CA.
+HOST, DNS names or IP addresses). Files for the same hosts that stay valid for another 30
+days are kept, so the compose service ``certs`` runs it at every start. Not for production:
+there the certificates come from your own CA.
 """
 
 from __future__ import annotations
@@ -87,17 +88,33 @@ def issue(ca: Authority, hosts: list[str], days: int = 365) -> tuple[bytes, byte
     return cert.public_bytes(serialization.Encoding.PEM), key_pem
 
 
-def write(directory: Path, hosts: list[str]) -> None:
-    """``ca.pem``, ``server.pem`` and ``server-key.pem`` in ``directory`` unless present."""
+RENEW_BEFORE = dt.timedelta(days=30)
+
+
+def write(directory: Path, hosts: list[str]) -> bool:
+    """``ca.pem``, ``server.pem`` and ``server-key.pem`` in ``directory``, made anew unless
+    present, for the same ``hosts`` and valid for another :data:`RENEW_BEFORE`. True: made."""
     directory.mkdir(parents=True, exist_ok=True)
-    if (directory / "ca.pem").exists():
-        return
+    if _current(directory, hosts):
+        return False
     ca = new_ca()
     cert, key = issue(ca, hosts)
     (directory / "server-key.pem").write_bytes(key)
     (directory / "server-key.pem").chmod(0o600)
     (directory / "server.pem").write_bytes(cert)
     (directory / "ca.pem").write_bytes(ca.pem)
+    return True
+
+
+def _current(directory: Path, hosts: list[str]) -> bool:
+    files = [directory / n for n in ("ca.pem", "server.pem", "server-key.pem")]
+    if not all(f.exists() for f in files):
+        return False
+    cert = x509.load_pem_x509_certificate(files[1].read_bytes())
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    named = {str(n.value) for n in names}
+    fresh = cert.not_valid_after_utc - dt.datetime.now(dt.UTC) > RENEW_BEFORE
+    return fresh and named == set(hosts)
 
 
 def main() -> None:

@@ -28,8 +28,11 @@ POSTGRES_VERIFYING = frozenset({"verify-ca", "verify-full"})
 POSTGRES_SSL_KEYS = ("sslmode", "sslrootcert", "sslcert", "sslkey", "sslpassword", "sslcrl")
 """libpq's TLS parameters, which asyncpg reads from a DSN but not as keyword arguments."""
 
-_REDIS_UNVERIFIED = {"ssl_cert_reqs": {"none", "optional"}, "ssl_check_hostname": {"false", "0",
-                     "no", "off"}}
+_REDIS_UNVERIFIED = {
+    "ssl_cert_reqs": {"none", "optional"},
+    "ssl_check_hostname": {"false", "0", "no", "off"},
+}
+"""redis-py URL parameters, and the values of them that would skip a check."""
 
 
 class TlsConfigError(ValueError):

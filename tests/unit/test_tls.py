@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from scripts.dev_tls import new_ca
+from scripts.dev_tls import new_ca, write
 from shared.auth import HttpJwksSource
 from shared.config import Settings
 from shared.tls import TlsConfigError, postgres_connect_args
@@ -109,3 +109,15 @@ def test_plain_http_jwks_only_from_loopback(url: str, accepted: bool) -> None:
     else:
         with pytest.raises(TlsConfigError, match="must come over https"):
             HttpJwksSource(url)
+
+
+def test_the_development_ca_is_made_once_and_renewed_when_hosts_change(tmp_path: Path) -> None:
+    assert write(tmp_path, ["auth", "127.0.0.1"])
+    first = (tmp_path / "ca.pem").read_bytes()
+    assert not write(tmp_path, ["auth", "127.0.0.1"])  # a restart keeps them
+    assert (tmp_path / "ca.pem").read_bytes() == first
+    assert (tmp_path / "server-key.pem").stat().st_mode & 0o777 == 0o600
+    context = ssl.create_default_context(cafile=str(tmp_path / "ca.pem"))
+    context.load_cert_chain(tmp_path / "server.pem", tmp_path / "server-key.pem")
+    assert write(tmp_path, ["auth", "users"])  # other names: a new CA and certificate
+    assert (tmp_path / "ca.pem").read_bytes() != first
