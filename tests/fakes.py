@@ -8,6 +8,7 @@ import hmac
 import json
 import secrets
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -17,6 +18,8 @@ import msgspec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from amsctl.dlq.broker import MovePlan, Outcome, QueueInfo, replay_headers
+from amsctl.dlq.model import DeadLetter, is_dlq_name, parse_dead_letter, work_queue_of
 from apps.auth.accounts import AccountView, Credentials, Rotation, SpentToken
 from apps.auth.keys import SigningKey
 from apps.auth.models import SagaStatus, StepStatus, UserStatus
@@ -334,3 +337,65 @@ class MemoryKeys:
 
     async def live(self) -> list[SigningKey]:
         return [self.key]
+
+
+@dataclass
+class FakeDeadLetterStore:
+    """:class:`amsctl.dlq.broker.DeadLetterStore` in memory: queues of dead letters, and what
+    replays delivered to each work queue (message id, headers)."""
+
+    queues: dict[str, list[DeadLetter]] = field(default_factory=dict)
+    delivered: dict[str, list[tuple[str, dict[str, Any]]]] = field(default_factory=dict)
+
+    def add(self, queue: str, message_id: str, headers: dict[str, Any]) -> None:
+        letters = self.queues.setdefault(queue, [])
+        props = {"message_id": message_id, "type": "user.registered"}
+        letters.append(parse_dead_letter(queue, len(letters), headers, b"{}", props))
+
+    def dead_letter_queues(self) -> list[QueueInfo]:
+        return [
+            QueueInfo(name, len(letters), 0, work_queue_of(name))
+            for name, letters in sorted(self.queues.items())
+        ]
+
+    async def browse(self, queue: str, *, limit: int) -> list[DeadLetter]:
+        return [replace(dl, position=i) for i, dl in enumerate(self.queues[queue][:limit])]
+
+    async def move(
+        self, queue: str, plan: MovePlan, on_window: Callable[[list[Outcome]], None]
+    ) -> list[Outcome]:
+        kept: list[DeadLetter] = []
+        outcomes: list[Outcome] = []
+        window: list[Outcome] = []
+        for letter in self.queues[queue]:
+            room = plan.max_count is None or len(outcomes) + len(window) < plan.max_count
+            if not (room and plan.select(letter)):
+                kept.append(letter)
+                continue
+            window.append(self._settle(letter, plan, kept))
+            if len(window) == plan.window:
+                outcomes.extend(window)
+                on_window(window)
+                window = []
+        if window:
+            outcomes.extend(window)
+            on_window(window)
+        self.queues[queue] = [replace(dl, position=i) for i, dl in enumerate(kept)]
+        return outcomes
+
+    def _settle(self, letter: DeadLetter, plan: MovePlan, kept: list[DeadLetter]) -> Outcome:
+        target = None if plan.replay_stamp is None else letter.failed_queue
+        error = None
+        if plan.replay_stamp is not None:
+            if is_dlq_name(letter.failed_queue):
+                error = f"refusing to replay into {letter.failed_queue!r}: a dead-letter queue"
+                kept.append(letter)
+            else:
+                headers = replay_headers(letter.headers, plan.replay_stamp)
+                self.delivered.setdefault(letter.failed_queue, []).append(
+                    (letter.message_id, headers)
+                )
+        return Outcome(
+            letter.message_id, letter.queue, target, error is None,
+            None if error is None else f"ValueError: {error}", letter.type, letter.error_type,
+        )
