@@ -1,7 +1,8 @@
 """TLS on every link, against private TLS-enabled servers started for this module from the
 installed binaries (the machine's shared services are never reconfigured):
 
-- PostgreSQL 15 (initdb/pg_ctl, own port and data directory, ``ssl=on``, TLS-only pg_hba),
+- PostgreSQL (the installed server's initdb/pg_ctl, own port and data directory,
+  ``ssl=on``, TLS-only pg_hba),
 - redis-server with only a ``--tls-port``,
 - RabbitMQ behind a TLS-terminating proxy (``tests.faults.TcpProxy(tls=...)``) in front of the
   local broker: a whole AMQP session runs over the TLS link aiormq opens,
@@ -45,7 +46,9 @@ from tests.faults import TcpProxy
 from tests.live import live_api
 from tests.support import ROOT, env_for, free_port, isolated_settings
 
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
+PG_BINS = sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name))
+PG_BIN = PG_BINS[-1] if PG_BINS else Path("/usr/lib/postgresql/15/bin")
+"""The newest installed server (Debian's layout; 15 here)."""
 VERIFY_FAILED = "certificate verify failed"
 
 
@@ -77,7 +80,7 @@ def settings_with(ca: str, **urls: str) -> Settings:
 # --- PostgreSQL -----------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def postgres(pki: Pki) -> Iterator[int]:
-    """A private PostgreSQL 15 that accepts TLS connections only; its port."""
+    """A private PostgreSQL that accepts TLS connections only; its port."""
     if not (PG_BIN / "initdb").exists():
         pytest.fail(f"PostgreSQL server binaries not found in {PG_BIN}")
     home = Path(tempfile.mkdtemp(prefix="ams-tls-pg-"))
