@@ -28,6 +28,7 @@ import argparse
 import asyncio
 import io
 import json
+import os
 import re
 import statistics
 import subprocess
@@ -199,6 +200,7 @@ async def measure(stack: Stack, args: argparse.Namespace) -> dict[str, object]:
     over_api = {page: round(pages[page]["p50_ms"] / pages[api]["p50_ms"], 2)
                 for page, api in floors.items()}
     return {"bench": "frontends", "people": args.people, "rounds": args.rounds,
+            "loadavg_1m_end": round(os.getloadavg()[0], 1), "cpus": os.cpu_count(),
             "load": {"registrations_uploads_per_s": args.load_rate, **counts,
                      "seconds": round(elapsed, 1)},
             "pages": pages, "over_api_p50": over_api}
