@@ -107,12 +107,19 @@ class ApiClient:
     async def request(
         self, service: str, method: str, path: str, *, token: str | None = None,
         json: Any = None, params: Mapping[str, Any] | None = None,
-        files: Any = None, expect: tuple[int, ...] = (),
+        files: Any = None, expect: tuple[int, ...] = (), client_ip: str | None = None,
     ) -> httpx.Response:
-        """The API's response for 2xx (and statuses in ``expect``); raises otherwise."""
+        """The API's response for 2xx (and statuses in ``expect``); raises otherwise.
+
+        ``client_ip`` (the browser's address) goes along as ``X-Forwarded-For``: the auth
+        API's per-address login limit then counts people, not the frontend (uvicorn trusts
+        the header from ``FORWARDED_ALLOW_IPS``, by default the loopback addresses).
+        """
         headers = _trace_headers()
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
+        if client_ip:
+            headers["X-Forwarded-For"] = client_ip
         url = f"{self._base[service]}{path}"
         try:
             response = await self._send(method, url, headers=headers, json=json,

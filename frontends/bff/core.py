@@ -144,7 +144,8 @@ class Frontend:
     async def sign_in(self, request: Request[Any, Any, Any], email: str, password: str) -> Session:
         """Log in at the auth API; a fresh session id holds the tokens (no fixation)."""
         tokens = (await self.api.request(
-            "auth", "POST", "/auth/login", json={"email": email, "password": password}
+            "auth", "POST", "/auth/login", json={"email": email, "password": password},
+            client_ip=client_ip(request),
         )).json()
         me = (await self.api.request(
             "auth", "GET", "/auth/me", token=tokens["access_token"]
@@ -286,6 +287,12 @@ def _store_tokens(session: Session, tokens: dict[str, Any]) -> None:
     session.access_token = str(tokens["access_token"])
     session.refresh_token = str(tokens["refresh_token"])
     session.access_expires_at = time.time() + float(tokens.get("expires_in") or 0)
+
+
+def client_ip(request: Request[Any, Any, Any]) -> str | None:
+    """The browser's address as this process sees it (uvicorn resolves a trusted proxy's
+    ``X-Forwarded-For``); the frontend's own header replaces, never extends, what came in."""
+    return request.client.host if request.client else None
 
 
 def frontend_of(request: Request[Any, Any, Any]) -> Frontend:

@@ -14,7 +14,7 @@ from litestar.params import Body, FromPath
 from litestar.response import Redirect, Template
 
 from frontends.bff.api import BackendError, ServiceDown
-from frontends.bff.core import Frontend, frontend_of
+from frontends.bff.core import Frontend, client_ip, frontend_of
 from frontends.bff.pages import SignInController, page_image
 from frontends.portal import forms
 
@@ -59,7 +59,8 @@ class RegisterController(Controller):
         errors = data.check()
         if not errors:
             try:
-                await frontend.api.request("auth", "POST", "/auth/register", json=data.payload())
+                await frontend.api.request("auth", "POST", "/auth/register",
+                                           json=data.payload(), client_ip=client_ip(request))
             except BackendError as exc:
                 errors = forms.register_errors(exc)
         if errors:

@@ -49,6 +49,7 @@ class FakeApis:
     correlation_ids: list[str] = field(default_factory=list)
     traceparents: list[str] = field(default_factory=list)
     document_queries: list[dict[str, str]] = field(default_factory=list)
+    login_addresses: list[str] = field(default_factory=list)
     _serial: Iterator[int] = field(default_factory=itertools.count)
     user_id: str = field(default_factory=lambda: str(uuid.uuid4()))
 
@@ -73,6 +74,7 @@ class FakeApis:
         if self.auth_down:
             raise httpx.ConnectError("connection refused", request=request)
         if path == "/auth/login":
+            self.login_addresses.append(request.headers.get("x-forwarded-for", ""))
             body = request.read().decode()
             if PASSWORD not in body:
                 return _error(401, "authentication_failed", "invalid email or password")
@@ -225,6 +227,16 @@ def test_the_cookie_is_opaque_http_only_lax_and_secure_over_https(
     behind_proxy = replace(SETTINGS, session_cookie_secure=True)
     with TestClient(create_portal(behind_proxy, api=api_client(fake), store=store)) as client:
         assert "Secure" in client.get("/login").headers["set-cookie"]
+
+
+def test_sign_in_passes_the_persons_address_to_the_login_limit(
+    portal: Litestar, fake: FakeApis
+) -> None:
+    with TestClient(portal) as client:
+        sign_in(client)
+        sign_in(client, password="wrong")
+    # The auth API's per-address limit counts the person, not the frontend's own address.
+    assert fake.login_addresses == ["testclient", "testclient"]
 
 
 def test_signing_in_replaces_the_anonymous_session(
