@@ -8,6 +8,7 @@ tokens; refresh tokens are re-signed on every rotation), then retiring the old k
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Coroutine
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
@@ -16,6 +17,7 @@ from amsctl.common import (
     EXIT_FAILURE,
     EXIT_NOT_FOUND,
     EXIT_UNAVAILABLE,
+    EXIT_USAGE,
     confirm,
     console,
     fail,
@@ -38,7 +40,7 @@ def _with_store(action: Callable[[KeyStore], Awaitable[T]]) -> T:
     async def run() -> T:
         engine = create_engine(load_settings().auth_database_url, pool_size=1)
         try:
-            return await action(KeyStore(session_factory(engine)))
+            return await action(KeyStore(session_factory(engine), None))
         finally:
             await engine.dispose()
 
@@ -48,15 +50,18 @@ def _with_store(action: Callable[[KeyStore], Awaitable[T]]) -> T:
 def _audited(
     name: AuditAction, target: str | None, action: Callable[[KeyStore], Awaitable[T]],
     outcome_of: Callable[[T], tuple[str | None, AuditOutcome, dict[str, Any]]] | None = None,
+    *, needs_kek: bool = False,
 ) -> T:
     """Run a key operation and record it in the operator audit table (authdb)."""
     from amsctl.audit import run_audited, trail
+    from apps.auth.app import key_sealer
     from apps.auth.keys import KeyStore
 
     async def run() -> T:
         cfg = load_settings()
+        sealer = key_sealer(cfg) if needs_kek else None
         async with trail(cfg) as audit:
-            store = KeyStore(audit.sessions)
+            store = KeyStore(audit.sessions, sealer)
             return await run_audited(
                 audit, name, target, lambda: action(store), outcome_of=outcome_of
             )
@@ -70,10 +75,13 @@ def _run(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
     import sqlalchemy.exc
 
     from amsctl.audit import AuditNotRecorded
+    from apps.auth.keys import KeyEncryptionError
     from shared.errors import DependencyUnavailable
 
     try:
         return asyncio.run(main())
+    except KeyEncryptionError as exc:
+        fail(str(exc), EXIT_USAGE)
     except DependencyUnavailable as exc:
         fail(str(exc), EXIT_UNAVAILABLE)
     except AuditNotRecorded as exc:
@@ -95,16 +103,18 @@ def list_keys(as_json: bool = typer.Option(False, "--json", help="JSON for scrip
             "created_at": k.created_at.isoformat(),
             "retired_at": k.retired_at.isoformat() if k.retired_at else None,
             "signing": bool(live) and k.kid == live[0].kid,
+            "encrypted": k.encrypted,
         }
         for k in keys
     ]
     if as_json:
         print_json(rows)
         return
-    table = Table("kid", "created", "retired", "signing")
+    table = Table("kid", "created", "retired", "signing", "encrypted")
     for row in rows:
         table.add_row(
-            row["kid"], row["created_at"], row["retired_at"] or "-", "yes" if row["signing"] else ""
+            row["kid"], row["created_at"], row["retired_at"] or "-",
+            "yes" if row["signing"] else "", "yes" if row["encrypted"] else "NO",
         )
     console.print(table)
 
@@ -116,7 +126,7 @@ def create() -> None:
 
     kid = _audited(
         AuditAction.KEYS_CREATE, None, lambda store: store.create(),
-        outcome_of=lambda kid: (kid, AuditOutcome.OK, {}),
+        outcome_of=lambda kid: (kid, AuditOutcome.OK, {}), needs_kek=True,
     )
     console.print(f"created signing key {kid}")
 
@@ -145,3 +155,32 @@ def retire(
     except Conflict as exc:
         fail(str(exc), EXIT_FAILURE)
     console.print(f"retired signing key {kid}")
+
+
+@app.command("rewrap")
+def rewrap(
+    new_kek_file: Path = typer.Option(  # noqa: B008
+        ..., "--new-kek-file", help="File holding the new key-encryption key (32+ characters).",
+    ),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+) -> None:
+    """Re-encrypt every private signing key under a new key-encryption key.
+
+    The current one comes from SIGNING_KEY_KEK / SIGNING_KEY_KEK_FILE. All keys change in
+    one transaction; then give the auth processes the new key and restart them.
+    """
+    from apps.auth.audit import AuditAction, AuditOutcome
+    from apps.auth.keys import KeyEncryptionError, KeySealer
+    from shared.config import secret_value
+
+    try:
+        new = KeySealer(secret_value("", str(new_kek_file), "--new-kek"))
+    except (ValueError, KeyEncryptionError) as exc:
+        fail(str(exc).replace("SIGNING_KEY_KEK", "the new key"), EXIT_USAGE)
+    confirm("Re-encrypt every signing key under the new key-encryption key?", yes)
+    count = _audited(
+        AuditAction.KEYS_REWRAP, "signing_keys", lambda store: store.rewrap(new),
+        outcome_of=lambda n: ("signing_keys", AuditOutcome.OK, {"keys": n}), needs_kek=True,
+    )
+    console.print(f"re-encrypted {count} signing key(s); now set SIGNING_KEY_KEK to the new "
+                  "key for every auth process and restart them")

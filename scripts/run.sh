@@ -46,6 +46,18 @@ if [ "$check_only" = 1 ]; then
   exec python scripts/check_procfile.py "$PROCFILE"
 fi
 
+# The auth API refuses to start without the key that encrypts the signing keys in authdb.
+# A local run keeps one of its own outside the repository and the database (created once).
+if [ -z "${SIGNING_KEY_KEK:-}" ] && [ -z "${SIGNING_KEY_KEK_FILE:-}" ]; then
+  kek_file="${XDG_STATE_HOME:-$HOME/.local/state}/ams/signing-kek"
+  if [ ! -s "$kek_file" ]; then
+    mkdir -p "$(dirname "$kek_file")"
+    (umask 077 && python -c 'import secrets; print(secrets.token_urlsafe(32))' > "$kek_file")
+    echo "run: created the signing-key encryption key $kek_file (keep it; back it up)"
+  fi
+  export SIGNING_KEY_KEK_FILE="$kek_file"
+fi
+
 if [ "$setup" = 1 ]; then
   bash scripts/services.sh
   echo "run: migrating the databases"

@@ -234,6 +234,14 @@ class Settings:
     signing_key_cache_s: float = field(default=10.0, metadata=_env("SIGNING_KEY_CACHE_S"))
     """How long the auth service keeps its signing keys in memory before re-reading authdb."""
 
+    signing_key_kek: str = field(default="", metadata=_env("SIGNING_KEY_KEK"), repr=False)
+    """Key-encryption key of the private signing keys in authdb (at least 32 characters, e.g.
+    ``openssl rand -base64 32``); the auth API refuses to start without it (exit 3). Keep it
+    outside the database; ``amsctl keys rewrap`` moves the keys to a new one."""
+
+    signing_key_kek_file: str = field(default="", metadata=_env("SIGNING_KEY_KEK_FILE"))
+    """A file holding ``SIGNING_KEY_KEK`` (a mounted secret); used when that is empty."""
+
     # --- passwords ---------------------------------------------------------------------------
     argon2_time_cost: int = field(default=2, metadata=_env("ARGON2_TIME_COST"))
     """argon2id iterations (OWASP minimum: 2 with 19 MiB)."""
@@ -388,6 +396,11 @@ class Settings:
         if not 1 <= self.worker_partitions <= AGGREGATE_SLOTS:
             raise ValueError(f"WORKER_PARTITIONS must be between 1 and {AGGREGATE_SLOTS}")
 
+    def signing_kek(self) -> str:
+        """The key-encryption key, from ``SIGNING_KEY_KEK`` or ``SIGNING_KEY_KEK_FILE``
+        (empty when neither is set)."""
+        return secret_value(self.signing_key_kek, self.signing_key_kek_file, "SIGNING_KEY_KEK")
+
     @property
     def audit_url(self) -> str:
         """The database URL that holds the operator audit table."""
@@ -445,6 +458,18 @@ def refuse(process: str, exc: Exception) -> NoReturn:
     """End ``process`` on a configuration error (see :func:`settings_or_exit`)."""
     sys.stderr.write(f"{process}: configuration error: {exc}\n")
     raise SystemExit(EXIT_CONFIGURATION) from None
+
+
+def secret_value(value: str, path: str, name: str) -> str:
+    """``value``, or the contents of the file ``path`` (``NAME_FILE``, a mounted secret)
+    without its trailing newline when ``value`` is empty."""
+    if value or not path:
+        return value
+    try:
+        with open(path, encoding="utf-8") as secret:
+            return secret.read().rstrip("\r\n")
+    except OSError as exc:
+        raise ValueError(f"{name}_FILE={path!r} cannot be read: {exc.strerror}") from None
 
 
 def _coerce(name: str, raw: str, kind: Any) -> Any:

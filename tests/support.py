@@ -30,6 +30,8 @@ POSTGRES = os.environ.get("TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@12
 RABBITMQ = os.environ.get("TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672")
 MANAGEMENT = os.environ.get("TEST_RABBITMQ_MANAGEMENT_URL", "http://guest:guest@127.0.0.1:15672/")
 REDIS = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
+TEST_KEK = "test-only key-encryption key, 32+ characters long"
+"""``SIGNING_KEY_KEK`` of every test's settings (the auth API refuses to start without one)."""
 
 
 @contextmanager
@@ -43,6 +45,7 @@ def isolated_settings(
     vhost = tag
     urls = {db: f"{POSTGRES}/{tag}_{db}" for db in DATABASES}
     redis_db = int(overrides.pop("redis_db", 15))  # type: ignore[call-overload]
+    overrides.setdefault("signing_key_kek", TEST_KEK)
     settings = Settings(
         auth_database_url=urls["authdb"],
         users_database_url=urls["apidb"],

@@ -11,7 +11,7 @@ from litestar.datastructures import State
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from apps.auth.controllers import AuthController, jwks
-from apps.auth.keys import KeyRing, KeyStore
+from apps.auth.keys import KeyEncryptionError, KeyRing, KeySealer, KeyStore
 from apps.auth.passwords import Argon2Passwords
 from apps.auth.services import AuthService
 from apps.auth.stores import RedisLoginLimits, RedisSessions
@@ -20,7 +20,18 @@ from shared.auth import VERIFIER_STATE, JwksCache, RedisRevocations, TokenVerifi
 from shared.config import Settings
 from shared.db import create_engine, session_factory
 from shared.http import api_app, database_check, redis_check
+from shared.logging import get_logger
 from shared.redis_client import create_redis
+
+log = get_logger(__name__)
+
+
+def key_sealer(settings: Settings) -> KeySealer:
+    """The sealer of the signing keys; :class:`KeyEncryptionError` without a usable KEK."""
+    try:
+        return KeySealer(settings.signing_kek())
+    except ValueError as exc:  # SIGNING_KEY_KEK_FILE unreadable
+        raise KeyEncryptionError(str(exc)) from exc
 
 
 def create_app(
@@ -39,7 +50,7 @@ def create_app(
         parallelism=settings.argon2_parallelism,
     )
     sessions = session_factory(engine)
-    store = KeyStore(sessions)
+    store = KeyStore(sessions, key_sealer(settings))
     ring = KeyRing(store, ttl_s=settings.signing_key_cache_s)
     # The auth service verifies its own tokens from its key ring, not over HTTP.
     verifier = TokenVerifier(
@@ -74,7 +85,14 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
-        await store.ensure_one()
+        try:
+            if sealed := await store.seal_clear_rows():
+                log.warning("signing_keys_encrypted", count=sealed)
+            await store.ensure_one()
+            await store.live()  # a wrong SIGNING_KEY_KEK stops the start, not a login later
+        except KeyEncryptionError as exc:
+            log.critical("signing_keys_unusable", error=str(exc))
+            raise
         try:
             yield
         finally:

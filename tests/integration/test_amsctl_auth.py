@@ -25,6 +25,7 @@ def cli_settings() -> Iterator[Settings]:
 @pytest.fixture
 def env(cli_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
     monkeypatch.setenv("AUTH_DATABASE_URL", cli_settings.auth_database_url)
+    monkeypatch.setenv("SIGNING_KEY_KEK", cli_settings.signing_key_kek)
     return cli_settings
 
 

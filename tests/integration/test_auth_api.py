@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from litestar.testing import AsyncTestClient
 
 from apps.auth.app import create_app
-from apps.auth.keys import KeyStore
+from apps.auth.keys import KeySealer, KeyStore
 from shared.config import Settings
 from shared.db import create_engine, session_factory
 from shared.redis_client import create_redis
@@ -294,7 +294,7 @@ async def test_key_rotation_keeps_old_tokens_until_retired(auth_settings: Settin
     async with AsyncTestClient(create_app(settings)) as c:
         _, old = await register_and_login(c)
         engine = create_engine(settings.auth_database_url)
-        store = KeyStore(session_factory(engine))
+        store = KeyStore(session_factory(engine), KeySealer(settings.signing_kek()))
         old_kid = jwt.get_unverified_header(old["access_token"])["kid"]
         new_kid = await store.create()
         _, new = await register_and_login(c)

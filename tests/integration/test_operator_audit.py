@@ -33,6 +33,7 @@ def cfg() -> Iterator[Settings]:
 @pytest.fixture
 def env(cfg: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
     monkeypatch.setenv("AUTH_DATABASE_URL", cfg.auth_database_url)
+    monkeypatch.setenv("SIGNING_KEY_KEK", cfg.signing_key_kek)
     monkeypatch.setenv("USERS_DATABASE_URL", cfg.users_database_url)
     monkeypatch.setenv("ADMIN_DATABASE_URL", cfg.admin_database_url)
     return cfg
@@ -191,6 +192,7 @@ def test_no_audit_table_no_action(monkeypatch: pytest.MonkeyPatch) -> None:
         command.downgrade(alembic_config("authdb", s.auth_database_url), "authdb_0004")
         event_id = asyncio.run(_park_event(s.admin_database_url))
         monkeypatch.setenv("AUTH_DATABASE_URL", s.auth_database_url)
+        monkeypatch.setenv("SIGNING_KEY_KEK", s.signing_key_kek)
         monkeypatch.setenv("ADMIN_DATABASE_URL", s.admin_database_url)
         result = runner.invoke(app, ["outbox", "requeue", "--database", "admindb",
                                      "--event-id", event_id])
