@@ -143,3 +143,48 @@ def notify_from_one_transaction_at_a_time() -> None:
 
 def notify_from_every_transaction() -> None:
     op.execute(_EVERY_NOTIFIER)
+
+
+# The notifier lock taken at commit, not at the first insert. Taken at the insert, a slow
+# transaction held it for its whole duration and every transaction committing meanwhile
+# skipped its notification, leaving its row to the relay's poll. A deferred constraint
+# trigger runs when the transaction commits, so the lock covers only the commit (its WAL
+# flush). Row-level (constraint triggers are), so the first row of a transaction marks it
+# (a transaction-local setting) and the others return at once.
+_NOTIFY_AT_COMMIT = (
+    """
+    CREATE OR REPLACE FUNCTION outbox_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+      IF current_setting('outbox.notify_tried', true) IS DISTINCT FROM 'on' THEN
+        PERFORM set_config('outbox.notify_tried', 'on', true);
+        IF pg_try_advisory_xact_lock(175439875, 0) THEN
+          PERFORM pg_notify('outbox_events', '');
+        END IF;
+      END IF;
+      RETURN NULL;
+    END $$
+    """,
+    "DROP TRIGGER IF EXISTS outbox_notify ON outbox",
+    """
+    CREATE CONSTRAINT TRIGGER outbox_notify AFTER INSERT ON outbox
+      DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION outbox_notify()
+    """,
+)
+_NOTIFY_AT_INSERT = (
+    _SINGLE_NOTIFIER,
+    "DROP TRIGGER IF EXISTS outbox_notify ON outbox",
+    """
+    CREATE TRIGGER outbox_notify AFTER INSERT ON outbox
+      FOR EACH STATEMENT EXECUTE FUNCTION outbox_notify()
+    """,
+)
+
+
+def notify_at_commit() -> None:
+    for statement in _NOTIFY_AT_COMMIT:
+        op.execute(statement)
+
+
+def notify_at_insert() -> None:
+    for statement in _NOTIFY_AT_INSERT:
+        op.execute(statement)

@@ -23,11 +23,12 @@ NOTIFY_CHANNEL = "outbox_events"
 time, see NOTIFIER_LOCK)."""
 
 NOTIFIER_LOCK = (0x0A75_0003, 0)
-"""Transaction-scoped advisory lock the insert trigger tries (never waits for) before it
-notifies: PostgreSQL serialises the commits of notifying transactions, WAL flush included,
-so only the holder notifies and the others commit in parallel; the holder's notification,
-the relay's next claim or its poll picks their rows up. Frozen into the trigger by the
-``*_outbox_single_notifier`` migrations (a unit test keeps them equal)."""
+"""Transaction-scoped advisory lock the outbox trigger tries (never waits for) as the
+transaction commits (a deferred constraint trigger): PostgreSQL serialises the commits of
+notifying transactions, WAL flush included, so only the holder notifies and the others
+commit in parallel; the holder's notification, the relay's next claim or its poll picks
+their rows up. Frozen into the trigger by the ``*_outbox_notify_at_commit`` migrations (a
+unit test keeps them equal)."""
 
 metadata = sa.MetaData()
 

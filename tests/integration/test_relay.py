@@ -20,7 +20,7 @@ from outbox import add_event
 from outbox.leases import LOCK_CLASS_PARTITION
 from outbox.publisher import AmqpPublisher
 from outbox.relay import Relay
-from outbox.schema import NOTIFY_CHANNEL
+from outbox.schema import NOTIFIER_LOCK, NOTIFY_CHANNEL
 from shared.config import Settings
 from shared.db import asyncpg_dsn, create_engine, session_factory
 from shared.events import DocumentUploaded, ProfileCreated
@@ -311,28 +311,36 @@ async def _insert_event(conn: asyncpg.Connection) -> None:
     )
 
 
-async def test_only_one_open_transaction_at_a_time_notifies(relay_settings: Settings) -> None:
-    """Notifying transactions commit one WAL flush at a time; the trigger lets one notify."""
+async def test_one_committing_transaction_at_a_time_notifies(relay_settings: Settings) -> None:
+    """Notifying transactions commit one WAL flush at a time; the trigger lets one notify,
+    and only while it commits (an open transaction mutes nobody)."""
     dsn = asyncpg_dsn(relay_settings.auth_database_url)
-    listener, first, second = [await asyncpg.connect(dsn) for _ in range(3)]
+    listener, other, writer = [await asyncpg.connect(dsn) for _ in range(3)]
     notified: list[object] = []
     await listener.add_listener(NOTIFY_CHANNEL, lambda *args: notified.append(args))
     try:
-        holding = first.transaction()
-        await holding.start()
-        await _insert_event(first)  # takes the notifier lock until it commits
-        async with second.transaction():
-            await _insert_event(second)  # commits without notifying
+        still_open = other.transaction()
+        await still_open.start()
+        await _insert_event(other)
+        async with writer.transaction():
+            await _insert_event(writer)
+        await wait_for(_count_is(notified, 1), 5, "a commit beside an open transaction")
+        await still_open.rollback()
+
+        committing = other.transaction()  # holds the notifier lock as a committing one does
+        await committing.start()
+        await other.execute("SELECT pg_advisory_xact_lock($1::int, $2::int)", *NOTIFIER_LOCK)
+        async with writer.transaction():
+            await _insert_event(writer)  # commits without notifying
         await asyncio.sleep(0.3)
-        assert notified == [], "a second open transaction notified"
-        await holding.commit()
-        await wait_for(_count_is(notified, 1), 5, "the lock holder's notification")
-        async with second.transaction():
-            await _insert_event(second)  # the lock is free again: this one notifies
-        await wait_for(_count_is(notified, 2), 5, "the next transaction's notification")
+        assert len(notified) == 1, "a commit notified while another held the notifier lock"
+        await committing.commit()
+        async with writer.transaction():
+            await _insert_event(writer)  # the lock is free again: this one notifies
+        await wait_for(_count_is(notified, 2), 5, "the next commit's notification")
     finally:
-        await first.execute("DELETE FROM outbox WHERE aggregate_id = 'n'")
-        for conn in (listener, first, second):
+        await writer.execute("DELETE FROM outbox WHERE aggregate_id = 'n'")
+        for conn in (listener, other, writer):
             await conn.close()
 
 

@@ -27,6 +27,6 @@ def test_no_migration_imports_live_code() -> None:
 
 def test_the_trigger_tries_the_notifier_lock_the_relay_documents() -> None:
     classid, key = NOTIFIER_LOCK
-    trigger = outbox_ddl._SINGLE_NOTIFIER
-    assert f"pg_try_advisory_xact_lock({classid}, {key})" in trigger
-    assert f"pg_notify('{NOTIFY_CHANNEL}', '')" in trigger
+    for trigger in (outbox_ddl._SINGLE_NOTIFIER, outbox_ddl._NOTIFY_AT_COMMIT[0]):
+        assert f"pg_try_advisory_xact_lock({classid}, {key})" in trigger
+        assert f"pg_notify('{NOTIFY_CHANNEL}', '')" in trigger

@@ -1,0 +1,25 @@
+"""apidb: the outbox trigger tries the notifier lock when the transaction commits (a
+deferred constraint trigger), so a slow open transaction no longer mutes the others'
+notifications (see migrations/outbox_ddl.py).
+
+Revision ID: apidb_0007
+Revises: apidb_0006
+Create Date: 2026-11-29
+"""
+
+from __future__ import annotations
+
+from migrations.outbox_ddl import notify_at_commit, notify_at_insert
+
+revision = "apidb_0007"
+down_revision = "apidb_0006"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    notify_at_commit()
+
+
+def downgrade() -> None:
+    notify_at_insert()
