@@ -8,6 +8,11 @@ from __future__ import annotations
 
 from alembic import op
 
+_DROP_TRIGGER = "DROP TRIGGER IF EXISTS outbox_notify ON outbox"
+_STATEMENT_TRIGGER = """
+    CREATE TRIGGER outbox_notify AFTER INSERT ON outbox
+      FOR EACH STATEMENT EXECUTE FUNCTION outbox_notify()
+    """
 _CREATE = (
     """
     CREATE TABLE outbox (
@@ -54,17 +59,13 @@ _CREATE = (
       RETURN NULL;
     END $$
     """,
-    "DROP TRIGGER IF EXISTS outbox_notify ON outbox",
-    """
-    CREATE TRIGGER outbox_notify AFTER INSERT ON outbox
-      FOR EACH STATEMENT EXECUTE FUNCTION outbox_notify()
-    """,
+    _DROP_TRIGGER,
+    _STATEMENT_TRIGGER,
 )
 
 
 def create_outbox_and_inbox() -> None:
-    for statement in _CREATE:
-        op.execute(statement)
+    _execute(_CREATE)
 
 
 def drop_outbox_and_inbox() -> None:
@@ -164,7 +165,7 @@ _NOTIFY_AT_COMMIT = (
       RETURN NULL;
     END $$
     """,
-    "DROP TRIGGER IF EXISTS outbox_notify ON outbox",
+    _DROP_TRIGGER,
     """
     CREATE CONSTRAINT TRIGGER outbox_notify AFTER INSERT ON outbox
       DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION outbox_notify()
@@ -172,19 +173,19 @@ _NOTIFY_AT_COMMIT = (
 )
 _NOTIFY_AT_INSERT = (
     _SINGLE_NOTIFIER,
-    "DROP TRIGGER IF EXISTS outbox_notify ON outbox",
-    """
-    CREATE TRIGGER outbox_notify AFTER INSERT ON outbox
-      FOR EACH STATEMENT EXECUTE FUNCTION outbox_notify()
-    """,
+    _DROP_TRIGGER,
+    _STATEMENT_TRIGGER,
 )
 
 
 def notify_at_commit() -> None:
-    for statement in _NOTIFY_AT_COMMIT:
-        op.execute(statement)
+    _execute(_NOTIFY_AT_COMMIT)
 
 
 def notify_at_insert() -> None:
-    for statement in _NOTIFY_AT_INSERT:
+    _execute(_NOTIFY_AT_INSERT)
+
+
+def _execute(statements: tuple[str, ...]) -> None:
+    for statement in statements:
         op.execute(statement)
