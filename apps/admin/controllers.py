@@ -29,8 +29,9 @@ from apps.admin.schemas import (
 from apps.admin.services import UploadLimits, Viewer
 from apps.admin.structure import TextFormat
 from shared.auth import SECURITY, Principal, current_principal
+from shared.contract import also_served_as
 from shared.documents import Inspector
-from shared.http import LOCATION, error_responses
+from shared.http import LOCATION, NO_NUL, error_responses
 
 MAX_QUERY = 200
 """Longest search query accepted (characters)."""
@@ -88,7 +89,7 @@ class DocumentController(Controller):
         = None,
         legal_hold: Annotated[bool | None, Parameter(description="Only held / not held")] = None,
         q: Annotated[str | None, Parameter(
-            min_length=1, max_length=MAX_QUERY,
+            min_length=1, max_length=MAX_QUERY, pattern=NO_NUL,
             description='Full-text search of the OCR text (words, "phrases", or, -word): '
                         "hits best first, each with a snippet",
         )] = None,
@@ -112,6 +113,7 @@ class DocumentController(Controller):
         "/{document_id:uuid}/text", operation_id="getDocumentText",
         media_type="text/plain", responses=error_responses(401, 404, 409, 503),
         summary="The document's text in reading order, plain or Markdown",
+        operation_class=also_served_as("text/markdown"),
     )
     async def get_document_text(
         self, principal: Principal, db_session: AsyncSession, document_id: uuid.UUID,
@@ -123,7 +125,7 @@ class DocumentController(Controller):
         document is completed."""
         text = await services.document_text(db_session, viewer_of(principal), document_id, fmt)
         media_type = "text/markdown" if fmt is TextFormat.MARKDOWN else "text/plain"
-        return Response(text, media_type=f"{media_type}; charset=utf-8")
+        return Response(text, media_type=media_type)  # Litestar adds "; charset=utf-8"
 
     @get(
         "/{document_id:uuid}", operation_id="getDocument",

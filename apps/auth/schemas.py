@@ -12,8 +12,11 @@ from apps.auth.models import SagaStatus, StepStatus, UserStatus
 from apps.auth.passwords import MAX_LENGTH, MIN_LENGTH
 from shared.http import NO_NUL
 
-EMAIL_PATTERN = r"^[^@\s\x00]{1,64}@[^@\s\x00]+\.[^@\s\x00]+$"
-"""One ``@``, a dot in the domain, no whitespace (the service compares it lower-cased)."""
+_NOT_AT_OR_SPACE = r"[^@\x00-\x20\x7f-\xa0\u1680\u2000-\u200b\u2028\u2029\u202f\u205f\u3000\ufeff]"
+EMAIL_PATTERN = rf"^{_NOT_AT_OR_SPACE}{{1,64}}@{_NOT_AT_OR_SPACE}+\.{_NOT_AT_OR_SPACE}+$"
+"""One ``@``, a dot in the domain, no control character or space. The spaces are spelled out
+(not ``\\s``): Python's and JSON Schema's (ECMAScript's) ``\\s`` differ, and clients check
+the pattern of the OpenAPI document while the server checks this one."""
 Email = Annotated[str, msgspec.Meta(
     min_length=3, max_length=254, pattern=EMAIL_PATTERN, description="Email address",
     examples=["ada@example.org"],
