@@ -6,7 +6,7 @@ OCR_STAMP := $(VENV)/.installed-ocr
 LOCKS := requirements/runtime.txt requirements/dev.txt requirements/ocr.txt requirements/torch.txt
 
 .PHONY: install install-ocr lock services migrate topology run run-check test test-fast test-ocr \
-	lint bench clean
+	test-cluster lint bench clean
 
 $(STAMP): pyproject.toml $(LOCKS) scripts/install.sh
 	bash scripts/install.sh
@@ -44,7 +44,8 @@ run-check: install
 	bash scripts/run.sh --check
 
 ## The whole test suite, failing fast: lint, the unit tier (no service needed, seconds),
-## then the integration and e2e tiers against the local services (isolated databases, vhost).
+## then the integration and e2e tiers against the local services (isolated databases, vhost)
+## and the short cluster run (tests/cluster: two fault scenarios, about five minutes, root).
 ## The easyocr engine's tests need PyTorch: `make test-ocr` runs those.
 test: install
 	$(MAKE) --no-print-directory lint
@@ -59,6 +60,12 @@ test-ocr: install-ocr services
 ## at a closed port (tests/unit/conftest.py).
 test-fast: install
 	$(PY) -m pytest tests/unit -m unit
+
+## The system as deployed (docker-compose.yml's commands and environment, one network
+## namespace per process, a private PostgreSQL and Redis, three RabbitMQ nodes) under every
+## fault scenario; one JSON line per scenario. Needs root. About 15 minutes on two cores.
+test-cluster: install
+	$(PY) -m tests.cluster
 
 lint: install
 	$(VENV)/bin/ruff check .

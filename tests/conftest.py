@@ -3,8 +3,9 @@
 Every test lives in one tier folder and gets that tier's marker from it: ``tests/unit``
 (``unit``: no service reachable, fakes only), ``tests/integration`` (``integration``: the
 local PostgreSQL, RabbitMQ and Redis) and ``tests/e2e`` (``e2e``: processes started as a
-user starts them). ``make test-fast`` runs the unit tier; ``make test`` runs lint and the
-unit tier first, then the rest.
+user starts them) and ``tests/cluster`` (``cluster``: the system as deployed, one network
+namespace per process, a three-node RabbitMQ cluster, faults; needs root). ``make test-fast``
+runs the unit tier; ``make test`` runs lint and the unit tier first, then the rest.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import pytest
 from shared.config import Settings
 
 TESTS = Path(__file__).resolve().parent
-TIERS = ("unit", "integration", "e2e")
+TIERS = ("unit", "integration", "e2e", "cluster")
 
 
 def tier_of(path: Path) -> str | None:
@@ -33,7 +34,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     outside = sorted({str(item.path) for item in items if tier_of(item.path) is None})
     if outside:
         raise pytest.UsageError(
-            "tests outside a tier folder (tests/unit, tests/integration, tests/e2e): "
+            "tests outside a tier folder (tests/unit, tests/integration, tests/e2e, "
+            "tests/cluster): "
             + ", ".join(outside)
         )
     for item in items:

@@ -82,6 +82,7 @@ class Service:
     healthcheck: list[str] = field(default_factory=list)
     one_shot: bool = False
     profiles: tuple[str, ...] = ()
+    image: str = ""
 
     def env_int(self, name: str) -> int | None:
         value = self.environment.get(name)
@@ -140,6 +141,7 @@ def load(
             healthcheck=_as_command((raw.get("healthcheck") or {}).get("test")),
             one_shot=raw.get("restart", "no") == "no" and "healthcheck" not in raw,
             profiles=profiles,
+            image=str(raw.get("image", "")),
         )
     for name, service in services.items():
         for target, rule in service.depends_on.items():
