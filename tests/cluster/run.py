@@ -334,6 +334,8 @@ def _nothing(h: Harness) -> None:
 
 
 SCENARIOS: list[Scenario] = [
+    Scenario("baseline", 15, _nothing, _nothing,
+             "no fault: the same load and timeline, the floor the others are compared to"),
     Scenario("leader-kill", 15, _kill_leader, _restart_killed,
              "kill -9 of the node leading most work queues; restarted 15 s later"),
     Scenario("partition", 20, _partition, _heal_partition,
@@ -377,10 +379,15 @@ def main(argv: list[str]) -> int:
         if (not only or s.name in only) and (not quick or s.name in QUICK)
     ]
     failed = 0
+    floor: float | None = None
     with harness(quick) as h:
         for scenario in chosen:
             h.notes = {}
             result = h.run(scenario)
+            if scenario.name == "baseline":
+                floor = result["load_events_per_s"]
+            if floor:  # load held under the fault, as a share of the no-fault run's
+                result["load_vs_baseline"] = round(result["load_events_per_s"] / floor, 2)
             failed += not result["passed"]
             print(json.dumps(result), flush=True)
         if failed:  # the processes' logs outlive the teardown, for the post-mortem
