@@ -69,6 +69,9 @@ _passthrough: ContextVar[TraceHeaders | None] = ContextVar("ams_trace_context", 
 class _Active:
     provider: TracerProvider
     tracer: trace.Tracer
+    parent_based: bool
+    """The sampler follows the parent's decision (the default, ``parentbased_*``): under an
+    unsampled parent nothing is recorded, so the runtime creates no spans there at all."""
     instrumentors: list[Any] = field(default_factory=list)
 
 
@@ -128,7 +131,10 @@ def configure_tracing(
         _add_standard_exporter(provider, os.environ.get("OTEL_TRACES_EXPORTER", "otlp"))
         trace.set_tracer_provider(provider)
         atexit.register(shutdown_tracing)  # flush the last spans of the process
-    _active = _Active(provider, provider.get_tracer("ams"))
+    from opentelemetry.sdk.trace.sampling import ParentBased  # noqa: PLC0415
+
+    parent_based = isinstance(provider.sampler, ParentBased)
+    _active = _Active(provider, provider.get_tracer("ams"), parent_based)
     _instrument_libraries(_active)
     return True
 
@@ -325,6 +331,10 @@ def consuming(
                 origin.trace_id, origin.span_id, is_remote=True, trace_flags=origin.trace_flags,
                 trace_state=TraceState.from_header([tracestate]),
             )
+        if _active.parent_based and not origin.trace_flags.sampled:
+            # Not sampled upstream: nothing below would be recorded. Continue the context
+            # (follow-ups carry it, unsampled) without the cost of spans.
+            return trace.use_span(NonRecordingSpan(origin), end_on_exit=False)
         parent = trace.set_span_in_context(NonRecordingSpan(origin))
     attributes = {
         "messaging.system": "rabbitmq", "messaging.operation.type": "process",
@@ -340,6 +350,10 @@ def handling(event_type: str) -> AbstractContextManager[object]:
     """The handler's own span (its database statements are its children), when on."""
     if _active is None:
         return _NOTHING
+    if _active.parent_based:
+        current = trace.get_current_span().get_span_context()
+        if current.is_valid and not current.trace_flags.sampled:
+            return _NOTHING  # it would not be recorded
     return _active.tracer.start_as_current_span(f"handle {event_type}")
 
 

@@ -133,3 +133,18 @@ def test_on_the_tracestate_travels_with_the_trace(spans: InMemorySpanExporter) -
         traceparent, tracestate = tracing.outgoing()
     assert traceparent is not None and traceparent.split("-")[1] == TRACE_ID
     assert tracestate == "vendor=opaque,other=1"
+
+
+def test_on_an_unsampled_message_records_nothing_and_passes_its_context_on(
+    spans: InMemorySpanExporter,
+) -> None:
+    unsampled = f"00-{TRACE_ID}-b7ad6b7169203331-00"
+    with (
+        tracing.consuming({"traceparent": unsampled}, queue="q", event_type="e", message_id="m"),
+        tracing.handling("e"),
+    ):
+        traceparent, _ = tracing.outgoing()
+        ids = tracing.current_trace_ids()
+    assert spans.get_finished_spans() == ()
+    assert traceparent == unsampled  # the follow-ups stay in the trace, unsampled
+    assert ids == (TRACE_ID, "b7ad6b7169203331")
