@@ -142,11 +142,16 @@ async def portal_person(stack: Stack, rounds: int, results: dict[str, list[float
         httpx.AsyncClient(base_url=stack.users_url, timeout=30, limits=LIMITS) as users,
     ):
         await sign_in(portal, email, PASSWORD)
-        doc = (await admin.post("/documents", headers=bearer,
-                                files={"file": ("mine.png", scan_png(email), "image/png")})).json()
-        for _ in range(100):  # its OCR result, so the document page has lines to draw
-            if (await admin.get(f"/documents/{doc['document_id']}", headers=bearer)
-                    ).json()["status"] in ("completed", "failed"):
+        uploaded = await admin.post("/documents", headers=bearer,
+                                    files={"file": ("mine.png", scan_png(email), "image/png")})
+        if uploaded.status_code != 202:
+            raise RuntimeError(f"upload: {uploaded.status_code} {uploaded.text[:300]}")
+        doc = uploaded.json()
+        for _ in range(300):  # its OCR result, so the document page has lines to draw
+            polled = await admin.get(f"/documents/{doc['document_id']}", headers=bearer)
+            if polled.status_code != 200:
+                print(f"poll: {polled.status_code} {polled.text[:200]}", file=sys.stderr)
+            elif polled.json()["status"] in ("completed", "failed"):
                 break
             await asyncio.sleep(0.2)
         doc_path = f"/documents/{doc['document_id']}"
