@@ -174,6 +174,12 @@ class Settings:
     ocr_workers: int = field(default=1, metadata=_env("OCR_WORKERS"))
     """OCR processes in the worker's pool (each loads the model once), = concurrent jobs."""
 
+    ocr_memory_limit_mb: int = field(default=3072, metadata=_env("OCR_MEMORY_LIMIT_MB"))
+    """Memory one OCR process (with the tesseract it runs) may map (``RLIMIT_DATA``); a
+    document that needs more fails for good (after one retry) with that reason. 0: no limit.
+    The default leaves room for easyocr (torch reserves far more than it touches); with
+    OCR_ENGINE=tesseract 512 is plenty. OCR_WORKERS x this bounds what OCR can take."""
+
     ocr_pdf_dpi: int = field(default=150, metadata=_env("OCR_PDF_DPI"))
     """Resolution PDF pages are rasterised at before OCR."""
     # --- HTTP APIs -------------------------------------------------------------------------

@@ -94,8 +94,17 @@ class Inspector:
     cannot take the threads other work (password hashing, sync handlers) needs.
     """
 
+    _shared: Inspector | None = None
+
     def __init__(self, concurrency: int = 2) -> None:
         self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="inspect")
+
+    @classmethod
+    def shared(cls) -> Inspector:
+        """One inspector per process for callers without their own (scripts, benchmarks)."""
+        if cls._shared is None:
+            cls._shared = cls()
+        return cls._shared
 
     async def inspect(self, content: bytes, limits: Limits) -> Inspected:
         loop = asyncio.get_running_loop()

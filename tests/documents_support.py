@@ -85,3 +85,27 @@ def jpeg_signature_pcd_body() -> bytes:
     """Starts like a JPEG, but only Pillow's Kodak PhotoCD decoder can read it: a file of
     a type outside the allow-list, smuggled in behind an allowed signature."""
     return b"\xff\xd8\xff" + b"\0" * 2045 + b"PCD_IPI" + b"\0" * 12_288
+
+
+def pdf_bomb(inflated_mb: int = 300) -> bytes:
+    """A one-page PDF of a few hundred KB whose content stream inflates to ``inflated_mb`` MB
+    of drawing operators (each becomes a path object when the page is loaded)."""
+    ops = b"0 0 m 1 1 l S\n"
+    body = zlib.compress(ops * (inflated_mb * 1024 * 1024 // len(ops)), 9)
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 200 200] /Contents 4 0 R >>",
+        b"<< /Length %d /Filter /FlateDecode >>\nstream\n" % len(body) + body + b"\nendstream",
+    ]
+    out = bytearray(b"%PDF-1.4\n")
+    offsets = []
+    for number, obj in enumerate(objects, start=1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n" % number + obj + b"\nendobj\n"
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (
+        len(objects) + 1, xref)
+    return bytes(out)

@@ -32,14 +32,17 @@ from shared.layout import PageLayout, summarise
 from shared.logging import get_logger
 from shared.topology import consumer_spec
 from workers.ocr_engines import EngineConfig, preflight
-from workers.ocr_pool import OcrRunner, ProcessOcrRunner
+from workers.ocr_pool import OcrCrashed, OcrRunner, ProcessOcrRunner
 from workers.runtime.consumer import Consumer, runtime_engine
 from workers.runtime.context import MessageContext
 
 log = get_logger(__name__)
 
 MAX_ATTEMPTS = 5
-"""Claims of one document before it fails for good (a file that keeps killing the OCR process)."""
+"""Claims of one document before it fails for good (transient failures: a database away)."""
+
+CRASHES_BEFORE_FAILING = 2
+"""A document on which the OCR process died this many times (one retry) fails for good."""
 
 
 class OcrJob:
@@ -64,6 +67,12 @@ class OcrJob:
             pages = await self._runner.run(claim.content)
         except ValidationFailed as exc:  # corrupt, over a limit, timed out: fails for good
             await finish_failed(session, ctx, claim, str(exc))
+        except OcrCrashed as exc:
+            if claim.token >= CRASHES_BEFORE_FAILING:
+                await finish_failed(session, ctx, claim, f"{exc} on each of {claim.token} tries")
+                return
+            await self.release(claim)
+            raise
         except TransientError:
             await self.release(claim)
             raise
@@ -128,6 +137,7 @@ def consumer(settings: Settings) -> Consumer:
     runner = ProcessOcrRunner(
         engine_config, UploadLimits.from_settings(settings).document,
         workers=settings.ocr_workers, timeout_s=settings.ocr_timeout_s,
+        memory_limit_mb=settings.ocr_memory_limit_mb,
     )
     # batch_max=1: one message per transaction, begun only after the OCR (the runtime
     # writes the inbox row after the handler), so no transaction stays open during OCR.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -20,12 +22,12 @@ from shared.db import create_engine, session_factory
 from shared.errors import TransientError
 from shared.events import DocumentUploaded
 from shared.layout import PageLayout
-from tests.documents_support import text_png, truncated_png
+from tests.documents_support import pdf_bomb, text_png, tiff_of_pages, truncated_png
 from tests.ocr_models import write_easyocr_models
 from tests.support import handler_context
 from workers.ocr import OcrJob
 from workers.ocr_engines import EngineConfig, OcrModelsMissing, preflight
-from workers.ocr_pool import ProcessOcrRunner
+from workers.ocr_pool import OcrCrashed, ProcessOcrRunner
 
 
 @pytest.fixture(scope="module")
@@ -93,9 +95,13 @@ async def events_of(sessions: async_sessionmaker[AsyncSession], document_id: uui
         return list(rows)
 
 
-def runner(settings: Settings, config: EngineConfig, timeout_s: float = 60) -> ProcessOcrRunner:
+def runner(settings: Settings, config: EngineConfig, timeout_s: float = 60, workers: int = 1,
+           memory_limit_mb: int | None = None) -> ProcessOcrRunner:
+    """A real runner with the worker's settings (the default memory limit included)."""
     limits = UploadLimits.from_settings(settings).document
-    return ProcessOcrRunner(config, limits, workers=1, timeout_s=timeout_s)
+    memory = settings.ocr_memory_limit_mb if memory_limit_mb is None else memory_limit_mb
+    return ProcessOcrRunner(config, limits, workers=workers, timeout_s=timeout_s,
+                            memory_limit_mb=memory)
 
 
 async def test_tesseract_recognises_rendered_text_once(
@@ -202,3 +208,81 @@ async def test_document_in_progress_elsewhere_is_retried_not_run(
             sa.select(documents.c.status).where(documents.c.id == message.document_id)
         )
     assert status == "processing"
+
+
+class PeakRss:
+    """Samples the resident memory of a runner's OCR processes (``VmRSS``) every 20 ms."""
+
+    def __init__(self, runner: ProcessOcrRunner) -> None:
+        self.runner, self.peak_kib, self._stop = runner, 0, threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.02):
+            for pid in self.runner.pids:
+                try:
+                    status = Path(f"/proc/{pid}/status").read_text()
+                except OSError:
+                    continue
+                for line in status.splitlines():
+                    if line.startswith("VmRSS:"):
+                        self.peak_kib = max(self.peak_kib, int(line.split()[1]))
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+async def test_a_pdf_bomb_fails_for_good_after_one_retry_in_bounded_memory(
+    settings: Settings, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """A 600 KB PDF whose content stream inflates to 300 MB of path operators took an OCR
+    process to 6.4 GB; under OCR_MEMORY_LIMIT_MB it dies at the limit, is retried once and
+    then fails for good, saying why."""
+    limit_mb = 512
+    bounded = runner(settings, engine_config("fake"), memory_limit_mb=limit_mb)
+    job = OcrJob(sessions, bounded, lease_s=60)
+    message = await upload(sessions, settings, pdf_bomb(300))
+    try:
+        await bounded.warm_up()
+        with PeakRss(bounded) as rss:
+            with pytest.raises(OcrCrashed):  # the first time: retried (maybe a fluke)
+                await deliver(job, sessions, message)
+            await deliver(job, sessions, message)  # the second time: fails for good
+    finally:
+        await bounded.close()
+    doc = await document(sessions, message.document_id)
+    print(f"\nOCR peak RSS for the 300 MB bomb with OCR_MEMORY_LIMIT_MB={limit_mb}: "
+          f"{rss.peak_kib / 1024:.0f} MB")
+    assert doc["status"] == "failed"
+    assert "OCR_MEMORY_LIMIT_MB" in doc["failure_reason"]
+    assert "2 tries" in doc["failure_reason"]
+    assert 0 < rss.peak_kib < (limit_mb + 64) * 1024
+
+
+async def test_one_documents_timeout_does_not_kill_other_jobs(
+    settings: Settings, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """Two OCR processes: a document that overruns OCR_TIMEOUT_S kills its own process only;
+    a job started before that moment in the other process completes (the old pool killed
+    every process on a timeout)."""
+    pool = runner(settings, engine_config("fake", fake_delay_s=2), timeout_s=4, workers=2)
+    job = OcrJob(sessions, pool, lease_s=60)
+    slow = await upload(sessions, settings, tiff_of_pages(3))  # 3 pages x 2 s > 4 s
+    fast = await upload(sessions, settings, text_png("fast"))  # 1 page, 2 s
+
+    async def fast_later() -> None:
+        await asyncio.sleep(2.5)  # still running when the slow one times out at 4 s
+        await deliver(job, sessions, fast)
+
+    try:
+        await pool.warm_up()
+        await asyncio.gather(deliver(job, sessions, slow), fast_later())
+    finally:
+        await pool.close()
+    assert (await document(sessions, slow.document_id))["status"] == "failed"
+    assert (await document(sessions, fast.document_id))["status"] == "completed"
