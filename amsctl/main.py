@@ -2,7 +2,7 @@
 
 The groups are imported only when used: ``amsctl --help``, ``amsctl --version`` and shell
 completion of the group names load none of them (SQLAlchemy, Litestar, aio-pika …), so
-they answer in a small fraction of a second (tests/unit/test_amsctl_cli.py measures it).
+they answer in a small fraction of a second (tests/integration/test_amsctl_process.py measures it).
 
 Help is rendered as plain text: typer's rich renderer labels every flag ``<bool>``, as if
 ``--json`` took a value.
