@@ -130,7 +130,7 @@ def parse_dead_letter(
         attempts=_int(h.get(m.H_ATTEMPTS)),
         first_failure_at=parse_time(headers.get(m.H_FIRST_FAILURE_AT)),
         last_failure_at=parse_time(headers.get(m.H_LAST_FAILURE_AT)),
-        replays=tuple(r for r in h.get(m.H_REPLAYS) or () if isinstance(r, dict)),
+        replays=tuple(r for r in _list(h.get(m.H_REPLAYS)) if isinstance(r, dict)),
         headers=h,
         body=body,
         content_type=properties.get("content_type"),
@@ -254,11 +254,14 @@ def parse_time(value: Any) -> datetime | None:
     if isinstance(value, datetime):
         return value if value.tzinfo else value.replace(tzinfo=UTC)
     if isinstance(value, int | float | Decimal) and not isinstance(value, bool):
-        return datetime.fromtimestamp(float(value), UTC)
+        try:  # a forged 3e38, inf or NaN is no time at all, not a crash
+            return datetime.fromtimestamp(float(value), UTC)
+        except (OverflowError, OSError, ValueError):
+            return None
     if isinstance(value, str) and value:
         try:
             parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
+        except (ValueError, OverflowError):
             return None
         return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
     return None
@@ -290,8 +293,12 @@ def _seconds(value: timedelta | None) -> float | None:
 def _int(value: Any) -> int:
     try:
         return int(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # None, "x", inf
         return 0
+
+
+def _list(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, list | tuple) else []
 
 
 def _contains(needle: str, *haystacks: str) -> bool:

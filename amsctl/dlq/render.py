@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -10,11 +11,24 @@ from rich.console import Console, Group
 from rich.panel import Panel
 from rich.syntax import Syntax
 from rich.table import Table
+from rich.text import Text
 
 from amsctl.dlq.broker import Outcome, QueueInfo
 from amsctl.dlq.model import DeadLetter, FailureGroup
 
 ERROR_WIDTH = 60
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+"""Control characters (terminal escape sequences start with ESC) other than tab and newline."""
+
+
+def clean(value: object) -> str:
+    """Message-borne text made harmless for a terminal: control characters shown as \ufffd."""
+    return _CONTROL.sub("\ufffd", str(value))
+
+
+def safe(value: object) -> Text:
+    """Message-borne text for a table cell: no Rich markup, no terminal escapes."""
+    return Text(clean(value))
 
 
 def ago(value: datetime | None, now: datetime) -> str:
@@ -56,8 +70,8 @@ def letters_table(letters: list[DeadLetter], now: datetime, *, title: str) -> Ta
     for dl in letters:
         error = f"{dl.error_type}: {dl.error_message}" if dl.error_type else dl.error_message
         replays = f" (replayed {len(dl.replays)}x)" if dl.replays else ""
-        table.add_row(dl.queue, dl.message_id, dl.routing_key, _short(error) + replays,
-                      str(dl.attempts), ago(dl.last_failure_at, now))
+        table.add_row(safe(dl.queue), safe(dl.message_id), safe(dl.routing_key),
+                      safe(_short(error) + replays), str(dl.attempts), ago(dl.last_failure_at, now))
     return table
 
 
@@ -67,8 +81,9 @@ def groups_table(groups: list[FailureGroup], now: datetime) -> Table:
                 "last seen", "sample error"):
         table.add_column(col, justify="right" if col == "count" else "left")
     for g in groups:
-        table.add_row(g.fingerprint_id, str(g.count), g.fingerprint, ", ".join(sorted(g.queues)),
-                      ago(g.first_seen, now), ago(g.last_seen, now), _short(g.sample_error, 40))
+        table.add_row(safe(g.fingerprint_id), str(g.count), safe(g.fingerprint),
+                      safe(", ".join(sorted(g.queues))), ago(g.first_seen, now),
+                      ago(g.last_seen, now), safe(_short(g.sample_error, 40)))
     return table
 
 
@@ -85,14 +100,15 @@ def letter_panel(dl: DeadLetter, now: datetime, audit: list[dict[str, Any]]) -> 
         ("first failure", f"{_iso(dl.first_failure_at)} ({ago(dl.first_failure_at, now)})"),
         ("last failure", f"{_iso(dl.last_failure_at)} ({ago(dl.last_failure_at, now)})"),
     ):
-        facts.add_row(key, value)
+        facts.add_row(key, safe(value))
+    # json.dumps escapes control characters itself; the body and traceback are cleaned.
     parts: list[Any] = [facts, "", "[bold]headers[/]",
                         Syntax(json.dumps(dl.headers, indent=2, default=str), "json"),
-                        "", "[bold]body[/]", Syntax(dl.body_text(), "json")]
+                        "", "[bold]body[/]", Syntax(clean(dl.body_text()), "json")]
     if dl.traceback:
-        parts += ["", "[bold]traceback[/]", Syntax(dl.traceback, "pytb")]
+        parts += ["", "[bold]traceback[/]", Syntax(clean(dl.traceback), "pytb")]
     parts += ["", "[bold]replay history[/]", replays_table(dl.replays, audit)]
-    return Panel(Group(*parts), title=f"dead letter {dl.message_id}")
+    return Panel(Group(*parts), title=safe(f"dead letter {dl.message_id}"))
 
 
 def replays_table(replays: tuple[dict[str, Any], ...], audit: list[dict[str, Any]]) -> Table:
@@ -100,12 +116,13 @@ def replays_table(replays: tuple[dict[str, Any], ...], audit: list[dict[str, Any
     for col in ("at", "action", "by", "from", "to", "outcome", "reason"):
         table.add_column(col)
     for r in replays:
-        table.add_row(str(r.get("at")), "replay (header)", str(r.get("by")), str(r.get("from")),
-                      str(r.get("to", "")), "published", str(r.get("reason") or ""))
+        table.add_row(safe(r.get("at")), "replay (header)", safe(r.get("by")),
+                      safe(r.get("from")), safe(r.get("to", "")), "published",
+                      safe(r.get("reason") or ""))
     for a in audit:
-        table.add_row(str(a.get("at")), str(a.get("action")), str(a.get("who")),
-                      str(a.get("queue")), str(a.get("target") or "-"), str(a.get("outcome")),
-                      str(a.get("reason") or ""))
+        table.add_row(safe(a.get("at")), safe(a.get("action")), safe(a.get("who")),
+                      safe(a.get("queue")), safe(a.get("target") or "-"), safe(a.get("outcome")),
+                      safe(a.get("reason") or ""))
     return table
 
 
@@ -115,7 +132,8 @@ def plan_table(letters: list[DeadLetter], *, action: str) -> Table:
         table.add_column(col)
     for dl in letters:
         target = dl.failed_queue if action == "replay" else "(removed)"
-        table.add_row(dl.message_id, dl.type, dl.queue, target, _short(dl.error_type))
+        table.add_row(safe(dl.message_id), safe(dl.type), safe(dl.queue), safe(target),
+                      safe(_short(dl.error_type)))
     return table
 
 
@@ -124,8 +142,9 @@ def outcomes_table(outcomes: list[Outcome], *, title: str) -> Table:
     for col in ("message id", "type", "from", "to", "error type", "outcome"):
         table.add_column(col)
     for o in outcomes:
-        table.add_row(o.message_id, o.type, o.queue, o.target or "(removed)", o.error_type,
-                      "ok" if o.ok else f"[red]failed[/] {o.error}")
+        outcome = Text("ok") if o.ok else Text.assemble(("failed ", "red"), clean(o.error))
+        table.add_row(safe(o.message_id), safe(o.type), safe(o.queue),
+                      safe(o.target or "(removed)"), safe(o.error_type), outcome)
     return table
 
 

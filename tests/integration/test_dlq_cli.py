@@ -586,3 +586,32 @@ async def _until(check: Any, timeout: float = 30) -> None:
     while not check():
         assert time.monotonic() < deadline, "timed out"
         await asyncio.sleep(0.05)
+
+
+def test_a_forged_letter_is_listed_escaped_and_can_be_purged(env: Any) -> None:
+    """Headers out of range (a failure time of 3e38 seconds killed `dlq list` with an
+    OverflowError), terminal escape codes and Rich markup in what a message carries: the CLI
+    shows the letter, escaped, and purges it."""
+    s, e = env
+    forged = dead_letter("evil", "profiles",
+                         error_message="\x1b[2J\x1b]0;owned\x07[/][bold red]fake ok[/bold red]",
+                         error_type="Boom[/]")
+    assert forged.headers is not None
+    forged.headers[m.H_LAST_FAILURE_AT] = 3e38
+    forged.headers[m.H_FIRST_FAILURE_AT] = -3e38
+    forged.headers[m.H_ATTEMPTS] = 3e38
+    forged.headers[m.H_REPLAYS] = "not a list"
+    forged.body = b'{"x": "\x1b[31mred"}'
+    setup(s, "profiles", [forged, dead_letter("good", "profiles")])
+
+    for args in (["list"], ["list", "--group"], ["show", "evil"], ["list", "--json"]):
+        result = cli(e, *args)
+        assert result.exit_code == 0, (args, result.output)
+        assert "\x1b" not in result.output and "\x07" not in result.output, args
+    listed = cli(e, "list").output
+    assert "good" in listed and "evil" in listed
+    assert "[/][bold red]fake ok" in cli(e, "show", "evil").output.replace("\n", "")
+
+    result = cli(e, "purge", "--message-id", "evil", "--yes")
+    assert result.exit_code == 0, result.output
+    assert ids(s, "profiles.dlq") == ["good"]
