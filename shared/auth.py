@@ -272,8 +272,10 @@ class TokenVerifier:
                 leeway=self._leeway_s,
                 options={"require": list(REQUIRED_CLAIMS)},
             )
-        except jwt.PyJWTError as exc:
-            raise AuthenticationFailed(f"invalid token: {exc}") from exc
+        except jwt.ExpiredSignatureError as exc:
+            raise AuthenticationFailed("token expired") from exc
+        except jwt.PyJWTError as exc:  # the library's text stays out of answers: no oracle
+            raise AuthenticationFailed("invalid token") from exc
         if claims.get("typ") != expected_type:
             raise AuthenticationFailed(f"wrong token type (expected {expected_type})")
         return claims

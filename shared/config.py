@@ -258,6 +258,10 @@ class Settings:
     argon2_parallelism: int = field(default=1, metadata=_env("ARGON2_PARALLELISM"))
     """argon2id lanes."""
 
+    argon2_allow_weak: bool = field(default=False, metadata=_env("ARGON2_ALLOW_WEAK"))
+    """Accept argon2id parameters below the OWASP minimum (tests only: every process
+    refuses to start with weaker ones otherwise)."""
+
     # --- login rate limits -------------------------------------------------------------------
     login_window_s: int = field(default=300, metadata=_env("LOGIN_WINDOW_S"))
     """Window of the login rate limits; counters expire with it (no permanent lock-out)."""
@@ -388,6 +392,14 @@ class Settings:
     def __post_init__(self) -> None:
         if not 0 < self.access_token_ttl_s <= 900:
             raise ValueError("ACCESS_TOKEN_TTL_S must be between 1 and 900 seconds")
+        if not self.argon2_allow_weak and not argon2_meets_owasp(
+            self.argon2_memory_kib, self.argon2_time_cost, self.argon2_parallelism
+        ):
+            raise ValueError(
+                f"ARGON2_MEMORY_KIB={self.argon2_memory_kib} with ARGON2_TIME_COST="
+                f"{self.argon2_time_cost} is below the OWASP minimum for argon2id (19456 KiB "
+                "with 2 iterations, or an equivalent pair such as 47104 with 1, 12288 with 3)"
+            )
         for f in fields(self):
             if f.name.endswith(("database_url", "redis_url", "rabbitmq_url")):
                 setting, url = f.metadata["env"], getattr(self, f.name)
@@ -464,6 +476,16 @@ def refuse(process: str, exc: Exception) -> NoReturn:
     """End ``process`` on a configuration error (see :func:`settings_or_exit`)."""
     sys.stderr.write(f"{process}: configuration error: {exc}\n")
     raise SystemExit(EXIT_CONFIGURATION) from None
+
+
+OWASP_ARGON2ID = ((47104, 1), (19456, 2), (12288, 3), (9216, 4), (7168, 5))
+"""(memory KiB, iterations) pairs of the OWASP Password Storage Cheat Sheet, lanes >= 1."""
+
+
+def argon2_meets_owasp(memory_kib: int, time_cost: int, parallelism: int) -> bool:
+    return parallelism >= 1 and any(
+        memory_kib >= m and time_cost >= t for m, t in OWASP_ARGON2ID
+    )
 
 
 def secret_value(value: str, path: str, name: str) -> str:

@@ -6,7 +6,7 @@ import uuid
 from typing import Any
 
 from litestar import Controller, Request, Response, delete, get, post
-from litestar.datastructures import State
+from litestar.datastructures import CacheControlHeader, State
 from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, JSONBody
 from litestar.status_codes import (
@@ -47,6 +47,10 @@ def _pair(tokens: Tokens) -> TokenPair:
     )
 
 
+NO_STORE = CacheControlHeader(no_store=True)
+"""Token responses must not be kept by a browser, a proxy or a CDN (RFC 6749, 5.1)."""
+
+
 def _me(account: Account) -> MeResponse:
     return MeResponse(
         user_id=account.user_id, email=account.email, roles=account.roles,
@@ -85,6 +89,7 @@ class AuthController(Controller):
         status_code=HTTP_200_OK,
         summary="Exchange email and password for an access and a refresh token",
         responses=error_responses(401, 422, 429, 503),
+        cache_control=NO_STORE,
     )
     async def login(
         self,
@@ -103,6 +108,7 @@ class AuthController(Controller):
         status_code=HTTP_200_OK,
         summary="Rotate a refresh token: the old one is spent, a new pair is issued",
         responses=error_responses(401, 422, 503),
+        cache_control=NO_STORE,
     )
     async def refresh(
         self, data: JSONBody[RefreshRequest], service: NamedDependency[AuthService]

@@ -29,7 +29,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     with (
         isolated_settings(
             "degr", redis_key_prefix=f"d{uuid.uuid4().hex[:8]}:",
-            argon2_memory_kib=1024, argon2_time_cost=1,
+            argon2_memory_kib=1024, argon2_time_cost=1, argon2_allow_weak=True,
         ) as settings,
         running_stack(settings, proxied=True, log_dir=logs) as running,
     ):

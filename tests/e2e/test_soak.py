@@ -33,7 +33,7 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
     with (
         isolated_settings(
             "soak", redis_key_prefix=f"s{uuid.uuid4().hex[:8]}:",
-            argon2_memory_kib=1024, argon2_time_cost=1,
+            argon2_memory_kib=1024, argon2_time_cost=1, argon2_allow_weak=True,
         ) as settings,
         running_stack(settings, log_dir=tmp_path) as running,
     ):

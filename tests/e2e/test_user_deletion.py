@@ -31,7 +31,7 @@ def stack() -> Iterator[Stack]:
             worker_retry_delays="200ms,500ms",
             worker_max_attempts=3,
             saga_sweep_interval_s=0.5,
-            argon2_time_cost=1,
+            argon2_time_cost=1, argon2_allow_weak=True,
             argon2_memory_kib=8192,
         ) as settings,
         running_stack(settings) as running,

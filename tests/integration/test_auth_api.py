@@ -358,3 +358,20 @@ async def test_own_deletion_returns_a_watch_token_that_reads_only_that_saga(
     plain = await client.get(f"/auth/sagas/{saga_id}/watch",
                              headers={"Authorization": f"Bearer {tokens['refresh_token']}"})
     assert plain.status_code == 401
+
+
+async def test_token_answers_are_not_stored_and_401s_carry_no_library_text(
+    client: AsyncTestClient[Any],
+) -> None:
+    address, tokens = await register_and_login(client)
+    r = await client.post("/auth/login", json={"email": address, "password": PASSWORD})
+    assert "no-store" in r.headers["cache-control"]
+    r = await client.post("/auth/refresh", json={"refresh_token": tokens["refresh_token"]})
+    assert r.status_code == 200 and "no-store" in r.headers["cache-control"]
+
+    head, payload, signature = r.json()["access_token"].split(".")
+    flipped = "B" if signature[0] != "B" else "C"
+    forged = f"{head}.{payload}.{flipped}{signature[1:]}"
+    r = await client.get("/auth/me", headers=bearer(forged))
+    assert r.status_code == 401
+    assert r.json()["error"]["message"] == "invalid token"  # not PyJWT's "Signature verif…"

@@ -67,7 +67,7 @@ def saga_settings() -> Iterator[Settings]:
         saga_compensation_timeout_s=3.0,
         saga_sweep_interval_s=0.2,
         relay_poll_max_s=0.2,
-        argon2_time_cost=1,
+        argon2_time_cost=1, argon2_allow_weak=True,
         argon2_memory_kib=8192,
         log_level="WARNING",
     ) as s:

@@ -38,7 +38,8 @@ TAP = "test.trace_profile_created"
 def trace_settings() -> Iterator[Settings]:
     with isolated_settings(
         "trace", redis_key_prefix=f"tr{uuid.uuid4().hex[:8]}:", worker_metrics_port=0,
-        relay_poll_max_s=0.2, argon2_time_cost=1, argon2_memory_kib=8192, log_level="WARNING",
+        relay_poll_max_s=0.2, argon2_time_cost=1, argon2_memory_kib=8192,
+        argon2_allow_weak=True, log_level="WARNING",
     ) as s:
         asyncio.run(apply_topology(s))
         asyncio.run(declare_tap(s.rabbitmq_url, TAP, "profile.created"))
