@@ -74,11 +74,12 @@ class Operations:
         return queues, letters
 
     async def dead_letter(self, message_id: str) -> tuple[DeadLetter, list[dict[str, object]]]:
-        """One dead letter in full and its replay/purge history."""
+        """One dead letter in full and its replay/purge history. The history is a scan of
+        the whole audit log file (it only grows): read in a thread, off the event loop."""
         found = await self.dead_letters(Selection(message_ids=frozenset({message_id})))
         if not found:
             raise NotFound(f"no dead letter with message id {message_id}")
-        return found[0], dlq.history(self.settings, message_id)
+        return found[0], await asyncio.to_thread(dlq.history, self.settings, message_id)
 
     async def preview(self, request: dlq.MoveRequest) -> ReplayPlan:
         async with AmqpDeadLetterStore(self.settings) as store:
