@@ -4,9 +4,9 @@ No Docker engine runs here, so the compose file is checked against the Compose
 Specification's JSON schema (check-jsonschema's vendored copy) and structurally: every
 command targets one of the project's entry points, every long-running service has a
 health check, depends_on conditions point at services that can satisfy them, ports follow
-the public contract, and every file the services mount or copy exists. The application
-packages are not imported (some are built on other branches): commands are checked
-against the list of entry-point module names.
+the public contract, and every file the services mount or copy exists. Commands are
+checked against the list of entry-point module names and the consumers of
+:mod:`shared.topology`.
 """
 
 from __future__ import annotations
@@ -22,11 +22,14 @@ import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
 
+from frontends.console.charts import parse_targets
 from shared.config import Settings
+from shared.topology import CONSUMERS as CONSUMER_SPECS
 from tests.cluster.compose import interpolate
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,7 +37,7 @@ ENTRY_MODULES = {
     "apps.auth", "apps.users", "apps.admin", "outbox", "workers", "amsctl", "frontends.portal",
     "frontends.console",
 }
-CONSUMERS = {"profiles", "ocr", "documents", "saga"}
+CONSUMERS = {spec.name for spec in CONSUMER_SPECS}
 API_PORTS = {"apps.users": 8001, "apps.auth": 8002, "apps.admin": 8003}
 FRONTEND_PORTS = {"frontends.portal": 3002, "frontends.console": 3003}
 INFRA_PORTS = {"postgres": [5432], "redis": [6379], "rabbitmq": [5672, 15672]}
@@ -135,6 +138,24 @@ def test_procfile_metrics_ports_are_distinct(procfile: list[Any]) -> None:
     }
     assert ports["relay"] == 9101
     assert sorted(ports.values()) == [9101, 9102, 9103, 9104, 9105]
+
+
+def test_the_console_scrapes_the_procfiles_metrics_ports_by_default(
+    procfile: list[Any],
+) -> None:
+    """CONSOLE_METRICS_TARGETS' default names every relay and worker process of the Procfile
+    at the port it serves metrics on: the console's charts of a `make run` are not empty."""
+    served = {
+        p.name: int(p.env.get("WORKER_METRICS_PORT") or p.env["RELAY_METRICS_PORT"])
+        for p in procfile
+        if p.module in {"outbox", "workers"}
+    }
+    scraped = {
+        name: urlsplit(url)
+        for name, url in parse_targets(Settings().console_metrics_targets).items()
+    }
+    assert {name: url.port for name, url in scraped.items()} == served
+    assert {(url.hostname, url.path) for url in scraped.values()} == {("127.0.0.1", "/metrics")}
 
 
 def test_procfile_parser_rejects_commands_that_are_not_entry_points() -> None:
