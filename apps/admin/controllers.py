@@ -14,12 +14,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from apps.admin import services
 from apps.admin.audit_trail import AuditTrail
+from apps.admin.models import DocumentStatus
 from apps.admin.schemas import (
     DocumentDetail,
     DocumentHit,
     DocumentPage,
     DocumentSearchPage,
-    DocumentStatusParam,
     DocumentSummary,
     LegalHoldIn,
     LegalHoldOut,
@@ -85,7 +85,7 @@ class DocumentController(Controller):
         owner_id: Annotated[
             uuid.UUID | None, Parameter(description="Only this owner's (admins)")
         ] = None,
-        status: Annotated[DocumentStatusParam | None, Parameter(description="Only this status")]
+        status: Annotated[DocumentStatus | None, Parameter(description="Only this status")]
         = None,
         legal_hold: Annotated[bool | None, Parameter(description="Only held / not held")] = None,
         q: Annotated[str | None, Parameter(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import enum
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,15 +19,6 @@ class UploadForm:
 
     file: UploadFile
     """The scan or PDF; its type is decided from its first bytes."""
-
-
-class DocumentStatusParam(enum.StrEnum):
-    """A document's status as a query filter."""
-
-    PENDING = "pending"
-    PROCESSING = "processing"
-    COMPLETED = "completed"
-    FAILED = "failed"
 
 
 class UploadAccepted(msgspec.Struct, kw_only=True):
