@@ -1,4 +1,10 @@
-"""Store events in the caller's transaction: committed together or not at all."""
+"""Store events in the caller's transaction: committed together or not at all.
+
+Code emits through an :class:`Emitter` (or anything that is an :class:`Emit`), so the
+correlation and causation of every event are set in one place: a message handler's
+``ctx.emit`` is the emitter of that message, a request's is :meth:`Emitter.current`, and a
+timer (the saga sweeper) makes one with a correlation id of its own.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,8 @@ import json
 import uuid
 import zlib
 from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Protocol
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
@@ -13,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from outbox.schema import PARTITIONS
 from shared import correlation, tracing
 from shared.events import Message, encode
+from shared.messaging import H_CAUSATION_ID
 
 # The advisory lock serialises writers of one aggregate from the insert until commit,
 # so that the outbox ids of one aggregate grow in commit order: the relay publishes each
@@ -80,3 +89,31 @@ async def add_event(
         },
     )
     return event_id
+
+
+class Emit(Protocol):
+    """Adds ``event`` to the outbox of ``session``'s database, in its open transaction, with
+    the correlation and causation of whoever emits it; returns the event id."""
+
+    async def __call__(self, session: AsyncSession, event: Message, /) -> uuid.UUID: ...
+
+
+@dataclass(frozen=True)
+class Emitter:
+    """The one way events are emitted: :func:`add_event` with a correlation id and, for an
+    event that a message caused, that message's id as the causation header."""
+
+    correlation_id: str | None
+    causation_id: str | None = None
+
+    @classmethod
+    def current(cls) -> Emitter:
+        """The emitter of the request or message being handled (:mod:`shared.correlation`);
+        a request is the start of a chain, so its events have no causation."""
+        return cls(correlation.current())
+
+    async def __call__(self, session: AsyncSession | AsyncConnection, event: Message) -> uuid.UUID:
+        headers = {H_CAUSATION_ID: self.causation_id} if self.causation_id else None
+        return await add_event(
+            session, event, correlation_id=self.correlation_id, headers=headers
+        )

@@ -24,6 +24,7 @@ from apps.auth.accounts import AccountView, Credentials, Rotation, SpentToken
 from apps.auth.keys import SigningKey
 from apps.auth.models import SagaStatus, StepStatus, UserStatus
 from apps.auth.sagas import ACTIVE, SagaState, deadline_in
+from outbox.writer import Emit
 from shared.events import Message
 from workers.runtime.context import MessageContext
 
@@ -45,7 +46,8 @@ class FakeSagaStore:
     deadlines: dict[uuid.UUID, datetime | None] = field(default_factory=dict)
     steps: dict[tuple[uuid.UUID, str], FakeStep] = field(default_factory=dict)
     users: dict[uuid.UUID, UserStatus] = field(default_factory=dict)
-    commands: list[tuple[Message, dict[str, str] | None]] = field(default_factory=list)
+    commands: list[tuple[Message, Emit]] = field(default_factory=list)
+    """Every command sent, with the emit it went out through."""
 
     def add(self, user_status: UserStatus = UserStatus.DELETING) -> SagaState:
         """A running saga of a new user (what ``start_deletion`` leaves before its first step)."""
@@ -67,13 +69,16 @@ class FakeSagaStore:
     async def start_step(
         self, session: AsyncSession, saga_id: uuid.UUID, name: str, kind: str = "action",
         timeout_s: float | None = None, command: Message | None = None,
-        headers: dict[str, str] | None = None,
+        emit: Emit | None = None,
     ) -> datetime | None:
         deadline = deadline_in(timeout_s) if timeout_s is not None else None
         if command is not None:
+            if emit is None:
+                raise TypeError(f"step {name!r} sends {command.event_type!r}: it needs an emit")
             if deadline is not None and hasattr(command, "deadline"):
                 command = msgspec.structs.replace(command, deadline=deadline)  # as authdb's
-            self.commands.append((command, headers))
+            await emit(session, command)
+            self.commands.append((command, emit))
         self.steps[(saga_id, name)] = FakeStep(kind, StepStatus.PENDING, deadline)
         self.sagas[saga_id] = replace(self.sagas[saga_id], current_step=name)
         self.deadlines[saga_id] = deadline
@@ -166,7 +171,14 @@ class FakePasswords:
 
 class NullSession:
     """Stands in for an ``AsyncSession`` where a fake store ignores the session:
-    ``async with sessions() as session, session.begin():`` works and does nothing."""
+    ``async with sessions() as session, session.begin():`` works and does nothing; what is
+    executed on it (an outbox insert by an :class:`outbox.Emitter`) is only recorded."""
+
+    def __init__(self) -> None:
+        self.executed: list[dict[str, Any]] = []
+
+    async def execute(self, _: object, params: dict[str, Any] | None = None) -> None:
+        self.executed.append(dict(params or {}))
 
     async def __aenter__(self) -> NullSession:
         return self

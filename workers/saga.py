@@ -43,6 +43,7 @@ from apps.auth.sagas import (
     SqlSagaStore,
     count_by_status,
 )
+from shared import correlation
 from shared.config import Settings
 from shared.db import session_factory
 from shared.events import (
@@ -59,7 +60,7 @@ from shared.events import (
 from shared.logging import get_logger
 from shared.topology import consumer_spec
 from workers.runtime.consumer import Consumer, runtime_engine
-from workers.runtime.context import MessageContext
+from workers.runtime.context import Emit, MessageContext, unprompted
 
 log = get_logger(__name__)
 
@@ -109,8 +110,7 @@ class Orchestrator:
         if saga.current_step is None and saga.status == SagaStatus.RUNNING:
             await self.store.start_step(
                 session, saga.id, PROFILE_DELETE, timeout_s=self.step_timeout_s,
-                command=DeleteProfile(saga_id=saga.id, user_id=saga.user_id),
-                headers=ctx.follow_up_headers(),
+                command=DeleteProfile(saga_id=saga.id, user_id=saga.user_id), emit=ctx.emit,
             )
 
     async def on_profile_deleted(
@@ -122,8 +122,7 @@ class Orchestrator:
         await self.store.finish_step(session, saga.id, PROFILE_DELETE, StepStatus.COMPLETED)
         await self.store.start_step(
             session, saga.id, DOCUMENTS_DELETE, timeout_s=self.step_timeout_s,
-            command=DeleteDocuments(saga_id=saga.id, user_id=saga.user_id),
-            headers=ctx.follow_up_headers(),
+            command=DeleteDocuments(saga_id=saga.id, user_id=saga.user_id), emit=ctx.emit,
         )
 
     async def on_documents_deleted(
@@ -155,7 +154,7 @@ class Orchestrator:
             session, saga.id, DOCUMENTS_DELETE, StepStatus.FAILED, message.reason
         )
         await self.compensate(
-            session, saga, f"{DOCUMENTS_DELETE} failed: {message.reason}", ctx.follow_up_headers()
+            session, saga, f"{DOCUMENTS_DELETE} failed: {message.reason}", ctx.emit
         )
 
     async def on_profile_restored(
@@ -200,15 +199,16 @@ class Orchestrator:
         return None
 
     async def compensate(
-        self, session: AsyncSession, saga: SagaState, reason: str,
-        headers: dict[str, str] | None = None,
+        self, session: AsyncSession, saga: SagaState, reason: str, emit: Emit
     ) -> None:
-        """Undo the completed steps in reverse: restore the profile (then reactivate, later)."""
+        """Undo the completed steps in reverse: restore the profile (then reactivate, later).
+
+        ``emit`` is the reply's context, or the sweeper's emitter for a timeout."""
         await self._set_status(session, saga.id, SagaStatus.COMPENSATING, reason=reason)
         await self.store.start_step(
             session, saga.id, PROFILE_RESTORE, kind="compensation",
             timeout_s=self.compensation_timeout_s,
-            command=RestoreProfile(saga_id=saga.id, user_id=saga.user_id), headers=headers,
+            command=RestoreProfile(saga_id=saga.id, user_id=saga.user_id), emit=emit,
         )
 
     async def _reactivate(
@@ -236,16 +236,20 @@ class Orchestrator:
         """Fail the overdue steps of one batch of sagas; returns how many were handled.
 
         Safe with several sweepers: each locks its batch with ``SKIP LOCKED``, and a saga
-        a handler is moving forward right now is locked too, so it is skipped.
+        a handler is moving forward right now is locked too, so it is skipped. No message
+        caused a timeout: each starts a chain of its own, a fresh correlation id (in the
+        logs too) and no causation.
         """
         async with sessions() as session, session.begin():
             overdue = await self.store.overdue(session, SWEEP_BATCH)
             for saga in overdue:
-                await self.time_out(session, saga)
+                emitter = unprompted()
+                with correlation.correlated(emitter.correlation_id):
+                    await self.time_out(session, saga, emitter)
         return len(overdue)
 
-    async def time_out(self, session: AsyncSession, saga: SagaState) -> None:
-        """The current step of ``saga`` missed its deadline."""
+    async def time_out(self, session: AsyncSession, saga: SagaState, emit: Emit) -> None:
+        """The current step of ``saga`` missed its deadline; a compensation goes via ``emit``."""
         step = saga.current_step
         assert step is not None, "an overdue saga has a current step"
         if saga.status == SagaStatus.RUNNING:
@@ -253,7 +257,9 @@ class Orchestrator:
             detail = f"no reply within {timeout:g}s"
             await self.store.finish_step(session, saga.id, step, StepStatus.TIMED_OUT, detail)
             log.warning("saga.step_timed_out", saga_id=str(saga.id), step=step)
-            await self.compensate(session, saga, f"{step} did not answer within {timeout:g}s")
+            await self.compensate(
+                session, saga, f"{step} did not answer within {timeout:g}s", emit
+            )
             return
         detail = f"not completed within {self.compensation_timeout_s:g}s"
         await self.store.finish_step(session, saga.id, step, StepStatus.TIMED_OUT, detail)

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from apps.admin import structure
 from apps.admin.models import DocumentStatus, document_blobs, documents, ocr_lines, ocr_pages
 from apps.auth.audit import AuditAction, AuditOutcome
-from outbox.writer import add_event
+from outbox.writer import Emitter
 from shared.config import Settings
 from shared.documents import (
     PDF,
@@ -100,7 +100,7 @@ async def upload_document(
     await session.execute(
         sa.insert(document_blobs).values(document_id=document_id, content=content)
     )
-    await add_event(
+    await Emitter.current()(
         session,
         DocumentUploaded(
             document_id=document_id, owner_id=viewer.user_id, media_type=info.media_type,

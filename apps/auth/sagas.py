@@ -22,9 +22,9 @@ from typing import Any, Protocol
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
-import outbox
 from apps.auth.models import SagaStatus, StepStatus, UserStatus, saga_steps, sagas, users
 from apps.auth.schemas import Saga, SagaStep
+from outbox.writer import Emit, Emitter
 from shared.events import DeleteProfile, Message, UserDeletionRequested
 
 PROFILE_DELETE = "profile.delete"
@@ -57,18 +57,22 @@ async def start_step(
     kind: str = "action",
     timeout_s: float | None = None,
     command: Message | None = None,
-    headers: dict[str, str] | None = None,
+    emit: Emit | None = None,
 ) -> datetime | None:
-    """Record step ``name`` as pending, make it the saga's current step, emit its command.
+    """Record step ``name`` as pending, make it the saga's current step, emit its command
+    through ``emit`` (which sets its correlation and causation: ``ctx.emit`` of the message
+    that moves the saga on).
 
     A local step (no command) has no deadline. Returns the deadline.
     """
     deadline = deadline_in(timeout_s) if timeout_s is not None else None
     command_id = None
     if command is not None:
+        if emit is None:
+            raise TypeError(f"step {name!r} sends {command.event_type!r}: it needs an emit")
         if deadline is not None and hasattr(command, "deadline"):
             command = _with_deadline(command, deadline)
-        command_id = await outbox.add_event(session, command, headers=headers)
+        command_id = await emit(session, command)
     await session.execute(
         sa.insert(saga_steps).values(
             saga_id=saga_id, name=name, seq=STEP_SEQ[name], kind=kind,
@@ -115,19 +119,21 @@ async def start_deletion(
     requested_by: uuid.UUID | None,
     step_timeout_s: float,
 ) -> uuid.UUID:
-    """Create the saga and send its first command, in the caller's transaction."""
+    """Create the saga and send its first command, in the caller's transaction (the
+    request's correlation id on both events)."""
     saga_id = uuid.uuid4()
+    emit = Emitter.current()
     await session.execute(
         sa.insert(sagas).values(
             id=saga_id, user_id=user_id, requested_by=requested_by, status=SagaStatus.RUNNING
         )
     )
-    await outbox.add_event(
+    await emit(
         session, UserDeletionRequested(user_id=user_id, saga_id=saga_id, requested_by=requested_by)
     )
     await start_step(
         session, saga_id, PROFILE_DELETE, timeout_s=step_timeout_s,
-        command=DeleteProfile(saga_id=saga_id, user_id=user_id),
+        command=DeleteProfile(saga_id=saga_id, user_id=user_id), emit=emit,
     )
     return saga_id
 
@@ -216,9 +222,10 @@ class SagaStore(Protocol):
     async def start_step(  # noqa: PLR0917 - a step's full description
         self, session: AsyncSession, saga_id: uuid.UUID, name: str, kind: str = "action",
         timeout_s: float | None = None, command: Message | None = None,
-        headers: dict[str, str] | None = None,
+        emit: Emit | None = None,
     ) -> datetime | None:
-        """Step ``name`` pending and current; its command into the outbox. The deadline."""
+        """Step ``name`` pending and current; its command into the outbox through ``emit``
+        (required with a command). The deadline."""
         ...
 
     async def finish_step(
@@ -280,11 +287,10 @@ class SqlSagaStore:
     async def start_step(  # noqa: PLR0917 - a step's full description
         self, session: AsyncSession, saga_id: uuid.UUID, name: str, kind: str = "action",
         timeout_s: float | None = None, command: Message | None = None,
-        headers: dict[str, str] | None = None,
+        emit: Emit | None = None,
     ) -> datetime | None:
         return await start_step(
-            session, saga_id, name, kind=kind, timeout_s=timeout_s, command=command,
-            headers=headers,
+            session, saga_id, name, kind=kind, timeout_s=timeout_s, command=command, emit=emit,
         )
 
     async def finish_step(

@@ -15,7 +15,6 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-import outbox
 from apps.auth import sagas
 from apps.auth.accounts import AccountStore, SqlAccountStore
 from apps.auth.models import UserStatus, refresh_families, users
@@ -23,6 +22,7 @@ from apps.auth.passwords import Passwords, check_password_policy, normalise_pass
 from apps.auth.schemas import EMAIL_PATTERN, Saga
 from apps.auth.stores import LoginLimits, Sessions
 from apps.auth.tokens import TokenIssuer
+from outbox.writer import Emitter
 from shared.auth import REFRESH, SAGA_WATCH, Principal, TokenVerifier, require_self_or_admin
 from shared.errors import AuthenticationFailed, Conflict, NotFound, ValidationFailed
 from shared.events import UserRegistered
@@ -76,7 +76,7 @@ async def register_user(  # noqa: PLR0917 - mirrors the register request
                     roles=list(roles),
                 )
             )
-            await outbox.add_event(
+            await Emitter.current()(
                 session,
                 UserRegistered(
                     user_id=user_id,

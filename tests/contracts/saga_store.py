@@ -1,7 +1,8 @@
 """The saga store's contract: what the orchestrator relies on, for any :class:`SagaStore`.
 
 A subclass provides the ``world`` fixture: a store, the session its calls take, and a way
-to add a running saga (its user ``deleting``) and to look at what the store holds.
+to add a running saga (its user ``deleting``) and to look at what the store holds. Commands
+go out through :data:`EMIT`, which sets their correlation and causation.
 """
 
 from __future__ import annotations
@@ -10,11 +11,15 @@ import uuid
 from datetime import datetime
 from typing import Protocol
 
+import pytest
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from apps.auth.models import SagaStatus, StepStatus, UserStatus
 from apps.auth.sagas import DOCUMENTS_DELETE, PROFILE_DELETE, USER_DELETE, SagaState, SagaStore
+from outbox.writer import Emitter
 from shared.events import DeleteProfile
+
+EMIT = Emitter("corr-contract", "cause-contract")
 
 
 class World(Protocol):
@@ -31,6 +36,10 @@ class World(Protocol):
         """Event types of the commands written, in order."""
         ...
 
+    async def sent(self) -> list[tuple[str, str | None, str | None]]:
+        """(event type, correlation id, causation id) of the outbox rows written, in order."""
+        ...
+
 
 class SagaStoreContract:
     async def test_lock_finds_a_saga_and_not_an_unknown_one(self, world: World) -> None:
@@ -45,7 +54,7 @@ class SagaStoreContract:
         saga = await world.add()
         deadline = await world.store.start_step(
             world.session, saga.id, PROFILE_DELETE, timeout_s=30,
-            command=DeleteProfile(saga_id=saga.id, user_id=saga.user_id),
+            command=DeleteProfile(saga_id=saga.id, user_id=saga.user_id), emit=EMIT,
         )
         assert isinstance(deadline, datetime)
         assert await world.store.step_status(world.session, saga.id, PROFILE_DELETE) == (
@@ -54,6 +63,14 @@ class SagaStoreContract:
         found = await world.store.lock(world.session, saga.id)
         assert found is not None and found.current_step == PROFILE_DELETE
         assert await world.commands() == [DeleteProfile.event_type]
+        assert await world.sent() == [("profile.delete", "corr-contract", "cause-contract")]
+
+    async def test_a_command_without_an_emit_is_refused(self, world: World) -> None:
+        saga = await world.add()
+        command = DeleteProfile(saga_id=saga.id, user_id=saga.user_id)
+        with pytest.raises(TypeError, match="needs an emit"):
+            await world.store.start_step(world.session, saga.id, PROFILE_DELETE, command=command)
+        assert await world.commands() == []
 
     async def test_a_local_step_has_no_deadline_and_no_command(self, world: World) -> None:
         saga = await world.add()

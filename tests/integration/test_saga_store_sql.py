@@ -16,6 +16,7 @@ from apps.auth.sagas import SagaState, SqlSagaStore
 from outbox.schema import outbox
 from shared.config import Settings
 from shared.db import create_engine
+from shared.messaging import H_CAUSATION_ID
 from tests.contracts.saga_store import SagaStoreContract
 
 
@@ -54,6 +55,11 @@ class SqlWorld:
     async def commands(self) -> list[str]:
         rows = await self.session.scalars(sa.select(outbox.c.event_type).order_by(outbox.c.id))
         return list(rows)
+
+    async def sent(self) -> list[tuple[str, str | None, str | None]]:
+        query = sa.select(outbox.c.event_type, outbox.c.correlation_id, outbox.c.headers)
+        rows = await self.session.execute(query.order_by(outbox.c.id))
+        return [(t, c, (h or {}).get(H_CAUSATION_ID)) for t, c, h in rows]
 
 
 class TestSqlSagaStore(SagaStoreContract):

@@ -8,7 +8,7 @@ from typing import Any, cast
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from outbox.writer import add_event
+from outbox.writer import Emitter, add_event
 from shared import correlation
 from shared.events import UserRegistered
 from shared.messaging import H_CAUSATION_ID
@@ -59,3 +59,18 @@ async def test_emit_passes_the_messages_ids_explicitly() -> None:
     row = session.rows[0]
     assert row["correlation_id"] == "msg-corr"
     assert f'"{H_CAUSATION_ID}": "{ctx.message_id}"' in row["headers"]
+
+
+async def test_a_request_emits_with_its_correlation_and_no_causation() -> None:
+    session = CapturingSession()
+    with correlation.correlated("req-2"):
+        emit = Emitter.current()
+    await emit(cast(AsyncSession, session), event())
+    row = session.rows[0]
+    assert row["correlation_id"] == "req-2"
+    assert H_CAUSATION_ID not in row["headers"]
+
+
+def test_a_messages_context_emits_through_the_one_emitter() -> None:
+    ctx = handler_context("user.registered", "profiles")
+    assert ctx.emitter == Emitter(ctx.correlation_id, ctx.message_id)

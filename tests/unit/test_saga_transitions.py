@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from apps.auth.models import SagaStatus, StepStatus, UserStatus
 from apps.auth.sagas import DOCUMENTS_DELETE, PROFILE_DELETE, PROFILE_RESTORE, SagaState
+from outbox.writer import Emitter
 from shared.events import (
     DeleteDocuments,
     DocumentsDeleted,
@@ -19,7 +20,6 @@ from shared.events import (
     UserDeleted,
     UserDeletionRequested,
 )
-from shared.messaging import H_CAUSATION_ID
 from tests.fakes import FakeSagaStore, NullSession, RecordingContext
 from workers.saga import Orchestrator, compensation_failed_reason
 
@@ -63,11 +63,11 @@ async def test_the_happy_path_deletes_the_user_and_announces_it() -> None:
 
     ctx = await reply(o, ProfileDeleted(saga_id=saga.id, user_id=saga.user_id))
     assert store.steps[(saga.id, PROFILE_DELETE)].status == StepStatus.COMPLETED
-    command, headers = store.commands[-1]
+    command, _ = store.commands[-1]
     assert isinstance(command, DeleteDocuments)
     assert (command.saga_id, command.user_id) == (saga.id, saga.user_id)
     assert command.deadline is not None
-    assert headers == {H_CAUSATION_ID: ctx.message_id}
+    assert ctx.emitted == [command]  # through the reply's context: its correlation, its id
 
     ctx = await reply(o, DocumentsDeleted(saga_id=saga.id, user_id=saga.user_id, count=2))
     assert store.steps[(saga.id, DOCUMENTS_DELETE)].detail == "2 document(s) deleted"
@@ -138,6 +138,21 @@ async def test_an_overdue_step_times_out_and_compensation_starts() -> None:
     assert store.sagas[saga.id].status == SagaStatus.COMPENSATING
     assert store.sagas[saga.id].reason == "profile.delete did not answer within -1s"
     assert store.steps[(saga.id, PROFILE_RESTORE)].status == StepStatus.PENDING
+
+
+async def test_a_compensation_the_sweeper_sends_starts_a_correlation_of_its_own() -> None:
+    """No message caused a timeout: the sweeper's command has a fresh correlation id per
+    saga and no causation, while a reply's command goes through the reply's context."""
+    store = FakeSagaStore()
+    o = orchestrator(store, step=-1)
+    first, second = await started(store, o), await started(store, o)
+    sessions = cast(async_sessionmaker[AsyncSession], NullSession)
+    assert await o.sweep(sessions) == 2
+    sent = {c.saga_id: emit for c, emit in store.commands if isinstance(c, RestoreProfile)}
+    emitters = [sent[first.id], sent[second.id]]
+    assert all(isinstance(e, Emitter) and e.causation_id is None for e in emitters)
+    ids = {cast(Emitter, e).correlation_id for e in emitters}
+    assert len(ids) == 2 and None not in ids
 
 
 async def test_an_overdue_compensation_fails_the_saga_and_a_late_restore_recovers_it() -> None:

@@ -12,9 +12,9 @@ from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from outbox.writer import add_event
+from outbox.writer import Emit, Emitter
+from shared import correlation
 from shared.events import Message
-from shared.messaging import H_CAUSATION_ID
 
 T = TypeVar("T")
 
@@ -35,20 +35,19 @@ class MessageContext:
     aggregate_id: str | None = None
     executor: Executor | None = field(default=None, repr=False, compare=False)
 
-    def follow_up_headers(self) -> dict[str, str]:
-        """Headers for events this handler emits: they were caused by this message."""
-        return {H_CAUSATION_ID: self.message_id}
+    @property
+    def emitter(self) -> Emitter:
+        """Emits the events this message causes: its correlation id, its id as causation."""
+        return Emitter(self.correlation_id, self.message_id)
 
     async def emit(self, session: AsyncSession, event: Message) -> uuid.UUID:
         """Add a follow-up event to this database's outbox, in the handler's transaction.
 
         The correlation id and the causation (the incoming message id) are this message's,
-        passed explicitly.
+        passed explicitly (:attr:`emitter`). An :class:`outbox.Emit` itself: hand ``ctx.emit``
+        to code that emits on the handler's behalf (the saga store's commands).
         """
-        return await add_event(
-            session, event, correlation_id=self.correlation_id,
-            headers=self.follow_up_headers(),
-        )
+        return await self.emitter(session, event)
 
     async def run_blocking(self, func: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         """Run blocking or CPU-heavy ``func`` in the worker's thread pool, off the event loop.
@@ -57,3 +56,12 @@ class MessageContext:
         """
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.executor, partial(func, *args, **kwargs))
+
+
+def unprompted() -> Emitter:
+    """The emitter of work that no message caused (a timer, a sweep): a correlation id of its
+    own, which later events of the chain carry on, and no causation."""
+    return Emitter(correlation.new())
+
+
+__all__ = ["Emit", "Emitter", "MessageContext", "unprompted"]
