@@ -29,6 +29,7 @@ from shared.topology import parse_retry_delays, topology_of
 from tests.faults import TcpProxy
 from tests.runtime_consumer import EFFECTS_DDL, build_consumer, user_message
 from tests.support import isolated_settings, ready_count, wait_for
+from workers.runtime.amqp import Subscription
 from workers.runtime.consumer import RunningConsumer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -108,6 +109,24 @@ def env_of(settings: Settings) -> dict[str, str]:
     for f in fields(settings):
         env[f.metadata["env"]] = str(getattr(settings, f.name))
     return env
+
+
+async def test_a_start_that_fails_after_connecting_leaves_no_connection_behind(
+    rt_settings: Settings, name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The retry loop starts a new consumer after each failure: the failed one's robust
+    connection must be closed, or it reconnects (and holds its engine) for ever."""
+
+    async def refused(self: Subscription) -> None:
+        raise aio_pika.exceptions.AMQPError("basic.consume refused")
+
+    monkeypatch.setattr(Subscription, "start", refused)
+    consumer = RunningConsumer(build_consumer(name), rt_settings)
+    with pytest.raises(aio_pika.exceptions.AMQPError, match="refused"):
+        await consumer.start()
+    assert consumer.connection.is_closed
+    with pytest.raises(RuntimeError, match="shutdown"):  # its blocking-call threads are gone
+        consumer._executor.submit(print)
 
 
 async def test_same_message_three_times_also_concurrently_has_one_effect(

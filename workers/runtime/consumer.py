@@ -234,7 +234,16 @@ class RunningConsumer:
         return self._connection
 
     async def start(self) -> None:
+        """Declare, connect, consume. A failure part-way closes what was opened (a robust
+        connection left behind would reconnect forever; the caller retries with a new one)."""
         await self._declare_topology()
+        try:
+            await self._open()
+        except BaseException:
+            await self._close()
+            raise
+
+    async def _open(self) -> None:
         batch_max = self.consumer.batch_max or self.settings.worker_batch_max
         self._engine = self.consumer.engine or runtime_engine(
             self.settings, self.consumer.database, batch_max=batch_max
@@ -278,6 +287,9 @@ class RunningConsumer:
             log.warning("shutdown_timeout", in_flight=self.in_flight)
         if self._acks is not None:
             await self._acks.flush()
+        await self._close()
+
+    async def _close(self) -> None:
         if self._connection is not None:
             await self._connection.close()
         if self._engine is not None and self.consumer.engine is None:
