@@ -246,6 +246,22 @@ def _render_pdf(content: bytes, limits: Limits) -> Iterator[Image.Image]:
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_NAME_TYPES = {"png": PNG, "jpg": JPEG, "jpeg": JPEG, "jpe": JPEG, "tif": TIFF, "tiff": TIFF,
+               "pdf": PDF}
+
+
+def check_name(name: str | None, media_type: str) -> None:
+    """:class:`UnsupportedMediaType` when the file name's extension says another type than
+    the content (a name without an extension is fine: the content decides)."""
+    base = re.split(r"[/\\]", name or "")[-1]
+    if "." not in base.strip("."):
+        return
+    extension = base.rsplit(".", 1)[1].lower()
+    if _NAME_TYPES.get(extension) != media_type:
+        raise UnsupportedMediaType(
+            f"the file name ends in .{extension[:16]} but the content is "
+            f"{EXTENSIONS[media_type].upper()}: rename the file or upload the one you meant"
+        )
 
 
 def safe_filename(name: str | None, media_type: str) -> str:

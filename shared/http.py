@@ -311,14 +311,21 @@ def redis_check(redis: Any) -> ReadyCheck:
 async def run_checks(checks: Mapping[str, ReadyCheck], timeout_s: float = 2.0) -> ReadyBody:
     """Run every check concurrently, each bounded by ``timeout_s``."""
 
-    async def one(check: ReadyCheck) -> str:
+    async def one(name: str, check: ReadyCheck) -> str:
         try:
             await asyncio.wait_for(check(), timeout_s)
+        except TimeoutError:
+            log.warning("ready.check_failed", check=name, error="timeout")
+            return "error: timeout"
         except Exception as exc:
-            return f"error: {type(exc).__name__}: {exc}"[:300]
+            # The log gets the driver's text; the answer only the kind of failure, never the
+            # host names, ports and user names that text carries.
+            log.warning("ready.check_failed", check=name, error=str(exc)[:300],
+                        error_type=type(exc).__name__)
+            return f"error: {type(exc).__name__}"
         return "ok"
 
-    results = await asyncio.gather(*(one(c) for c in checks.values()))
+    results = await asyncio.gather(*(one(n, c) for n, c in checks.items()))
     ok = all(r == "ok" for r in results)
     return ReadyBody(
         status="ready" if ok else "unavailable", checks=dict(zip(checks, results, strict=True))

@@ -27,6 +27,7 @@ from shared.documents import (
     PDF,
     Inspector,
     Limits,
+    check_name,
     inspect,
     rasterise,
     render_page,
@@ -88,6 +89,7 @@ async def upload_document(
         raise PayloadTooLarge(f"file is larger than the limit of {limits.max_bytes} bytes")
     inspected = await (inspector or Inspector.shared()).inspect(content, limits.document)
     info = inspected.info
+    check_name(filename, info.media_type)
     document_id = uuid.uuid4()
     await session.execute(
         sa.insert(documents).values(

@@ -31,7 +31,7 @@ async def client(settings: Settings) -> AsyncIterator[AsyncTestClient[Any]]:
 
 async def test_upload_then_owner_reads_it(client: AsyncTestClient[Any], settings: Settings) -> None:
     owner = token(settings, uuid.uuid4())
-    r = await client.post("/documents", files=files(text_png("hi"), "../x.exe"), headers=owner)
+    r = await client.post("/documents", files=files(text_png("hi"), "../x.PNG"), headers=owner)
     assert r.status_code == 202, r.text
     body = r.json()
     assert body["status"] == "pending"
@@ -81,7 +81,8 @@ async def test_visibility_pagination_legal_hold_and_delete(
     admin = token(settings, uuid.uuid4(), "admin")
     ids = []
     for fmt in ("PNG", "JPEG", "TIFF"):
-        r = await client.post("/documents", files=files(image_bytes(fmt)), headers=alice)
+        r = await client.post("/documents", files=files(image_bytes(fmt), f"s.{fmt.lower()}"),
+                              headers=alice)
         ids.append(r.json()["document_id"])
     assert (await client.post("/documents", files=files(pdf_with_pages(2), "a.pdf"),
                               headers=alice)).status_code == 202
@@ -220,3 +221,19 @@ async def test_admins_filter_documents_by_owner_status_and_hold(
                              headers=alice)).json()["total"] == 0
     bad = await client.get("/documents", params={"status": "lost"}, headers=admin)
     assert bad.status_code == 422
+
+
+@pytest.mark.parametrize(("name", "status"), [
+    ("scan.pdf", 415), ("invoice.exe", 415), ("photo.jpeg", 415), ("scan.png", 202),
+    ("scan", 202), (".hidden", 202),
+])
+async def test_a_name_that_contradicts_the_content_is_415(
+    client: AsyncTestClient[Any], settings: Settings, name: str, status: int
+) -> None:
+    """Before, a PNG called scan.pdf was silently stored as scan.png."""
+    r = await client.post("/documents", files=files(text_png("x"), name),
+                          headers=token(settings, uuid.uuid4()))
+    assert r.status_code == status, r.text
+    if status == 415:
+        assert r.json()["error"]["code"] == "unsupported_media_type"
+        assert "the content is PNG" in r.json()["error"]["message"]

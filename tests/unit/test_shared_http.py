@@ -53,7 +53,7 @@ def echo(data: JSONBody[Body]) -> Body:
 
 
 async def failing_check() -> None:
-    raise ConnectionError("db gone")
+    raise ConnectionError("connect to secret-host (10.1.2.3:5432) as user ams_auth failed")
 
 
 async def ok_check() -> None:
@@ -125,6 +125,7 @@ async def test_health_ready_and_schema() -> None:
         r = await client.get("/ready")
         assert r.status_code == 503
         assert r.json()["checks"]["redis"].startswith("error")
+        assert "10.1.2.3" not in r.text and "secret-host" not in r.text  # no internal names
 
 
 def _conflict_count(metrics_text: str) -> float:
