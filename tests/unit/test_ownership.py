@@ -10,10 +10,14 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from workers import registry
+
 ROOT = Path(__file__).resolve().parents[2]
 WORKERS = ROOT / "workers"
 RUNTIME = WORKERS / "runtime"
-CONSUMER_MODULES = ("profiles", "documents", "ocr", "saga")
+WORKER_MODULES = tuple(sorted(path.stem for path in WORKERS.glob("*.py")))
+"""Every module of ``workers/`` beside the runtime: the consumers and their helpers
+(``ocr_pool``, ``pages`` …), found in the tree, so that a new one is checked too."""
 
 
 def imports_of(path: Path) -> Iterator[str]:
@@ -37,10 +41,12 @@ def test_no_worker_imports_an_api_composition_root_or_controllers() -> None:
 
 
 def test_consumers_run_no_sql_of_their_own() -> None:
-    """A consumer calls its service's functions; SQL on a service's tables lives there."""
+    """A consumer (or a helper of one) calls its service's functions; SQL on a service's
+    tables lives there."""
+    assert set(registry.CONSUMERS) <= set(WORKER_MODULES), "a consumer without its module"
     offending = {
         f"{name}: {imported}"
-        for name in CONSUMER_MODULES
+        for name in WORKER_MODULES
         for imported in imports_of(WORKERS / f"{name}.py")
         if _is_table(imported)
         or (imported.startswith("sqlalchemy") and not imported.startswith("sqlalchemy.ext"))
