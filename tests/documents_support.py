@@ -92,17 +92,22 @@ def pdf_bomb(inflated_mb: int = 300) -> bytes:
     of drawing operators (each becomes a path object when the page is loaded)."""
     ops = b"0 0 m 1 1 l S\n"
     body = zlib.compress(ops * (inflated_mb * 1024 * 1024 // len(ops)), 9)
-    objects = [
+    return write_pdf([
         b"<< /Type /Catalog /Pages 2 0 R >>",
         b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
         b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 200 200] /Contents 4 0 R >>",
         b"<< /Length %d /Filter /FlateDecode >>\nstream\n" % len(body) + body + b"\nendstream",
-    ]
+    ])
+
+
+def write_pdf(objects: list[bytes]) -> bytes:
+    """A PDF of ``objects`` (numbered from 1, the first the catalog) with its cross-reference
+    table: what a hand-written test document needs to open in any reader."""
     out = bytearray(b"%PDF-1.4\n")
     offsets = []
-    for number, obj in enumerate(objects, start=1):
+    for number, body in enumerate(objects, start=1):
         offsets.append(len(out))
-        out += b"%d 0 obj\n" % number + obj + b"\nendobj\n"
+        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
     xref = len(out)
     out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
     out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)

@@ -19,6 +19,8 @@ from pathlib import Path
 import pypdfium2
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
+from tests.documents_support import write_pdf
+
 PAGE_W, PAGE_H = 612, 792
 DPI = 150
 
@@ -96,20 +98,6 @@ def _pdf_string(text: str) -> bytes:
     return b"(" + raw.replace(b"\\", b"\\\\").replace(b"(", b"\\(").replace(b")", b"\\)") + b")"
 
 
-def _write_pdf(objects: list[bytes]) -> bytes:
-    out = bytearray(b"%PDF-1.4\n")
-    offsets = []
-    for number, body in enumerate(objects, start=1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
-    xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
-    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
-    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (
-        len(objects) + 1, xref)
-    return bytes(out)
-
-
 def layout_text_pdf() -> bytes:
     """The page as a PDF whose text is a text layer (written by hand, Helvetica)."""
     return text_pdf(_texts())
@@ -128,7 +116,7 @@ def text_pdf(texts: list[Text]) -> bytes:
         for t in texts
     )
     font = b"<< /Type /Font /Subtype /Type1 /BaseFont /%s /Encoding /WinAnsiEncoding >>"
-    return _write_pdf([
+    return write_pdf([
         b"<< /Type /Catalog /Pages 2 0 R >>",
         b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
         b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 %d %d] /Contents 4 0 R "
