@@ -7,7 +7,9 @@ failed. Everything is asked at once with short timeouts; what cannot be reached 
 as such instead of hiding the rest.
 
 Exit codes: 0 everything answered and every process is up; 1 a process is down; 3 a
-dependency (PostgreSQL, the RabbitMQ management API) is unreachable.
+dependency (PostgreSQL, the RabbitMQ management API) is unreachable. Queue depths come from
+the management API, which samples them (every 5 s by default): a count can be that old;
+``amsctl dlq queues`` counts exactly.
 """
 
 from __future__ import annotations
@@ -152,20 +154,27 @@ async def gather(cfg: Settings, probes: list[Probe]) -> dict[str, Any]:
         _processes(probes), asyncio.to_thread(_queues, cfg), _sagas(cfg),
         *(_outbox(cfg, db) for db in DATABASES),
     )
-    return {"processes": processes, "outbox": outboxes, **_split_queues(queues),
+    return {"processes": processes, "outbox": outboxes, **_split_queues(cfg, queues),
             "sagas": sagas}
 
 
-def _split_queues(queues: dict[str, Any]) -> dict[str, Any]:
-    """Work queues apart from their dead-letter queues (``NAME.dlq``); retry queues hidden
-    unless they hold messages (each holds a message only while it waits for its delay)."""
+def _split_queues(cfg: Settings, queues: dict[str, Any]) -> dict[str, Any]:
+    """Work queues apart from their dead-letter queues; retry queues (as the topology names
+    them) hidden unless they hold messages, which they do only while a retry waits."""
+    from amsctl.dlq.model import is_dlq_name, work_queue_of
+    from shared import topology
+
     if "error" in queues:
         return {"queues": queues, "dead_letters": queues}
+    deployed = topology.deployed(
+        topology.parse_retry_delays(cfg.worker_retry_delays), cfg.worker_partitions)
+    retry = {q.name for q in deployed.queues if "x-message-ttl" in q.arguments}
     work, dead = [], []
     for q in queues["queues"]:
-        if q["name"].endswith(".dlq"):
-            dead.append({"queue": q["name"], "messages": q["ready"] + q["unacked"]})
-        elif ".retry." not in q["name"] or q["ready"] + q["unacked"]:
+        if is_dlq_name(q["name"]):
+            dead.append({"queue": q["name"], "consumer": work_queue_of(q["name"]),
+                         "messages": q["ready"] + q["unacked"]})
+        elif q["name"] not in retry or q["ready"] + q["unacked"]:
             work.append(q)
     return {"queues": {"queues": work}, "dead_letters": {"queues": dead}}
 

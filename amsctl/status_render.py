@@ -42,18 +42,18 @@ def _outbox(rows: list[dict[str, Any]]) -> Table:
     return table
 
 
-def _queues(queues: dict[str, Any], dead: dict[str, Any]) -> Table | Text:
+def _queues(queues: dict[str, Any], dead: dict[str, Any]) -> Group | Text:
     if "error" in queues:
         return Text(f"queues: {queues['error']}", "red")
-    letters = {d["queue"].removesuffix(".dlq"): d["messages"] for d in dead["queues"]}
-    table = Table("queue", "ready", "unacked", "consumers", "dead letters",
-                  title="Queues", title_justify="left")
+    table = Table("queue", "ready", "unacked", "consumers", title="Queues", title_justify="left")
     for q in queues["queues"]:
         consumers = Text(str(q["consumers"]), "bold red" if q["consumers"] == 0 else "")
-        count = letters.get(q["name"])
-        dl = "" if count is None else Text(str(count), "bold red" if count else "")
-        table.add_row(q["name"], str(q["ready"]), str(q["unacked"]), consumers, dl)
-    return table
+        table.add_row(q["name"], str(q["ready"]), str(q["unacked"]), consumers)
+    letters = Text("Dead letters: ")
+    for i, d in enumerate(dead["queues"]):
+        letters.append(("  " if i else "") + f"{d['queue']} {d['messages']}",
+                       "bold red" if d["messages"] else "")
+    return Group(table, letters)
 
 
 def _sagas(sagas: dict[str, Any]) -> Text:
