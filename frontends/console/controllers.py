@@ -123,8 +123,15 @@ class DocumentsController(Controller):
             params["status"] = status
         if hold in ("yes", "no"):
             params["legal_hold"] = "true" if hold == "yes" else "false"
-        found = (await frontend.call(request, "admin", "GET", "/documents", params=params)).json()
-        return frontend.page(request, "documents.html", page=found, statuses=DOCUMENT_STATUSES,
+        if errors:
+            # A filter that cannot be applied lists nothing: everyone's documents under a
+            # mistyped owner would read as that owner's.
+            found: dict[str, Any] = {"items": [], "total": 0, "limit": PAGE, "offset": offset}
+        else:
+            found = (await frontend.call(request, "admin", "GET", "/documents",
+                                         params=params)).json()
+        return frontend.page(request, "documents.html", status=422 if errors else 200,
+                             page=found, statuses=DOCUMENT_STATUSES,
                              filters={"owner": owner or "", "status": status or "",
                                       "hold": hold or ""}, errors=errors, offset=offset,
                              page_size=PAGE)

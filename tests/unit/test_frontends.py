@@ -427,6 +427,23 @@ def test_the_console_admits_an_admin(fake: FakeApis, store: MemorySessionStore) 
         assert "Documents of all users" in page.text
 
 
+def test_the_consoles_document_filter_refuses_an_owner_that_is_not_a_user_id(
+    fake: FakeApis, store: MemorySessionStore
+) -> None:
+    fake.roles = ["user", "admin"]
+    app = create_console(SETTINGS, api=api_client(fake), store=store)
+    with TestClient(app) as client:
+        sign_in(client)
+        asked = len(fake.document_queries)
+        page = client.get("/documents", params={"owner": "ada@example.org"})
+        assert page.status_code == 422
+        assert "An owner is a user id" in page.text
+        assert len(fake.document_queries) == asked, "nobody's documents listed as the owner's"
+        owner = str(uuid.uuid4())
+        assert client.get("/documents", params={"owner": f" {owner} "}).status_code == 200
+        assert fake.document_queries[-1]["owner_id"] == owner
+
+
 class DownStore(MemorySessionStore):
     """Redis away: every call fails as the Redis adapter's would."""
 
