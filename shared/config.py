@@ -283,6 +283,12 @@ class Settings:
     profile_retry_after_s: int = field(default=1, metadata=_env("PROFILE_RETRY_AFTER_S"))
     """``Retry-After`` of the 404 for a profile the worker has not created yet."""
 
+    worker_max_message_bytes: int = field(
+        default=1024 * 1024, metadata=_env("WORKER_MAX_MESSAGE_BYTES")
+    )
+    """Largest message body a consumer decodes; a larger one is dead-lettered with the reason
+    (events are small: this bounds what one forged message can cost a worker)."""
+
     worker_prefetch: int = field(default=128, metadata=_env("WORKER_PREFETCH"))
     """Unacknowledged messages per consumer; also the most handlers running in parallel.
     The OCR consumer takes ``2 x OCR_WORKERS`` instead: its jobs are slow."""

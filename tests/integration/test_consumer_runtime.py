@@ -31,6 +31,7 @@ from tests.runtime_consumer import EFFECTS_DDL, build_consumer, user_message
 from tests.support import isolated_settings, ready_count, wait_for
 from workers.runtime.amqp import Subscription
 from workers.runtime.consumer import RunningConsumer
+from workers.runtime.processor import MAX_BODY_BYTES
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -503,3 +504,28 @@ def _failed(name: str, outcome: str, reason: str, error_type: str) -> float:
 
 async def _exists(path: Path) -> bool:
     return path.exists()
+
+
+async def test_oversized_and_forged_messages_end_alone_and_others_flow(
+    rt_settings: Settings, name: str, db: asyncpg.Pool, channel: Any, running: list[RunningConsumer]
+) -> None:
+    """A body over the size limit is dead-lettered with the reason; a forged attempt count
+    (3e38) does not stop its delivery; the good messages around them are applied."""
+    running.append(await build_consumer(name).start(rt_settings))
+    big = user_message("big@example.com")
+    big.body = big.body[:-1] + b', "pad": "' + b"x" * (MAX_BODY_BYTES + 10) + b'"}'
+    forged = user_message("forged@example.com")
+    assert forged.headers is not None
+    forged.headers[m.H_ATTEMPTS] = 3e38
+    good = [user_message(f"good{i}@example.com") for i in range(5)]
+    for message in [good[0], big, good[1], forged, *good[2:]]:
+        await publish(channel, message)
+
+    async def settled() -> bool:
+        return len(await effects(db, name)) == 6 and len(await dead_letters(channel, name)) == 1
+
+    await wait_for(settled, 15, "six effects and one dead letter")
+    [dead] = await dead_letters(channel, name)
+    assert dead.message_id == big.message_id
+    assert dead.headers[m.H_ERROR_TYPE] == "shared.errors.InvalidMessage"
+    assert "over the limit" in str(dead.headers[m.H_ERROR_MESSAGE])

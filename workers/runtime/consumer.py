@@ -259,6 +259,7 @@ class RunningConsumer:
         self._processor = Processor(
             self.spec, self.consumer.handlers, handler_sessions(self._engine), publisher,
             self.policy, executor=self._executor, acks=self._acks,
+            max_body_bytes=self.settings.worker_max_message_bytes,
         )
         if batch_max > 1:
             self._batcher = Batcher(

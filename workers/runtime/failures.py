@@ -92,12 +92,19 @@ def failure_headers(
     return headers
 
 
+MAX_ATTEMPTS_HEADER = 1000
+"""Largest failed-attempt count taken from a header."""
+
+
 def attempts_of(headers: dict[str, Any]) -> int:
     """Failed attempts recorded so far in our own header (0 for a fresh message)."""
     try:
-        return max(0, int(headers.get(m.H_ATTEMPTS, 0)))
-    except (TypeError, ValueError):
+        attempts = int(headers.get(m.H_ATTEMPTS, 0))
+    except (TypeError, ValueError, OverflowError):  # None, "x", a forged inf
         return 0
+    # A forged 3e38 would be carried into the failure copy, which AMQP cannot encode: the
+    # message would be requeued for ever. Counts are small; anything above is clamped.
+    return min(max(0, attempts), MAX_ATTEMPTS_HEADER)
 
 
 def _where(exc: BaseException) -> str:

@@ -57,6 +57,10 @@ class RetryPolicy:
         return self.delays[min(attempts, len(self.delays)) - 1]
 
 
+MAX_BODY_BYTES = 1024 * 1024
+"""Largest message body a consumer decodes (events are small; a larger one is dead-lettered)."""
+
+
 class Processor:
     """Handles single deliveries for one consumer; safe to run many concurrently."""
 
@@ -70,8 +74,10 @@ class Processor:
         *,
         executor: Executor | None = None,
         acks: Acks | None = None,
+        max_body_bytes: int = MAX_BODY_BYTES,
     ) -> None:
         self._spec = spec
+        self._max_body_bytes = max_body_bytes
         self._acks = acks
         # Metric children looked up once, not per message.
         self._latency = metrics.HANDLE_DURATION.labels(spec.name, spec.queue_name)
@@ -85,14 +91,14 @@ class Processor:
     async def process(self, message: InboundMessage) -> None:
         started = time.perf_counter()
         headers = dict(message.headers or {})
-        ctx = self._context(message, headers)
+        ctx, unreadable = self._safe_context(message, headers)
         with (
             correlated(ctx.correlation_id),
             bound(message_id=ctx.message_id, event_type=ctx.event_type),
             self._consuming(ctx),
         ):
             try:
-                duplicate = await self._apply(message, headers, ctx)
+                duplicate = await self._apply(message, headers, ctx, unreadable)
             except Exception as exc:  # every failure is mapped once, below
                 tracing.failed(exc)
                 await self._fail(message, headers, ctx, exc)
@@ -118,10 +124,10 @@ class Processor:
         prepared: list[_Prepared] = []
         for message in messages:
             headers = dict(message.headers or {})
-            ctx = self._context(message, headers)
             try:
+                ctx = self._context(message, headers)
                 payload, handler = self._decode(message, headers, ctx)
-            except InvalidMessage:
+            except Exception:  # bad headers or body: this message alone is dead-lettered
                 await self.process(message)  # dead-letters it, with the reason
                 continue
             prepared.append(_Prepared(message, ctx, payload, handler))
@@ -168,6 +174,20 @@ class Processor:
             message_id=ctx.message_id,
         )
 
+    def _safe_context(self, message: InboundMessage, headers: dict[str, Any]
+                      ) -> tuple[MessageContext, InvalidMessage | None]:
+        """The message's context; for headers it cannot be built from, a bare one and the
+        reason, so the message is dead-lettered alone instead of wedging its delivery."""
+        try:
+            return self._context(message, headers), None
+        except Exception as exc:
+            bare = MessageContext(
+                message_id=str(message.message_id or ""), event_type=str(message.type or ""),
+                correlation_id=None, causation_id=None, headers={}, redelivered=False,
+                attempts=0, consumer=self._spec.name, executor=self._executor,
+            )
+            return bare, InvalidMessage(f"unreadable message headers: {type(exc).__name__}")
+
     def _context(self, message: InboundMessage, headers: dict[str, Any]) -> MessageContext:
         message_id = message.message_id or ""
         correlation = message.correlation_id or headers.get(m.H_CORRELATION_ID) or message_id
@@ -192,6 +212,11 @@ class Processor:
     ) -> tuple[Message, Handler]:
         if not ctx.message_id:
             raise InvalidMessage("message has no message_id; it cannot be processed idempotently")
+        if len(message.body) > self._max_body_bytes:
+            raise InvalidMessage(
+                f"message body of {len(message.body)} bytes is over the limit of "
+                f"{self._max_body_bytes} (WORKER_MAX_MESSAGE_BYTES)"
+            )
         entry = self._handlers.get(ctx.event_type)
         if entry is None:
             raise InvalidMessage(
@@ -208,7 +233,8 @@ class Processor:
         return payload, entry[1]
 
     async def _apply(
-        self, message: InboundMessage, headers: dict[str, Any], ctx: MessageContext
+        self, message: InboundMessage, headers: dict[str, Any], ctx: MessageContext,
+        unreadable: InvalidMessage | None = None,
     ) -> bool:
         """Run the handler and record the inbox row in one transaction; True for a duplicate.
 
@@ -219,6 +245,8 @@ class Processor:
         and its effects are rolled back; a plain redelivery is caught by the cheap check
         before the handler runs.
         """
+        if unreadable is not None:
+            raise unreadable
         payload, handler = self._decode(message, headers, ctx)
         keys = {"consumer": self._spec.name, "message_id": ctx.message_id}
         async with self._sessions() as session:
