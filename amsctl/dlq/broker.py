@@ -51,6 +51,7 @@ from amsctl.dlq.model import (
     DeadLetter,
     is_dlq_name,
     parse_dead_letter,
+    replay_target_allowed,
     work_queue_of,
 )
 from shared import messaging as m
@@ -296,6 +297,11 @@ class AmqpDeadLetterStore:
         source, target = taken.message, taken.letter.failed_queue
         if is_dlq_name(target):
             raise ValueError(f"refusing to replay into {target!r}: it is a dead-letter queue")
+        if not replay_target_allowed(taken.letter.queue, target):
+            raise ValueError(
+                f"refusing to replay into {target!r}: a letter of {taken.letter.queue} goes "
+                "back only to its own work queue (or one of its partitions)"
+            )
         message = aio_pika.Message(
             source.body,
             headers=replay_headers(source.headers or {}, stamp),

@@ -30,6 +30,16 @@ def work_queue_of(dlq: str) -> str:
     return dlq[: -len(DLQ_SUFFIX)]
 
 
+def replay_target_allowed(dlq: str, target: str) -> bool:
+    """A letter of ``NAME.dlq`` goes back only to ``NAME`` or one of its partitions
+    (``NAME.p3``): the target header is the message's word, not the operator's."""
+    consumer = work_queue_of(dlq)
+    if not target.startswith(consumer):
+        return False
+    rest = target[len(consumer):]
+    return rest == "" or (rest.startswith(".p") and rest[2:].isdigit() and len(rest) <= 4)
+
+
 def _dead_lettered_from(headers: Mapping[str, Any]) -> str | None:
     """The queue the broker dead-lettered from (delivery limit): a partition's, say."""
     deaths = headers.get("x-death")

@@ -26,6 +26,7 @@ from typer.testing import CliRunner
 
 from amsctl import common
 from amsctl.common import EXIT_NOT_FOUND, EXIT_UNAVAILABLE, EXIT_USAGE
+from amsctl.dlq.model import replay_target_allowed
 from amsctl.main import app
 from apps.auth import audit
 from apps.auth.audit import AuditFilter
@@ -615,3 +616,22 @@ def test_a_forged_letter_is_listed_escaped_and_can_be_purged(env: Any) -> None:
     result = cli(e, "purge", "--message-id", "evil", "--yes")
     assert result.exit_code == 0, result.output
     assert ids(s, "profiles.dlq") == ["good"]
+
+
+def test_a_replay_goes_only_to_the_letters_own_work_queue(env: Any) -> None:
+    """The target comes from a header the message carries: a forged one naming another
+    consumer's queue is refused, the letter stays; a partition of its own consumer is fine."""
+    s, e = env
+    asyncio.run(_declare(s, "profiles", "ocr"))
+    forged = dead_letter("hijack", "ocr")  # sits in profiles.dlq, claims to have failed in ocr
+    asyncio.run(_publish(s, "profiles.dlq", [forged, dead_letter("own", "profiles")]))
+    result = cli(e, "replay", "--queue", "profiles.dlq", "--json")
+    assert result.exit_code == 1, result.output
+    outcome = {o["message_id"]: o for o in json.loads(result.stdout)["messages"]}
+    assert outcome["hijack"]["outcome"] == "failed"
+    assert "only to its own work queue" in outcome["hijack"]["error"]
+    assert outcome["own"]["outcome"] == "ok"
+    assert ids(s, "ocr") == [] and ids(s, "profiles.dlq") == ["hijack"]
+    assert replay_target_allowed("profiles.dlq", "profiles.p12")
+    assert not replay_target_allowed("profiles.dlq", "profiles_evil")
+    assert not replay_target_allowed("profiles.dlq", "profiles.p1x")
