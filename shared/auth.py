@@ -30,7 +30,7 @@ from litestar.handlers.base import BaseRouteHandler
 from litestar.openapi.spec import Components, SecurityScheme
 
 from shared.config import Settings
-from shared.errors import AuthenticationFailed, PermissionDenied
+from shared.errors import AuthenticationFailed, DependencyUnavailable, PermissionDenied
 from shared.logging import get_logger
 from shared.redis_client import unavailable
 from shared.tls import check_jwks_url, client_context
@@ -129,10 +129,12 @@ class JwksCache:
         *,
         ttl_s: float = 300.0,
         min_refetch_interval_s: float = 5.0,
+        max_stale_s: float = 900.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._source = source
         self._ttl_s = ttl_s
+        self._max_stale_s = max_stale_s
         self._min_interval_s = min_refetch_interval_s
         self._clock = clock
         self._keys: dict[str, jwt.PyJWK] = {}
@@ -146,6 +148,12 @@ class JwksCache:
         if key is not None and not self._stale():
             return key
         await self._refresh()
+        if self._expired():
+            # Keys kept past their time while the auth service is away would keep a key the
+            # operator retired meanwhile working for ever: beyond the bound, fail closed.
+            raise DependencyUnavailable(
+                "the signing keys could not be refreshed for longer than JWKS_MAX_STALE_S"
+            )
         return self._keys.get(kid)
 
     def vouches_for(self, kid: str) -> bool:
@@ -155,6 +163,10 @@ class JwksCache:
         full verification has refreshed the keys, so a retired key stops working.
         """
         return kid in self._keys and not self._stale()
+
+    def _expired(self) -> bool:
+        return (self._fetched_at is not None
+                and self._clock() - self._fetched_at > self._ttl_s + self._max_stale_s)
 
     def _stale(self) -> bool:
         return self._fetched_at is None or self._clock() - self._fetched_at > self._ttl_s
@@ -320,6 +332,7 @@ def build_verifier(
         source or HttpJwksSource(settings.auth_jwks_url, ca_file=settings.tls_ca_file),
         ttl_s=settings.jwks_cache_ttl_s,
         min_refetch_interval_s=settings.jwks_refetch_min_interval_s,
+        max_stale_s=settings.jwks_max_stale_s,
     )
     return TokenVerifier(
         keys,

@@ -232,6 +232,11 @@ class Settings:
     """How long a verifier trusts its cached JWKS before refetching (stale keys stay usable
     while the auth service is unreachable)."""
 
+    jwks_max_stale_s: float = field(default=900.0, metadata=_env("JWKS_MAX_STALE_S"))
+    """How long past ``JWKS_CACHE_TTL_S`` cached signing keys still verify while the JWKS
+    cannot be fetched (auth down); then requests answer 503 instead of trusting keys that may
+    have been retired meanwhile."""
+
     jwks_refetch_min_interval_s: float = field(
         default=5.0, metadata=_env("JWKS_REFETCH_MIN_INTERVAL_S")
     )

@@ -202,3 +202,26 @@ async def test_cached_keys_survive_auth_outage() -> None:
     now[0] = 100.0  # cache expired and the auth service is down: stale keys still verify
     assert (await verifier.verify_access(sign(private))).jti
     assert source.calls == 2
+
+
+async def test_stale_keys_are_trusted_only_for_a_bounded_time_while_auth_is_down() -> None:
+    """Before, cached keys verified for ever during an outage, a retired key included."""
+    private, jwk = make_key("k1")
+    source, revocations = FakeSource(jwk), FakeRevocations()
+    revocations.sessions.add("s1")
+    now = [0.0]
+    verifier = TokenVerifier(
+        JwksCache(source, ttl_s=10, min_refetch_interval_s=1, max_stale_s=60,
+                  clock=lambda: now[0]),
+        revocations, issuer=ISS, audience=AUD,
+    )
+    await verifier.verify_access(sign(private))
+    source.down = True
+    now[0] = 69.0  # within ttl + max_stale: still verifies
+    assert (await verifier.verify_access(sign(private))).jti
+    now[0] = 71.0
+    with pytest.raises(DependencyUnavailable, match="JWKS_MAX_STALE_S"):
+        await verifier.verify_access(sign(private))
+    source.down = False  # the auth service is back: keys refreshed, tokens verify again
+    now[0] = 73.0
+    assert (await verifier.verify_access(sign(private))).jti
