@@ -1,8 +1,12 @@
 """Redis read-through cache of encoded profiles; fails open (the database still answers).
 
 Fills use ``SET NX`` and updates a plain ``SET``: a reader that loaded an old row before
-an update can never overwrite the newer value the update wrote. After a Redis failure
-the cache is bypassed for ``cooldown_s`` so that a dead Redis costs no latency.
+an update can never overwrite the newer value the update wrote. An eviction (the profile
+archived or restored by the deletion saga) leaves a tombstone for the TTL instead of
+deleting the key, so a reader that loaded the row just before the deletion cannot fill
+the cache with it afterwards (``SET NX`` fails on the tombstone; reads treat it as a miss).
+After a Redis failure the cache is bypassed for ``cooldown_s`` so that a dead Redis costs
+no latency.
 """
 
 from __future__ import annotations
@@ -18,6 +22,9 @@ from shared.logging import get_logger
 from shared.redis_client import REDIS_ERRORS
 
 log = get_logger(__name__)
+
+TOMBSTONE = b"\x00evicted"
+"""Value of an evicted key: never a JSON profile."""
 
 
 class ProfileCache(Protocol):
@@ -55,7 +62,7 @@ class RedisProfileCache:
         except REDIS_ERRORS as exc:
             self._failed(exc)
             return None
-        return value if isinstance(value, bytes) else None
+        return value if isinstance(value, bytes) and value != TOMBSTONE else None
 
     async def fill(self, user_id: uuid.UUID, body: bytes) -> None:
         await self._set(user_id, body, nx=True)
@@ -66,7 +73,7 @@ class RedisProfileCache:
     async def evict(self, user_id: uuid.UUID) -> None:
         """Forget the profile (archived or restored by the deletion saga); fails open."""
         try:
-            await self._redis.delete(self._key(user_id))
+            await self._redis.set(self._key(user_id), TOMBSTONE, ex=self._ttl_s)
         except REDIS_ERRORS as exc:
             self._failed(exc)
 
