@@ -276,6 +276,15 @@ class Settings:
     login_window_s: int = field(default=300, metadata=_env("LOGIN_WINDOW_S"))
     """Window of the login rate limits; counters expire with it (no permanent lock-out)."""
 
+    register_max_per_client: int = field(default=20, metadata=_env("REGISTER_MAX_PER_CLIENT"))
+    """Sign-ups from one client address per ``LOGIN_WINDOW_S`` before 429."""
+
+    argon2_max_pending_hashes: int = field(
+        default=8, metadata=_env("ARGON2_MAX_PENDING_HASHES")
+    )
+    """New password hashes (sign-ups) waiting at once before 429; they have a thread of their
+    own, so a flood of sign-ups never takes the threads that check logins."""
+
     login_max_failures_per_account: int = field(
         default=10, metadata=_env("LOGIN_MAX_FAILURES_PER_ACCOUNT")
     )

@@ -337,6 +337,9 @@ class FakeLoginLimits:
     async def succeeded(self, account: str) -> None:
         self.failures.pop(account, None)
 
+    async def check_registration(self, client: str) -> None:
+        return None
+
 
 class MemoryKeys:
     """:class:`apps.auth.keys.KeyStore` with one Ed25519 key generated in memory."""

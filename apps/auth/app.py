@@ -48,6 +48,7 @@ def create_app(
         time_cost=settings.argon2_time_cost,
         memory_kib=settings.argon2_memory_kib,
         parallelism=settings.argon2_parallelism,
+        max_pending_hashes=settings.argon2_max_pending_hashes,
     )
     sessions = session_factory(engine)
     store = KeyStore(sessions, key_sealer(settings))
@@ -76,6 +77,7 @@ def create_app(
             window_s=settings.login_window_s,
             max_failures_per_account=settings.login_max_failures_per_account,
             max_attempts_per_client=settings.login_max_attempts_per_client,
+            max_registrations_per_client=settings.register_max_per_client,
         ),
         refresh_ttl_s=settings.refresh_token_ttl_s,
         saga_step_timeout_s=settings.saga_step_timeout_s,

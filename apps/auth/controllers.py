@@ -73,13 +73,16 @@ class AuthController(Controller):
         response_headers=[LOCATION],
     )
     async def register(
-        self, data: JSONBody[RegisterRequest], service: NamedDependency[AuthService]
+        self, data: JSONBody[RegisterRequest], service: NamedDependency[AuthService],
+        request: Request[Any, Any, Any],
     ) -> Response[RegisterResponse]:
         """Creates the account and its ``user.registered`` event in one transaction; the
         profiles worker creates the profile a few milliseconds later. 422 when the password
         breaks the policy (8-128 characters, not a common one, not the email); 409 when the
         email is taken. ``Location`` is the account (``GET /auth/me``, after login)."""
-        account = await service.register(data.email, data.password, data.display_name)
+        client = request.client.host if request.client else "unknown"
+        account = await service.register(data.email, data.password, data.display_name,
+                                         client=client)
         body = RegisterResponse(user_id=account.user_id, email=account.email)
         return Response(body, status_code=HTTP_201_CREATED, headers={"Location": "/auth/me"})
 

@@ -15,7 +15,7 @@ from typing import Protocol, TypeVar
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from shared.errors import ValidationFailed
+from shared.errors import RateLimited, ValidationFailed
 
 MIN_LENGTH = 8
 """ASVS 6.2.1: at least 8 characters (15 recommended; we do not force composition rules)."""
@@ -66,19 +66,37 @@ class Passwords(Protocol):
 
 
 class Argon2Passwords:
-    """argon2id hashing in a thread pool, so the event loop never waits on it."""
+    """argon2id in thread pools, so the event loop never waits on it.
+
+    Verifications (logins) and new hashes (registrations, re-hashes) have threads of their
+    own, and at most ``max_pending_hashes`` new hashes wait at a time: a registration flood
+    answers 429 instead of taking the threads logins need.
+    """
 
     def __init__(
-        self, *, time_cost: int, memory_kib: int, parallelism: int, workers: int = 2
+        self, *, time_cost: int, memory_kib: int, parallelism: int, workers: int = 2,
+        hash_workers: int = 1, max_pending_hashes: int = 8,
     ) -> None:
         self._hasher = PasswordHasher(
             time_cost=time_cost, memory_cost=memory_kib, parallelism=parallelism, type=Type.ID
         )
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="argon2")
+        self._hash_pool = ThreadPoolExecutor(max_workers=hash_workers,
+                                             thread_name_prefix="argon2-new")
+        self._pending_hashes = 0
+        self._max_pending_hashes = max_pending_hashes
         self._dummy: str | None = None
 
     async def hash(self, password: str) -> str:
-        return await self._run(self._hasher.hash, password)
+        """A new hash; :class:`RateLimited` when too many are already waiting."""
+        if self._pending_hashes >= self._max_pending_hashes:
+            raise RateLimited("too many sign-ups at once; try again in a moment", retry_after=1)
+        self._pending_hashes += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                self._hash_pool, self._hasher.hash, password)
+        finally:
+            self._pending_hashes -= 1
 
     async def verify(self, stored_hash: str | None, password: str) -> bool:
         """Check ``password``; with no stored hash, burn the same time and return False."""
@@ -93,6 +111,7 @@ class Argon2Passwords:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False)
+        self._hash_pool.shutdown(wait=False)
 
     def _verify_sync(self, stored_hash: str, password: str) -> bool:
         try:
@@ -102,7 +121,7 @@ class Argon2Passwords:
 
     async def _dummy_hash(self) -> str:
         if self._dummy is None:
-            self._dummy = await self.hash(secrets.token_urlsafe(16))
+            self._dummy = await self._run(self._hasher.hash, secrets.token_urlsafe(16))
         return self._dummy
 
     async def _run(self, fn: Callable[..., T], *args: str) -> T:

@@ -151,8 +151,13 @@ class AuthService:
         password: str,
         display_name: str | None = None,
         roles: tuple[str, ...] = ("user",),
+        *,
+        client: str | None = None,
     ) -> Account:
-        """Create the user and its ``user.registered`` event in one transaction."""
+        """Create the user and its ``user.registered`` event in one transaction; sign-ups
+        are limited per client address (429)."""
+        if client is not None:
+            await self._limits.check_registration(client)
         return await register_user(self._db, self._passwords, email, password, display_name, roles)
 
     # --- login ------------------------------------------------------------------------------

@@ -51,6 +51,7 @@ class LoginLimits(Protocol):
     async def check(self, account: str, client: str) -> None: ...
     async def failed(self, account: str) -> None: ...
     async def succeeded(self, account: str) -> None: ...
+    async def check_registration(self, client: str) -> None: ...
 
 
 class RedisLoginLimits:
@@ -69,12 +70,26 @@ class RedisLoginLimits:
         window_s: int,
         max_failures_per_account: int,
         max_attempts_per_client: int,
+        max_registrations_per_client: int = 10,
     ) -> None:
         self._redis = redis
         self._prefix = prefix
         self._window_s = window_s
         self._max_account = max_failures_per_account
         self._max_client = max_attempts_per_client
+        self._max_registrations = max_registrations_per_client
+
+    async def check_registration(self, client: str) -> None:
+        """Count a sign-up from ``client``; 429 past its limit per window."""
+        key = f"{self._prefix}rl:register:client:{client}"
+        with unavailable("registration rate limiter"):
+            pipe = self._redis.pipeline(transaction=True)
+            pipe.incr(key)
+            pipe.expire(key, self._window_s, nx=True)
+            pipe.ttl(key)
+            count, _, ttl = await pipe.execute()
+        if int(count) > self._max_registrations:
+            raise RateLimited("too many sign-ups from this address", retry_after=_ttl(ttl))
 
     def _account_key(self, account: str) -> str:
         digest = hashlib.sha256(account.encode()).hexdigest()[:32]

@@ -375,3 +375,13 @@ async def test_token_answers_are_not_stored_and_401s_carry_no_library_text(
     r = await client.get("/auth/me", headers=bearer(forged))
     assert r.status_code == 401
     assert r.json()["error"]["message"] == "invalid token"  # not PyJWT's "Signature verif…"
+
+
+async def test_sign_ups_are_limited_per_client(auth_settings: Settings) -> None:
+    settings = Settings(**{**auth_settings.__dict__, "register_max_per_client": 3,
+                           "redis_key_prefix": f"r{uuid.uuid4().hex[:8]}:"})
+    async with AsyncTestClient(create_app(settings)) as c:
+        codes = [(await c.post("/auth/register", json={"email": email(), "password": PASSWORD}
+                               )).status_code for _ in range(4)]
+        assert codes == [201, 201, 201, 429]
+

@@ -1,0 +1,106 @@
+"""Rate limits of the auth API under uvicorn, with concurrent clients: X-Forwarded-For is
+believed only from configured proxies; a sign-up flood gets 429 and logins still get through."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+
+from shared.config import Settings
+from tests.e2e.stack import wait_until
+from tests.support import env_for, free_port, isolated_settings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def settings() -> Iterator[Settings]:
+    with isolated_settings("xff") as s:
+        yield s
+
+
+@contextmanager
+def auth_api(settings: Settings, **env: str) -> Iterator[str]:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "apps.auth"], cwd=ROOT,
+        env=env_for(settings, **{"AUTH_PORT": str(port), "LOG_LEVEL": "WARNING",
+                                 "LOGIN_MAX_ATTEMPTS_PER_CLIENT": "3",
+                                 "REDIS_KEY_PREFIX": f"x{uuid.uuid4().hex[:8]}:", **env}),
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: _up(url), 60, "auth /ready")
+        yield url
+    finally:
+        process.terminate()
+        process.wait(15)
+
+
+def _up(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/ready", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _statuses(url: str) -> list[int]:
+    """Five wrong logins from this host, each claiming another client address."""
+    return [
+        httpx.post(f"{url}/auth/login", json={"email": "nobody@example.com", "password": "x" * 9},
+                   headers={"X-Forwarded-For": f"203.0.113.{n}"}).status_code
+        for n in range(5)
+    ]
+
+
+def test_a_forged_forwarded_for_buys_no_fresh_rate_limit_bucket(settings: Settings) -> None:
+    with auth_api(settings) as url:
+        assert _statuses(url) == [401, 401, 401, 429, 429]
+
+
+def test_a_configured_proxy_is_believed(settings: Settings) -> None:
+    with auth_api(settings, TRUSTED_PROXIES="127.0.0.1") as url:
+        assert _statuses(url) == [401] * 5  # five clients behind the proxy, one try each
+
+
+def test_a_sign_up_flood_gets_429_and_logins_still_get_through(settings: Settings) -> None:
+    """New hashes have a thread of their own and a bounded queue: before, sign-ups and
+    logins shared two hashing threads and a flood of sign-ups starved every login."""
+    password = "correct horse battery staple"
+    with auth_api(settings, ARGON2_MAX_PENDING_HASHES="2", REGISTER_MAX_PER_CLIENT="1000",
+                  LOGIN_MAX_ATTEMPTS_PER_CLIENT="1000") as url:
+        address = f"owner{uuid.uuid4().hex[:8]}@example.com"
+        r = httpx.post(f"{url}/auth/register", json={"email": address, "password": password})
+        assert r.status_code == 201, r.text
+
+        async def run() -> tuple[list[int], int, float]:
+            async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+                async def sign_up() -> int:
+                    body = {"email": f"f{uuid.uuid4().hex[:10]}@example.com",
+                            "password": password}
+                    return (await client.post("/auth/register", json=body)).status_code
+
+                async def log_in() -> tuple[int, float]:
+                    await asyncio.sleep(0.05)  # into the middle of the flood
+                    started = asyncio.get_running_loop().time()
+                    r = await client.post("/auth/login",
+                                          json={"email": address, "password": password})
+                    return r.status_code, asyncio.get_running_loop().time() - started
+
+                *flood, (login, took) = await asyncio.gather(
+                    *(sign_up() for _ in range(30)), log_in())
+                return list(flood), login, took
+
+        flood, login, took = asyncio.run(run())
+    print(f"\nsign-up flood: {flood.count(201)} created, {flood.count(429)} x 429; "
+          f"login during it: {login} in {took * 1000:.0f} ms")
+    assert login == 200
+    assert flood.count(429) >= 1 and set(flood) <= {201, 429}
