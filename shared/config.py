@@ -288,7 +288,14 @@ class Settings:
     login_max_failures_per_account: int = field(
         default=10, metadata=_env("LOGIN_MAX_FAILURES_PER_ACCOUNT")
     )
-    """Failed logins of one account per window before 429 (a success resets it)."""
+    """Failed logins of one account from one client address per window before 429 (a
+    success from that address resets it): an attacker elsewhere cannot lock the owner out."""
+
+    login_max_failures_per_account_all: int = field(
+        default=100, metadata=_env("LOGIN_MAX_FAILURES_PER_ACCOUNT_ALL")
+    )
+    """Failed logins of one account from all addresses together per window before 429 (the
+    ceiling against a guessing attack spread over many addresses)."""
 
     login_max_attempts_per_client: int = field(
         default=100, metadata=_env("LOGIN_MAX_ATTEMPTS_PER_CLIENT")

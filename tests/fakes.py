@@ -331,10 +331,10 @@ class FakeLoginLimits:
     async def check(self, account: str, client: str) -> None:
         return None
 
-    async def failed(self, account: str) -> None:
+    async def failed(self, account: str, client: str) -> None:
         self.failures[account] = self.failures.get(account, 0) + 1
 
-    async def succeeded(self, account: str) -> None:
+    async def succeeded(self, account: str, client: str) -> None:
         self.failures.pop(account, None)
 
     async def check_registration(self, client: str) -> None:

@@ -78,6 +78,7 @@ def create_app(
             max_failures_per_account=settings.login_max_failures_per_account,
             max_attempts_per_client=settings.login_max_attempts_per_client,
             max_registrations_per_client=settings.register_max_per_client,
+            max_failures_per_account_all=settings.login_max_failures_per_account_all,
         ),
         refresh_ttl_s=settings.refresh_token_ttl_s,
         saga_step_timeout_s=settings.saga_step_timeout_s,

@@ -169,11 +169,11 @@ class AuthService:
         password = normalise_password(password)
         valid = await self._passwords.verify(row.password_hash if row else None, password)
         if row is None or not valid:
-            await self._limits.failed(account)
+            await self._limits.failed(account, client)
             raise AuthenticationFailed(INVALID_CREDENTIALS)
         if row.status != UserStatus.ACTIVE:
             raise AuthenticationFailed("account is not active")
-        await self._limits.succeeded(account)
+        await self._limits.succeeded(account, client)
         if self._passwords.needs_rehash(row.password_hash):
             await self._rehash(row.user_id, password)
         return await self._open_family(row.user_id, row.roles)

@@ -49,17 +49,18 @@ class RedisSessions:
 
 class LoginLimits(Protocol):
     async def check(self, account: str, client: str) -> None: ...
-    async def failed(self, account: str) -> None: ...
-    async def succeeded(self, account: str) -> None: ...
+    async def failed(self, account: str, client: str) -> None: ...
+    async def succeeded(self, account: str, client: str) -> None: ...
     async def check_registration(self, client: str) -> None: ...
 
 
 class RedisLoginLimits:
-    """Fixed-window limits: failures per account, attempts per client address.
+    """Fixed-window limits: attempts per client address, failures per account *and* client,
+    and a much higher ceiling of failures per account from all clients together.
 
-    Counters expire with their window, so a victim whose account an attacker hammers is
-    locked out for one window at most, never permanently; a successful login resets the
-    account's count.
+    An attacker hammering an account from one address locks out that address only: the
+    owner, from their own address, still logs in. Counters expire with their window (no
+    permanent lock-out); a successful login resets that client's count for the account.
     """
 
     def __init__(
@@ -71,6 +72,7 @@ class RedisLoginLimits:
         max_failures_per_account: int,
         max_attempts_per_client: int,
         max_registrations_per_client: int = 10,
+        max_failures_per_account_all: int = 100,
     ) -> None:
         self._redis = redis
         self._prefix = prefix
@@ -78,6 +80,7 @@ class RedisLoginLimits:
         self._max_account = max_failures_per_account
         self._max_client = max_attempts_per_client
         self._max_registrations = max_registrations_per_client
+        self._max_account_all = max_failures_per_account_all
 
     async def check_registration(self, client: str) -> None:
         """Count a sign-up from ``client``; 429 past its limit per window."""
@@ -91,44 +94,52 @@ class RedisLoginLimits:
         if int(count) > self._max_registrations:
             raise RateLimited("too many sign-ups from this address", retry_after=_ttl(ttl))
 
-    def _account_key(self, account: str) -> str:
+    def _account_key(self, account: str, client: str | None = None) -> str:
         digest = hashlib.sha256(account.encode()).hexdigest()[:32]
-        return f"{self._prefix}rl:login:account:{digest}"
+        if client is None:
+            return f"{self._prefix}rl:login:account:{digest}"
+        return f"{self._prefix}rl:login:account:{digest}:client:{client}"
 
     def _client_key(self, client: str) -> str:
         return f"{self._prefix}rl:login:client:{client}"
 
     async def check(self, account: str, client: str) -> None:
         """Count this attempt for the client; 429 if client or account is over its limit."""
-        client_key, account_key = self._client_key(client), self._account_key(account)
+        client_key = self._client_key(client)
+        mine, everyone = self._account_key(account, client), self._account_key(account)
         with unavailable("login rate limiter"):
             pipe = self._redis.pipeline(transaction=True)
             pipe.incr(client_key)
             pipe.expire(client_key, self._window_s, nx=True)
             pipe.ttl(client_key)
-            pipe.get(account_key)
-            pipe.ttl(account_key)
-            attempts, _, client_ttl, failures, account_ttl = await pipe.execute()
+            for key in (mine, everyone):
+                pipe.get(key)
+                pipe.ttl(key)
+            attempts, _, client_ttl, failures, ttl, all_failures, all_ttl = await pipe.execute()
         if int(attempts) > self._max_client:
             raise RateLimited(
                 "too many login attempts from this address", retry_after=_ttl(client_ttl)
             )
         if failures is not None and int(failures) >= self._max_account:
             raise RateLimited(
-                "too many failed logins for this account", retry_after=_ttl(account_ttl)
+                "too many failed logins for this account", retry_after=_ttl(ttl)
+            )
+        if all_failures is not None and int(all_failures) >= self._max_account_all:
+            raise RateLimited(
+                "too many failed logins for this account", retry_after=_ttl(all_ttl)
             )
 
-    async def failed(self, account: str) -> None:
-        key = self._account_key(account)
+    async def failed(self, account: str, client: str) -> None:
         with unavailable("login rate limiter"):
             pipe = self._redis.pipeline(transaction=True)
-            pipe.incr(key)
-            pipe.expire(key, self._window_s, nx=True)
+            for key in (self._account_key(account, client), self._account_key(account)):
+                pipe.incr(key)
+                pipe.expire(key, self._window_s, nx=True)
             await pipe.execute()
 
-    async def succeeded(self, account: str) -> None:
+    async def succeeded(self, account: str, client: str) -> None:
         with unavailable("login rate limiter"):
-            await self._redis.delete(self._account_key(account))
+            await self._redis.delete(self._account_key(account, client))
 
 
 def _ttl(value: int) -> int:

@@ -104,3 +104,21 @@ def test_a_sign_up_flood_gets_429_and_logins_still_get_through(settings: Setting
           f"login during it: {login} in {took * 1000:.0f} ms")
     assert login == 200
     assert flood.count(429) >= 1 and set(flood) <= {201, 429}
+
+
+def test_an_attacker_cannot_lock_the_owner_out(settings: Settings) -> None:
+    """Failures count per account *and* client: before, ten wrong passwords from anywhere
+    locked the real owner out of their account for the window."""
+    password = "correct horse battery staple"
+    with auth_api(settings, LOGIN_MAX_FAILURES_PER_ACCOUNT="3") as url:
+        owner = f"victim{uuid.uuid4().hex[:8]}@example.com"
+        assert httpx.post(f"{url}/auth/register",
+                          json={"email": owner, "password": password}).status_code == 201
+        attacker = httpx.Client(base_url=url, transport=httpx.HTTPTransport(
+            local_address="127.0.0.2"))
+        with attacker:
+            tries = [attacker.post("/auth/login", json={"email": owner, "password": "guess" * 3}
+                                   ).status_code for _ in range(5)]
+        assert tries == [401, 401, 401, 429, 429]
+        r = httpx.post(f"{url}/auth/login", json={"email": owner, "password": password})
+        assert r.status_code == 200, r.text  # the owner, from their own address
