@@ -147,6 +147,12 @@ class Settings:
     pdf_max_pages: int = field(default=50, metadata=_env("PDF_MAX_PAGES"))
     """Most pages an upload (PDF, multi-page TIFF, animated PNG) may have."""
 
+    upload_quota_documents: int = field(default=1000, metadata=_env("UPLOAD_QUOTA_DOCUMENTS"))
+    """Most documents one user may keep; an upload past it answers 413 (quota_exceeded)."""
+
+    upload_quota_bytes: int = field(default=1024**3, metadata=_env("UPLOAD_QUOTA_BYTES"))
+    """Most bytes of documents one user may keep (default 1 GiB); past it 413."""
+
     upload_inspect_threads: int = field(default=2, metadata=_env("UPLOAD_INSPECT_THREADS"))
     """Threads of the admin API that check uploads off its event loop; more uploads queue."""
 

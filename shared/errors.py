@@ -48,6 +48,10 @@ class LegalHold(DomainError):
     """A document under legal hold cannot be deleted."""
 
 
+class QuotaExceeded(DomainError):
+    """The caller's storage quota (documents or bytes) would be exceeded (413)."""
+
+
 class RateLimited(DomainError):
     """Too many attempts; ``retry_after`` seconds until the next is allowed."""
 

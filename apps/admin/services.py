@@ -33,7 +33,13 @@ from shared.documents import (
     render_page,
     safe_filename,
 )
-from shared.errors import LegalHold, NotFound, PayloadTooLarge, PermissionDenied
+from shared.errors import (
+    LegalHold,
+    NotFound,
+    PayloadTooLarge,
+    PermissionDenied,
+    QuotaExceeded,
+)
 from shared.events import DocumentUploaded
 
 
@@ -47,6 +53,8 @@ class Viewer:
 class UploadLimits:
     max_bytes: int
     document: Limits
+    quota_documents: int = 1000
+    quota_bytes: int = 1024 * 1024 * 1024
 
     @classmethod
     def from_settings(cls, settings: Settings) -> UploadLimits:
@@ -56,6 +64,8 @@ class UploadLimits:
                 max_pixels=settings.upload_max_pixels, max_pages=settings.pdf_max_pages,
                 pdf_dpi=settings.ocr_pdf_dpi,
             ),
+            quota_documents=settings.upload_quota_documents,
+            quota_bytes=settings.upload_quota_bytes,
         )
 
 
@@ -90,6 +100,7 @@ async def upload_document(
     inspected = await (inspector or Inspector.shared()).inspect(content, limits.document)
     info = inspected.info
     check_name(filename, info.media_type)
+    await _check_quota(session, viewer.user_id, len(content), limits)
     document_id = uuid.uuid4()
     await session.execute(
         sa.insert(documents).values(
@@ -110,6 +121,28 @@ async def upload_document(
         ),
     )
     return {"document_id": document_id, "status": DocumentStatus.PENDING}
+
+
+async def _check_quota(
+    session: AsyncSession, owner: uuid.UUID, size: int, limits: UploadLimits
+) -> None:
+    """:class:`QuotaExceeded` when this upload would take the owner past a quota. The
+    owner's uploads are serialised for the rest of the transaction (an advisory lock), so
+    concurrent uploads cannot all slip under the limit together."""
+    await session.execute(sa.select(sa.func.pg_advisory_xact_lock(
+        sa.func.hashtextextended(f"upload-quota:{owner}", 0))))
+    count, total = (await session.execute(
+        sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(documents.c.size_bytes), 0))
+        .where(documents.c.owner_id == owner)
+    )).one()
+    if count + 1 > limits.quota_documents:
+        raise QuotaExceeded(
+            f"you have {count} documents, the most allowed is {limits.quota_documents}; "
+            "delete some first")
+    if total + size > limits.quota_bytes:
+        raise QuotaExceeded(
+            f"this upload would take your documents to {total + size} bytes, more than the "
+            f"quota of {limits.quota_bytes}; delete some first")
 
 
 @dataclass(frozen=True)

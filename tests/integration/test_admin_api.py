@@ -237,3 +237,23 @@ async def test_a_name_that_contradicts_the_content_is_415(
     if status == 415:
         assert r.json()["error"]["code"] == "unsupported_media_type"
         assert "the content is PNG" in r.json()["error"]["message"]
+
+
+async def test_per_user_quota_of_documents_and_bytes(settings: Settings) -> None:
+    one = len(text_png("q"))
+    limited = Settings(**{**settings.__dict__, "upload_quota_documents": 2,
+                          "upload_quota_bytes": 3 * one + 10})
+    async with admin_client(limited) as c:
+        user, other = token(settings, uuid.uuid4()), token(settings, uuid.uuid4())
+        codes = [(await c.post("/documents", files=files(text_png("q")), headers=user)
+                  ).status_code for _ in range(3)]
+        assert codes == [202, 202, 413]
+        r = await c.post("/documents", files=files(text_png("q")), headers=user)
+        assert r.json()["error"]["code"] == "quota_exceeded"
+        assert "most allowed is 2" in r.json()["error"]["message"]
+        assert (await c.post("/documents", files=files(text_png("q")), headers=other)
+                ).status_code == 202  # a quota is per user
+        big = text_png("q" * 40, size=(1800, 900))
+        assert len(big) > 3 * one + 10
+        r = await c.post("/documents", files=files(big), headers=other)
+        assert (r.status_code, r.json()["error"]["code"]) == (413, "quota_exceeded")
