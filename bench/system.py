@@ -277,7 +277,8 @@ def main() -> None:
     prefix = f"sb{uuid.uuid4().hex[:8]}:"
     with (
         tempfile.TemporaryDirectory() as logs,
-        isolated_settings("sysbench", redis_key_prefix=prefix, ocr_engine="tesseract") as settings,
+        isolated_settings("sysbench", redis_key_prefix=prefix, ocr_engine="tesseract",
+                          upload_max_per_minute=1_000_000) as settings,
         running_stack(settings, with_admin=True, log_dir=Path(logs)) as stack,
     ):
         floor_s = 5.0 if args.quick else 10.0

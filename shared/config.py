@@ -147,6 +147,9 @@ class Settings:
     pdf_max_pages: int = field(default=50, metadata=_env("PDF_MAX_PAGES"))
     """Most pages an upload (PDF, multi-page TIFF, animated PNG) may have."""
 
+    upload_max_per_minute: int = field(default=120, metadata=_env("UPLOAD_MAX_PER_MINUTE"))
+    """Uploads one user may start per minute; more answer 429 with ``Retry-After``."""
+
     upload_quota_documents: int = field(default=1000, metadata=_env("UPLOAD_QUOTA_DOCUMENTS"))
     """Most documents one user may keep; an upload past it answers 413 (quota_exceeded)."""
 

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from apps.admin.audit_trail import AuditTrail
 from apps.admin.controllers import DocumentController
+from apps.admin.limits import RedisUploadLimit
 from apps.admin.services import UploadLimits
 from shared.auth import VERIFIER_STATE, TokenVerifier, build_verifier
 from shared.config import Settings
@@ -42,6 +43,8 @@ def create_app(settings: Settings, *, verifier: TokenVerifier | None = None) -> 
     redis = create_redis(settings.redis_url)
     limits = UploadLimits.from_settings(settings)
     inspector = Inspector(settings.upload_inspect_threads)
+    upload_rate = RedisUploadLimit(redis, prefix=settings.redis_key_prefix,
+                                   per_minute=settings.upload_max_per_minute)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -67,6 +70,7 @@ def create_app(settings: Settings, *, verifier: TokenVerifier | None = None) -> 
             "db_session": Provide(_session_provider(sessions)),
             "upload_limits": Provide(lambda: limits, sync_to_thread=False),
             "inspector": Provide(lambda: inspector, sync_to_thread=False),
+            "upload_rate": Provide(lambda: upload_rate, sync_to_thread=False),
             "audit_trail": Provide(lambda: audit_trail, sync_to_thread=False),
         },
         exception_handlers={

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from apps.admin import services
 from apps.admin.audit_trail import AuditTrail
+from apps.admin.limits import RedisUploadLimit
 from apps.admin.models import DocumentStatus
 from apps.admin.schemas import (
     DocumentDetail,
@@ -52,19 +53,21 @@ class DocumentController(Controller):
 
     @post(
         "/", operation_id="uploadDocument", status_code=202,
-        responses=error_responses(401, 413, 415, 422, 503),
+        responses=error_responses(401, 413, 415, 422, 429, 503),
         summary="Upload a scan or PDF for OCR",
         response_headers=[LOCATION],
     )
     async def upload(
-        self, principal: Principal, db_session: AsyncSession, upload_limits: UploadLimits,
-        inspector: Inspector,
+        self, *, principal: Principal, db_session: AsyncSession, upload_limits: UploadLimits,
+        inspector: Inspector, upload_rate: RedisUploadLimit,
         data: Annotated[UploadForm, Body(media_type=RequestEncodingType.MULTI_PART)],
     ) -> Response[UploadAccepted]:
         """Stores the file and its ``document.uploaded`` event in one transaction; the OCR
         worker fills in the text. The type is sniffed from the first bytes (PNG, JPEG, TIFF,
         PDF); 413 above UPLOAD_MAX_BYTES, 415 for another type, 422 for too many pixels or
-        pages. ``Location`` is the document, to poll until ``status`` is final."""
+        pages, 429 past UPLOAD_MAX_PER_MINUTE. ``Location`` is the document, to poll until
+        ``status`` is final."""
+        await upload_rate.check(principal.user_id)
         content = await data.file.read()
         result = await services.upload_document(
             db_session, viewer_of(principal), data.file.filename, content, upload_limits,

@@ -55,6 +55,8 @@ def apis() -> Iterator[dict[str, str]]:
         ports = {name: free_port() for name in ("auth", "users", "admin")}
         s = replace(isolated, auth_port=ports["auth"], users_port=ports["users"],
                     admin_port=ports["admin"], log_level="WARNING",
+                    upload_max_per_minute=1_000_000,  # the inspection path at full speed
+                    redis_key_prefix=f"atk{uuid.uuid4().hex[:8]}:",
                     auth_jwks_url=f"http://127.0.0.1:{ports['auth']}/.well-known/jwks.json")
         env = env_for(s)
         procs = [subprocess.Popen([sys.executable, "-m", f"apps.{name}"], cwd=ROOT, env=env)

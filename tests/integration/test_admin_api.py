@@ -257,3 +257,17 @@ async def test_per_user_quota_of_documents_and_bytes(settings: Settings) -> None
         assert len(big) > 3 * one + 10
         r = await c.post("/documents", files=files(big), headers=other)
         assert (r.status_code, r.json()["error"]["code"]) == (413, "quota_exceeded")
+
+
+async def test_uploads_per_minute_are_limited_per_user(settings: Settings) -> None:
+    limited = Settings(**{**settings.__dict__, "upload_max_per_minute": 3,
+                          "redis_key_prefix": f"u{uuid.uuid4().hex[:8]}:"})
+    async with admin_client(limited) as c:
+        user, other = token(settings, uuid.uuid4()), token(settings, uuid.uuid4())
+        codes = [(await c.post("/documents", files=files(text_png("r")), headers=user)
+                  ).status_code for _ in range(4)]
+        assert codes == [202, 202, 202, 429]
+        r = await c.post("/documents", files=files(text_png("r")), headers=user)
+        assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
+        assert (await c.post("/documents", files=files(text_png("r")), headers=other)
+                ).status_code == 202
