@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import asdict
+from typing import TYPE_CHECKING
 
-import asyncpg
 import typer
-from rich.table import Table
 
-from amsctl.audit import AuditNotRecorded, Trail, run_audited, trail
 from amsctl.common import EXIT_FAILURE, EXIT_UNAVAILABLE, console, fail, print_json, settings
-from apps.auth.audit import AuditAction, AuditOutcome
-from outbox import store
 from shared.config import DATABASES, Settings
-from shared.db import asyncpg_dsn
 from shared.errors import DependencyUnavailable, ValidationFailed
+
+if TYPE_CHECKING:  # imported where used: `amsctl outbox --help` loads no asyncpg or SQLAlchemy
+    import asyncpg
+
+    from amsctl.audit import Trail
+    from outbox import store
 
 app = typer.Typer(help="Outbox backlog, parked events, re-queueing.", no_args_is_help=True)
 
@@ -23,6 +24,11 @@ app = typer.Typer(help="Outbox backlog, parked events, re-queueing.", no_args_is
 async def statuses(cfg: Settings, databases: tuple[str, ...]) -> list[dict[str, object]]:
     """Backlog, retrying, parked and oldest unsent age of each database's outbox (the
     ``status`` command and the console's outbox page)."""
+    import asyncpg
+
+    from outbox import store
+    from shared.db import asyncpg_dsn
+
     out: list[dict[str, object]] = []
     for db in databases:
         conn = await asyncpg.connect(asyncpg_dsn(cfg.database_url(db)), timeout=10)
@@ -35,6 +41,11 @@ async def statuses(cfg: Settings, databases: tuple[str, ...]) -> list[dict[str, 
 
 async def parked_events(cfg: Settings, database: str, limit: int = 100) -> list[store.ParkedEvent]:
     """The parked events of one database's outbox, oldest first."""
+    import asyncpg
+
+    from outbox import store
+    from shared.db import asyncpg_dsn
+
     conn = await asyncpg.connect(asyncpg_dsn(cfg.database_url(database)), timeout=10)
     try:
         return await store.parked(conn, limit)
@@ -46,6 +57,13 @@ async def requeue_audited(cfg: Settings, audit: Trail, database: str,
                           event_ids: list[str] | None) -> int:
     """Re-queue parked events (all when ``event_ids`` is None), recorded in the audit trail
     (the ``requeue`` command and the console)."""
+    import asyncpg
+
+    from amsctl.audit import run_audited
+    from apps.auth.audit import AuditAction, AuditOutcome
+    from outbox import store
+    from shared.db import asyncpg_dsn
+
     if database not in DATABASES:
         raise ValidationFailed(
             f"unknown database {database!r}; expected one of {', '.join(DATABASES)}"
@@ -70,6 +88,9 @@ def status(
     json_output: bool = typer.Option(False, "--json", help="Print JSON for scripts."),
 ) -> None:
     """Backlog, events retrying, parked events and the age of the oldest unsent event."""
+    import asyncpg
+    from rich.table import Table
+
     try:
         rows = asyncio.run(statuses(settings(), DATABASES))
     except (OSError, asyncpg.PostgresError) as exc:
@@ -118,6 +139,10 @@ def requeue(
     all_parked: bool = typer.Option(False, "--all-parked", help="Retry every parked event."),
 ) -> None:
     """Give parked events a fresh attempt budget; the relay publishes them again."""
+    import asyncpg
+
+    from amsctl.audit import AuditNotRecorded, trail
+
     if database not in DATABASES:
         fail(f"unknown database {database!r}; expected one of {', '.join(DATABASES)}", 2)
     if not event_id and not all_parked:

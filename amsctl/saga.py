@@ -10,12 +10,9 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Coroutine
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
-import msgspec
-import sqlalchemy.exc
 import typer
-from rich.table import Table
 
 from amsctl.common import (
     EXIT_FAILURE,
@@ -27,13 +24,11 @@ from amsctl.common import (
     print_json,
     settings,
 )
-from apps.auth import sagas
-from apps.auth.models import SagaStatus
-from apps.auth.schemas import Saga
-from shared.broker import connect_plain
-from shared.config import Settings
-from shared.db import create_engine, session_factory
-from shared.topology import consumer_spec
+from shared.statuses import SagaStatus
+
+if TYPE_CHECKING:  # the command bodies import these: `amsctl saga --help` loads no SQLAlchemy
+    from apps.auth.schemas import Saga
+    from shared.config import Settings
 
 T = TypeVar("T")
 
@@ -43,12 +38,17 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output."
 
 
 def _as_dict(saga: Saga) -> dict[str, Any]:
+    import msgspec
+
     data: dict[str, Any] = msgspec.structs.asdict(saga)
     data["steps"] = [msgspec.structs.asdict(step) for step in saga.steps]
     return data
 
 
 async def _load(cfg: Settings, saga_id: uuid.UUID) -> Saga | None:
+    from apps.auth import sagas
+    from shared.db import create_engine, session_factory
+
     engine = create_engine(cfg.auth_database_url, pool_size=1)
     try:
         async with session_factory(engine)() as session:
@@ -58,6 +58,9 @@ async def _load(cfg: Settings, saga_id: uuid.UUID) -> Saga | None:
 
 
 async def _list(cfg: Settings, status: str | None, limit: int) -> list[Saga]:
+    from apps.auth import sagas
+    from shared.db import create_engine, session_factory
+
     engine = create_engine(cfg.auth_database_url, pool_size=1)
     try:
         async with session_factory(engine)() as session:
@@ -76,6 +79,8 @@ def dead_letters(cfg: Settings, queue: str) -> int | None:
 
 
 async def _queue_depth(url: str, queue: str) -> int:
+    from shared.broker import connect_plain
+
     connection, _ = await connect_plain(url, name="amsctl saga", connect_timeout_s=5)
     try:
         channel = await connection.channel()
@@ -86,6 +91,8 @@ async def _queue_depth(url: str, queue: str) -> int:
 
 
 def _run(coro: Coroutine[Any, Any, T]) -> T:
+    import sqlalchemy.exc
+
     try:
         return asyncio.run(coro)
     except (OSError, sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError) as exc:
@@ -100,6 +107,10 @@ def show(
     as_json: JsonOpt = False,
 ) -> None:
     """One saga: status, reason, every step with outcome and timestamps, dead letters."""
+    from rich.table import Table
+
+    from shared.topology import consumer_spec
+
     try:
         sid = uuid.UUID(saga_id)
     except ValueError:
@@ -146,6 +157,8 @@ def list_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Sagas, newest first, optionally of one status."""
+    from rich.table import Table
+
     if status is not None and status not in set(SagaStatus):
         fail(f"unknown status {status!r}; expected one of {', '.join(SagaStatus)}", EXIT_USAGE)
     views: list[Saga] = _run(_list(settings(), status, limit))

@@ -12,12 +12,10 @@ import logging
 from collections.abc import Callable, Coroutine
 from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from amsctl.audit import AuditNotRecorded, trail
 from amsctl.common import (
     EXIT_FAILURE,
     EXIT_NOT_FOUND,
@@ -30,23 +28,34 @@ from amsctl.common import (
     print_json,
     settings,
 )
-from amsctl.dlq import render, service
 from amsctl.dlq.audit import AuditLog
-from amsctl.dlq.broker import AmqpDeadLetterStore, DeadLetterStore, Outcome
 from amsctl.dlq.model import DeadLetter, Selection, group_by_fingerprint
-from amsctl.dlq.service import UsageError, read, resolve_queues
 from shared.config import Settings
 from shared.durations import parse_duration
 from shared.errors import Conflict, DependencyUnavailable, NotFound
+
+if TYPE_CHECKING:  # the command bodies import these: `amsctl dlq --help` loads no aio-pika
+    from amsctl.dlq import service
+    from amsctl.dlq.broker import DeadLetterStore, Outcome
+
+    StoreFactory = Callable[[Settings], AbstractAsyncContextManager[DeadLetterStore]]
 
 app = typer.Typer(
     help="Dead letters: list, inspect, replay to the queue they failed in, purge.",
     no_args_is_help=True,
 )
 
-StoreFactory = Callable[[Settings], AbstractAsyncContextManager[DeadLetterStore]]
-store_factory: StoreFactory = AmqpDeadLetterStore
-"""Composition root: tests may swap in a fake store."""
+store_factory: StoreFactory | None = None
+"""Composition root: tests may swap in a fake store; None means RabbitMQ
+(:class:`amsctl.dlq.broker.AmqpDeadLetterStore`, imported only when a command runs)."""
+
+
+def _store(s: Settings) -> AbstractAsyncContextManager[DeadLetterStore]:
+    if store_factory is not None:
+        return store_factory(s)
+    from amsctl.dlq.broker import AmqpDeadLetterStore
+
+    return AmqpDeadLetterStore(s)
 
 
 # --- shared options -------------------------------------------------------------------
@@ -96,6 +105,9 @@ def _selection(*, ids: list[str] | None, key: str | None, error: str | None, old
 
 def _run(main: Callable[[Settings], Coroutine[Any, Any, int]]) -> None:
     """Run one command; map errors to exit codes once, here."""
+    from amsctl.audit import AuditNotRecorded
+    from amsctl.dlq.service import UsageError
+
     for noisy in ("aio_pika", "aiormq"):  # their connect errors are reported by us, once
         logging.getLogger(noisy).setLevel(logging.CRITICAL)
     try:
@@ -121,9 +133,10 @@ def _run(main: Callable[[Settings], Coroutine[Any, Any, int]]) -> None:
 @app.command("queues")
 def queues_cmd(as_json: JsonOpt = False) -> None:
     """Every dead-letter queue with its depth and the work queue it replays into."""
+    from amsctl.dlq import render
 
     async def main(s: Settings) -> int:
-        async with store_factory(s) as store:
+        async with _store(s) as store:
             found = store.dead_letter_queues()
         if as_json:
             print_json([q.__dict__ for q in found])
@@ -143,11 +156,14 @@ def list_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Dead letters across the dead-letter queues (read without removing or reordering)."""
+    from amsctl.dlq import render
+    from amsctl.dlq.service import read, resolve_queues
+
     selection = _selection(ids=message_id, key=routing_key, error=error, older=older_than,
                            newer=newer_than, fingerprint=fingerprint)
 
     async def main(s: Settings) -> int:
-        async with store_factory(s) as store:
+        async with _store(s) as store:
             letters = await read(store, resolve_queues(store, queue), selection, s.dlq_read_limit)
         now = datetime.now(UTC)
         if group:
@@ -167,9 +183,11 @@ def show_cmd(
     queue: QueueOpt = None, as_json: JsonOpt = False,
 ) -> None:
     """Headers, body, failure reason, traceback, attempts and replay history of a dead letter."""
+    from amsctl.dlq import render
+    from amsctl.dlq.service import read, resolve_queues
 
     async def main(s: Settings) -> int:
-        async with store_factory(s) as store:
+        async with _store(s) as store:
             letters = await read(store, resolve_queues(store, queue),
                                   Selection(message_ids=frozenset({message_id})), s.dlq_read_limit)
         if not letters:
@@ -192,6 +210,8 @@ def history_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Every replay and purge of one message, from the audit log."""
+    from amsctl.dlq import render
+
     entries = AuditLog.at(settings().amsctl_audit_log).history(message_id)
     if as_json:
         print_json(entries)
@@ -215,6 +235,8 @@ def replay_cmd(
 
     --all asks for confirmation at a terminal; without one, --yes is required.
     """
+    from amsctl.dlq import service
+
     if not (message_id or queue or all_queues):
         fail("say what to replay: --message-id ID, --queue Q or --all", EXIT_USAGE)
     if all_queues and not dry_run:
@@ -234,6 +256,8 @@ def purge_cmd(
     reason: ReasonOpt = None, as_json: JsonOpt = False,
 ) -> None:
     """Remove exactly the selected dead letters and print what was removed."""
+    from amsctl.dlq import service
+
     if not (message_id or queue):
         fail("say what to purge: --message-id ID or --queue Q", EXIT_USAGE)
     selection = _selection(ids=message_id, key=routing_key, error=error, older=older_than,
@@ -253,7 +277,11 @@ def purge_cmd(
 
 
 async def _move(s: Settings, req: service.MoveRequest, *, dry_run: bool, as_json: bool) -> int:
-    async with store_factory(s) as store:
+    from amsctl.audit import trail
+    from amsctl.dlq import service
+    from amsctl.dlq.service import resolve_queues
+
+    async with _store(s) as store:
         queues = resolve_queues(store, req.queues)
         if dry_run:
             return _print_plan(await service.preview(store, queues, req, s.dlq_read_limit),
@@ -269,6 +297,8 @@ async def _move(s: Settings, req: service.MoveRequest, *, dry_run: bool, as_json
 
 
 def _print_plan(letters: list[DeadLetter], req: service.MoveRequest, as_json: bool) -> int:
+    from amsctl.dlq import render, service
+
     replay = req.action == service.REPLAY
     if as_json:
         print_json({"dry_run": True, "action": req.action, "messages": [
@@ -282,6 +312,8 @@ def _print_plan(letters: list[DeadLetter], req: service.MoveRequest, as_json: bo
 
 
 def _report(outcomes: list[Outcome], action: str, op_id: str, as_json: bool) -> None:
+    from amsctl.dlq import render
+
     if as_json:
         ok = sum(o.ok for o in outcomes)
         print_json({"op_id": op_id, "action": action, "ok": ok, "failed": len(outcomes) - ok,
@@ -301,6 +333,14 @@ class _Progress:
     """A progress bar on stderr for people; silent for --json or when not a terminal."""
 
     def __init__(self, as_json: bool, total: int, action: str) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
         self._bar = Progress(TextColumn(f"{action}"), BarColumn(), MofNCompleteColumn(),
                              TimeElapsedColumn(), console=err_console, transient=True,
                              disable=as_json or not err_console.is_terminal)

@@ -2,43 +2,19 @@
 
 from __future__ import annotations
 
-from enum import StrEnum
-
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
 
+# The statuses live in a dependency-free module (one source; `amsctl saga --help` lists them
+# without SQLAlchemy) and are re-exported here beside the tables that store them.
+from shared.statuses import SagaStatus, StepStatus, UserStatus
+
+__all__ = [
+    "SagaStatus", "StepStatus", "UserStatus", "metadata", "refresh_families", "refresh_tokens",
+    "saga_steps", "sagas", "signing_keys", "users",
+]
+
 metadata = sa.MetaData()
-
-
-class UserStatus(StrEnum):
-    """An account's life cycle: ``deleting`` while its deletion saga runs."""
-
-    ACTIVE = "active"
-    DELETING = "deleting"
-    DELETED = "deleted"
-
-
-class SagaStatus(StrEnum):
-    """``running`` and ``compensating`` are in flight; the other three are final."""
-
-    RUNNING = "running"
-    COMPENSATING = "compensating"
-    COMPLETED = "completed"
-    COMPENSATED = "compensated"
-    COMPENSATION_FAILED = "compensation_failed"
-
-    @property
-    def in_flight(self) -> bool:
-        return self in (SagaStatus.RUNNING, SagaStatus.COMPENSATING)
-
-
-class StepStatus(StrEnum):
-    """A saga step: ``pending`` until its reply, its deadline, or a local action."""
-
-    PENDING = "pending"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    TIMED_OUT = "timed_out"
 
 
 users = sa.Table(

@@ -26,7 +26,9 @@ ROOT = Path(__file__).resolve().parents[2]
 HEAVY = ("sqlalchemy", "litestar", "aio_pika", "asyncpg", "httpx", "redis")
 FAST_COMMANDS = [
     ["--help"], ["--version"], ["status", "--help"], ["users", "--help"], ["keys", "--help"],
-    ["db", "--help"], ["topology", "--help"],
+    ["db", "--help"], ["topology", "--help"], ["outbox", "--help"], ["outbox", "requeue", "--help"],
+    ["dlq", "--help"], ["dlq", "list", "--help"], ["dlq", "replay", "--help"],
+    ["saga", "--help"], ["saga", "list", "--help"],
 ]
 
 
