@@ -147,6 +147,10 @@ class Settings:
     pdf_max_pages: int = field(default=50, metadata=_env("PDF_MAX_PAGES"))
     """Most pages an upload (PDF, multi-page TIFF, animated PNG) may have."""
 
+    request_body_timeout_s: float = field(default=120.0, metadata=_env("REQUEST_BODY_TIMEOUT_S"))
+    """A request's body must have arrived this long after the request began, or the API
+    answers 408 (a client trickling an upload cannot hold a connection for ever)."""
+
     upload_max_per_minute: int = field(default=120, metadata=_env("UPLOAD_MAX_PER_MINUTE"))
     """Uploads one user may start per minute; more answer 429 with ``Retry-After``."""
 

@@ -25,7 +25,15 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
-from litestar.types import ASGIApp, ExceptionHandlersMap, Message, Receive, Scope, Send
+from litestar.types import (
+    ASGIApp,
+    ExceptionHandlersMap,
+    Message,
+    Receive,
+    ReceiveMessage,
+    Scope,
+    Send,
+)
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -386,6 +394,7 @@ def api_app(
     ready_checks: Mapping[str, ReadyCheck],
     max_body_bytes: int,
     description: str | None = None,
+    body_timeout_s: float = 120.0,
     **litestar_kwargs: Any,
 ) -> Litestar:
     """A Litestar app with the shared errors, correlation ids, health, /metrics, limits and
@@ -406,8 +415,43 @@ def api_app(
     )
     # The served OpenAPI document and OPTIONS answers say what the API does (shared.contract).
     app.asgi_handler = contract.allow_header_middleware(app.asgi_handler, app)
+    app.asgi_handler = body_deadline_middleware(app.asgi_handler, body_timeout_s)
     app.on_startup.append(contract.openapi_document)
     return observed(app)
+
+
+def body_deadline_middleware(app: ASGIApp, timeout_s: float) -> ASGIApp:
+    """A request body must arrive within ``timeout_s`` of the request's start, or the answer
+    is 408: a client trickling a large upload a byte at a time would otherwise hold a
+    connection and a request for as long as it likes (uvicorn has no body timeout). Once
+    the body is complete, ``receive`` is passed through untimed (disconnect detection)."""
+
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != ScopeType.HTTP:
+            await app(scope, receive, send)
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        complete = False
+
+        async def timed_receive() -> ReceiveMessage:
+            nonlocal complete
+            if complete:
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), max(deadline - loop.time(), 0.0))
+            except TimeoutError:
+                raise HTTPException(
+                    status_code=408,
+                    detail=f"the request body did not arrive within {timeout_s:g} s",
+                ) from None
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                complete = True
+            return message
+
+        await app(scope, timed_receive, send)
+
+    return middleware
 
 
 def observability(title: str, **litestar_kwargs: Any) -> dict[str, Any]:

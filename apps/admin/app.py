@@ -66,6 +66,7 @@ def create_app(settings: Settings, *, verifier: TokenVerifier | None = None) -> 
         route_handlers=[DocumentController],
         ready_checks=checks,
         max_body_bytes=settings.upload_max_bytes + MULTIPART_OVERHEAD,
+        body_timeout_s=settings.request_body_timeout_s,
         dependencies={
             "db_session": Provide(_session_provider(sessions)),
             "upload_limits": Provide(lambda: limits, sync_to_thread=False),

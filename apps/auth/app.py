@@ -109,6 +109,7 @@ def create_app(
         route_handlers=[AuthController, jwks],
         ready_checks={"database": database_check(engine), "redis": redis_check(redis)},
         max_body_bytes=settings.request_max_body_bytes,
+        body_timeout_s=settings.request_body_timeout_s,
         lifespan=[lifespan],
         state=State({"auth_service": service, "key_ring": ring, VERIFIER_STATE: verifier}),
     )

@@ -58,6 +58,7 @@ def create_app(
         route_handlers=[ProfileController],
         ready_checks={"database": database_check(engine), "redis": redis_check(redis)},
         max_body_bytes=settings.request_max_body_bytes,
+        body_timeout_s=settings.request_body_timeout_s,
         lifespan=[lifespan],
         state=State({"profile_service": service, VERIFIER_STATE: verifier}),
     )

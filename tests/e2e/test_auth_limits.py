@@ -4,8 +4,10 @@ believed only from configured proxies; a sign-up flood gets 429 and logins still
 from __future__ import annotations
 
 import asyncio
+import socket
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -122,3 +124,32 @@ def test_an_attacker_cannot_lock_the_owner_out(settings: Settings) -> None:
         assert tries == [401, 401, 401, 429, 429]
         r = httpx.post(f"{url}/auth/login", json={"email": owner, "password": password})
         assert r.status_code == 200, r.text  # the owner, from their own address
+
+
+def test_a_trickled_request_body_gets_408_in_bounded_time(settings: Settings) -> None:
+    """A client that sends its headers and then a byte now and then held a request (and
+    its connection) for as long as it liked: uvicorn has no body timeout of its own."""
+    with auth_api(settings, REQUEST_BODY_TIMEOUT_S="2") as url:
+        port = int(url.rsplit(":", 1)[1])
+        started = time.monotonic()
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+            conn.sendall(b"POST /auth/login HTTP/1.1\r\nHost: x\r\n"
+                         b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{")
+            answer = b""
+            for _ in range(20):  # one byte every half second, never finishing
+                time.sleep(0.5)
+                try:
+                    conn.sendall(b" ")
+                    conn.settimeout(0.01)
+                    answer += conn.recv(4096)
+                except (TimeoutError, BlockingIOError):
+                    pass
+                except OSError:
+                    break
+                finally:
+                    conn.settimeout(10)
+                if answer:
+                    break
+        took = time.monotonic() - started
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+    assert took < 5, took
