@@ -165,6 +165,21 @@ def _internal_handler(_: Request[Any, Any, Any], exc: Exception) -> Response[Err
     return error_response(500, "internal_error", "internal server error")
 
 
+UNAVAILABLE_SQLSTATE_CLASSES = ("08", "53", "57")
+"""PostgreSQL error classes that mean "not now" rather than a bug: connection exceptions,
+insufficient resources (too many connections) and operator intervention (``the database
+system is shutting down`` / ``is starting up`` during a restart, which asyncpg reports
+as a plain DBAPIError: a 500 under the cluster harness's PostgreSQL restart)."""
+
+
+def _sqlstate(exc: sa_exc.DBAPIError) -> str:
+    for error in (exc.orig, getattr(exc.orig, "__cause__", None)):
+        code = getattr(error, "sqlstate", None) or getattr(error, "pgcode", None)
+        if code:
+            return str(code)
+    return ""
+
+
 def _connection_lost_handler(
     request: Request[Any, Any, Any], exc: Exception
 ) -> Response[ErrorBody]:
@@ -173,6 +188,7 @@ def _connection_lost_handler(
     if isinstance(exc, sa_exc.DBAPIError) and not (
         exc.connection_invalidated
         or isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError)
+        or _sqlstate(exc).startswith(UNAVAILABLE_SQLSTATE_CLASSES)
     ):
         return _internal_handler(request, exc)
     log.warning("request.dependency_unavailable", error=str(exc)[:300],

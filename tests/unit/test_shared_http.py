@@ -42,6 +42,25 @@ def boom() -> None:
     raise RuntimeError("secret internals")
 
 
+class PgError(Exception):
+    """What the asyncpg dialect wraps: an error with its SQLSTATE."""
+
+    def __init__(self, message: str, sqlstate: str) -> None:
+        super().__init__(message)
+        self.sqlstate = sqlstate
+
+
+@get("/pg-restarting", operation_id="pgRestarting", sync_to_thread=False)
+def pg_restarting() -> None:
+    raise sa_exc.DBAPIError("SELECT 1", None, PgError("the database system is shutting down",
+                                                      "57P01"))
+
+
+@get("/pg-unique", operation_id="pgUnique", sync_to_thread=False)
+def pg_unique() -> None:
+    raise sa_exc.DBAPIError("INSERT", None, PgError("duplicate key", "23505"))
+
+
 @get("/cid", operation_id="cid", sync_to_thread=False)
 def cid() -> dict[str, str | None]:
     return {"cid": current_correlation_id()}
@@ -63,7 +82,8 @@ async def ok_check() -> None:
 def app(ready_ok: bool = True) -> AsyncTestClient:  # type: ignore[type-arg]
     checks = {"database": ok_check, "redis": ok_check if ready_ok else failing_check}
     return AsyncTestClient(api_app(
-        title="t", route_handlers=[conflict, limited, later, down, boom, cid, echo],
+        title="t",
+        route_handlers=[conflict, limited, later, down, boom, cid, echo, pg_restarting, pg_unique],
         ready_checks=checks, max_body_bytes=1024,
     ))
 
@@ -82,6 +102,16 @@ async def test_domain_errors_map_to_status_and_shape() -> None:
         r = await client.get("/down")
         assert r.status_code == 503
         assert r.json()["error"]["code"] == "dependency_unavailable"
+
+
+async def test_a_restarting_database_is_503_a_broken_statement_500() -> None:
+    async with app() as client:
+        r = await client.get("/pg-restarting")
+        assert r.status_code == 503
+        assert r.json()["error"]["code"] == "dependency_unavailable"
+        assert r.headers["retry-after"] == "1"
+        r = await client.get("/pg-unique")
+        assert r.status_code == 500
 
 
 async def test_unexpected_error_is_500_without_internals() -> None:
