@@ -107,18 +107,25 @@ class Probe:
         finally:
             await conn.close()
 
-    async def backlog(self) -> dict[str, int]:
-        """Unsent outbox rows older than a second, and messages waiting in work/retry queues."""
+    async def backlog(self, *, strict: bool = False) -> dict[str, int]:
+        """Unsent outbox rows (older than a second unless ``strict``: all of them) and the
+        messages ready in the work and retry queues, counted exactly (a passive declare per
+        queue; the management API's figures are samples up to 5 s old)."""
         out: dict[str, int] = {}
+        age = "" if strict else " WHERE created_at < now() - interval '1 s'"
         for db in DATABASES:
-            rows = await self.query(
-                db, "SELECT count(*) AS n FROM outbox WHERE created_at < now() - interval '1 s'")
+            rows = await self.query(db, "SELECT count(*) AS n FROM outbox" + age)
             out[f"outbox:{db}"] = int(rows[0]["n"])
-        for q in await asyncio.to_thread(self.queues):
-            name = q["name"]
-            if name.endswith(".dlq") or name == TAP:
-                continue
-            out[f"queue:{name}"] = int(q.get("messages_ready", 0) or 0)
+        names = [q["name"] for q in await asyncio.to_thread(self.queues)
+                 if not q["name"].endswith(".dlq") and q["name"] != TAP]
+        connection, _ = await connect_plain(self.amqp_url, name="harness")
+        try:
+            channel = await connection.channel()
+            for name in names:
+                declared = await channel.declare_queue(name, passive=True)
+                out[f"queue:{name}"] = int(declared.declaration_result.message_count or 0)
+        finally:
+            await connection.close()
         return out
 
     def queues(self) -> list[dict[str, Any]]:
@@ -173,7 +180,7 @@ async def verify(probe: Probe, load_file: Path) -> dict[str, Any]:
 
     load = read_load(load_file)
     problems += await _effects(probe, load)
-    stuck = {k: v for k, v in (await probe.backlog()).items() if v}
+    stuck = {k: v for k, v in (await probe.backlog(strict=True)).items() if v}
     if stuck:
         problems.append(f"stuck outside the dead-letter queues: {stuck}")
     return {

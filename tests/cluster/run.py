@@ -167,11 +167,13 @@ class Harness:
                 ca = str(source / ca.removeprefix(target + "/"))
         return ["--auth-url", "https://auth:8002", "--ca", ca]
 
-    def _wait_backlog_zero(self, since: float, timeout: float = 300) -> float | None:
+    def _wait_backlog_zero(self, since: float, timeout: float = 300, *,
+                           strict: bool = False) -> float | None:
+        """Seconds from ``since`` until the backlog is zero (None: it never was)."""
         assert self.probe is not None
         while time.time() - since < timeout:
             try:
-                backlog = asyncio.run(self.probe.backlog())
+                backlog = asyncio.run(self.probe.backlog(strict=strict))
             except Exception:  # a dependency still coming back
                 backlog = {"unreachable": 1}
             if not any(backlog.values()):
@@ -179,11 +181,17 @@ class Harness:
             time.sleep(0.5)
         return None
 
-    def _settle(self, timeout: float = 180) -> None:
-        """After the load: everything accepted has had the time to take effect."""
-        self._wait_backlog_zero(time.time(), timeout)
-        time.sleep(3)  # sagas answer through two more hops
-        self._wait_backlog_zero(time.time(), timeout)
+    def _settle(self, timeout: float = 300) -> None:
+        """After the load: everything accepted has taken effect, so the checks see the end
+        state: the outboxes empty (every event confirmed) and no message ready anywhere, twice
+        in a row a few seconds apart (sagas answer through two more hops)."""
+        start = time.time()
+        while time.time() - start < timeout:
+            if self._wait_backlog_zero(time.time(), timeout, strict=True) is None:
+                return
+            time.sleep(3)
+            if self._wait_backlog_zero(time.time(), 1, strict=True) is not None:
+                return
 
     async def _committed_between(self, start: float, end: float) -> int:
         assert self.probe is not None
