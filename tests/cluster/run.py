@@ -127,6 +127,10 @@ class Harness:
         crashed = [h for h, a in self.deploy.apps.items() if not a.alive()]
         if crashed:
             counts["problems"].append(f"processes not running: {crashed}")
+        for summary in counts["refused"]:
+            errors = {k: v for k, v in (summary or {}).items() if k.endswith("_500")}
+            if errors:  # a dependency away is a 503 with Retry-After, never a 500
+                counts["problems"].append(f"requests answered 500: {errors}")
         dead_letters = self._dead_letters()
         counts["problems"] += dead_letters["unexplained"]
         committed = asyncio.run(self._committed_between(started, ended))
