@@ -281,10 +281,11 @@ class Settings:
     refuses to start with weaker ones otherwise)."""
 
     # --- login rate limits -------------------------------------------------------------------
-    trusted_proxies: str = field(default="", metadata=_env("TRUSTED_PROXIES"))
-    """Comma-separated addresses (or CIDRs) of reverse proxies whose ``X-Forwarded-For`` the
-    APIs believe for the client address (rate limits, logs). Empty: believe no one, the TCP
-    peer is the client (a forged header from anywhere else is ignored)."""
+    trusted_proxies: str = field(default="127.0.0.1,::1", metadata=_env("TRUSTED_PROXIES"))
+    """Comma-separated addresses (or CIDRs) of the reverse proxies and frontends whose
+    ``X-Forwarded-For`` the APIs believe for the client address (rate limits, logs); from
+    any other peer the header is ignored. The default trusts this host (the portal and
+    console of ``make run``); empty: believe no one, the TCP peer is the client."""
 
     login_window_s: int = field(default=300, metadata=_env("LOGIN_WINDOW_S"))
     """Window of the login rate limits; counters expire with it (no permanent lock-out)."""

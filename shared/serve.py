@@ -40,8 +40,8 @@ def serve(
         access_log=False,
         log_config=None,
         timeout_graceful_shutdown=graceful_shutdown_s,
-        # X-Forwarded-For only from the configured proxies (uvicorn's default believes any
-        # loopback peer, so a forged header from this host bought a fresh rate-limit bucket).
+        # X-Forwarded-For only from TRUSTED_PROXIES (one setting with the others, checked and
+        # documented; uvicorn's own FORWARDED_ALLOW_IPS is not read).
         proxy_headers=bool(settings.trusted_proxies),
         forwarded_allow_ips=settings.trusted_proxies or "",
         ssl_certfile=settings.http_tls_cert_file or None,

@@ -112,8 +112,8 @@ class ApiClient:
         """The API's response for 2xx (and statuses in ``expect``); raises otherwise.
 
         ``client_ip`` (the browser's address) goes along as ``X-Forwarded-For``: the auth
-        API's per-address login limit then counts people, not the frontend (uvicorn trusts
-        the header from ``FORWARDED_ALLOW_IPS``, by default the loopback addresses).
+        API's per-address login limit then counts people, not the frontend (the APIs trust
+        the header from ``TRUSTED_PROXIES``, by default the loopback addresses).
         """
         headers = _trace_headers()
         if token is not None:
