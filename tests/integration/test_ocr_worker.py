@@ -64,7 +64,7 @@ async def upload(sessions: async_sessionmaker[AsyncSession], settings: Settings,
     owner = uuid.uuid4()
     async with sessions() as s, s.begin():
         result = await services.upload_document(
-            s, Viewer(owner), "scan.png", content, UploadLimits.from_settings(settings)
+            s, Viewer(owner), "scan", content, UploadLimits.from_settings(settings)
         )
     return DocumentUploaded(
         document_id=result["document_id"], owner_id=owner, media_type="image/png",
