@@ -18,6 +18,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import aio_pika
+import redis
 
 from shared.config import DATABASES, Settings
 from shared.db import drop_database
@@ -38,7 +39,9 @@ TEST_KEK = "test-only key-encryption key, 32+ characters long"
 def isolated_settings(
     label: str = "t", *, migrate: bool = True, **overrides: object
 ) -> Iterator[Settings]:
-    """Settings pointing at fresh databases and a fresh vhost; all removed afterwards."""
+    """Settings pointing at fresh databases, a fresh vhost and a Redis key prefix of their own;
+    all removed afterwards. (Rate-limit counters live in Redis per client address: shared
+    keys let one test's logins from 127.0.0.1 use up the next test's allowance.)"""
     from migrations.runner import migrate as run_migrations
 
     tag = f"ams_{label}_{uuid.uuid4().hex[:8]}"
@@ -46,6 +49,7 @@ def isolated_settings(
     urls = {db: f"{POSTGRES}/{tag}_{db}" for db in DATABASES}
     redis_db = int(overrides.pop("redis_db", 15))  # type: ignore[call-overload]
     overrides.setdefault("signing_key_kek", TEST_KEK)
+    overrides.setdefault("redis_key_prefix", f"{tag}:")
     settings = Settings(
         auth_database_url=urls["authdb"],
         users_database_url=urls["apidb"],
@@ -64,8 +68,18 @@ def isolated_settings(
             yield settings
         finally:
             mgmt.delete_vhost(vhost)
+            _delete_redis_keys(settings.redis_url, f"{settings.redis_key_prefix}*")
             for url in urls.values():
                 asyncio.run(drop_database(url))
+
+
+def _delete_redis_keys(url: str, pattern: str) -> None:
+    client = redis.Redis.from_url(url)
+    try:
+        for key in client.scan_iter(match=pattern, count=1000):
+            client.delete(key)
+    finally:
+        client.close()
 
 
 def env_for(settings: Settings, **extra: str) -> dict[str, str]:

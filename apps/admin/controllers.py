@@ -37,8 +37,10 @@ from shared.http import LOCATION, NO_NUL, error_responses
 MAX_QUERY = 200
 """Longest search query accepted (characters)."""
 
-MAX_OFFSET = 2**63 - 1
-"""PostgreSQL's OFFSET is a bigint: a larger one would fail in the driver (a 500)."""
+MAX_OFFSET = 2**53 - 1
+"""Below PostgreSQL's bigint OFFSET (a larger one would fail in the driver, a 500), and exact in
+the OpenAPI document: the schema renders the bound as a JSON number, which 2**63 - 1 is not
+(it rounds up to 2**63, so clients were told a value valid that the API refused)."""
 
 
 def viewer_of(principal: Principal) -> Viewer:

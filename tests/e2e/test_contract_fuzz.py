@@ -34,7 +34,14 @@ MAX_TIME_S = 60
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Stack]:
-    with isolated_settings("fuzz") as settings, running_stack(settings, with_admin=True) as s:
+    # The auth run sends a few hundred logins and sign-ups from this one address: with the
+    # per-client limits at their defaults, every later run's own login would answer 429.
+    limits = {"login_max_attempts_per_client": 100_000, "register_max_per_client": 100_000,
+              "upload_max_per_minute": 100_000}
+    with (
+        isolated_settings("fuzz", **limits) as settings,
+        running_stack(settings, with_admin=True) as s,
+    ):
         yield s
 
 
