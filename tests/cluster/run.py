@@ -127,6 +127,8 @@ class Harness:
         crashed = [h for h, a in self.deploy.apps.items() if not a.alive()]
         if crashed:
             counts["problems"].append(f"processes not running: {crashed}")
+        if not counts["accepted"].get("register"):
+            counts["problems"].append("no request was accepted: the load did not run")
         for summary in counts["refused"]:
             errors = {k: v for k, v in (summary or {}).items() if k.endswith("_500")}
             if errors:  # a dependency away is a 503 with Retry-After, never a 500
