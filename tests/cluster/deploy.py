@@ -30,7 +30,7 @@ from typing import IO
 
 from tests.cluster.compose import ROOT, Service, load, read_env_file, start_order
 from tests.cluster.infra import Postgres, RabbitNode, Redis, remove_tree, wait_until
-from tests.cluster.net import HarnessError, Host, Network, kill_all, run
+from tests.cluster.net import HarnessError, Host, Network, kill_all, run, run_prefix
 
 HARNESS_ENV = ROOT / "tests" / "cluster" / "harness.env"
 INFRA = {"postgres", "redis"}
@@ -121,7 +121,7 @@ class AppProcess:
 
 @dataclass
 class Deployment:
-    prefix: str = "ams14"
+    prefix: str = field(default_factory=run_prefix)
     relay_copies: int = 2
     env_file: Path = HARNESS_ENV
     base: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="ams-cluster-")))

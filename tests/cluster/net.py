@@ -83,7 +83,7 @@ class Network:
         return f"{self.prefix}-sw"
 
     def open(self) -> Network:
-        sweep(self.prefix)
+        sweep()
         run(["ip", "netns", "add", self.switch])
         run(["ip", "-n", self.switch, "link", "add", "br0", "type", "bridge"])
         run(["ip", "-n", self.switch, "link", "set", "br0", "up"])
@@ -186,11 +186,37 @@ def _remove_etc(ns: str) -> None:
         directory.rmdir()
 
 
-def sweep(prefix: str) -> list[str]:
-    """Remove what a killed earlier run with the same prefix left behind."""
+FAMILY = "amsc"
+"""Namespaces of a harness run are ``amsc<pid>-<host>``: runs side by side (several
+engineers' test runs on one machine) never touch each other's."""
+
+
+def run_prefix() -> str:
+    return f"{FAMILY}{os.getpid()}"
+
+
+def _owner_alive(ns: str) -> bool:
+    digits = ns.removeprefix(FAMILY).split("-", 1)[0]
+    if not digits.isdigit():
+        return True  # not ours to judge
+    try:
+        os.kill(int(digits), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep() -> list[str]:
+    """Remove what runs that died without their teardown (SIGKILL) left behind: only
+    namespaces whose owning harness process is gone."""
     if not NETNS_RUN.is_dir():
         return []
-    left = sorted(p.name for p in NETNS_RUN.iterdir() if p.name.startswith(prefix + "-"))
+    left = sorted(
+        p.name for p in NETNS_RUN.iterdir()
+        if p.name.startswith(FAMILY) and not _owner_alive(p.name)
+    )
     for ns in left:
         for pid in run(["ip", "netns", "pids", ns], check=False).stdout.split():
             with contextlib.suppress(ProcessLookupError):

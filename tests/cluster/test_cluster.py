@@ -23,12 +23,9 @@ from tests.cluster.run import QUICK, SCENARIOS, Harness, harness
 
 pytestmark = pytest.mark.timeout(1200)
 
-PREFIX = "ams14"
-
-
-def _leftovers() -> list[str]:
-    namespaces = [p.name for p in NETNS_RUN.glob(f"{PREFIX}-*")] if NETNS_RUN.is_dir() else []
-    etc = [p.name for p in NETNS_ETC.glob(f"{PREFIX}-*")] if NETNS_ETC.is_dir() else []
+def _leftovers(prefix: str) -> list[str]:
+    namespaces = [p.name for p in NETNS_RUN.glob(f"{prefix}-*")] if NETNS_RUN.is_dir() else []
+    etc = [p.name for p in NETNS_ETC.glob(f"{prefix}-*")] if NETNS_ETC.is_dir() else []
     return namespaces + etc
 
 
@@ -37,9 +34,9 @@ def cluster() -> Iterator[Harness]:
     if os.geteuid() != 0 or shutil.which("ip") is None or shutil.which("rabbitmq-server") is None:
         pytest.skip("the cluster harness needs root, iproute2 and the RabbitMQ server")
     with harness(quick=True) as h:
-        base = h.deploy.base
+        base, prefix = h.deploy.base, h.deploy.prefix
         yield h
-    assert _leftovers() == [], "namespaces or /etc/netns entries left behind"
+    assert _leftovers(prefix) == [], "namespaces or /etc/netns entries left behind"
     assert not Path(base).exists(), "data directories left behind"
 
 
