@@ -40,6 +40,9 @@ def chaos_stack(tmp_path: Path) -> Iterator[Stack]:
             "chaos", redis_key_prefix=f"c{uuid.uuid4().hex[:8]}:", worker_retry_delays="200ms,1s",
             relay_poll_max_s=0.5, relay_backoff_max_s=2.0,
             argon2_memory_kib=1024, argon2_time_cost=1, argon2_allow_weak=True,
+            # One client signs USERS people up, CONCURRENCY at a time: the sign-up limits
+            # (tested in tests/e2e/test_auth_limits.py) would refuse most of them.
+            register_max_per_client=USERS, argon2_max_pending_hashes=CONCURRENCY,
         ) as settings,
         running_stack(settings, proxied=True, log_dir=tmp_path, log_level="INFO") as stack,
     ):
