@@ -10,6 +10,7 @@ import pytest
 from litestar.testing import AsyncTestClient
 
 from apps.admin.app import create_app
+from apps.admin.controllers import MAX_OFFSET
 from apps.auth import audit
 from apps.auth.audit import AuditAction, AuditFilter
 from shared.auth import JwksCache, TokenVerifier
@@ -89,10 +90,10 @@ async def test_visibility_pagination_legal_hold_and_delete(
 
     page = (await client.get("/documents?limit=2&offset=0", headers=alice)).json()
     assert (page["total"], len(page["items"])) == (4, 2)
-    for offset in (-1, 2**63):  # beyond PostgreSQL's bigint: invalid input, not a 500
+    for offset in (-1, MAX_OFFSET + 1, 2**63):  # past the documented bound: not a 500
         r = await client.get(f"/documents?offset={offset}", headers=alice)
         assert (r.status_code, r.json()["error"]["code"]) == (422, "validation_failed"), r.text
-    page = (await client.get(f"/documents?offset={2**63 - 1}", headers=alice)).json()
+    page = (await client.get(f"/documents?offset={MAX_OFFSET}", headers=alice)).json()
     assert (page["total"], page["items"]) == (4, [])
     assert (await client.get(f"/documents/{ids[0]}", headers=bob)).status_code == 404
     assert (await client.get("/documents", headers=bob)).json()["total"] == 0
