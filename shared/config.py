@@ -435,6 +435,24 @@ class Settings:
     )
     """How often the console scrapes those endpoints; it keeps one hour of samples in memory."""
 
+    rabbitmq_operator_user: str = field(default="operator", metadata=_env("RABBITMQ_OPERATOR_USER"))
+    """The broker user of ``amsctl dlq`` and the console (they connect with ``RABBITMQ_URL``:
+    put this user's credentials there). ``amsctl topology apply`` gives it, in the vhost, no
+    configure permission, write on the ``replay`` exchange only and read on ``*.dlq`` only
+    (docs/operations.md); empty: leave users alone."""
+
+    rabbitmq_operator_password: str = field(
+        default="", metadata=_env("RABBITMQ_OPERATOR_PASSWORD"), repr=False
+    )
+    """Set: ``amsctl topology apply`` creates (or updates) the operator user with this password
+    and the ``monitoring`` tag. Empty: the user must exist already (a broker's boot-time
+    definitions); only its permissions are written."""
+
+    rabbitmq_operator_password_file: str = field(
+        default="", metadata=_env("RABBITMQ_OPERATOR_PASSWORD_FILE")
+    )
+    """A file holding ``RABBITMQ_OPERATOR_PASSWORD`` (a mounted secret); used when that is empty."""
+
     def __post_init__(self) -> None:
         if not 0 < self.access_token_ttl_s <= 900:
             raise ValueError("ACCESS_TOKEN_TTL_S must be between 1 and 900 seconds")
@@ -464,6 +482,13 @@ class Settings:
         """The key-encryption key, from ``SIGNING_KEY_KEK`` or ``SIGNING_KEY_KEK_FILE``
         (empty when neither is set)."""
         return secret_value(self.signing_key_kek, self.signing_key_kek_file, "SIGNING_KEY_KEK")
+
+    def operator_password(self) -> str:
+        """``RABBITMQ_OPERATOR_PASSWORD`` or the contents of ``RABBITMQ_OPERATOR_PASSWORD_FILE``."""
+        return secret_value(
+            self.rabbitmq_operator_password, self.rabbitmq_operator_password_file,
+            "RABBITMQ_OPERATOR_PASSWORD",
+        )
 
     @property
     def audit_url(self) -> str:

@@ -4,9 +4,10 @@
 partition queues behind ``NAME.partitions``. A broker that was set up for the other layout
 (an earlier deployment, or compose's boot-time ``definitions.json``, generated for one
 partition) still routes a copy of every event to it: a queue no one reads grows forever.
-``amsctl topology apply`` therefore unbinds the other layout from ``events`` first (no new
-copies), then deletes its queues that are empty; a queue still holding messages is kept and
-named in the summary for the operator to drain (docs/operations.md, "Changing N").
+``amsctl topology apply`` therefore unbinds the other layout from ``events`` (no new
+copies) and from the ``replay`` exchange first, then deletes its queues that are empty; a
+queue still holding messages is kept and named in the summary for the operator to drain
+(docs/operations.md, "Changing N").
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from aio_pika.abc import AbstractChannel, AbstractConnection
 from aiormq.exceptions import ChannelNotFoundEntity
 
 from shared import topology
-from shared.messaging import EVENTS_EXCHANGE
+from shared.messaging import EVENTS_EXCHANGE, REPLAY_EXCHANGE
 
 
 async def retire_other_layout(
@@ -34,6 +35,8 @@ async def retire_other_layout(
                 queue = await channel.get_queue(spec.name, ensure=False)
                 for key in spec.routing_keys:
                     await queue.unbind(EVENTS_EXCHANGE, routing_key=key)
+                if REPLAY_EXCHANGE in exchanges:
+                    await queue.unbind(REPLAY_EXCHANGE, routing_key=spec.name)
                 old = [single.queue_name, *(single.retry_queue_name(d) for d in delays)]
                 kept += await _delete_empty(channel, [q for q in old if q in queues])
             elif not spec.partitioned and spec.exchange_name in exchanges:
@@ -43,6 +46,10 @@ async def retire_other_layout(
                 await channel.exchange_delete(spec.exchange_name)
                 await channel.exchange_delete(spec.unslotted_exchange_name)
                 old = sorted(q for q in queues if _is_partition_queue(spec.name, q))
+                if REPLAY_EXCHANGE in exchanges:
+                    for name in (q for q in old if q.rsplit(".p", 1)[-1].isdigit()):
+                        partition = await channel.get_queue(name, ensure=False)
+                        await partition.unbind(REPLAY_EXCHANGE, routing_key=name)
                 kept += await _delete_empty(channel, old)
     finally:
         if not channel.is_closed:

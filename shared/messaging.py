@@ -12,6 +12,10 @@ import zlib
 EVENTS_EXCHANGE = "events"
 """The one durable topic exchange every event goes through."""
 
+REPLAY_EXCHANGE = "replay"
+"""The direct exchange dead letters are replayed through (routing key = the work queue's
+name); the only exchange the operator's broker user may publish to (:mod:`shared.topology`)."""
+
 CONTENT_TYPE = "application/json"
 
 H_CORRELATION_ID = "x-correlation-id"

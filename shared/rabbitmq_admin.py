@@ -37,7 +37,10 @@ class ManagementClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    def _request(
+        self, method: str, path: str, *, missing_ok: bool = False, **kwargs: Any
+    ) -> httpx.Response:
+        """``missing_ok``: a 404 is an answer (DELETE: always), not an error."""
         errors: list[str] = []
         for position, (base, auth) in enumerate(list(self._bases)):
             try:
@@ -52,7 +55,8 @@ class ManagementClient:
             raise DependencyUnavailable(
                 f"RabbitMQ management API is unreachable: {'; '.join(errors)}"
             )
-        if response.status_code >= 400 and not (method == "DELETE" and response.status_code == 404):
+        missing = response.status_code == 404 and (missing_ok or method == "DELETE")
+        if response.status_code >= 400 and not missing:
             raise DependencyUnavailable(
                 f"RabbitMQ management API {method} {path} answered "
                 f"{response.status_code}: {response.text[:200]}"
@@ -66,6 +70,31 @@ class ManagementClient:
             f"/permissions/{quote(vhost, safe='')}/{quote(user, safe='')}",
             json={"configure": ".*", "write": ".*", "read": ".*"},
         )
+
+    def user_exists(self, user: str) -> bool:
+        response = self._request("GET", f"/users/{quote(user, safe='')}", missing_ok=True)
+        return response.status_code != 404
+
+    def put_user(self, user: str, password: str, *, tags: str) -> None:
+        """Create the user or set its password and tags (idempotent)."""
+        self._request("PUT", f"/users/{quote(user, safe='')}",
+                      json={"password": password, "tags": tags})
+
+    def delete_user(self, user: str) -> None:
+        self._request("DELETE", f"/users/{quote(user, safe='')}")
+
+    def put_permissions(
+        self, vhost: str, user: str, *, configure: str, write: str, read: str
+    ) -> None:
+        self._request(
+            "PUT",
+            f"/permissions/{quote(vhost, safe='')}/{quote(user, safe='')}",
+            json={"configure": configure, "write": write, "read": read},
+        )
+
+    def permissions(self, vhost: str, user: str) -> dict[str, Any]:
+        path = f"/permissions/{quote(vhost, safe='')}/{quote(user, safe='')}"
+        return dict(self._request("GET", path).json())
 
     def delete_vhost(self, vhost: str) -> None:
         self._request("DELETE", f"/vhosts/{quote(vhost, safe='')}")

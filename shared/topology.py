@@ -28,6 +28,11 @@ queues are derived from it:
     partitions run on several cores. Each partition has its own retry queues
     (``<consumer>.p<i>.retry.<delay>``, back to that partition only); the dead-letter
     queue is shared.
+``replay`` (direct exchange)
+    Each work queue (or partition) is bound to it with its own name as routing key: the one
+    way back for a dead letter. The operator's broker user may publish here and nowhere else
+    (:data:`OPERATOR_PERMISSIONS`), so even with its credentials nothing reaches a queue
+    outside the topology, the ``events`` exchange or a retry queue.
 ``<consumer>.dlq`` (quorum, no delivery limit)
     Parked messages for the operator, replicated like everything else: a node lost is not
     the dead letters lost. ``amsctl dlq`` reads a dead-letter queue with get-without-ack +
@@ -50,7 +55,7 @@ from typing import Any
 
 from shared import events
 from shared.durations import UNIT_MS, duration_parts
-from shared.messaging import AGGREGATE_SLOTS, EVENTS_EXCHANGE, H_AGGREGATE_SLOT
+from shared.messaging import AGGREGATE_SLOTS, EVENTS_EXCHANGE, H_AGGREGATE_SLOT, REPLAY_EXCHANGE
 
 DELIVERY_LIMIT = 20
 """Deliveries of one message to a work queue before the broker dead-letters it (crash loops).
@@ -244,6 +249,13 @@ class ConsumerSpec:
             ),
         )
 
+    def work_queue_names(self) -> tuple[str, ...]:
+        """The work queue, or every partition's: where a dead letter may be replayed to."""
+        return tuple(part.queue_name for part in self._partitions())
+
+    def replay_bindings(self) -> tuple[Binding, ...]:
+        return tuple(Binding(REPLAY_EXCHANGE, name, name) for name in self.work_queue_names())
+
     def bindings(self) -> tuple[Binding, ...]:
         if not self.partitioned:
             return tuple(
@@ -348,6 +360,33 @@ def consumer_spec(name: str) -> ConsumerSpec:
 EVENTS = Exchange(EVENTS_EXCHANGE)
 """Every event and saga command goes through this durable topic exchange."""
 
+REPLAY = Exchange(REPLAY_EXCHANGE, "direct")
+"""Replays of dead letters: routing key = work queue name, bound for each work queue."""
+
+
+@dataclass(frozen=True)
+class Permissions:
+    """A broker user's permissions in one vhost (regular expressions over resource names;
+    the default exchange is ``amq.default``)."""
+
+    configure: str
+    write: str
+    read: str
+
+
+OPERATOR_PERMISSIONS = Permissions(
+    # Declare and delete nothing (passive declares need no permission).
+    configure="^$",
+    # Publish only to the replay exchange: not the default exchange (any queue by name),
+    # not ``events`` (every subscriber), not a retry queue. basic.get, ack and queue.purge
+    # need read, not write.
+    write=f"^{re.escape(REPLAY_EXCHANGE)}$",
+    # basic.get / ack on dead-letter queues, never on work queues.
+    read=r"^.*\.dlq$",
+)
+"""The operator's broker user (``amsctl dlq``, the console): read dead letters, replay them
+through :data:`REPLAY`; ``amsctl topology apply`` writes these (docs/operations.md)."""
+
 
 @dataclass(frozen=True)
 class Topology:
@@ -358,15 +397,22 @@ class Topology:
     bindings: tuple[Binding, ...]
     policies: tuple[Policy, ...]
 
+    @property
+    def replay_targets(self) -> frozenset[str]:
+        """The queues a dead letter may be replayed to: those bound to :data:`REPLAY`."""
+        return frozenset(b.destination for b in self.bindings if b.exchange == REPLAY_EXCHANGE)
+
 
 def topology_of(
     specs: tuple[ConsumerSpec, ...], delays: tuple[RetryDelay, ...]
 ) -> Topology:
     """The exchanges, queues, bindings and policies of ``specs``."""
     return Topology(
-        exchanges=(EVENTS, *(ex for spec in specs for ex in spec.exchanges())),
+        exchanges=(EVENTS, REPLAY, *(ex for spec in specs for ex in spec.exchanges())),
         queues=tuple(q for spec in specs for q in spec.queues(delays)),
-        bindings=tuple(b for spec in specs for b in spec.bindings()),
+        bindings=tuple(
+            b for spec in specs for b in (*spec.bindings(), *spec.replay_bindings())
+        ),
         policies=(*(spec.policy() for spec in specs), DEAD_LETTER_POLICY),
     )
 

@@ -47,6 +47,7 @@ async def apply_topology(settings: Settings) -> str:
         kept = await declare_topology(channel, topo)
     finally:
         await connection.close()
+    operator = await asyncio.to_thread(grant_operator, settings, vhost)
     summary = (
         f"declared {len(topo.exchanges)} exchange(s), {len(topo.queues)} queue(s), "
         f"{len(topo.bindings)} binding(s), {len(policies)} policy(ies)"
@@ -62,7 +63,7 @@ async def apply_topology(settings: Settings) -> str:
             "; unbound the other partition layout, whose queue(s) still hold messages: "
             + ", ".join(retired)
         )
-    return summary
+    return f"{summary}; {operator}"
 
 
 def _broker_state(settings: Settings, vhost: str) -> tuple[dict[str, str], set[str], int]:
@@ -72,6 +73,32 @@ def _broker_state(settings: Settings, vhost: str) -> tuple[dict[str, str], set[s
         exchanges = {str(e["name"]) for e in mgmt.exchanges(vhost)}
         version = str(mgmt.overview().get("rabbitmq_version", "3"))
     return types, exchanges, int(version.split(".", maxsplit=1)[0] or 3)
+
+
+def grant_operator(settings: Settings, vhost: str) -> str:
+    """Give the operator's broker user exactly :data:`shared.topology.OPERATOR_PERMISSIONS`
+    in ``vhost`` (created first when ``RABBITMQ_OPERATOR_PASSWORD`` is set); idempotent.
+    Returns what was done, for the summary."""
+    user = settings.rabbitmq_operator_user
+    if not user:
+        return "operator user: none configured (RABBITMQ_OPERATOR_USER is empty)"
+    password = settings.operator_password()
+    perms = topology.OPERATOR_PERMISSIONS
+    with ManagementClient(settings.rabbitmq_management_url) as mgmt:
+        if password:
+            mgmt.put_user(user, password, tags="monitoring")
+        elif not mgmt.user_exists(user):
+            return (
+                f"operator user {user!r} does not exist and RABBITMQ_OPERATOR_PASSWORD is not "
+                "set: not created, no permissions written"
+            )
+        mgmt.put_permissions(
+            vhost, user, configure=perms.configure, write=perms.write, read=perms.read
+        )
+    return (
+        f"operator user {user!r} in vhost {vhost!r}: configure {perms.configure}, "
+        f"write {perms.write}, read {perms.read}"
+    )
 
 
 def put_policies(settings: Settings, policies: tuple[topology.Policy, ...]) -> None:

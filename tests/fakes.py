@@ -19,12 +19,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from amsctl.dlq.broker import MovePlan, Outcome, QueueInfo, replay_headers
-from amsctl.dlq.model import DeadLetter, is_dlq_name, parse_dead_letter, work_queue_of
+from amsctl.dlq.model import DeadLetter, parse_dead_letter, replay_refusal, work_queue_of
 from apps.auth.accounts import AccountView, Credentials, Rotation, SpentToken
 from apps.auth.keys import SigningKey
 from apps.auth.models import SagaStatus, StepStatus, UserStatus
 from apps.auth.sagas import ACTIVE, SagaState, deadline_in
 from outbox.writer import Emit
+from shared import topology
 from shared.events import Message
 from workers.runtime.context import MessageContext
 
@@ -361,6 +362,8 @@ class FakeDeadLetterStore:
 
     queues: dict[str, list[DeadLetter]] = field(default_factory=dict)
     delivered: dict[str, list[tuple[str, dict[str, Any]]]] = field(default_factory=dict)
+    targets: frozenset[str] = field(default_factory=lambda: topology.DEFAULT.replay_targets)
+    """The work queues of the topology (bound to the replay exchange)."""
 
     def add(self, queue: str, message_id: str, headers: dict[str, Any]) -> None:
         letters = self.queues.setdefault(queue, [])
@@ -402,8 +405,8 @@ class FakeDeadLetterStore:
         target = None if plan.replay_stamp is None else letter.failed_queue
         error = None
         if plan.replay_stamp is not None:
-            if is_dlq_name(letter.failed_queue):
-                error = f"refusing to replay into {letter.failed_queue!r}: a dead-letter queue"
+            error = replay_refusal(letter.queue, letter.failed_queue, self.targets)
+            if error is not None:
                 kept.append(letter)
             else:
                 headers = replay_headers(letter.headers, plan.replay_stamp)

@@ -27,12 +27,21 @@ says -1): reading must never dead-letter or drop a dead letter. A replay strips
 How moving stays lossless
 -------------------------
 :meth:`AmqpDeadLetterStore.move` takes messages with manual ack, and per window of
-``window`` selected messages publishes each to the default exchange with routing key =
+``window`` selected messages publishes each to the ``replay`` exchange with routing key =
 the queue it failed in (``mandatory``, publisher confirms), then acks the dead letter only
 after its confirm. A crash at any instant leaves every message in the dead-letter queue
 (unacked -> requeued), in the work queue, or in both (a duplicate the consumer's inbox
 absorbs). Messages not selected, or whose publish failed, are nacked back in order at the
 end. A purge is the same loop without the publish.
+
+Where a replay may go
+---------------------
+The target is the ``x-ams-failed-queue`` header: the message's word, not the operator's. It
+must be a work queue of the topology (:attr:`shared.topology.Topology.replay_targets`, for
+the configured partitions) and of the letter's own consumer (:func:`replay_refusal`);
+anything else is refused for that message, which stays. The broker enforces the same: the
+replay exchange is bound to the topology's work queues only, and the operator's user may
+publish to that exchange and nowhere else (``OPERATOR_PERMISSIONS``).
 """
 
 from __future__ import annotations
@@ -51,10 +60,11 @@ from amsctl.dlq.model import (
     DeadLetter,
     is_dlq_name,
     parse_dead_letter,
-    replay_target_allowed,
+    replay_refusal,
     work_queue_of,
 )
 from shared import messaging as m
+from shared import topology
 from shared.broker import connect_plain
 from shared.config import Settings
 from shared.errors import Conflict, DependencyUnavailable, NotFound
@@ -169,6 +179,8 @@ class AmqpDeadLetterStore:
         self._settings = settings
         self._vhost = vhost_of(settings.rabbitmq_url)
         self._connection: AbstractConnection | None = None
+        delays = topology.parse_retry_delays(settings.worker_retry_delays)
+        self._targets = topology.deployed(delays, settings.worker_partitions).replay_targets
 
     async def __aenter__(self) -> AmqpDeadLetterStore:
         try:
@@ -233,13 +245,14 @@ class AmqpDeadLetterStore:
         outcomes: list[Outcome] = []
         cursor = _Cursor(depth=0)
         try:
+            exchange = None if plan.replay_stamp is None else await self._replay_exchange(channel)
             amqp_queue = await self._passive(channel, queue)
             cursor.depth = int(amqp_queue.declaration_result.message_count or 0)
             while cursor.read < cursor.depth:
                 batch = await self._next_window(amqp_queue, queue, plan, cursor)
                 if not batch:
                     continue
-                window = await self._settle(channel, batch, plan, cursor)
+                window = await self._settle(exchange, batch, plan, cursor)
                 outcomes.extend(window)
                 on_window(window)
             await _barrier(amqp_queue, queue, cursor)
@@ -268,14 +281,15 @@ class AmqpDeadLetterStore:
         return batch
 
     async def _settle(
-        self, channel: AbstractChannel, batch: list[_Taken], plan: MovePlan, cursor: _Cursor
+        self, exchange: aio_pika.abc.AbstractExchange | None, batch: list[_Taken],
+        plan: MovePlan, cursor: _Cursor,
     ) -> list[Outcome]:
-        if plan.replay_stamp is None:
+        if plan.replay_stamp is None or exchange is None:
             errors: list[BaseException | None] = [None] * len(batch)
         else:
             stamp = plan.replay_stamp
             errors = list(await asyncio.gather(
-                *(self._publish(channel, t, stamp) for t in batch), return_exceptions=True
+                *(self._publish(exchange, t, stamp) for t in batch), return_exceptions=True
             ))
         window = []
         for taken, error in zip(batch, errors, strict=True):
@@ -292,16 +306,12 @@ class AmqpDeadLetterStore:
         return window
 
     async def _publish(
-        self, channel: AbstractChannel, taken: _Taken, stamp: dict[str, Any]
+        self, exchange: aio_pika.abc.AbstractExchange, taken: _Taken, stamp: dict[str, Any]
     ) -> None:
         source, target = taken.message, taken.letter.failed_queue
-        if is_dlq_name(target):
-            raise ValueError(f"refusing to replay into {target!r}: it is a dead-letter queue")
-        if not replay_target_allowed(taken.letter.queue, target):
-            raise ValueError(
-                f"refusing to replay into {target!r}: a letter of {taken.letter.queue} goes "
-                "back only to its own work queue (or one of its partitions)"
-            )
+        refusal = replay_refusal(taken.letter.queue, target, self._targets)
+        if refusal is not None:
+            raise ValueError(refusal)
         message = aio_pika.Message(
             source.body,
             headers=replay_headers(source.headers or {}, stamp),
@@ -311,9 +321,19 @@ class AmqpDeadLetterStore:
             message_id=source.message_id, timestamp=source.timestamp, type=source.type,
             app_id=source.app_id,
         )
-        await channel.default_exchange.publish(
+        await exchange.publish(
             message, routing_key=target, mandatory=True, timeout=CONFIRM_TIMEOUT_S
         )
+
+    @staticmethod
+    async def _replay_exchange(channel: AbstractChannel) -> aio_pika.abc.AbstractExchange:
+        """The replay exchange (a passive declare, needing no configure permission)."""
+        try:
+            return await channel.get_exchange(m.REPLAY_EXCHANGE, ensure=True)
+        except aiormq.exceptions.ChannelNotFoundEntity as exc:
+            raise NotFound(
+                f"the {m.REPLAY_EXCHANGE!r} exchange does not exist: run `amsctl topology apply`"
+            ) from exc
 
     async def _channel(self, *, confirms: bool) -> AbstractChannel:
         assert self._connection is not None, "use AmqpDeadLetterStore as an async context manager"

@@ -40,6 +40,28 @@ def replay_target_allowed(dlq: str, target: str) -> bool:
     return rest == "" or (rest.startswith(".p") and rest[2:].isdigit() and len(rest) <= 4)
 
 
+def replay_refusal(dlq: str, target: str, targets: frozenset[str]) -> str | None:
+    """Why a letter of ``dlq`` that names ``target`` must not be replayed there, or None.
+
+    ``targets`` are the work queues of the topology (bound to the replay exchange): a
+    target outside it is refused here, with a reason, before anything is published.
+    """
+    if is_dlq_name(target):
+        return f"refusing to replay into {target!r}: it is a dead-letter queue"
+    if not replay_target_allowed(dlq, target):
+        return (
+            f"refusing to replay into {target!r}: a letter of {dlq} goes back only to its own "
+            "work queue (or one of its partitions)"
+        )
+    if target not in targets:
+        return (
+            f"refusing to replay into {target!r}: not a work queue of the topology "
+            f"(replayable: {', '.join(sorted(targets)) or 'none'}; WORKER_PARTITIONS decides "
+            "the partitions)"
+        )
+    return None
+
+
 def _dead_lettered_from(headers: Mapping[str, Any]) -> str | None:
     """The queue the broker dead-lettered from (delivery limit): a partition's, say."""
     deaths = headers.get("x-death")

@@ -19,7 +19,8 @@ STAMP = {"by": "contract", "op": "op-1"}
 class World(Protocol):
     store: DeadLetterStore
     work: str
-    """The work queue; its dead-letter queue is ``work + ".dlq"``."""
+    """A work queue of the product's topology (one partition); its dead-letter queue is
+    ``work + ".dlq"``."""
 
     async def add(self, message_id: str, error_type: str, failed_queue: str = "") -> None: ...
 
@@ -99,3 +100,16 @@ class DeadLetterStoreContract:
         assert [(o.message_id, o.ok) for o in outcomes] == [("loop", False), ("fine", True)]
         assert "dead-letter queue" in str(outcomes[0].error)
         assert await world.remaining() == ["loop"]
+
+    async def test_a_letter_whose_queue_is_outside_the_topology_is_not_replayed(
+        self, world: World
+    ) -> None:
+        """``x-ams-failed-queue`` is the message's word: a partition that is not deployed
+        (one partition here) names no queue of the topology."""
+        await world.add("stray", "A", failed_queue=world.work + ".p9")
+        await world.add("fine", "A")
+        outcomes, _ = await _move(world, MovePlan(by_type("A"), STAMP))
+        assert [(o.message_id, o.ok) for o in outcomes] == [("stray", False), ("fine", True)]
+        assert "not a work queue of the topology" in str(outcomes[0].error)
+        assert await world.remaining() == ["stray"]
+        assert [message_id for message_id, _ in await world.arrived()] == ["fine"]

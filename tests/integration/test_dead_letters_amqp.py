@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import aio_pika
 import pytest
 
 from amsctl.dlq.broker import AmqpDeadLetterStore
+from shared.broker import declare_topology
 from shared.config import Settings
+from shared.rabbitmq_admin import ManagementClient
 from tests.contracts.dead_letters import DeadLetterStoreContract, headers
+from tests.support import MANAGEMENT, RABBITMQ
 
 
 @dataclass
@@ -44,14 +47,23 @@ class AmqpWorld:
 class TestAmqpDeadLetterStore(DeadLetterStoreContract):
     @pytest.fixture
     async def world(self, settings: Settings) -> AsyncIterator[AmqpWorld]:
-        work = f"contract{uuid.uuid4().hex[:8]}"
-        connection = await aio_pika.connect(settings.rabbitmq_url)
-        channel = await connection.channel(publisher_confirms=True)
-        queues = [await channel.declare_queue(name, durable=True) for name in (work, work + ".dlq")]
+        """A vhost of its own with the product's topology: a replay goes through the replay
+        exchange, which reaches the topology's work queues only."""
+        vhost = f"ams_dlqc_{uuid.uuid4().hex[:8]}"
+        own = replace(settings, rabbitmq_url=f"{RABBITMQ}/{vhost}")
+        with ManagementClient(MANAGEMENT) as mgmt:
+            mgmt.create_vhost(vhost)
         try:
-            async with AmqpDeadLetterStore(settings) as store:
-                yield AmqpWorld(store, work, channel)
+            connection = await aio_pika.connect(own.rabbitmq_url)
+            async with connection:
+                declaring = await connection.channel()
+                # A classic dead-letter queue, as this contract always ran on: a 3.10 quorum
+                # queue puts what a partial browse nacks at its back (broker docstring).
+                await declaring.declare_queue("profiles.dlq", durable=True)
+                await declare_topology(declaring)
+                channel = await connection.channel(publisher_confirms=True)
+                async with AmqpDeadLetterStore(own) as store:
+                    yield AmqpWorld(store, "profiles", channel)
         finally:
-            for queue in queues:
-                await queue.delete(if_unused=False, if_empty=False)
-            await connection.close()
+            with ManagementClient(MANAGEMENT) as mgmt:
+                mgmt.delete_vhost(vhost)

@@ -31,11 +31,12 @@ from amsctl.main import app
 from apps.auth import audit
 from apps.auth.audit import AuditFilter
 from shared import messaging as m
+from shared.broker import declare_topology
 from shared.config import Settings
 from shared.db import create_engine, session_factory
 from shared.errors import DomainError
 from shared.events import UserRegistered, encode
-from shared.topology import ConsumerSpec
+from shared.topology import ConsumerSpec, consumer_spec, parse_retry_delays, topology_of
 from tests.support import isolated_settings
 from workers.runtime.consumer import Consumer
 
@@ -72,12 +73,11 @@ def env(tmp_path: Path, authdb: str) -> Iterator[tuple[Settings, dict[str, str]]
 
 
 async def _declare(s: Settings, *consumers: str) -> None:
+    """The topology of these consumers, as a worker declares it (the replay exchange too)."""
+    specs = tuple(consumer_spec(name) for name in consumers)
     conn = await aio_pika.connect(s.rabbitmq_url)
     async with conn:
-        ch = await conn.channel()
-        for name in consumers:
-            for q in (name, f"{name}.dlq"):
-                await ch.declare_queue(q, durable=True, arguments={"x-queue-type": "quorum"})
+        await declare_topology(await conn.channel(), topology_of(specs, parse_retry_delays("1s")))
 
 
 def dead_letter(message_id: str, consumer: str, **kw: Any) -> aio_pika.Message:
@@ -258,11 +258,10 @@ def test_replay_goes_to_the_failed_queue_only_and_keeps_identity(env: Any) -> No
         conn = await aio_pika.connect(s.rabbitmq_url)
         async with conn:
             ch = await conn.channel()
-            ex = await ch.declare_exchange(m.EVENTS_EXCHANGE, "topic", durable=True)
-            for q in ("profiles", "audit"):
-                queue = await ch.declare_queue(q, durable=True,
-                                               arguments={"x-queue-type": "quorum"})
-                await queue.bind(ex, routing_key="user.registered")
+            ex = await ch.get_exchange(m.EVENTS_EXCHANGE)
+            audit = await ch.declare_queue("audit", durable=True,
+                                           arguments={"x-queue-type": "quorum"})
+            await audit.bind(ex, routing_key="user.registered")  # profiles: by the topology
 
     asyncio.run(bind_a_second_subscriber())
     result = cli(e, "replay", "--queue", "profiles.dlq", "--error", "Integrity",
@@ -507,38 +506,38 @@ async def _replay_through_runtime(s: Settings, e: dict[str, str]) -> tuple[list[
             raise DomainError("profile rule violated (bug, fixed later)")
         applied.append(str(message.user_id))
 
-    spec = ConsumerSpec("dlqinbox", "apidb", (UserRegistered.event_type,))
+    spec = ConsumerSpec("profiles", "apidb", (UserRegistered.event_type,))
     consumer = Consumer(spec, {UserRegistered: handler})
     running = await consumer.start(s)
     try:
         events = [UserRegistered(user_id=uuid.uuid4(), email=f"u{i}@x.io") for i in range(20)]
         await _publish_events(s, [(str(uuid.uuid4()), ev, encode(ev)) for ev in events])
-        await _wait_depth(s, "dlqinbox.dlq", 20)
+        await _wait_depth(s, "profiles.dlq", 20)
         broken["on"] = False
 
-        proc = await asyncio.to_thread(_amsctl, e, "replay", "--queue", "dlqinbox.dlq")
+        proc = await asyncio.to_thread(_amsctl, e, "replay", "--queue", "profiles.dlq")
         _, err = await asyncio.to_thread(proc.communicate, timeout=60)
         assert proc.returncode == 0, err.decode()
         await _until(lambda: len(applied) >= 20)
 
         # A kill -9 mid-replay can leave a copy in the DLQ after its twin was processed:
         # replaying the copies must have no second effect.
-        copies = [dead_letter(mid, "dlqinbox") for mid in await _inbox_ids(s, 5)]
+        copies = [dead_letter(mid, "profiles") for mid in await _inbox_ids(s, 5)]
         for copy, ev in zip(copies, events, strict=False):
             copy.body = encode(ev)
-        await _publish(s, "dlqinbox.dlq", copies)
+        await _publish(s, "profiles.dlq", copies)
         proc = await asyncio.to_thread(_amsctl, e, "replay", "--all", "--yes")
         _, err = await asyncio.to_thread(proc.communicate, timeout=60)
         assert proc.returncode == 0, err.decode()
-        await _wait_depth(s, "dlqinbox", 0)
+        await _wait_depth(s, "profiles", 0)
         await asyncio.sleep(0.5)
-        assert await _drain(s, "dlqinbox.dlq") == []
+        assert await _drain(s, "profiles.dlq") == []
     finally:
         await running.stop(grace_s=5)
     engine = create_engine(s.database_url("apidb"))
     async with engine.connect() as conn:
         rows = (await conn.execute(
-            text("SELECT count(*) FROM inbox WHERE consumer = 'dlqinbox'"))).scalar_one()
+            text("SELECT count(*) FROM inbox WHERE consumer = 'profiles'"))).scalar_one()
     await engine.dispose()
     return applied, int(rows)
 
@@ -561,7 +560,7 @@ async def _inbox_ids(s: Settings, n: int) -> list[str]:
     engine = create_engine(s.database_url("apidb"))
     async with engine.connect() as conn:
         result = await conn.execute(
-            text("SELECT message_id FROM inbox WHERE consumer = 'dlqinbox' LIMIT :n"), {"n": n})
+            text("SELECT message_id FROM inbox WHERE consumer = 'profiles' LIMIT :n"), {"n": n})
         found = [str(r[0]) for r in result]
     await engine.dispose()
     return found

@@ -115,8 +115,8 @@ async def test_apply_partitioned_routes_an_aggregate_to_one_partition(
     settings = replace(topo_settings, worker_partitions=3)
     summary = await apply_topology(settings)
     # 3 partitioned consumers x 3 partitions x (work + 4 retry) + ocr (1 + 4) + 4 DLQs;
-    # events + 2 per partitioned consumer (partitions, unslotted)
-    assert "54 queue(s)" in summary and "7 exchange(s)" in summary
+    # events, replay + 2 per partitioned consumer (partitions, unslotted)
+    assert "54 queue(s)" in summary and "8 exchange(s)" in summary
     with ManagementClient(settings.rabbitmq_management_url) as mgmt:
         vhost = vhost_of(settings.rabbitmq_url)
         queues = {q["name"]: q for q in mgmt.queues(vhost)}
@@ -181,6 +181,11 @@ async def test_apply_retires_the_other_partition_layout(topo_settings: Settings)
     with ManagementClient(one.rabbitmq_management_url) as mgmt:
         queues = {q["name"] for q in mgmt.queues(vhost)}
         bindings = mgmt._request("GET", f"/exchanges/{vhost}/events/bindings/source").json()
+        replay = mgmt._request("GET", f"/exchanges/{vhost}/replay/bindings/source").json()
+    # The kept queue can no longer be replayed into either: only the layout's work queues.
+    assert {b["destination"] for b in replay} == {
+        "profiles.p0", "profiles.p1", "documents.p0", "documents.p1", "saga.p0", "saga.p1", "ocr"
+    }
     assert "profiles" not in queues and "profiles.retry.1s" not in queues
     assert {"profiles.p0", "profiles.p1", "saga", "ocr"} <= queues  # ocr is never partitioned
     destinations = {b["destination"] for b in bindings}

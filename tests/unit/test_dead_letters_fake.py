@@ -14,7 +14,7 @@ from tests.fakes import FakeDeadLetterStore
 @dataclass
 class FakeWorld:
     store: FakeDeadLetterStore = field(default_factory=FakeDeadLetterStore)
-    work: str = "contract"
+    work: str = "profiles"
 
     async def add(self, message_id: str, error_type: str, failed_queue: str = "") -> None:
         letter = headers(error_type, failed_queue or self.work)

@@ -28,6 +28,7 @@ import pytest
 import yaml
 
 from frontends.console.charts import parse_targets
+from shared import topology
 from shared.config import Settings
 from shared.topology import CONSUMERS as CONSUMER_SPECS
 from tests.cluster.compose import interpolate
@@ -302,8 +303,10 @@ def test_compose_app_services_get_the_contract_environment(compose: dict[str, An
         urls = [env["AUTH_DATABASE_URL"], env["USERS_DATABASE_URL"], env["ADMIN_DATABASE_URL"]]
         assert [u.rsplit("/", 1)[1] for u in urls] == ["authdb", "apidb", "admindb"]
         assert all(u.startswith("postgresql+asyncpg://") and "@postgres:5432/" in u for u in urls)
-        assert env["RABBITMQ_URL"].startswith("amqp://guest:guest@rabbitmq:5672")
-        assert env["RABBITMQ_MANAGEMENT_URL"].startswith("http://guest:guest@rabbitmq:15672")
+        # The console moves dead letters as the least-privilege operator user.
+        user = "operator:operator" if name == "console" else "guest:guest"
+        assert env["RABBITMQ_URL"].startswith(f"amqp://{user}@rabbitmq:5672")
+        assert env["RABBITMQ_MANAGEMENT_URL"].startswith(f"http://{user}@rabbitmq:15672")
         assert env["REDIS_URL"].startswith("redis://redis:6379")
     metrics_ports = [
         env.get("WORKER_METRICS_PORT") or env.get("RELAY_METRICS_PORT")
@@ -385,8 +388,10 @@ def test_rabbitmq_boot_users_match_their_documented_credentials() -> None:
     assert permissions["guest"] == {
         "user": "guest", "vhost": "/", "configure": ".*", "write": ".*", "read": ".*"
     }
-    assert permissions["operator"]["configure"] == "^$"
-    assert permissions["operator"]["read"] == r"^.*\.dlq$"
+    # The same permissions `amsctl topology apply` writes (shared.topology is their source).
+    operator = topology.OPERATOR_PERMISSIONS
+    assert (permissions["operator"]["configure"], permissions["operator"]["write"],
+            permissions["operator"]["read"]) == (operator.configure, operator.write, operator.read)
 
 
 # --- Dockerfile ---------------------------------------------------------------------------

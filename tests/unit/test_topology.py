@@ -82,8 +82,29 @@ def test_bindings_follow_the_consumer_table() -> None:
     assert ("profiles", "user.registered") in keys
     assert ("saga", "documents.deletion_failed") in keys
     assert ("documents", "documents.delete") in keys
-    assert all(b.exchange == "events" for b in topology.DEFAULT.bindings)
-    assert [ex.name for ex in topology.DEFAULT.exchanges] == ["events"]
+    assert {b.exchange for b in topology.DEFAULT.bindings} == {"events", "replay"}
+    assert [ex.name for ex in topology.DEFAULT.exchanges] == ["events", "replay"]
+
+
+@pytest.mark.parametrize("partitions", [1, 3])
+def test_the_replay_exchange_reaches_every_work_queue_and_nothing_else(partitions: int) -> None:
+    topo = topology.deployed(topology.parse_retry_delays("5s"), partitions)
+    replay = [b for b in topo.bindings if b.exchange == "replay"]
+    assert all(b.routing_key == b.destination and b.destination_type == "queue" for b in replay)
+    work = {n for spec in topology.CONSUMERS
+            for n in spec.with_partitions(partitions).work_queue_names()}
+    assert topo.replay_targets == work
+    assert ("profiles.p2" in work) == (partitions == 3)
+    assert not any(".retry." in n or n.endswith(".dlq") for n in topo.replay_targets)
+    assert {ex.name: ex.type for ex in topo.exchanges}["replay"] == "direct"
+
+
+def test_the_operator_may_publish_to_the_replay_exchange_only_and_read_dead_letters() -> None:
+    perms = topology.OPERATOR_PERMISSIONS
+    assert re.fullmatch(perms.configure, "") and not re.search(perms.configure, "profiles")
+    names = ["events", "amq.default", "profiles", "profiles.dlq", "profiles.retry.5s", "x"]
+    assert [n for n in [*names, "replay"] if re.search(perms.write, n)] == ["replay"]
+    assert [n for n in names if re.search(perms.read, n)] == ["profiles.dlq"]
 
 
 def test_partitioned_consumer_routes_aggregate_slots_to_single_active_partition_queues() -> None:
