@@ -11,8 +11,10 @@ import signal
 
 from prometheus_client import start_http_server
 
+from outbox.leases import LeaseConnection
 from outbox.publisher import AmqpPublisher
 from outbox.relay import Relay
+from outbox.store import PgOutboxQueue
 from shared import eventloop
 from shared.config import DATABASES, Settings, settings_or_exit
 from shared.db import asyncpg_dsn
@@ -22,16 +24,21 @@ from shared.tracing import configure_tracing, instrument_asyncpg
 log = get_logger("outbox")
 
 
+def build_relay(settings: Settings, database: str) -> Relay:
+    """The relay of one database, on PostgreSQL and RabbitMQ (the composition root)."""
+    dsn = asyncpg_dsn(settings.database_url(database))
+    leases = LeaseConnection(dsn)
+    return Relay(
+        database=database,
+        queue=PgOutboxQueue(dsn, leases),
+        leases=leases,
+        publisher=AmqpPublisher(settings.rabbitmq_url, producer=database),
+        settings=settings,
+    )
+
+
 def build_relays(settings: Settings, databases: tuple[str, ...]) -> list[Relay]:
-    return [
-        Relay(
-            database=db,
-            dsn=asyncpg_dsn(settings.database_url(db)),
-            publisher=AmqpPublisher(settings.rabbitmq_url, producer=db),
-            settings=settings,
-        )
-        for db in databases
-    ]
+    return [build_relay(settings, db) for db in databases]
 
 
 async def serve(settings: Settings, databases: tuple[str, ...]) -> None:

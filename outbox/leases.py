@@ -10,6 +10,9 @@ Fair share: ``ceil(PARTITIONS / members)``. A relay above its share releases par
 (after draining its in-flight batches); one below it picks free ones up. A partition is
 published by exactly one relay at a time, in id order, which keeps every aggregate's
 events in commit order (see :mod:`outbox.writer`).
+
+:class:`PartitionLeases` is the relay's port; the in-memory fake is
+``tests.fakes.FakeLeases``; both pass ``tests/contracts/leases.py``.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable
+from typing import Protocol
 
 import asyncpg
 
@@ -34,12 +38,48 @@ WHERE locktype = 'advisory' AND granted AND classid = $1::oid AND objsubid = 2
 """
 
 
+class PartitionLeases(Protocol):
+    """The partitions one relay owns among its copies, and the outbox's commit signal."""
+
+    @property
+    def owned(self) -> set[int]:
+        """The partitions held now (empty while not open)."""
+        ...
+
+    @property
+    def alive(self) -> bool: ...
+
+    async def open(self, on_notify: Callable[[], None]) -> None:
+        """Join the relays (own nothing yet); ``on_notify`` is called when rows commit."""
+        ...
+
+    async def close(self) -> None:
+        """Release every partition and leave."""
+        ...
+
+    def lost(self) -> None:
+        """Forget a broken lease (its partitions are free for others already)."""
+        ...
+
+    async def share(self) -> int:
+        """How many partitions this relay should own now."""
+        ...
+
+    async def acquire_up_to(self, share: int) -> None:
+        """Take free partitions until ``share`` are owned (fewer when others hold them)."""
+        ...
+
+    async def release_down_to(self, share: int) -> None:
+        """Release partitions until ``share`` are owned."""
+        ...
+
+
 class LeaseConnection:
     """The relay's own connection: partition locks, membership, LISTEN, claims."""
 
-    def __init__(self, dsn: str, *, on_notify: Callable[[], None]) -> None:
+    def __init__(self, dsn: str) -> None:
         self._dsn = dsn
-        self._on_notify = on_notify
+        self._on_notify: Callable[[], None] = _ignore
         self.conn: asyncpg.Connection | None = None
         self.owned: set[int] = set()
         self._member_key = random.randint(1, 2**31 - 1)  # noqa: S311 - an id, not a secret
@@ -48,7 +88,7 @@ class LeaseConnection:
     def alive(self) -> bool:
         return self.conn is not None and not self.conn.is_closed()
 
-    async def open(self) -> None:
+    async def open(self, on_notify: Callable[[], None]) -> None:
         # Claims delete confirmed rows on the way (outbox.store.claim); like every delete of
         # the relay they need not wait for their WAL flush: a delete lost in a crash only
         # means the event is published once more (at-least-once).
@@ -58,6 +98,7 @@ class LeaseConnection:
         await conn.execute(
             "SELECT pg_advisory_lock($1::int, $2::int)", LOCK_CLASS_MEMBER, self._member_key
         )
+        self._on_notify = on_notify
         await conn.add_listener(NOTIFY_CHANNEL, self._notified)
         self.conn = conn
         self.owned = set()
@@ -83,11 +124,11 @@ class LeaseConnection:
 
     async def share(self) -> int:
         """How many partitions this relay should own now."""
-        members = await self._require().fetchval(_COUNT_MEMBERS, LOCK_CLASS_MEMBER)
+        members = await self.connection().fetchval(_COUNT_MEMBERS, LOCK_CLASS_MEMBER)
         return math.ceil(PARTITIONS / max(1, int(members)))
 
     async def acquire_up_to(self, share: int) -> None:
-        conn = self._require()
+        conn = self.connection()
         free = [p for p in range(PARTITIONS) if p not in self.owned]
         random.shuffle(free)  # copies starting together spread instead of colliding
         for partition in free:
@@ -99,14 +140,19 @@ class LeaseConnection:
                 self.owned.add(partition)
 
     async def release_down_to(self, share: int) -> None:
-        conn = self._require()
+        conn = self.connection()
         for partition in sorted(self.owned, reverse=True)[: max(0, len(self.owned) - share)]:
             await conn.fetchval(
                 "SELECT pg_advisory_unlock($1::int, $2::int)", LOCK_CLASS_PARTITION, partition
             )
             self.owned.discard(partition)
 
-    def _require(self) -> asyncpg.Connection:
+    def connection(self) -> asyncpg.Connection:
+        """The open connection (claims run on it: no lease, no claim)."""
         if self.conn is None or self.conn.is_closed():
             raise ConnectionError("the relay's lease connection is closed")
         return self.conn
+
+
+def _ignore() -> None:
+    return None

@@ -12,6 +12,10 @@ rejects is retried with backoff and parked after ``relay_max_attempts``; later e
 the same aggregate wait behind it, other aggregates flow on. A broker or database outage
 stops claiming, drains what is in flight, and reconnects with backoff; nothing confirmed
 is lost, nothing unconfirmed is deleted.
+
+The relay sees its database through two ports, :class:`~outbox.store.OutboxQueue` and
+:class:`~outbox.leases.PartitionLeases`, and the broker through
+:class:`~outbox.publisher.Publisher`; ``outbox.__main__.build_relay`` wires the real ones.
 """
 
 from __future__ import annotations
@@ -19,16 +23,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 
 import asyncpg
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from outbox import metrics, store
-from outbox.leases import LeaseConnection
+from outbox import metrics
+from outbox.leases import PartitionLeases
 from outbox.publisher import Publisher, PublisherUnavailable, RejectedByBroker
 from outbox.rows import OutboxRow
+from outbox.store import Failure, OutboxQueue
 from shared import tracing
 from shared.config import Settings
 from shared.logging import get_logger
@@ -49,17 +54,17 @@ class Relay:
         self,
         *,
         database: str,
-        dsn: str,
+        queue: OutboxQueue,
+        leases: PartitionLeases,
         publisher: Publisher,
         settings: Settings,
     ) -> None:
         self.database = database
-        self._dsn = dsn
+        self._queue = queue
+        self._leases = leases
         self._publisher = publisher
         self._settings = settings
         self._wake = asyncio.Event()
-        self._leases = LeaseConnection(dsn, on_notify=self._wake.set)
-        self._pool: asyncpg.Pool | None = None
         self._in_flight: dict[asyncio.Task[None], list[int]] = {}
         self._rows_in_flight = 0
         self._confirmed: set[int] = set()
@@ -103,18 +108,9 @@ class Relay:
             await self._close()
 
     async def _connect(self) -> None:
-        if self._pool is None:
-            # Deleting a confirmed row need not wait for its WAL flush: a delete lost in a
-            # database crash only means the event is published once more (at-least-once).
-            self._pool = await asyncpg.create_pool(
-                self._dsn,
-                min_size=1,
-                max_size=2,
-                command_timeout=30,
-                server_settings={"synchronous_commit": "off"},
-            )
+        await self._queue.connect()
         if not self._leases.alive:
-            await self._leases.open()
+            await self._leases.open(self._wake.set)
         await self._publisher.connect()
         metrics.BROKER_UP.labels(self.database).set(1)
         self._next_rebalance = 0.0
@@ -123,9 +119,7 @@ class Relay:
     async def _close(self) -> None:
         await self._leases.close()
         await self._publisher.close()
-        if self._pool is not None:
-            await self._pool.close()
-            self._pool = None
+        await self._queue.close()
 
     # --- the loop --------------------------------------------------------------------------
     async def _loop(self, stop: asyncio.Event) -> None:
@@ -182,10 +176,9 @@ class Relay:
         in_flight = [row_id for ids in self._in_flight.values() for row_id in ids]
         confirmed = list(self._confirmed)
         in_flight.extend(confirmed)
-        assert self._leases.conn is not None
         # The rows confirmed since the last claim are deleted by the claim itself: one
         # statement, one round trip and one wake-up of PostgreSQL instead of two.
-        rows = await store.claim(self._leases.conn, owned, in_flight, limit, delete=confirmed)
+        rows = await self._queue.claim(owned, in_flight, limit, delete=confirmed)
         self._deleted(confirmed)
         return rows
 
@@ -203,9 +196,9 @@ class Relay:
             metrics.OWNED_PARTITIONS.labels(self.database).set(len(self._leases.owned))
             if self._leases.owned:
                 self.ready.set()
-        if now >= self._next_status and self._pool is not None:
+        if now >= self._next_status:
             self._next_status = now + 5.0
-            status = await store.status(self._pool)
+            status = await self._queue.status()
             metrics.BACKLOG.labels(self.database).set(status.backlog)
             metrics.PARKED_NOW.labels(self.database).set(status.parked)
             metrics.OLDEST_AGE.labels(self.database).set(status.oldest_age_s or 0.0)
@@ -270,14 +263,14 @@ class Relay:
     async def _record_failures(self, failed: Sequence[tuple[OutboxRow, RejectedByBroker]]) -> None:
         s = self._settings
         failures = [
-            store.Failure(
+            Failure(
                 row.id,
                 str(err),
                 min(s.relay_backoff_base_s * 2**row.attempts, s.relay_backoff_max_s),
             )
             for row, err in failed
         ]
-        await self._retry_db(store.record_failures, failures, s.relay_max_attempts)
+        await self._retry_db(self._queue.record_failures, failures, s.relay_max_attempts)
         metrics.FAILED.labels(self.database).inc(len(failed))
         for row, err in failed:
             parked = row.attempts + 1 >= s.relay_max_attempts
@@ -293,9 +286,8 @@ class Relay:
                 error=str(err),
             )
 
-    async def _retry_db(self, func: object, *args: object) -> None:
-        """Run a write on the pool, retrying briefly: the broker already has the messages."""
-        assert self._pool is not None
+    async def _retry_db(self, func: Callable[..., Awaitable[None]], *args: object) -> None:
+        """Run a write, retrying briefly: the broker already has the messages."""
         async for attempt in AsyncRetrying(
             retry=retry_if_exception_type(DB_ERRORS),
             wait=wait_exponential(multiplier=0.1, max=2),
@@ -303,13 +295,13 @@ class Relay:
             reraise=True,
         ):
             with attempt:
-                await func(self._pool, *args)  # type: ignore[operator]
+                await func(*args)
 
     async def _flush_confirmed(self) -> None:
         """Delete the confirmed rows now (claims delete them otherwise; see _claim)."""
         ids = list(self._confirmed)
         if ids:
-            await self._retry_db(store.delete_sent, ids)
+            await self._retry_db(self._queue.delete_sent, ids)
             self._deleted(ids)
 
     def _deleted(self, ids: list[int]) -> None:
@@ -332,10 +324,9 @@ class Relay:
 
         One relay does it (the owner of partition 0), in the background on the pool;
         VACUUM takes no lock that blocks the writers or the claims."""
-        assert self._pool is not None
         started = time.monotonic()
         try:
-            await self._pool.execute("VACUUM outbox")
+            await self._queue.vacuum()
         except DB_ERRORS as exc:
             log.warning("outbox_vacuum_failed", database=self.database, error=str(exc))
             return
@@ -349,9 +340,8 @@ class Relay:
         """Wait for every in-flight batch, then delete what the broker confirmed."""
         if self._in_flight:
             await asyncio.wait(list(self._in_flight))
-        if self._pool is not None:
-            with contextlib.suppress(*DB_ERRORS):
-                await self._flush_confirmed()
+        with contextlib.suppress(*DB_ERRORS):
+            await self._flush_confirmed()
 
 
 class _Backoff:

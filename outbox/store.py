@@ -1,8 +1,11 @@
-"""SQL of the relay: claim a batch, delete what the broker confirmed, record failures.
+"""The relay's outbox queue: the port (:class:`OutboxQueue`) and its SQL adapter.
 
+The relay claims a batch of its partitions' unsent rows, deletes what the broker
+confirmed, records failures with their backoff, reads the backlog and vacuums the table.
 Claims run on the :class:`~outbox.leases.LeaseConnection` that holds the partition
 locks (so a relay that lost its locks cannot claim); deletes and failure updates run on
-a small pool so that they overlap with publishing.
+a small pool so that they overlap with publishing. The in-memory fake is
+``tests.fakes.FakeOutboxQueue``; both pass ``tests/contracts/outbox_queue.py``.
 """
 
 from __future__ import annotations
@@ -10,9 +13,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 
 import asyncpg
 
+from outbox.leases import LeaseConnection
 from outbox.rows import OutboxRow
 from outbox.schema import NOTIFY_CHANNEL
 
@@ -84,6 +89,8 @@ class ParkedEvent:
 
 @dataclass(frozen=True)
 class Failure:
+    """A row the broker refused: its error, and how long it waits before the next attempt."""
+
     row_id: int
     error: str
     delay_s: float
@@ -169,3 +176,98 @@ async def requeue_parked(
     if result:
         await conn.execute("SELECT pg_notify($1, '')", NOTIFY_CHANNEL)
     return int(result.split()[-1])
+
+
+class OutboxQueue(Protocol):
+    """What the relay needs from its database's outbox."""
+
+    async def connect(self) -> None:
+        """Open what the writes need (idempotent: a connected queue stays as it is)."""
+        ...
+
+    async def close(self) -> None: ...
+
+    async def claim(
+        self,
+        partitions: Sequence[int],
+        in_flight: Sequence[int],
+        limit: int,
+        *,
+        delete: Sequence[int] = (),
+    ) -> list[OutboxRow]:
+        """Up to ``limit`` rows of ``partitions`` in id order, skipping parked rows, rows
+        waiting for their next attempt, the ``in_flight`` ids, and rows whose aggregate has
+        an earlier row backing off; the ``delete`` ids are deleted on the way (they are not
+        returned when they are in ``in_flight``). Raises :class:`ConnectionError` (or a
+        driver error) when the partition leases are gone."""
+        ...
+
+    async def delete_sent(self, ids: Sequence[int]) -> None:
+        """Delete rows the broker confirmed."""
+        ...
+
+    async def record_failures(self, failures: Sequence[Failure], max_attempts: int) -> None:
+        """Count an attempt for each row, keep its error, hold it back for its delay; park it
+        at ``max_attempts``."""
+        ...
+
+    async def status(self) -> OutboxStatus: ...
+
+    async def vacuum(self) -> None:
+        """Reclaim the space of deleted rows (they slow each claim down)."""
+        ...
+
+
+class PgOutboxQueue:
+    """:class:`OutboxQueue` on PostgreSQL: claims on the lease connection, the rest on a
+    pool of two connections."""
+
+    def __init__(self, dsn: str, leases: LeaseConnection) -> None:
+        self._dsn = dsn
+        self._leases = leases
+        self._pool: asyncpg.Pool | None = None
+
+    async def connect(self) -> None:
+        if self._pool is None:
+            # Deleting a confirmed row need not wait for its WAL flush: a delete lost in a
+            # database crash only means the event is published once more (at-least-once).
+            self._pool = await asyncpg.create_pool(
+                self._dsn,
+                min_size=1,
+                max_size=2,
+                command_timeout=30,
+                server_settings={"synchronous_commit": "off"},
+            )
+
+    async def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()
+
+    async def claim(
+        self,
+        partitions: Sequence[int],
+        in_flight: Sequence[int],
+        limit: int,
+        *,
+        delete: Sequence[int] = (),
+    ) -> list[OutboxRow]:
+        conn = self._leases.connection()
+        return await claim(conn, partitions, in_flight, limit, delete=delete)
+
+    async def delete_sent(self, ids: Sequence[int]) -> None:
+        await delete_sent(self._require(), ids)
+
+    async def record_failures(self, failures: Sequence[Failure], max_attempts: int) -> None:
+        await record_failures(self._require(), failures, max_attempts)
+
+    async def status(self) -> OutboxStatus:
+        return await status(self._require())
+
+    async def vacuum(self) -> None:
+        await self._require().execute("VACUUM outbox")
+
+    def _require(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise ConnectionError("the relay's outbox pool is closed")
+        return self._pool

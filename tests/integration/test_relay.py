@@ -17,8 +17,8 @@ from typer.testing import CliRunner, Result
 
 from amsctl.main import app as amsctl
 from outbox import add_event
+from outbox.__main__ import build_relay
 from outbox.leases import LOCK_CLASS_PARTITION
-from outbox.publisher import AmqpPublisher
 from outbox.relay import Relay
 from outbox.schema import NOTIFIER_LOCK, NOTIFY_CHANNEL
 from shared.config import Settings
@@ -57,12 +57,7 @@ async def relay_settings(settings: Settings) -> AsyncIterator[Settings]:
 
 @contextlib.asynccontextmanager
 async def running_relay(settings: Settings) -> AsyncIterator[Relay]:
-    relay = Relay(
-        database="authdb",
-        dsn=asyncpg_dsn(settings.auth_database_url),
-        publisher=AmqpPublisher(settings.rabbitmq_url, producer="authdb"),
-        settings=settings,
-    )
+    relay = build_relay(settings, "authdb")
     stop = asyncio.Event()
     task = asyncio.create_task(relay.run(stop))
     await asyncio.wait_for(relay.ready.wait(), 10)
