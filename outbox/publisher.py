@@ -1,4 +1,5 @@
-"""Publishing outbox rows: the port, the AMQP adapter and an in-memory fake.
+"""Publishing outbox rows: the port and the AMQP adapter (the in-memory fake is
+``tests.fakes.FakePublisher``).
 
 The AMQP adapter deliberately uses a plain (not robust) connection. A robust connection
 reconnects behind the caller's back, so a later batch could go out on a new connection
@@ -264,33 +265,3 @@ async def _close_quietly(connection: aiormq.Connection) -> None:
     except (OSError, aiormq.exceptions.AMQPError, RuntimeError):
         return
 
-
-class FakePublisher:
-    """In-memory publisher for unit tests; ``unroutable`` routing keys are rejected."""
-
-    def __init__(self, *, unroutable: Sequence[str] = ()) -> None:
-        self.published: list[OutboxRow] = []
-        self.unroutable = set(unroutable)
-        self.connected = False
-        self.down = False
-
-    async def connect(self) -> None:
-        if self.down:
-            raise PublisherUnavailable("fake broker is down")
-        self.connected = True
-
-    async def close(self) -> None:
-        self.connected = False
-
-    async def publish(self, rows: Sequence[OutboxRow]) -> list[RejectedByBroker | None]:
-        if self.down or not self.connected:
-            self.connected = False
-            raise PublisherUnavailable("fake broker is down")
-        outcomes: list[RejectedByBroker | None] = []
-        for row in rows:
-            if row.routing_key in self.unroutable:
-                outcomes.append(RejectedByBroker("unroutable"))
-            else:
-                self.published.append(row)
-                outcomes.append(None)
-        return outcomes

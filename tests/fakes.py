@@ -3,12 +3,16 @@ suite its real adapter passes (``tests/contracts``)."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
+import math
+import random
 import secrets
+import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -24,7 +28,11 @@ from apps.auth.accounts import AccountView, Credentials, Rotation, SpentToken
 from apps.auth.keys import SigningKey
 from apps.auth.models import SagaStatus, StepStatus, UserStatus
 from apps.auth.sagas import ACTIVE, SagaState, deadline_in
-from outbox.writer import Emit
+from outbox.publisher import PublisherUnavailable, RejectedByBroker
+from outbox.rows import OutboxRow
+from outbox.schema import PARTITIONS
+from outbox.store import Failure, OutboxStatus
+from outbox.writer import Emit, aggregate_partition
 from shared import topology
 from shared.events import Message
 from workers.runtime.context import MessageContext
@@ -417,3 +425,296 @@ class FakeDeadLetterStore:
             letter.message_id, letter.queue, target, error is None,
             None if error is None else f"ValueError: {error}", letter.type, letter.error_type,
         )
+
+
+class FakePublisher:
+    """:class:`outbox.publisher.Publisher` in memory: a broker that routes every routing key
+    but ``unroutable`` to one queue (``published``, in order).
+
+    The relay's tests steer it: ``nack(event_id, times)`` refuses an event that many times;
+    ``hold()`` keeps every batch waiting for its confirms until ``release()``;
+    ``break_next_confirm()`` lets the next batch reach the queue and then drops the connection
+    before its confirms (the relay must count no attempt and publish it again); ``down``
+    refuses connections and publishes.
+    """
+
+    def __init__(self, *, unroutable: Sequence[str] = ()) -> None:
+        self.published: list[OutboxRow] = []
+        """What reached the queue, in order (an unconfirmed batch's rows too)."""
+        self.confirmed: list[OutboxRow] = []
+        """What the broker confirmed, in order."""
+        self.batches: list[list[OutboxRow]] = []
+        """Every batch handed to :meth:`publish`, as handed."""
+        self.unroutable = set(unroutable)
+        self.connected = False
+        self.down = False
+        self._nacks: dict[uuid.UUID, int] = {}
+        self._open = asyncio.Event()
+        self._open.set()
+        self._break_next = False
+
+    def nack(self, event_id: uuid.UUID, times: int = 1) -> None:
+        self._nacks[event_id] = times
+
+    def hold(self) -> None:
+        self._open.clear()
+
+    def release(self) -> None:
+        self._open.set()
+
+    def break_next_confirm(self) -> None:
+        self._break_next = True
+
+    async def connect(self) -> None:
+        if self.down:
+            raise PublisherUnavailable("fake broker is down")
+        self.connected = True
+
+    async def close(self) -> None:
+        self.connected = False
+
+    async def publish(self, rows: Sequence[OutboxRow]) -> list[RejectedByBroker | None]:
+        if self.down or not self.connected:
+            self.connected = False
+            raise PublisherUnavailable("fake broker is down")
+        self.batches.append(list(rows))
+        outcomes = [self._route(row) for row in rows]
+        if self._break_next:
+            self._break_next, self.connected = False, False
+            raise PublisherUnavailable("fake broker: connection lost before the confirms")
+        await self._open.wait()
+        if self.down or not self.connected:
+            self.connected = False
+            raise PublisherUnavailable("fake broker: connection lost before the confirms")
+        sent = zip(rows, outcomes, strict=True)
+        self.confirmed.extend(row for row, outcome in sent if outcome is None)
+        return outcomes
+
+    def _route(self, row: OutboxRow) -> RejectedByBroker | None:
+        if self._nacks.get(row.event_id, 0) > 0:
+            self._nacks[row.event_id] -= 1
+            return RejectedByBroker("nacked by the broker")
+        if row.routing_key in self.unroutable:
+            return RejectedByBroker("unroutable")
+        self.published.append(row)
+        return None
+
+
+MINUS_INFINITY = datetime.min.replace(tzinfo=UTC)
+
+
+@dataclass
+class FakeOutboxRow:
+    """One row of the fake outbox: what the relay reads, and the columns it keeps for itself."""
+
+    row: OutboxRow
+    partition: int
+    next_attempt_at: datetime = MINUS_INFINITY
+    last_error: str | None = None
+    parked_at: datetime | None = None
+
+    @property
+    def waiting(self) -> bool:
+        """An earlier attempt failed and the row is not parked: its aggregate waits."""
+        return self.row.attempts > 0 and self.parked_at is None
+
+
+class FakeOutbox:
+    """One database's outbox table, its partition locks and its commit notifications, in
+    memory; the :class:`FakeLeases` and :class:`FakeOutboxQueue` of several relays share it.
+
+    ``notify`` off: commits are silent (relays find rows by polling). ``down``: new
+    connections are refused (open connections stay until :meth:`drop`).
+    """
+
+    def __init__(self) -> None:
+        self.rows: dict[int, FakeOutboxRow] = {}
+        self.holders: dict[int, FakeLeases] = {}
+        """Partition -> the leases holding its lock."""
+        self.members: list[FakeLeases] = []
+        self.notify = True
+        self.down = False
+        self.vacuums = 0
+        self._next_id = 1
+
+    def add(
+        self, aggregate_id: str = "a", *, routing_key: str = "user.registered",
+        aggregate_type: str = "user", payload: str = "{}",
+    ) -> OutboxRow:
+        """Commit one event of ``aggregate_id`` (its partition as the writer computes it)."""
+        row = OutboxRow(
+            id=self._next_id, event_id=uuid.uuid4(), event_type=routing_key,
+            routing_key=routing_key, aggregate_type=aggregate_type, aggregate_id=aggregate_id,
+            schema_version=1, payload=payload, headers="{}", correlation_id=None,
+            traceparent=None, tracestate=None, created_at=datetime.now(UTC), attempts=0,
+        )
+        self._next_id += 1
+        self.rows[row.id] = FakeOutboxRow(row, aggregate_partition(aggregate_type, aggregate_id))
+        if self.notify:
+            for member in list(self.members):
+                member.notified()
+        return row
+
+    def drop(self, leases: FakeLeases) -> None:
+        """The lease connection breaks: its locks are gone, its owner finds out on next use."""
+        leases.broken = True
+        self.leave(leases)
+
+    def leave(self, leases: FakeLeases) -> None:
+        """Free the locks and the membership of ``leases``."""
+        for partition, holder in list(self.holders.items()):
+            if holder is leases:
+                del self.holders[partition]
+        if leases in self.members:
+            self.members.remove(leases)
+
+
+class FakeLeases:
+    """:class:`outbox.leases.PartitionLeases` on a :class:`FakeOutbox`."""
+
+    def __init__(self, outbox: FakeOutbox) -> None:
+        self._outbox = outbox
+        self.owned: set[int] = set()
+        self.broken = False
+        self._open = False
+        self._on_notify: Callable[[], None] = lambda: None
+
+    @property
+    def alive(self) -> bool:
+        return self._open and not self.broken
+
+    async def open(self, on_notify: Callable[[], None]) -> None:
+        if self._outbox.down:
+            raise ConnectionError("fake outbox: connection refused")
+        self._open, self.broken, self.owned = True, False, set()
+        self._on_notify = on_notify
+        self._outbox.members.append(self)
+
+    async def close(self) -> None:
+        self.lost()
+
+    def lost(self) -> None:
+        self._outbox.leave(self)
+        self._open, self.owned = False, set()
+
+    def notified(self) -> None:
+        if self.alive:
+            self._on_notify()
+
+    async def share(self) -> int:
+        self._require()
+        return math.ceil(PARTITIONS / max(1, len(self._outbox.members)))
+
+    async def acquire_up_to(self, share: int) -> None:
+        self._require()
+        free = [p for p in range(PARTITIONS) if p not in self.owned]
+        random.shuffle(free)
+        for partition in free:
+            if len(self.owned) >= share:
+                return
+            if self._outbox.holders.setdefault(partition, self) is self:
+                self.owned.add(partition)
+
+    async def release_down_to(self, share: int) -> None:
+        self._require()
+        for partition in sorted(self.owned, reverse=True)[: max(0, len(self.owned) - share)]:
+            del self._outbox.holders[partition]
+            self.owned.discard(partition)
+
+    def _require(self) -> None:
+        if not self.alive:
+            raise ConnectionError("the fake lease connection is closed")
+
+
+class FakeOutboxQueue:
+    """:class:`outbox.store.OutboxQueue` on a :class:`FakeOutbox`: claims need ``leases``
+    alive, as the SQL adapter's run on the lease connection. Records every claim (time,
+    partitions, limit) and every failure written; ``fail_writes`` makes that many next
+    writes raise :class:`ConnectionError`."""
+
+    def __init__(self, outbox: FakeOutbox, leases: FakeLeases) -> None:
+        self._outbox = outbox
+        self._leases = leases
+        self.connected = False
+        self.claims: list[tuple[float, list[int], int]] = []
+        self.failures: list[Failure] = []
+        self.fail_writes = 0
+
+    async def connect(self) -> None:
+        if self.connected:
+            return
+        if self._outbox.down:
+            raise ConnectionError("fake outbox: connection refused")
+        self.connected = True
+
+    async def close(self) -> None:
+        self.connected = False
+
+    async def claim(
+        self, partitions: Sequence[int], in_flight: Sequence[int], limit: int, *,
+        delete: Sequence[int] = (),
+    ) -> list[OutboxRow]:
+        if not self._leases.alive:
+            raise ConnectionError("the fake lease connection is closed")
+        self.claims.append((time.monotonic(), list(partitions), limit))
+        rows = self._claimable(set(partitions), set(in_flight))[:limit]
+        for row_id in delete:  # after the selection: one statement, one snapshot
+            self._outbox.rows.pop(row_id, None)
+        return rows
+
+    def _claimable(self, partitions: set[int], skip: set[int]) -> list[OutboxRow]:
+        now = datetime.now(UTC)
+        waiting: set[tuple[str, str]] = set()
+        found = []
+        for row_id in sorted(self._outbox.rows):
+            stored = self._outbox.rows[row_id]
+            key = (stored.row.aggregate_type, stored.row.aggregate_id)
+            if (
+                stored.partition in partitions and stored.parked_at is None
+                and stored.next_attempt_at <= now and row_id not in skip and key not in waiting
+            ):
+                found.append(stored.row)
+            if stored.waiting:
+                waiting.add(key)
+        return found
+
+    async def delete_sent(self, ids: Sequence[int]) -> None:
+        self._write()
+        for row_id in ids:
+            self._outbox.rows.pop(row_id, None)
+
+    async def record_failures(self, failures: Sequence[Failure], max_attempts: int) -> None:
+        self._write()
+        now = datetime.now(UTC)
+        for failure in failures:
+            stored = self._outbox.rows.get(failure.row_id)
+            if stored is None:
+                continue
+            stored.row = stored.row._replace(attempts=stored.row.attempts + 1)
+            stored.last_error = failure.error[:2000]
+            stored.next_attempt_at = now + timedelta(seconds=failure.delay_s)
+            stored.parked_at = now if stored.row.attempts >= max_attempts else None
+            self.failures.append(failure)
+
+    async def status(self) -> OutboxStatus:
+        self._require()
+        rows = list(self._outbox.rows.values())
+        unsent = [r for r in rows if r.parked_at is None]
+        oldest = min((r.row.created_at for r in unsent), default=None)
+        age = None if oldest is None else (datetime.now(UTC) - oldest).total_seconds()
+        retrying = sum(1 for r in unsent if r.row.attempts > 0)
+        return OutboxStatus(len(unsent), len(rows) - len(unsent), retrying, age)
+
+    async def vacuum(self) -> None:
+        self._require()
+        self._outbox.vacuums += 1
+
+    def _write(self) -> None:
+        self._require()
+        if self.fail_writes > 0:
+            self.fail_writes -= 1
+            raise ConnectionError("fake outbox: connection lost")
+
+    def _require(self) -> None:
+        if not self.connected:
+            raise ConnectionError("the fake outbox queue is closed")

@@ -1,4 +1,4 @@
-"""The publisher's contract on :class:`outbox.publisher.FakePublisher`."""
+"""The publisher's contract on :class:`tests.fakes.FakePublisher`."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from outbox.publisher import FakePublisher
 from tests.contracts.publisher import NOWHERE, ROUTED, PublisherContract
+from tests.fakes import FakePublisher
 
 
 def _fake(*, down: bool = False) -> FakePublisher:

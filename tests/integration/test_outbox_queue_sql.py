@@ -1,0 +1,65 @@
+"""The outbox queue's contract on PostgreSQL (:class:`PgOutboxQueue` on authdb's outbox)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import asyncpg
+import pytest
+
+from outbox.leases import LeaseConnection
+from outbox.schema import PARTITIONS
+from outbox.store import PgOutboxQueue
+from outbox.writer import aggregate_partition
+from shared.config import Settings
+from shared.db import asyncpg_dsn
+from tests.contracts.outbox_queue import AGGREGATE_TYPE, OutboxQueueContract, RowState
+from tests.relay_support import clear_outbox
+
+_INSERT = """
+INSERT INTO outbox (event_id, event_type, routing_key, aggregate_type, aggregate_id,
+                    partition, schema_version, payload)
+VALUES (gen_random_uuid(), 'user.registered', 'user.registered', $1, $2, $3, 1,
+        '{"n": 1}'::jsonb)
+RETURNING id
+"""
+
+
+@dataclass
+class SqlWorld:
+    queue: PgOutboxQueue
+    leases: LeaseConnection
+    conn: asyncpg.Connection
+
+    async def add(self, aggregate_id: str) -> int:
+        partition = aggregate_partition(AGGREGATE_TYPE, aggregate_id)
+        return int(await self.conn.fetchval(_INSERT, AGGREGATE_TYPE, aggregate_id, partition))
+
+    async def state(self, row_id: int) -> RowState | None:
+        row = await self.conn.fetchrow(
+            "SELECT attempts, last_error, parked_at IS NOT NULL AS parked FROM outbox "
+            "WHERE id = $1",
+            row_id,
+        )
+        return None if row is None else RowState(row["attempts"], row["last_error"], row["parked"])
+
+
+class TestPgOutboxQueue(OutboxQueueContract):
+    @pytest.fixture
+    async def world(self, settings: Settings) -> AsyncIterator[SqlWorld]:
+        await clear_outbox(settings)
+        dsn = asyncpg_dsn(settings.auth_database_url)
+        leases = LeaseConnection(dsn)
+        queue = PgOutboxQueue(dsn, leases)
+        conn = await asyncpg.connect(dsn)
+        try:
+            await leases.open(lambda: None)
+            await leases.acquire_up_to(PARTITIONS)
+            await queue.connect()
+            yield SqlWorld(queue, leases, conn)
+        finally:
+            await queue.close()
+            await leases.close()
+            await conn.close()
+            await clear_outbox(settings)
