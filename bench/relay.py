@@ -19,14 +19,20 @@ per-round ratios are reported.
    runs from the commit to the moment the outbox is empty, i.e. every row confirmed by
    the broker and deleted.
 2. Latency under load, for each ``--rates`` value: one event per transaction at that
-   rate for ``--seconds``; from each transaction's COMMIT to the event's delivery to a
-   consumer in another process (commit -> claim -> publish -> confirm -> delivery).
-   The floor (``raw``): the same offered load published directly (bare aio-pika,
-   confirmed), publish -> delivery, in the same round. ``confirm_*``: the relay's own
-   insert -> confirm histogram, interpolated. ``commit_*``: the producer's COMMIT round
-   trips (PostgreSQL's WAL flush, part of every commit -> delivery figure and absent from
-   the raw floor). ``cpu``: % of one core per process group
-   during each phase (from /proc; ``other (neighbours)`` is everyone else's load).
+   rate for ``--seconds``; from the moment each transaction is sent to the event's
+   delivery to a consumer in another process (commit -> claim -> publish -> confirm ->
+   delivery). The producer is open loop on ``PRODUCER_CONNECTIONS`` connections, each
+   transaction the writer's own statement in autocommit (one round trip, COMMIT
+   included); ``offered_eps`` is the rate it reached, ``lag_p*_ms`` how late sends were
+   against the schedule. Floors in the same round: ``raw``, the same offered load
+   published directly (bare aio-pika, confirmed), publish -> delivery; ``raw_commits``,
+   the same while the producer commits at that rate to an outbox no relay reads (the
+   floor under the same PostgreSQL load: on two shared cores the commits alone slow the
+   broker and the consumer). ``relay_confirm_*``: the relay's own insert -> confirm
+   histogram, interpolated. ``relay_commit_*``: the producer's transaction round trips
+   (PostgreSQL's WAL flush, part of every commit -> delivery figure and absent from the
+   raw floor). ``cpu``: % of one core per process group during each phase (from /proc;
+   ``other (neighbours)`` is everyone else's load).
 3. ``--sustain``: a steady offered load of outbox events (a transaction of rate/100
    events every 10 ms) held for 60 s at each rate, with the backlog sampled every second;
    a rate is held when the backlog stays under one second's worth of events at the end
@@ -66,7 +72,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import replace
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -76,13 +82,16 @@ import aiormq
 import asyncpg
 import httpx
 from pamqp.commands import Basic
+from sqlalchemy import TextClause
+from sqlalchemy.dialects.postgresql import asyncpg as pg_asyncpg
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bench.otlp_sink import otlp_sink
 from bench.procstat import CpuPhase
 from outbox import add_event
 from shared import eventloop
 from shared.config import Settings
-from shared.db import asyncpg_dsn, create_engine
+from shared.db import asyncpg_dsn
 from shared.events import UserRegistered
 from shared.messaging import EVENTS_EXCHANGE
 from tests.relay_support import start_relay, stop_relay, wait_for_relays
@@ -92,6 +101,9 @@ QUEUE = "bench.relay"
 BODY = json.dumps({"user_id": str(uuid.uuid4()), "email": "bench@example.org", "display_name": "b"})
 WINDOW = 1000
 PRODUCER_CONNECTIONS = 16
+"""The latency producer's connections: enough for 1,000 transactions/s at a 16 ms commit
+(one round trip each); more would take a large share of PostgreSQL's 100 connections from
+whoever else shares the server."""
 
 
 async def declare(channel: aio_pika.abc.AbstractChannel) -> aio_pika.abc.AbstractQueue:
@@ -310,8 +322,10 @@ async def _offered_load(
 ) -> list[float]:
     """Call ``one`` ``rate`` times a second; each returns (message id, its start time).
     A consumer in another process records arrivals; returns start -> delivery in ms.
-    ``stats`` receives the CPU of each process group over the offered load (``cpu``) and
-    the rate actually offered (``offered_eps``)."""
+    ``stats`` receives the CPU of each process group over the offered load (``cpu``), the
+    rate actually offered (``offered_eps``: sends over the span from the first to the last)
+    and how late the sends were against the schedule (``lag_p50_ms``, ``lag_p99_ms``: time
+    waiting for a free connection, or a producer loop short of CPU)."""
     total = int(rate * seconds)
     receiver, sender = multiprocessing.get_context("spawn").Pipe()
     consumer = multiprocessing.get_context("spawn").Process(
@@ -336,6 +350,9 @@ async def _offered_load(
         stats["cpu"] = phase.percent
         times = [t for _, t in started]
         stats["offered_eps"] = round(len(times) / max(max(times) - min(times), 1e-9))
+        lags = [(t - (start + i / rate)) * 1000 for i, t in enumerate(times)]
+        stats["lag_p50_ms"] = round(percentile(lags, 50), 2)
+        stats["lag_p99_ms"] = round(percentile(lags, 99), 2)
         receiver.send("produced")
         arrived: dict[str, float] = await asyncio.to_thread(receiver.recv)
     finally:
@@ -363,53 +380,108 @@ def histogram_quantile(text: str, name: str, q: float) -> float:
     return buckets[-1][0] * 1000
 
 
+class OneStatementTransaction:
+    """What :func:`outbox.add_event` executes, on a plain asyncpg connection in autocommit:
+    the writer's own statement (advisory lock and insert, the same parameters) as a
+    single-event transaction in one round trip, COMMIT (and its WAL flush) included.
+
+    The producer shares two cores with PostgreSQL, RabbitMQ, the relay and the consumer: an
+    ORM or Core transaction (BEGIN, INSERT, COMMIT: three round trips and SQLAlchemy's work
+    in between) held a connection so long that 16 of them offered about 550 of 1,000
+    transactions/s, and its CPU was taken from the relay it measures."""
+
+    _compiled: tuple[str, tuple[str, ...]] | None = None
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._conn = conn
+
+    async def execute(self, statement: TextClause, params: dict[str, Any]) -> None:
+        if OneStatementTransaction._compiled is None:
+            compiled = statement.compile(dialect=pg_asyncpg.dialect())  # type: ignore[no-untyped-call]
+            OneStatementTransaction._compiled = (str(compiled), tuple(compiled.positiontup or ()))
+        sql, names = OneStatementTransaction._compiled
+        await self._conn.execute(sql, *(params[name] for name in names))
+
+
+class Producer:
+    """Single-event transactions on ``PRODUCER_CONNECTIONS`` connections, open loop: a
+    transaction is due at its time whether or not earlier ones have committed; it waits
+    for a free connection (reported as send lag) instead of lowering the rate offered."""
+
+    def __init__(self, connections: list[asyncpg.Connection]) -> None:
+        self._connections = connections
+        self._free: asyncio.Queue[asyncpg.Connection] = asyncio.Queue()
+        for conn in connections:
+            self._free.put_nowait(conn)
+        self.commits: list[float] = []
+        """The COMMIT round trips (ms): PostgreSQL's own share of the latency."""
+
+    @classmethod
+    async def open(cls, settings: Settings) -> Producer:
+        dsn = asyncpg_dsn(settings.auth_database_url)
+        return cls(
+            list(await asyncio.gather(*(asyncpg.connect(dsn) for _ in range(PRODUCER_CONNECTIONS))))
+        )
+
+    async def close(self) -> None:
+        await asyncio.gather(*(conn.close() for conn in self._connections))
+
+    async def one(self) -> tuple[str, float]:
+        """Commit one event; (its id, when the transaction was sent)."""
+        conn = await self._free.get()
+        try:
+            # Timed as the transaction is sent: its row is invisible to the relay before
+            # it commits, and a busy producer loop cannot make the figure look better.
+            committing = time.perf_counter()
+            event_id = await add_event(
+                cast(AsyncConnection, OneStatementTransaction(conn)),
+                UserRegistered(user_id=uuid.uuid4(), email="l@example.org"),
+            )
+            self.commits.append((time.perf_counter() - committing) * 1000)
+        finally:
+            self._free.put_nowait(conn)
+        return str(event_id), committing
+
+    async def offer(self, rate: int, stop: asyncio.Event) -> None:
+        """The latency phases' schedule until ``stop`` is set: load beside another phase."""
+        tasks: list[asyncio.Task[tuple[str, float]]] = []
+        start, i = time.perf_counter(), 0
+        while not stop.is_set():
+            delay = start + i / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(self.one()))
+            i += 1
+        await asyncio.gather(*tasks)
+        await self._connections[0].execute("DELETE FROM outbox")
+
+
 async def relay_latency(
     settings: Settings, rate: int, seconds: float, out: dict[str, Any], profile: Path | None
 ) -> list[float]:
     """Single-event transactions through the outbox and the relay: commit -> delivery.
     ``out`` receives the relay's own insert -> confirm p50/p99 (its histogram) and the CPU."""
-    # At most PRODUCER_CONNECTIONS transactions open: a producer starved of CPU by a
-    # neighbour then offers less (reported as offered_eps) instead of piling up
-    # connections until the pool times out; no pre-ping round trip per transaction.
-    engine = create_engine(
-        settings.auth_database_url, pool_size=PRODUCER_CONNECTIONS // 2, pre_ping=False
-    )
-    slots = asyncio.Semaphore(PRODUCER_CONNECTIONS)
-    commits: list[float] = []  # the COMMIT round trips: PostgreSQL's own share of the latency
-
-    async def one() -> tuple[str, float]:
-        # A Core connection, not an ORM session: the producer shares the two cores with
-        # PostgreSQL, RabbitMQ, the relay and the consumer, so it must stay light.
-        async with slots, engine.connect() as conn:
-            await conn.begin()
-            event_id = await add_event(
-                conn, UserRegistered(user_id=uuid.uuid4(), email="l@example.org")
-            )
-            # Timed as COMMIT is sent: the row is invisible to the relay before that, and
-            # a busy producer loop cannot make the figure look better than it is.
-            committing = time.perf_counter()
-            await conn.commit()
-            commits.append((time.perf_counter() - committing) * 1000)
-        return str(event_id), committing
-
+    producer = await Producer.open(settings)
     port = free_port()
     relay = start_relay(settings, relay_metrics_port=port)
     try:
         await wait_for_relays(settings, 1)
         await asyncio.sleep(1.0)
         with Profiler(profile, f"relay-latency-{rate}", relay.pid):
-            latencies = await _offered_load(settings, rate, seconds, one, {"relay": relay.pid}, out)
+            latencies = await _offered_load(
+                settings, rate, seconds, producer.one, {"relay": relay.pid}, out
+            )
         async with httpx.AsyncClient() as client:
             text = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
-        out["commit_p50_ms"] = round(percentile(commits, 50), 2)
-        out["commit_p99_ms"] = round(percentile(commits, 99), 2)
+        out["commit_p50_ms"] = round(percentile(producer.commits, 50), 2)
+        out["commit_p99_ms"] = round(percentile(producer.commits, 99), 2)
         for q in (0.5, 0.99):
             name = "ams_outbox_commit_to_confirm_seconds"
             out[f"confirm_p{int(q * 100)}_ms"] = round(histogram_quantile(text, name, q), 2)
         return latencies
     finally:
         stop_relay(relay)
-        await engine.dispose()
+        await producer.close()
 
 
 async def raw_latency(
@@ -432,6 +504,26 @@ async def raw_latency(
         return await _offered_load(settings, rate, seconds, one, {}, out)
     finally:
         await connection.close()
+
+
+async def raw_beside_commits(
+    settings: Settings, rate: int, seconds: float, out: dict[str, Any]
+) -> list[float]:
+    """The floor under the same PostgreSQL load: the bare publisher at ``rate`` while the
+    producer commits the same single-event transactions to an outbox no relay reads (the
+    rows are deleted afterwards). On a machine short of cores the commits' CPU and wake-ups
+    (a backend and a WAL flush per transaction) slow the broker and the consumer too; the
+    gap between this floor and the relay is what the relay itself costs. The load runs
+    from before the publisher starts until after it ends; its rows are deleted then."""
+    producer = await Producer.open(settings)
+    stop = asyncio.Event()
+    load = asyncio.create_task(producer.offer(rate, stop))
+    try:
+        return await raw_latency(settings, rate, seconds, out)
+    finally:
+        stop.set()
+        await load
+        await producer.close()
 
 
 async def sustain(settings: Settings, rate: int, seconds: float = 60.0) -> dict[str, Any]:
@@ -528,53 +620,49 @@ async def throughput_rounds(
     }
 
 
+KINDS = ("raw", "raw_commits", "relay")
+"""The latency phases of a round: the bare publisher, the same beside the producer's
+commits (no relay), and the relay."""
+
+
 async def latency_rounds(
     settings: Settings, queue: aio_pika.abc.AbstractQueue, rate: int, seconds: float,
     rounds: int, profile: Path | None,
 ) -> dict[str, Any]:
-    raw: dict[str, list[float]] = {"p50": [], "p99": []}
-    relay: dict[str, list[float]] = {
-        "p50": [], "p99": [], "confirm_p50_ms": [], "confirm_p99_ms": [], "commit_p50_ms": [],
-        "commit_p99_ms": [],
-    }
+    """Every kind once a round, the order rotating; p50/p99 per kind and the relay's
+    per-round targets (p50 - raw p50, p99 / raw p99)."""
+    figures: dict[str, dict[str, list[float]]] = {kind: {} for kind in KINDS}
     cpu: dict[str, dict[str, float]] = {}
-    offered: dict[str, list[float]] = {"raw": [], "relay": []}
     for r in range(rounds):
-        for kind in ("raw", "relay") if r % 2 == 0 else ("relay", "raw"):
+        for kind in KINDS[r % 3 :] + KINDS[: r % 3]:
             out: dict[str, Any] = {}
             if kind == "raw":
                 lat = await raw_latency(settings, rate, seconds, out)
-                target = raw
+            elif kind == "raw_commits":
+                lat = await raw_beside_commits(settings, rate, seconds, out)
             else:
-                lat = await relay_latency(
-                    settings, rate, seconds, out, profile if r == 0 else None
-                )
-                target = relay
-                for key in ("confirm_p50_ms", "confirm_p99_ms", "commit_p50_ms", "commit_p99_ms"):
-                    relay[key].append(out[key])
-            target["p50"].append(percentile(lat, 50))
-            target["p99"].append(percentile(lat, 99))
-            cpu[f"{kind} round {r + 1}"] = out["cpu"]
-            offered[kind].append(out["offered_eps"])
+                lat = await relay_latency(settings, rate, seconds, out, profile if r == 0 else None)
+            out.update(p50=percentile(lat, 50), p99=percentile(lat, 99))
+            cpu[f"{kind} round {r + 1}"] = out.pop("cpu")
+            for key, value in out.items():
+                figures[kind].setdefault(key, []).append(value)
             await queue.purge()
-        print(f"rate {rate} round {r + 1}: raw p50/p99 {raw['p50'][-1]:.2f}/{raw['p99'][-1]:.2f}"
-              f" ms, relay {relay['p50'][-1]:.2f}/{relay['p99'][-1]:.2f} ms, offered "
-              f"{offered['raw'][-1]:.0f}/{offered['relay'][-1]:.0f}/s, cpu "
-              + json.dumps({k: v for k, v in cpu.items() if k.endswith(f"round {r + 1}")}),
+        last = {kind: {k: round(v[-1], 2) for k, v in f.items()} for kind, f in figures.items()}
+        print(f"rate {rate} round {r + 1}: " + json.dumps(last), flush=True)
+        print("cpu: " + json.dumps({k: v for k, v in cpu.items() if k.endswith(f"round {r + 1}")}),
               flush=True)
+    raw, relay, loaded = figures["raw"], figures["relay"], figures["raw_commits"]
     return {
-        "raw_p50_ms": spread(raw["p50"]),
-        "raw_p99_ms": spread(raw["p99"]),
-        "p50_ms": spread(relay["p50"]),
-        "p99_ms": spread(relay["p99"]),
-        "confirm_p50_ms": spread(relay["confirm_p50_ms"]),
-        "confirm_p99_ms": spread(relay["confirm_p99_ms"]),
-        "commit_p50_ms": spread(relay["commit_p50_ms"]),
-        "commit_p99_ms": spread(relay["commit_p99_ms"]),
+        **{f"{kind}_{key}": spread(values) for kind, f in figures.items()
+           for key, values in f.items()},
         "p50_minus_raw_ms": spread([a - b for a, b in zip(relay["p50"], raw["p50"], strict=True)]),
         "p99_over_raw": spread([a / b for a, b in zip(relay["p99"], raw["p99"], strict=True)], 3),
-        "raw_offered_eps": spread(offered["raw"], 0),
-        "relay_offered_eps": spread(offered["relay"], 0),
+        "p50_minus_raw_commits_ms": spread(
+            [a - b for a, b in zip(relay["p50"], loaded["p50"], strict=True)]
+        ),
+        "p99_over_raw_commits": spread(
+            [a / b for a, b in zip(relay["p99"], loaded["p99"], strict=True)], 3
+        ),
         "cpu_percent_of_one_core": cpu,
     }
 
