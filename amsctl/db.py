@@ -16,7 +16,8 @@ def migrate(
         list(DATABASES), "--database", "-d", help="Database(s) to migrate (default: all three)."
     ),
 ) -> None:
-    """Create missing databases and migrate authdb, apidb and admindb to head (idempotent)."""
+    """Create missing databases and migrate authdb, apidb and admindb to head (idempotent);
+    with MIGRATE_DATABASE_URL, also the least-privilege roles and their grants."""
     import sqlalchemy.exc
     from asyncpg import PostgresError
 
@@ -27,9 +28,17 @@ def migrate(
         fail(
             f"unknown database(s) {', '.join(sorted(unknown))}; expected {', '.join(DATABASES)}", 2
         )
+    from migrations.roles import RoleConfigError
+
     try:
-        created = run(settings(), tuple(database))
+        done = run(settings(), tuple(database))
+    except RoleConfigError as exc:
+        fail(f"configuration error: {exc}", 2)
     except (OSError, PostgresError, sqlalchemy.exc.OperationalError) as exc:
         fail(f"PostgreSQL is unreachable or refused the migration: {exc}", EXIT_UNAVAILABLE)
-    for name, was_created in created.items():
+    for name, was_created in done.created.items():
         console.print(f"{name}: {'created and ' if was_created else ''}migrated to head")
+    if done.roles is not None:
+        roles = ", ".join(f"{db} {login.name}" for db, login in done.roles.services.items())
+        console.print(f"roles: owner {done.roles.owner}; {roles}; audit {done.roles.audit.name}"
+                      f" ({len(done.role_changes)} grants or role changes made)")

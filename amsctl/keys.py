@@ -56,15 +56,21 @@ def _audited(
     from amsctl.audit import run_audited, trail
     from apps.auth.app import key_sealer
     from apps.auth.keys import KeyStore
+    from shared.db import create_engine, session_factory
 
     async def run() -> T:
         cfg = load_settings()
         sealer = key_sealer(cfg) if needs_kek else None
-        async with trail(cfg) as audit:
-            store = KeyStore(audit.sessions, sealer)
-            return await run_audited(
-                audit, name, target, lambda: action(store), outcome_of=outcome_of
-            )
+        # The keys as the auth role, the record as the audit role (AUDIT_DATABASE_URL).
+        engine = create_engine(cfg.auth_database_url, pool_size=1)
+        try:
+            async with trail(cfg) as audit:
+                store = KeyStore(session_factory(engine), sealer)
+                return await run_audited(
+                    audit, name, target, lambda: action(store), outcome_of=outcome_of
+                )
+        finally:
+            await engine.dispose()
 
     return _run(run)
 

@@ -25,6 +25,7 @@ async def _create_admin(cfg: Settings, email: str, password: str) -> str:
     from apps.auth.audit import AuditAction, AuditOutcome
     from apps.auth.passwords import Argon2Passwords
     from apps.auth.services import grant_role, register_user
+    from shared.db import create_engine, session_factory
     from shared.errors import Conflict
 
     passwords = Argon2Passwords(
@@ -32,11 +33,13 @@ async def _create_admin(cfg: Settings, email: str, password: str) -> str:
         memory_kib=cfg.argon2_memory_kib,
         parallelism=cfg.argon2_parallelism,
     )
+    # The account as the auth role, the record as the audit role (AUDIT_DATABASE_URL).
+    engine = create_engine(cfg.auth_database_url, pool_size=1)
+    sessions = session_factory(engine)
     try:
         async with trail(cfg) as audit:
 
             async def work() -> tuple[str, str]:
-                sessions = audit.sessions
                 try:
                     account = await register_user(
                         sessions, passwords, email, password, None, ("user", "admin")
@@ -54,6 +57,7 @@ async def _create_admin(cfg: Settings, email: str, password: str) -> str:
             return message
     finally:
         passwords.close()
+        await engine.dispose()
 
 
 def read_password(from_stdin: bool) -> str:

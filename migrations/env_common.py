@@ -20,6 +20,9 @@ def _run(connection: Connection) -> None:
 
 async def _run_async(url: str) -> None:
     url, connect_args = postgres_connect_args(url)  # sslmode=verify-full etc. for asyncpg
+    role = context.config.attributes.get("role")
+    if role:  # the owner role (migrations.roles): what the migrations create belongs to it
+        connect_args.setdefault("server_settings", {})["role"] = role
     engine = create_async_engine(url, poolclass=pool.NullPool, connect_args=connect_args)
     try:
         async with engine.connect() as connection:

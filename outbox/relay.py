@@ -71,6 +71,9 @@ class Relay:
         """Rows the broker confirmed that are not deleted yet; never claimed again."""
         self._deleted_since_vacuum = 0
         self._vacuum: asyncio.Task[None] | None = None
+        self._may_vacuum = True
+        """False once the role turned out not to own the outbox (nor, on PostgreSQL 17+,
+        to hold MAINTAIN on it)."""
         self._broken: BaseException | None = None
         self._next_rebalance = 0.0
         self._next_status = 0.0
@@ -312,6 +315,7 @@ class Relay:
         every = self._settings.relay_vacuum_every
         if (
             every
+            and self._may_vacuum
             and self._deleted_since_vacuum >= every
             and 0 in self._leases.owned
             and self._vacuum is None
@@ -326,7 +330,13 @@ class Relay:
         VACUUM takes no lock that blocks the writers or the claims."""
         started = time.monotonic()
         try:
-            await self._queue.vacuum()
+            if not await self._queue.vacuum():
+                # A least-privilege role (docs/deployment.md, "Database roles") does not own
+                # the table: VACUUM would only warn and skip it. Autovacuum keeps it lean.
+                self._may_vacuum = False
+                log.info("outbox_vacuum_skipped", database=self.database,
+                         reason="the relay's role may not vacuum the outbox; autovacuum does")
+                return
         except DB_ERRORS as exc:
             log.warning("outbox_vacuum_failed", database=self.database, error=str(exc))
             return

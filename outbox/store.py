@@ -213,9 +213,20 @@ class OutboxQueue(Protocol):
 
     async def status(self) -> OutboxStatus: ...
 
-    async def vacuum(self) -> None:
-        """Reclaim the space of deleted rows (they slow each claim down)."""
+    async def vacuum(self) -> bool:
+        """Reclaim the space of deleted rows (they slow each claim down); False when this
+        role may not (it does not own the table), and nothing was done."""
         ...
+
+
+_MAY_VACUUM = """
+SELECT CASE WHEN current_setting('server_version_num')::int >= 170000
+  THEN has_table_privilege('outbox', 'MAINTAIN')
+  ELSE pg_has_role((SELECT relowner FROM pg_class WHERE oid = 'outbox'::regclass), 'USAGE')
+END
+"""
+"""Whether ``VACUUM outbox`` would vacuum: the owner or a superuser; on PostgreSQL 17+ also
+a role holding MAINTAIN (migrations/roles.py grants it to the service role)."""
 
 
 class PgOutboxQueue:
@@ -264,8 +275,12 @@ class PgOutboxQueue:
     async def status(self) -> OutboxStatus:
         return await status(self._require())
 
-    async def vacuum(self) -> None:
-        await self._require().execute("VACUUM outbox")
+    async def vacuum(self) -> bool:
+        pool = self._require()
+        if not await pool.fetchval(_MAY_VACUUM):
+            return False  # VACUUM would only warn and skip the table
+        await pool.execute("VACUUM outbox")
+        return True
 
     def _require(self) -> asyncpg.Pool:
         if self._pool is None:

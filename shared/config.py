@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, NoReturn, get_type_hints
 
+from shared.db_url import url_password, with_password
 from shared.messaging import AGGREGATE_SLOTS
 from shared.tls import with_default_ca
 
@@ -453,6 +454,47 @@ class Settings:
     )
     """A file holding ``RABBITMQ_OPERATOR_PASSWORD`` (a mounted secret); used when that is empty."""
 
+    # --- database roles (least privilege; docs/deployment.md, "Database roles") ------------
+    migrate_database_url: str = field(default="", metadata=_env("MIGRATE_DATABASE_URL"))
+    """The administrator connection of ``amsctl db migrate`` (a superuser, or a role with
+    CREATEDB and CREATEROLE), e.g. ``postgresql+asyncpg://postgres@127.0.0.1:5432/postgres``.
+    Set, migrate creates the databases, a login role per service named by the user of
+    ``AUTH_``/``USERS_``/``ADMIN_``/``AUDIT_DATABASE_URL`` (password from that URL or its
+    ``*_PASSWORD_FILE``) and ``DATABASE_OWNER_ROLE``, and grants each service only DML on its
+    own database. Empty: no roles are managed; migrate connects with the service URLs. Give it
+    to migrate only: no running process needs it."""
+
+    migrate_database_password_file: str = field(
+        default="", metadata=_env("MIGRATE_DATABASE_PASSWORD_FILE")
+    )
+    """A file holding the password of ``MIGRATE_DATABASE_URL`` (a mounted secret), used when
+    the URL carries none."""
+
+    database_owner_role: str = field(default="ams_owner", metadata=_env("DATABASE_OWNER_ROLE"))
+    """The role (NOLOGIN) that owns the three databases and every table in them; migrations
+    run as it (``SET ROLE``), nothing else does."""
+
+    auth_database_password_file: str = field(
+        default="", metadata=_env("AUTH_DATABASE_PASSWORD_FILE")
+    )
+    """A file holding the password of ``AUTH_DATABASE_URL``'s user, used when the URL carries
+    none (also read by migrate to set that role's password)."""
+
+    users_database_password_file: str = field(
+        default="", metadata=_env("USERS_DATABASE_PASSWORD_FILE")
+    )
+    """A file holding the password of ``USERS_DATABASE_URL``'s user (as above)."""
+
+    admin_database_password_file: str = field(
+        default="", metadata=_env("ADMIN_DATABASE_PASSWORD_FILE")
+    )
+    """A file holding the password of ``ADMIN_DATABASE_URL``'s user (as above)."""
+
+    audit_database_password_file: str = field(
+        default="", metadata=_env("AUDIT_DATABASE_PASSWORD_FILE")
+    )
+    """A file holding the password of ``AUDIT_DATABASE_URL``'s user (as above)."""
+
     def __post_init__(self) -> None:
         if not 0 < self.access_token_ttl_s <= 900:
             raise ValueError("ACCESS_TOKEN_TTL_S must be between 1 and 900 seconds")
@@ -464,6 +506,7 @@ class Settings:
                 f"{self.argon2_time_cost} is below the OWASP minimum for argon2id (19456 KiB "
                 "with 2 iterations, or an equivalent pair such as 47104 with 1, 12288 with 3)"
             )
+        _fold_database_passwords(self)
         for f in fields(self):
             if f.name.endswith(("database_url", "redis_url", "rabbitmq_url")):
                 setting, url = f.metadata["env"], getattr(self, f.name)
@@ -569,6 +612,18 @@ def secret_value(value: str, path: str, name: str) -> str:
             return secret.read().rstrip("\r\n")
     except OSError as exc:
         raise ValueError(f"{name}_FILE={path!r} cannot be read: {exc.strerror}") from None
+
+
+def _fold_database_passwords(settings: Settings) -> None:
+    """Each ``*_DATABASE_URL`` gets the password of its ``*_DATABASE_PASSWORD_FILE``."""
+    for f in fields(settings):
+        path = getattr(settings, f.name.removesuffix("_url") + "_password_file", "")
+        if not f.name.endswith("database_url") or not path:
+            continue
+        url, setting = getattr(settings, f.name), f.metadata["env"]
+        # A password written in the URL wins, as a value wins over its file.
+        password = secret_value(url_password(url), path, setting.removesuffix("_URL") + "_PASSWORD")
+        object.__setattr__(settings, f.name, with_password(url, password, setting))
 
 
 def _coerce(name: str, raw: str, kind: Any) -> Any:

@@ -44,8 +44,9 @@ def database_name(url: str) -> str:
     return name
 
 
-async def ensure_database(url: str) -> bool:
-    """Create the database named in ``url`` if it is missing. Returns True if created."""
+async def ensure_database(url: str, owner: str = "") -> bool:
+    """Create the database named in ``url`` if it is missing (owned by ``owner`` when
+    given). Returns True if created."""
     admin = make_url(url).set(drivername="postgresql", database="postgres")
     name = database_name(url)
     conn = await asyncpg.connect(admin.render_as_string(hide_password=False))
@@ -54,7 +55,8 @@ async def ensure_database(url: str) -> bool:
         if exists:
             return False
         try:
-            await conn.execute(f'CREATE DATABASE "{_ident(name)}"')
+            owned = ' OWNER "' + owner.replace('"', '""') + '"' if owner else ""
+            await conn.execute(f'CREATE DATABASE "{_ident(name)}"{owned}')
         except asyncpg.DuplicateDatabaseError:
             return False  # created concurrently by another process
         return True

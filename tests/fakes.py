@@ -535,6 +535,9 @@ class FakeOutbox:
         self.notify = True
         self.down = False
         self.vacuums = 0
+        self.may_vacuum = True
+        """False: the relay's role does not own the outbox (a least-privilege role)."""
+        self.vacuums_asked = 0
         self._next_id = 1
 
     def add(
@@ -705,9 +708,13 @@ class FakeOutboxQueue:
         retrying = sum(1 for r in unsent if r.row.attempts > 0)
         return OutboxStatus(len(unsent), len(rows) - len(unsent), retrying, age)
 
-    async def vacuum(self) -> None:
+    async def vacuum(self) -> bool:
         self._require()
+        self._outbox.vacuums_asked += 1
+        if not self._outbox.may_vacuum:
+            return False
         self._outbox.vacuums += 1
+        return True
 
     def _write(self) -> None:
         self._require()

@@ -15,13 +15,14 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import fields
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import aio_pika
+import asyncpg
 import redis
 
 from shared.config import DATABASES, Settings
-from shared.db import drop_database
+from shared.db import asyncpg_dsn, drop_database
 from shared.rabbitmq_admin import ManagementClient
 from workers.runtime.context import MessageContext
 
@@ -37,16 +38,28 @@ TEST_KEK = "test-only key-encryption key, 32+ characters long"
 
 @contextmanager
 def isolated_settings(
-    label: str = "t", *, migrate: bool = True, **overrides: object
+    label: str = "t", *, migrate: bool = True, roles: bool = False, **overrides: object
 ) -> Iterator[Settings]:
     """Settings pointing at fresh databases, a fresh vhost and a Redis key prefix of their own;
     all removed afterwards. (Rate-limit counters live in Redis per client address: shared
-    keys let one test's logins from 127.0.0.1 use up the next test's allowance.)"""
+    keys let one test's logins from 127.0.0.1 use up the next test's allowance.)
+
+    ``roles=True``: every service connects as a least-privilege role of its own, which
+    ``amsctl db migrate``'s code creates (``MIGRATE_DATABASE_URL`` = the test superuser).
+    Roles are global to the PostgreSQL cluster: theirs are named after the tag (``<tag>_auth``
+    …) and dropped afterwards, with the databases."""
     from migrations.runner import migrate as run_migrations
 
     tag = f"ams_{label}_{uuid.uuid4().hex[:8]}"
     vhost = tag
     urls = {db: f"{POSTGRES}/{tag}_{db}" for db in DATABASES}
+    admin_urls = dict(urls)
+    if roles:
+        overrides.setdefault("migrate_database_url", f"{POSTGRES}/postgres")
+        overrides.setdefault("database_owner_role", f"{tag}_owner")
+        overrides.setdefault("audit_database_url", _as_role(urls["authdb"], f"{tag}_audit"))
+        for db, service in ROLE_SERVICES.items():
+            urls[db] = _as_role(urls[db], f"{tag}_{service}")
     redis_db = int(overrides.pop("redis_db", 15))  # type: ignore[call-overload]
     overrides.setdefault("signing_key_kek", TEST_KEK)
     overrides.setdefault("redis_key_prefix", f"{tag}:")
@@ -69,8 +82,52 @@ def isolated_settings(
         finally:
             mgmt.delete_vhost(vhost)
             _delete_redis_keys(settings.redis_url, f"{settings.redis_key_prefix}*")
-            for url in urls.values():
+            for url in admin_urls.values():
                 asyncio.run(drop_database(url))
+            if roles:
+                asyncio.run(drop_roles(tag))
+
+
+ROLE_SERVICES = {"authdb": "auth", "apidb": "users", "admindb": "admin"}
+"""The service whose role each database's URL names under ``isolated_settings(roles=True)``."""
+
+
+def _as_role(url: str, role: str) -> str:
+    """``url`` connecting as ``role`` (with a password: pg_hba may trust it or not)."""
+    parts = urlsplit(url)
+    hosts = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{role}:{role}-password@{hosts}"))
+
+
+async def drop_roles(tag: str) -> None:
+    """Drop every role named ``<tag>_…``; what they still own or hold in a database that
+    outlives them goes back to postgres first."""
+    conn = await asyncpg.connect(asyncpg_dsn(f"{POSTGRES}/postgres"))
+    try:
+        names = [r[0] for r in await conn.fetch(
+            "SELECT quote_ident(rolname) FROM pg_roles WHERE starts_with(rolname, $1)", f"{tag}_"
+        )]
+        if not names:
+            return
+        roles = ", ".join(names)
+        databases = await conn.fetch(
+            "SELECT DISTINCT d.datname FROM pg_shdepend s JOIN pg_database d ON d.oid = s.dbid "
+            "JOIN pg_roles r ON r.oid = s.refobjid WHERE starts_with(r.rolname, $1)", f"{tag}_"
+        )
+        for row in databases:
+            other = await asyncpg.connect(asyncpg_dsn(f"{POSTGRES}/{row['datname']}"))
+            try:
+                await other.execute(f"REASSIGN OWNED BY {roles} TO postgres")
+                for name in names:  # one by one: PostgreSQL 15 trips over a default ACL
+                    await other.execute(f"DROP OWNED BY {name}")  # that two of them share
+            finally:
+                await other.close()
+        await conn.execute(f"REASSIGN OWNED BY {roles} TO postgres")  # databases they own
+        for name in names:
+            await conn.execute(f"DROP OWNED BY {name}")
+            await conn.execute(f"DROP ROLE IF EXISTS {name}")
+    finally:
+        await conn.close()
 
 
 def _delete_redis_keys(url: str, pattern: str) -> None:

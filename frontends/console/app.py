@@ -35,13 +35,16 @@ def create_app(settings: Settings, *, api: ApiClient | None = None,
                store: SessionStore | None = None) -> Litestar:
     """The console app; ``api`` and ``store`` may be fakes (tests), else built from settings."""
     authdb = create_engine(settings.auth_database_url, pool_size=2)
+    # The audit table may sit behind a role of its own (AUDIT_DATABASE_URL): read it there.
+    auditdb = create_engine(settings.audit_url, pool_size=2)
     frontend, redis = build_frontend("console", "Operations console", settings, api, store)
     history = MetricsHistory(parse_targets(settings.console_metrics_targets),
                              settings.console_scrape_interval_s)
     tasks: list[asyncio.Task[None]] = []
 
     async def start(app: Litestar) -> None:
-        app.state["operations"] = Operations(settings, session_factory(authdb))
+        app.state["operations"] = Operations(settings, session_factory(authdb),
+                                             audit=session_factory(auditdb))
         app.state["metrics_history"] = history
         tasks.append(asyncio.create_task(history.run(), name="console-metrics"))
 
@@ -51,6 +54,7 @@ def create_app(settings: Settings, *, api: ApiClient | None = None,
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await authdb.dispose()
+        await auditdb.dispose()
         await redis.aclose()
 
     return frontend_app(

@@ -52,9 +52,12 @@ class ReplayPlan:
 class Operations:
     """The console's operator actions and views."""
 
-    def __init__(self, settings: Settings, authdb: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(self, settings: Settings, authdb: async_sessionmaker[AsyncSession], *,
+                 audit: async_sessionmaker[AsyncSession] | None = None) -> None:
         self.settings = settings
         self.authdb = authdb
+        self.auditdb = audit or authdb
+        """Where the audit table is read (``AUDIT_DATABASE_URL``; default: authdb's)."""
 
     # --- dead letters ------------------------------------------------------------------------
     async def dead_letters(self, selection: Selection, queue: str | None = None
@@ -132,7 +135,7 @@ class Operations:
 
     # --- audit -------------------------------------------------------------------------------
     async def audit_entries(self, filters: AuditFilter) -> list[AuditEntry]:
-        return await audit.list_entries(self.authdb, filters)
+        return await audit.list_entries(self.auditdb, filters)
 
 
 async def _resolve(store: AmqpDeadLetterStore, names: list[str] | None) -> list[QueueInfo]:

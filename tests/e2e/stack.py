@@ -211,7 +211,8 @@ def running_stack(
             commands["saga"] = [sys.executable, "-m", "workers", "saga"]
             commands["portal"] = [sys.executable, "-m", "frontends.portal"]
             commands["console"] = [sys.executable, "-m", "frontends.console"]
-        base = env_for(settings, **(env or {}))
+        # migrate's administrator URL is for migrate alone: no running process gets it.
+        base = env_for(settings, **{"MIGRATE_DATABASE_URL": "", **(env or {})})
         envs: dict[str, dict[str, str]] = {}
         metrics_urls: dict[str, str] = {}
         for name in commands:

@@ -23,7 +23,7 @@ TAP = "e2e.profile_created"
 def stack() -> Iterator[Stack]:
     prefix = f"e{uuid.uuid4().hex[:8]}:"
     with (
-        isolated_settings("e2e", redis_key_prefix=prefix) as settings,
+        isolated_settings("e2e", roles=True, redis_key_prefix=prefix) as settings,
         running_stack(settings) as running,
     ):
         asyncio.run(declare_tap(settings.rabbitmq_url, TAP, "profile.created"))

@@ -27,6 +27,7 @@ def stack() -> Iterator[Stack]:
     with (
         isolated_settings(
             "e2esaga",
+            roles=True,  # every process under its least-privilege database role
             redis_key_prefix=f"d{uuid.uuid4().hex[:8]}:",
             worker_retry_delays="200ms,500ms",
             worker_max_attempts=3,

@@ -18,13 +18,15 @@ runner = CliRunner()
 
 @pytest.fixture(scope="module")
 def cli_settings() -> Iterator[Settings]:
-    with isolated_settings("cli") as s:
+    # Least-privilege roles: the account and keys as the auth role, the audit as the audit role.
+    with isolated_settings("cli", roles=True) as s:
         yield s
 
 
 @pytest.fixture
 def env(cli_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
     monkeypatch.setenv("AUTH_DATABASE_URL", cli_settings.auth_database_url)
+    monkeypatch.setenv("AUDIT_DATABASE_URL", cli_settings.audit_url)
     monkeypatch.setenv("SIGNING_KEY_KEK", cli_settings.signing_key_kek)
     return cli_settings
 
