@@ -58,10 +58,37 @@ if [ -z "${SIGNING_KEY_KEK:-}" ] && [ -z "${SIGNING_KEY_KEK_FILE:-}" ]; then
   export SIGNING_KEY_KEK_FILE="$kek_file"
 fi
 
+# Least privilege: every process connects as its service's own PostgreSQL role, which
+# migrate creates as the local superuser (docs/deployment.md, "Database roles"). Passwords
+# are made once, outside the repository. Setting any of the URLs yourself turns this off.
+migrate_url=${MIGRATE_DATABASE_URL:-}
+if [ -z "${AUTH_DATABASE_URL:-}${USERS_DATABASE_URL:-}${ADMIN_DATABASE_URL:-}${AUDIT_DATABASE_URL:-}" ]; then
+  state="${XDG_STATE_HOME:-$HOME/.local/state}/ams"
+  pg="127.0.0.1:5432"
+  for service in auth users admin audit; do
+    secret="$state/db-$service-password"
+    if [ ! -s "$secret" ]; then
+      mkdir -p "$state"
+      (umask 077 && python -c 'import secrets; print(secrets.token_urlsafe(24))' > "$secret")
+    fi
+  done
+  export AUTH_DATABASE_URL="postgresql+asyncpg://ams_auth@$pg/authdb"
+  export USERS_DATABASE_URL="postgresql+asyncpg://ams_users@$pg/apidb"
+  export ADMIN_DATABASE_URL="postgresql+asyncpg://ams_admin@$pg/admindb"
+  export AUDIT_DATABASE_URL="postgresql+asyncpg://ams_audit@$pg/authdb"
+  export AUTH_DATABASE_PASSWORD_FILE="$state/db-auth-password"
+  export USERS_DATABASE_PASSWORD_FILE="$state/db-users-password"
+  export ADMIN_DATABASE_PASSWORD_FILE="$state/db-admin-password"
+  export AUDIT_DATABASE_PASSWORD_FILE="$state/db-audit-password"
+  migrate_url=${migrate_url:-"postgresql+asyncpg://postgres@$pg/postgres"}
+fi
+# migrate alone gets the administrator's URL (no process started below has it).
+unset MIGRATE_DATABASE_URL
+
 if [ "$setup" = 1 ]; then
   bash scripts/services.sh
-  echo "run: migrating the databases"
-  python -m amsctl db migrate
+  echo "run: migrating the databases${migrate_url:+ (and their roles)}"
+  MIGRATE_DATABASE_URL="$migrate_url" python -m amsctl db migrate
   echo "run: applying the RabbitMQ topology"
   python -m amsctl topology apply
 fi
