@@ -112,9 +112,12 @@ class Relay:
 
     async def _connect(self) -> None:
         await self._queue.connect()
+        # The broker before the leases: joining halves the other copies' share, so a copy
+        # whose broker connect hangs (up to CONNECT_TIMEOUT_S per node) would make them
+        # release partitions that it never takes; those would wait for nobody.
+        await self._publisher.connect()
         if not self._leases.alive:
             await self._leases.open(self._wake.set)
-        await self._publisher.connect()
         metrics.BROKER_UP.labels(self.database).set(1)
         self._next_rebalance = 0.0
         log.info("relay_connected", database=self.database)

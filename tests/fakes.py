@@ -435,7 +435,7 @@ class FakePublisher:
     ``hold()`` keeps every batch waiting for its confirms until ``release()``;
     ``break_next_confirm()`` lets the next batch reach the queue and then drops the connection
     before its confirms (the relay must count no attempt and publish it again); ``down``
-    refuses connections and publishes.
+    refuses connections (after ``connect_s``) and publishes.
     """
 
     def __init__(self, *, unroutable: Sequence[str] = ()) -> None:
@@ -448,6 +448,8 @@ class FakePublisher:
         self.unroutable = set(unroutable)
         self.connected = False
         self.down = False
+        self.connect_s = 0.0
+        """How long a connect takes (to succeed, or to fail when ``down``)."""
         self._nacks: dict[uuid.UUID, int] = {}
         self._open = asyncio.Event()
         self._open.set()
@@ -466,6 +468,7 @@ class FakePublisher:
         self._break_next = True
 
     async def connect(self) -> None:
+        await asyncio.sleep(self.connect_s)
         if self.down:
             raise PublisherUnavailable("fake broker is down")
         self.connected = True

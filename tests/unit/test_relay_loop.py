@@ -258,6 +258,24 @@ async def test_a_relay_cut_off_from_the_broker_hands_its_partitions_to_the_other
     assert set(ids(rows)) <= set(ids(two.publisher.confirmed))
 
 
+async def test_a_relay_that_cannot_reach_the_broker_does_not_rejoin_the_others() -> None:
+    """Its connect hangs, then fails: were it a member meanwhile, the others' share would
+    halve and the partitions they released would wait for nobody."""
+    outbox = FakeOutbox()
+    one, two = relay_on(outbox, fast()), relay_on(outbox, fast())
+    async with running(one), running(two, ready=False):
+        await until(lambda: len(two.leases.owned) == PARTITIONS // 2, "an even split")
+        one.publisher.down, one.publisher.connect_s = True, 0.1
+        for n in range(40):
+            outbox.add(f"agg-{n}")  # one's next batch fails
+        await until(lambda: len(two.leases.owned) == PARTITIONS, "two took everything")
+        held = []
+        for _ in range(100):  # 1 s: one tries to reconnect after 0.2 s and 0.6 s
+            held.append(len(outbox.holders))
+            await asyncio.sleep(0.01)
+        assert min(held) == PARTITIONS, "partitions owned by nobody while two could publish"
+
+
 async def test_a_partition_changes_hands_only_when_nothing_is_in_flight() -> None:
     outbox = FakeOutbox()
     one, two = relay_on(outbox, fast()), relay_on(outbox, fast())
