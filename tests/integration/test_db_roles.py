@@ -281,3 +281,40 @@ async def _stored_password(role: str) -> str:
 def _on(url: str, settings: Settings, database: str) -> str:
     """``url`` (its role) on the database ``settings`` name for ``database``."""
     return url.rsplit("/", 1)[0] + "/" + database_name(settings.database_url(database))
+
+
+def test_an_administrator_that_is_no_superuser_will_do() -> None:
+    """A managed PostgreSQL gives no superuser: a CREATEDB CREATEROLE role runs migrate too
+    (it makes itself a member of the owner role). It cannot read the stored verifiers, so it
+    sets the passwords again on each run, and nothing else."""
+    with isolated_settings("rolesdba", roles=True, migrate=False) as settings:
+        tag = settings.database_owner_role.removesuffix("_owner")
+        dba = f"{tag}_dba"  # dropped with the test's other roles
+
+        async def create_dba() -> None:
+            async with connected(f"{POSTGRES}/postgres") as conn:
+                await conn.execute(f'CREATE ROLE "{dba}" LOGIN CREATEDB CREATEROLE')
+
+        asyncio.run(create_dba())
+        managed = replace(settings, migrate_database_url=POSTGRES.replace(
+            "//postgres@", f"//{dba}@") + "/postgres")
+        assert all(migrate(managed).created.values())
+        again = migrate(managed).role_changes
+        assert again and all(change.endswith(": password set") for change in again), again
+        asyncio.run(_denied(managed.users_database_url, "CREATE TABLE intruder (id int)"))
+
+
+def test_a_superuser_is_not_taken_for_a_service_role(roles: Settings) -> None:
+    """A service URL naming an existing superuser is refused, not demoted."""
+    superuser = roles.database_owner_role.removesuffix("_owner") + "_su"  # dropped afterwards
+
+    async def sql(query: str) -> object:
+        async with connected(f"{POSTGRES}/postgres") as conn:
+            return await conn.fetchval(query)
+
+    asyncio.run(sql(f'CREATE ROLE "{superuser}" LOGIN SUPERUSER'))
+    as_superuser = replace(roles, admin_database_url=roles.admin_database_url.replace(
+        f"{url_user(roles.admin_database_url)}:", f"{superuser}:"))
+    with pytest.raises(ValueError, match=f"{superuser} is a superuser"):
+        migrate(as_superuser)
+    assert asyncio.run(sql(f"SELECT rolsuper FROM pg_roles WHERE rolname = '{superuser}'"))
