@@ -177,11 +177,13 @@ async def aiormq_publisher(settings: Settings, n: int) -> float:
 
 
 class Profiler:
-    """py-spy attached to a process for one phase (collapsed stacks), when asked for."""
+    """py-spy attached to a process for one phase (collapsed stacks), when asked for;
+    ``threads``: each stack starts with its thread, so a thread's share can be read."""
 
-    def __init__(self, directory: Path | None, name: str, pid: int) -> None:
+    def __init__(self, directory: Path | None, name: str, pid: int, *, threads: bool = False):
         self._path = directory / f"{name}.txt" if directory else None
         self._pid = pid
+        self._threads = threads
         self._process: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> Profiler:
@@ -192,7 +194,7 @@ class Profiler:
             self._process = subprocess.Popen(
                 [py_spy, "record", "--pid",
                  str(self._pid), "--format", "raw", "--rate", "200", "--nonblocking",
-                 "--output", str(self._path)],
+                 "--output", str(self._path), *(["--threads"] if self._threads else [])],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )
             time.sleep(0.5)  # attached before the phase starts
@@ -485,7 +487,8 @@ async def relay_latency(
 
 
 async def raw_latency(
-    settings: Settings, rate: int, seconds: float, out: dict[str, Any]
+    settings: Settings, rate: int, seconds: float, out: dict[str, Any],
+    roles: dict[str, int] | None = None,
 ) -> list[float]:
     """The floor: a bare aio-pika publish (confirmed) at the same rate: publish -> delivery."""
     connection = await aio_pika.connect(settings.rabbitmq_url)
@@ -501,29 +504,51 @@ async def raw_latency(
         return message_id, started
 
     try:
-        return await _offered_load(settings, rate, seconds, one, {}, out)
+        return await _offered_load(settings, rate, seconds, one, roles or {}, out)
     finally:
         await connection.close()
+
+
+def _commit_load(settings: Settings, rate: int, pipe: Connection) -> None:
+    """Commit-load process: the latency producer at ``rate`` until told to stop."""
+
+    async def load() -> None:
+        producer = await Producer.open(settings)
+        stop = asyncio.Event()
+        task = asyncio.create_task(producer.offer(rate, stop))
+        pipe.send("started")
+        await asyncio.to_thread(pipe.recv)
+        stop.set()
+        await task
+        await producer.close()
+
+    eventloop.run(load())
+    pipe.send("stopped")
 
 
 async def raw_beside_commits(
     settings: Settings, rate: int, seconds: float, out: dict[str, Any]
 ) -> list[float]:
-    """The floor under the same PostgreSQL load: the bare publisher at ``rate`` while the
-    producer commits the same single-event transactions to an outbox no relay reads (the
-    rows are deleted afterwards). On a machine short of cores the commits' CPU and wake-ups
-    (a backend and a WAL flush per transaction) slow the broker and the consumer too; the
-    gap between this floor and the relay is what the relay itself costs. The load runs
-    from before the publisher starts until after it ends; its rows are deleted then."""
-    producer = await Producer.open(settings)
-    stop = asyncio.Event()
-    load = asyncio.create_task(producer.offer(rate, stop))
+    """The floor under the same PostgreSQL load: the bare publisher at ``rate`` while
+    another process commits the same single-event transactions at that rate to an outbox
+    no relay reads (as the relay runs beside the bench's producer). On a machine short of
+    cores the commits' CPU and wake-ups (a backend and a WAL flush per transaction) slow
+    the broker and the consumer too; the gap between this floor and the relay is what the
+    relay itself costs. The load runs from before the publisher starts until after it
+    ends; its rows are deleted then."""
+    receiver, sender = multiprocessing.get_context("spawn").Pipe()
+    loader = multiprocessing.get_context("spawn").Process(
+        target=_commit_load, args=(settings, rate, sender)
+    )
+    loader.start()
     try:
-        return await raw_latency(settings, rate, seconds, out)
+        await asyncio.to_thread(receiver.recv)
+        assert loader.pid is not None
+        return await raw_latency(settings, rate, seconds, out, {"commit load": loader.pid})
     finally:
-        stop.set()
-        await load
-        await producer.close()
+        receiver.send("stop")
+        await asyncio.to_thread(receiver.recv)
+        loader.join(30)
 
 
 async def sustain(settings: Settings, rate: int, seconds: float = 60.0) -> dict[str, Any]:

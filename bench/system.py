@@ -19,14 +19,21 @@ vhost (removed afterwards), on this machine's local PostgreSQL, Redis and Rabbit
    cores right before and right after the register phase (the median of the two);
    ``register_over_argon2`` = register->profile per second / that floor. Registration is
    bound by argon2 by design; the ratio says what everything else costs.
+   The sign-up flood guards are lifted (``REGISTER_MAX_PER_CLIENT``,
+   ``ARGON2_MAX_PENDING_HASHES``): the load comes from one address, C at a time.
 4. ``--sustain R1,R2``: an open-loop offered load of R registrations per second held for
    60 s at each rate (ascending, stopping at the first not held); the backlog (sent minus
    profiles created) is sampled every second. A rate is held when every registration
    succeeds, the backlog stays under two seconds' worth after the first 10 s and ends under
    one second's worth (the relay benchmark's definition). Reports the highest rate held.
-5. ``cpu``: CPU seconds (utime+stime from /proc/<pid>/stat) each process used in each phase;
+5. ``cpu_percent_of_one_core``: % of one core per process group in each floor run and
+   in the register phase (the stack's processes, PostgreSQL, RabbitMQ, the neighbours).
+   ``cpu``: CPU seconds (utime+stime from /proc/<pid>/stat) each process used in each phase;
    the process whose CPU seconds approach the phase's wall time (1 core = 1.0 per second)
    saturates first. ``saturated_first`` names it per phase.
+
+``--profile DIR`` attaches py-spy to the auth API during the register phase (collapsed
+stacks per thread in ``DIR/auth-register.txt``, the top functions printed).
 
 The last line printed is one JSON object.
 """
@@ -37,11 +44,14 @@ import argparse
 import asyncio
 import io
 import json
+import os
 import statistics
 import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,6 +62,8 @@ import httpx
 from PIL import Image, ImageDraw
 
 from apps.auth.passwords import Argon2Passwords
+from bench.procstat import CpuPhase
+from bench.relay import Profiler
 from shared.config import Settings
 from shared.db import asyncpg_dsn
 from tests.e2e.stack import Stack, running_stack
@@ -262,6 +274,20 @@ def phase(stack: Stack, name: str, run: object) -> tuple[dict[str, object], dict
     return result, cpu
 
 
+@contextmanager
+def cpu_groups(
+    stack: Stack, settings: Settings, out: dict[str, dict[str, float]], name: str
+) -> Iterator[None]:
+    """% of one core per process group during a phase (:mod:`bench.procstat`): the stack's
+    processes, this benchmark (the client, or the floor's hashing), PostgreSQL, RabbitMQ
+    and the neighbours, whose share differs between the floor and the register phase."""
+    roles = {name: process.pid for name, process in stack.processes.items()}
+    tag = settings.auth_database_url.rsplit("/", 1)[1].rsplit("_", 1)[0]
+    with CpuPhase({**roles, "bench (client, floor)": os.getpid()}, tag) as phase:
+        yield
+    out[name] = phase.percent
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -271,6 +297,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16, help="registrations in flight")
     parser.add_argument("--documents", type=int, help="uploads (default 8 quick, 40)")
     parser.add_argument("--sustain", default="", help="registration rates to hold 60 s each")
+    parser.add_argument("--profile", type=Path, help="directory for a py-spy profile of auth")
     args = parser.parse_args()
     users = args.users or (200 if args.quick else 1000)
     documents = args.documents or (8 if args.quick else 40)
@@ -278,15 +305,26 @@ def main() -> None:
     with (
         tempfile.TemporaryDirectory() as logs,
         isolated_settings("sysbench", redis_key_prefix=prefix, ocr_engine="tesseract",
-                          upload_max_per_minute=1_000_000) as settings,
+                          upload_max_per_minute=1_000_000, register_max_per_client=1_000_000,
+                          argon2_max_pending_hashes=100_000) as settings,
         running_stack(settings, with_admin=True, log_dir=Path(logs)) as stack,
     ):
         floor_s = 5.0 if args.quick else 10.0
-        floors = [asyncio.run(argon2_floor(settings, floor_s))]
-        registered, cpu_register = phase(
-            stack, "register", register_profile(stack, users, args.concurrency)
-        )
-        floors.append(asyncio.run(argon2_floor(settings, floor_s)))
+        groups: dict[str, dict[str, float]] = {}
+        with cpu_groups(stack, settings, groups, "argon2 floor before"):
+            floors = [asyncio.run(argon2_floor(settings, floor_s))]
+        if args.profile:
+            args.profile.mkdir(parents=True, exist_ok=True)
+        with (
+            Profiler(args.profile, "auth-register", stack.processes["auth"].pid, threads=True),
+            cpu_groups(stack, settings, groups, "register"),
+        ):
+            registered, cpu_register = phase(
+                stack, "register", register_profile(stack, users, args.concurrency)
+            )
+        with cpu_groups(stack, settings, groups, "argon2 floor after"):
+            floors.append(asyncio.run(argon2_floor(settings, floor_s)))
+        registered["cpu_percent_of_one_core"] = groups
         floor = statistics.median(floors)
         registered["argon2_floor_per_s"] = round(floor, 1)
         registered["argon2_floor_runs"] = [round(f, 1) for f in floors]
