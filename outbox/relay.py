@@ -156,11 +156,19 @@ class Relay:
                 self._start_batch(rows)
                 continue
             # Nothing to claim: sleep until a commit notifies us, a batch finishes or the
-            # poll interval (growing while idle) runs out.
-            await self._idle(stop, poll)
-            poll = min(poll * 2, self._settings.relay_poll_max_s)
+            # poll interval runs out. The interval grows only while polls find nothing and
+            # nothing wakes the relay: a notification means commits are happening, and
+            # others may be committing beside the notifier without a notification of their
+            # own (one notifier at a time, see outbox.schema.NOTIFIER_LOCK), so their rows
+            # are looked for again within the shortest interval, not the grown one (rows
+            # left to a poll waited up to 98 ms at 1,000 commits/s).
+            if await self._idle(stop, poll):
+                poll = self._settings.relay_poll_min_s
+            else:
+                poll = min(poll * 2, self._settings.relay_poll_max_s)
 
-    async def _idle(self, stop: asyncio.Event, wait_s: float) -> None:
+    async def _idle(self, stop: asyncio.Event, wait_s: float) -> bool:
+        """Wait up to ``wait_s``; True when woken (a notification, a batch's end)."""
         # The last batch out, or a failed one, sets the wake event too (see _batch_done).
         waiters = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())]
         try:
@@ -168,6 +176,7 @@ class Relay:
         finally:
             for waiter in waiters:
                 waiter.cancel()
+        return self._wake.is_set()
 
     def _room(self) -> int:
         """Rows that may be claimed now: a batch, less what exceeds the in-flight budget."""

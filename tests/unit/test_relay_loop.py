@@ -321,6 +321,24 @@ async def test_without_notifications_the_idle_relay_polls_ever_less_often() -> N
         await until(lambda: not outbox.rows, "found by the poll", timeout=0.5)
 
 
+async def test_a_wake_up_brings_the_poll_back_to_its_shortest_interval() -> None:
+    """A notification whose row an earlier claim already took still means commits are
+    happening, and one committing beside the notifier sends none (one notifier at a time):
+    the relay looks again within the shortest poll, not the interval it grew while idle."""
+    outbox = FakeOutbox()
+    copy = relay_on(outbox, fast(relay_poll_min_s=0.01, relay_poll_max_s=1.0))
+    async with running(copy):
+        await asyncio.sleep(0.8)  # idle: the poll has grown to 0.64 s
+        outbox.notify = False
+        for member in outbox.members:
+            member.notified()  # its row taken by the claim before
+        await asyncio.sleep(0.005)
+        started = time.monotonic()
+        outbox.add("beside the notifier")
+        await until(lambda: not outbox.rows, "the silent row", timeout=2.0)
+        assert time.monotonic() - started < 0.25  # 1 s with the grown interval
+
+
 # --- stopping, vacuum ---------------------------------------------------------------------
 async def test_stopping_waits_for_the_confirms_in_flight_and_deletes_their_rows() -> None:
     outbox = FakeOutbox()
