@@ -10,7 +10,8 @@ import asyncpg
 from alembic import command
 from alembic.config import Config
 
-from migrations.roles import RolePlan, ensure_roles, grant_tables, plan_roles, secure_database
+from migrations.grants import grant_tables, secure_database
+from migrations.roles import RolePlan, ensure_roles, plan_roles
 from shared.config import DATABASES, Settings
 from shared.db import asyncpg_dsn, ensure_database
 
