@@ -20,10 +20,14 @@ before the clock starts; it starts when they are told to connect and consume, so
 connecting counts against them. ``--partitions 1`` measures one process, in this one.
 
     python bench/consumer.py [--quick] [--messages N] [--rounds R] [--prefetch P]
-                             [--effect row|none] [--partitions K] [--tracing [--sampled F]]
+                             [--effect row|row-each|none] [--partitions K]
+                             [--tracing [--sampled F]]
 
-``--effect none`` measures the runtime with a handler that writes nothing (the inbox row,
-the transaction and the ack remain): the runtime's own cost beside the bare loop.
+The effect handler is batch-aware (``workers.runtime.sessions.Batched``), as the profiles
+worker's is: a batch's effect rows go in one statement. ``--effect row-each`` measures the
+same effect through a plain handler, one statement per message. ``--effect none`` measures
+the runtime with a handler that writes nothing (the inbox row, the transaction and the ack
+remain): the runtime's own cost beside the bare loop.
 
 ``--tracing`` adds a third measurement to every round: the runtime with tracing on
 (``TRACING_ENABLED``, every message sampled, spans exported over OTLP/HTTP to a local
@@ -48,6 +52,7 @@ import statistics
 import sys
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -69,7 +74,7 @@ from shared.tracing import configure_tracing, shutdown_tracing
 from tests.support import env_for, isolated_settings
 from workers.runtime.consumer import Consumer
 from workers.runtime.context import MessageContext
-from workers.runtime.sessions import Handler
+from workers.runtime.sessions import Batched, Handler
 
 AGGREGATES = 500
 RAW_QUEUE = "bench.raw"
@@ -81,6 +86,22 @@ _EFFECT = text("INSERT INTO bench_effects (message_id, user_id) VALUES (:m, :u)"
 
 async def effect(session: AsyncSession, message: UserRegistered, ctx: MessageContext) -> None:
     await session.execute(_EFFECT, {"m": ctx.message_id, "u": message.user_id})
+
+
+_EFFECTS = text(
+    "INSERT INTO bench_effects (message_id, user_id)"
+    " SELECT * FROM unnest(CAST(:m AS text[]), CAST(:u AS uuid[]))"
+)
+
+
+async def effects(
+    session: AsyncSession, items: Sequence[tuple[UserRegistered, MessageContext]]
+) -> None:
+    """The batch form of :func:`effect`: the same rows, one statement (as the profiles
+    worker creates a batch's profiles)."""
+    await session.execute(
+        _EFFECTS, {"m": [ctx.message_id for _, ctx in items], "u": [m.user_id for m, _ in items]}
+    )
 
 
 TRACED = False
@@ -156,7 +177,9 @@ async def no_effect(session: AsyncSession, message: UserRegistered, ctx: Message
     return None
 
 
-HANDLERS = {"row": effect, "none": no_effect}
+HANDLERS: dict[str, Handler] = {
+    "row": Batched(effect, effects), "row-each": effect, "none": no_effect,
+}
 
 
 def bench_consumer(prefetch: int, handler: Handler, partitions: int) -> Consumer:
@@ -361,7 +384,8 @@ def main() -> None:
     parser.add_argument("--batch-max", type=int, default=None, help="WORKER_BATCH_MAX")
     parser.add_argument(
         "--effect", choices=sorted(HANDLERS), default="row",
-        help="row: one INSERT per message (default); none: the inbox row only",
+        help="row: a one-row INSERT per message, one statement per batch (default); "
+        "row-each: one statement per message; none: the inbox row only",
     )
     parser.add_argument(
         "--partitions", type=int, default=os.cpu_count() or 1,

@@ -15,7 +15,9 @@ Two modes, chosen once per process by :func:`configure_tracing`:
   (the relay's plain asyncpg connections: the asyncpg one), Redis spans from the Redis
   one; the relay records one publish span per batch linked to each event's origin, and
   the worker runtime a consume span (child of the message's trace context) with a handle
-  span inside. Events written inside a span carry that span as their parent.
+  span inside. Events written inside a span carry that span as their parent. Messages
+  applied together in one transaction share one consume span, linked to each message's
+  context (:func:`consuming_batch`); each message's events carry its own trace context on.
 
 A malformed ``traceparent`` is ignored (a new trace starts), never an error.
 """
@@ -32,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import propagate, trace
+from opentelemetry.context import Context
 from opentelemetry.trace import (
     Link,
     NonRecordingSpan,
@@ -55,6 +58,9 @@ _ZERO_TRACE, _ZERO_SPAN = "0" * 32, "0" * 16
 MAX_LINKS = 128
 """Publish-span links per batch (the SDK's default link limit): a bigger batch links its
 first 128 events' origins and counts them all in ``messaging.batch.message_count``."""
+
+_ROOT = Context()
+"""The empty context: a batch's span starts a trace of its own (it links the messages')."""
 
 _NOTHING: AbstractContextManager[object] = nullcontext()
 """What the hot paths enter while tracing is off: one shared, reusable no-op."""
@@ -101,8 +107,32 @@ def _valid_headers(traceparent: object, tracestate: object) -> TraceHeaders | No
     if parse_traceparent(traceparent) is None:
         return None
     assert isinstance(traceparent, str)
-    state = tracestate if isinstance(tracestate, str) and len(tracestate) <= 512 else None
-    return traceparent.strip(), state
+    return traceparent.strip(), _valid_state(tracestate)
+
+
+def _valid_state(tracestate: object) -> str | None:
+    return tracestate if isinstance(tracestate, str) and len(tracestate) <= 512 else None
+
+
+@dataclass(frozen=True, slots=True)
+class Carried:
+    """A message's valid trace context, parsed once: the headers its follow-up events
+    carry on (``headers``) and the remote span context a batch span links to."""
+
+    headers: TraceHeaders
+    context: SpanContext
+
+
+def carried(headers: Mapping[str, Any]) -> Carried | None:
+    """The valid trace context of a message's AMQP ``headers``, or None (never raises)."""
+    traceparent = headers.get(H_TRACEPARENT)
+    if traceparent is None:
+        return None
+    context = parse_traceparent(traceparent)
+    if context is None:
+        return None
+    assert isinstance(traceparent, str)
+    return Carried((traceparent.strip(), _valid_state(headers.get(H_TRACESTATE))), context)
 
 
 # --- mode --------------------------------------------------------------------------------------
@@ -253,24 +283,27 @@ def _passing_through(traceparent: object, tracestate: object) -> Iterator[None]:
 
 # --- what events carry -------------------------------------------------------------------------
 def outgoing() -> tuple[str | None, str | None]:
-    """Trace context for an event written now: the current span (on) or the one passed
-    through (off); ``(None, None)`` outside any trace."""
+    """Trace context for an event written now: the one passed through (tracing off, or a
+    message handled in a batch, :func:`continuing`), else the current span's (on);
+    ``(None, None)`` outside any trace."""
+    through = _passthrough.get()
+    if through is not None:
+        return through
     if _active is None:
-        carried = _passthrough.get()
-        return carried if carried is not None else (None, None)
+        return None, None
     carrier: dict[str, str] = {}
     propagate.inject(carrier)
     return carrier.get(H_TRACEPARENT), carrier.get(H_TRACESTATE)
 
 
 def current_trace_ids() -> tuple[str, str] | None:
-    """``(trace_id, span_id)`` in hex of the current span or passed-through context."""
-    if _active is None:
-        carried = _passthrough.get()
-        if carried is None:
-            return None
-        parts = carried[0].strip().split("-")
+    """``(trace_id, span_id)`` in hex of the passed-through context or the current span."""
+    through = _passthrough.get()
+    if through is not None:
+        parts = through[0].split("-")
         return parts[1], parts[2]
+    if _active is None:
+        return None
     context = trace.get_current_span().get_span_context()
     if not context.is_valid:
         return None
@@ -346,15 +379,70 @@ def consuming(
     )
 
 
-def handling(event_type: str) -> AbstractContextManager[object]:
-    """The handler's own span (its database statements are its children), when on."""
+def consuming_batch(
+    queue: str, origins: Iterable[Carried | None], count: int
+) -> AbstractContextManager[object]:
+    """Process a batch of messages in one transaction: one CONSUMER span for the batch, a
+    root linked to each message's trace context (the first :data:`MAX_LINKS`), when on.
+
+    A message in a batch has no span of its own: its follow-up events continue its own
+    trace (:func:`continuing`, ``MessageContext.trace``), so one trace id still runs from
+    the request to the last event. Under a parent-based sampler, a batch of messages whose
+    traces were all left unsampled upstream records nothing."""
+    if _active is None:
+        return _NOTHING
+    links: list[Link] = []
+    recorded = not _active.parent_based
+    for origin in origins:
+        if origin is None:
+            recorded = True  # would start a trace of its own, as a lone message does
+            continue
+        recorded = recorded or origin.context.trace_flags.sampled
+        if len(links) < MAX_LINKS:
+            links.append(Link(origin.context))
+    if not recorded:
+        return _NOTHING
+    attributes: dict[str, str | int] = {
+        "messaging.system": "rabbitmq", "messaging.operation.type": "process",
+        "messaging.destination.name": queue, "messaging.batch.message_count": count,
+    }
+    return _active.tracer.start_as_current_span(
+        f"{queue} process", context=_ROOT, kind=SpanKind.CONSUMER, links=links,
+        attributes=attributes,
+    )
+
+
+def continuing(origin: Carried | None) -> AbstractContextManager[object]:
+    """Handle one message of a batch in its own trace context without a span: the events
+    written and the lines logged in the block carry the message's trace context."""
+    if origin is None:
+        return _NOTHING
+    return _carrying(origin.headers)
+
+
+@contextmanager
+def _carrying(headers: TraceHeaders) -> Iterator[None]:
+    token = _passthrough.set(headers)
+    try:
+        yield
+    finally:
+        _passthrough.reset(token)
+
+
+def handling(event_type: str, count: int | None = None) -> AbstractContextManager[object]:
+    """The handler's own span (its database statements are its children), when on; for a
+    batch, one span for the ``count`` messages of ``event_type`` it handles."""
     if _active is None:
         return _NOTHING
     if _active.parent_based:
         current = trace.get_current_span().get_span_context()
         if current.is_valid and not current.trace_flags.sampled:
             return _NOTHING  # it would not be recorded
-    return _active.tracer.start_as_current_span(f"handle {event_type}")
+    if count is None:
+        return _active.tracer.start_as_current_span(f"handle {event_type}")
+    return _active.tracer.start_as_current_span(
+        f"handle {event_type}", attributes={"messaging.batch.message_count": count}
+    )
 
 
 def failed(exc: BaseException) -> None:
@@ -367,8 +455,12 @@ def failed(exc: BaseException) -> None:
 
 
 __all__ = [
+    "Carried",
+    "carried",
     "configure_tracing",
     "consuming",
+    "consuming_batch",
+    "continuing",
     "current_trace_ids",
     "enabled",
     "failed",

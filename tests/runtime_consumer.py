@@ -16,6 +16,7 @@ import os
 import sys
 import time
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -32,6 +33,7 @@ from shared.topology import ConsumerSpec
 from workers.runtime import acks
 from workers.runtime.consumer import Consumer
 from workers.runtime.context import MessageContext
+from workers.runtime.sessions import Batched
 
 DATABASE = "apidb"
 EFFECTS_DDL = """
@@ -74,13 +76,42 @@ async def record_user(session: AsyncSession, message: UserRegistered, ctx: Messa
         await session.commit()
 
 
+_RECORD_MANY = text(
+    "INSERT INTO rt_effects (consumer, message_id, user_id, email, attempts, correlation_id)"
+    " SELECT * FROM unnest(CAST(:c AS text[]), CAST(:m AS text[]), CAST(:u AS uuid[]),"
+    " CAST(:e AS text[]), CAST(:a AS int[]), CAST(:k AS text[]))"
+)
+
+BATCH_SIZES: list[int] = []
+"""How many messages each call of :func:`record_users` got (in this process)."""
+
+
+async def record_users(
+    session: AsyncSession, items: Sequence[tuple[UserRegistered, MessageContext]]
+) -> None:
+    """The batch form of :func:`record_user`: a message that asks to fail fails the batch
+    (its messages then run one by one through ``record_user``); the rest in one statement."""
+    BATCH_SIZES.append(len(items))
+    for message, ctx in items:
+        if not message.email.startswith("ok"):
+            await record_user(session, message, ctx)  # the same failure, or the same row
+    ok = [(message, ctx) for message, ctx in items if message.email.startswith("ok")]
+    await session.execute(_RECORD_MANY, {
+        "c": [ctx.consumer for _, ctx in ok], "m": [ctx.message_id for _, ctx in ok],
+        "u": [message.user_id for message, _ in ok], "e": [message.email for message, _ in ok],
+        "a": [ctx.attempts for _, ctx in ok], "k": [ctx.correlation_id for _, ctx in ok],
+    })
+
+
 def build_consumer(
     name: str, *, prefetch: int | None = None, batch_max: int | None = None,
-    partitions: int | None = None,
+    partitions: int | None = None, batched: bool = False,
 ) -> Consumer:
+    """The test consumer; ``batched``: its handler has a batch form (:func:`record_users`)."""
     spec = ConsumerSpec(name, DATABASE, (UserRegistered.event_type,))
+    handler = Batched(record_user, record_users) if batched else record_user
     return Consumer(
-        spec, {UserRegistered: record_user}, prefetch=prefetch, batch_max=batch_max,
+        spec, {UserRegistered: handler}, prefetch=prefetch, batch_max=batch_max,
         partitions=partitions,
     )
 

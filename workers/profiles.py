@@ -10,13 +10,19 @@ replay from a fresh inbox, or a duplicate event with another id), in which case 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from functools import partial
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from apps.users.cache import ProfileCache, RedisProfileCache
-from apps.users.services import archive_profile, create_profile, restore_profile
+from apps.users.services import (
+    archive_profile,
+    create_profile,
+    create_profiles,
+    restore_profile,
+)
 from shared.config import Settings
 from shared.events import (
     DeleteProfile,
@@ -30,7 +36,8 @@ from shared.logging import get_logger
 from shared.redis_client import create_redis
 from shared.topology import consumer_spec
 from workers.runtime.consumer import Consumer
-from workers.runtime.context import MessageContext
+from workers.runtime.context import MessageContext, emit_each
+from workers.runtime.sessions import Batched
 
 log = get_logger(__name__)
 
@@ -46,6 +53,31 @@ async def handle_user_registered(
         session, ProfileCreated(user_id=message.user_id, display_name=message.display_name)
     )
     log.info("profile.created", user_id=str(message.user_id))
+
+
+async def handle_users_registered(
+    session: AsyncSession, items: Sequence[tuple[UserRegistered, MessageContext]]
+) -> None:
+    """:func:`handle_user_registered` for the messages of a batch: their profiles in one
+    statement, and one ``profile.created`` for each profile created, in one more."""
+    created = await create_profiles(
+        session, [(m.user_id, m.email, m.display_name) for m, _ in items]
+    )
+    announced: list[tuple[MessageContext, ProfileCreated]] = []
+    for message, ctx in items:
+        if message.user_id not in created:
+            _log_profile("profile.already_exists", message, ctx)
+            continue
+        created.discard(message.user_id)  # the same user twice: the first one created it
+        event = ProfileCreated(user_id=message.user_id, display_name=message.display_name)
+        announced.append((ctx, event))
+    await emit_each(session, announced)
+    for ctx, event in announced:
+        _log_profile("profile.created", event, ctx)
+
+
+def _log_profile(what: str, message: UserRegistered | ProfileCreated, ctx: MessageContext) -> None:
+    log.info(what, user_id=str(message.user_id), **ctx.log_keys)  # nothing bound in a batch
 
 
 async def handle_delete_profile(
@@ -100,7 +132,7 @@ def consumer(settings: Settings) -> Consumer:
     return Consumer(
         consumer_spec("profiles"),
         {
-            UserRegistered: handle_user_registered,
+            UserRegistered: Batched(handle_user_registered, handle_users_registered),
             DeleteProfile: partial(handle_delete_profile, cache=cache),
             RestoreProfile: partial(handle_restore_profile, cache=cache),
         },
@@ -113,4 +145,5 @@ __all__ = [
     "handle_delete_profile",
     "handle_restore_profile",
     "handle_user_registered",
+    "handle_users_registered",
 ]

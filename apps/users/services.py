@@ -4,6 +4,7 @@ statements the profiles worker runs in its transaction (create, archive, restore
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
@@ -92,6 +93,33 @@ async def create_profile(
         .returning(profiles.c.user_id)
     )
     return created.first() is not None
+
+
+_CREATE_MANY = sa.text(
+    """
+    INSERT INTO profiles (user_id, email, display_name)
+    SELECT * FROM unnest(CAST(:user_ids AS uuid[]), CAST(:emails AS text[]),
+                         CAST(:display_names AS text[]))
+    ON CONFLICT (user_id) DO NOTHING
+    RETURNING user_id
+    """
+)
+
+
+async def create_profiles(
+    session: AsyncSession, new: Sequence[tuple[uuid.UUID, str, str | None]]
+) -> set[uuid.UUID]:
+    """Insert several profiles ``(user_id, email, display_name)`` in one statement; returns
+    the users whose profile it created (the others existed already and are unchanged)."""
+    created = await session.execute(
+        _CREATE_MANY,
+        {
+            "user_ids": [user_id for user_id, _, _ in new],
+            "emails": [email for _, email, _ in new],
+            "display_names": [display_name for _, _, display_name in new],
+        },
+    )
+    return set(created.scalars())
 
 
 async def archive_profile(session: AsyncSession, user_id: uuid.UUID, saga_id: uuid.UUID) -> bool:

@@ -27,11 +27,11 @@ from shared.db import asyncpg_dsn
 from shared.messaging import EVENTS_EXCHANGE
 from shared.topology import parse_retry_delays, topology_of
 from tests.faults import TcpProxy
-from tests.runtime_consumer import EFFECTS_DDL, build_consumer, user_message
+from tests.runtime_consumer import BATCH_SIZES, EFFECTS_DDL, build_consumer, user_message
 from tests.support import isolated_settings, ready_count, wait_for
 from workers.runtime.amqp import Subscription
 from workers.runtime.consumer import RunningConsumer
-from workers.runtime.processor import MAX_BODY_BYTES
+from workers.runtime.reading import MAX_BODY_BYTES
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -229,6 +229,43 @@ async def test_poison_message_is_dead_lettered_with_reason_while_others_flow(
     assert _failed(name, "retried", "transient", "TransientError") == 2
     assert _failed(name, "dead_lettered", "exhausted", "TransientError") == 1
     assert _handled(name, duplicate=False) == len(good)
+
+
+async def test_a_poison_message_in_a_batch_handlers_batch_fails_alone(
+    rt_settings: Settings, name: str, db: asyncpg.Pool, channel: Any, running: list[RunningConsumer]
+) -> None:
+    """Queued before the consumer starts, the messages arrive together and go to the
+    batch form of the handler; the poison fails that batch, whose messages then run one
+    by one: every good one applied exactly once, the poison alone retried and parked."""
+    built = build_consumer(name, batched=True)
+    await declare_topology(channel, topology_of(
+        (built.spec_for(rt_settings),), parse_retry_delays(rt_settings.worker_retry_delays)
+    ))
+    good = [user_message(f"ok{i}@example.com") for i in range(30)]
+    poison = user_message("transient-always@example.com")
+    for message in [*good[:10], poison, *good[10:]]:
+        await publish(channel, message)
+
+    async def queued() -> bool:
+        return await ready_count(channel, name) == len(good) + 1
+
+    await wait_for(queued, 10, "the messages in the work queue")
+    BATCH_SIZES.clear()
+    running.append(await built.start(rt_settings))
+
+    async def parked() -> bool:
+        return len(await dead_letters(channel, name)) == 1
+
+    await wait_for(parked, 15, "the poison message in the DLQ")
+    rows = await effects(db, name)
+    assert sorted(r["message_id"] for r in rows) == sorted(msg.message_id for msg in good)
+    assert max(BATCH_SIZES) > 1  # batches went through the batch form
+    [dead] = await dead_letters(channel, name)
+    _assert_same_message(dead, poison)
+    assert dead.headers[m.H_ATTEMPTS] == 3
+    assert "tests.runtime_consumer:record_user:" in dead.headers[m.H_ERROR_WHERE]
+    assert _handled(name, duplicate=False) == len(good)
+    assert _failed(name, "dead_lettered", "exhausted", "TransientError") == 1
 
 
 async def test_domain_error_and_invalid_payload_are_dead_lettered_at_once(

@@ -59,7 +59,22 @@ def test_off_events_carry_the_incoming_context_and_nothing_else() -> None:
 def test_off_hot_paths_enter_one_shared_no_op() -> None:
     nothing = tracing.consuming({}, queue="q", event_type="e", message_id="m")
     assert nothing is tracing.handling("e")
+    assert nothing is tracing.handling("e", 64)
     assert nothing is tracing.publishing("authdb", "events", iter(()), 0)
+    origins = [tracing.carried({"traceparent": VALID}), None]
+    assert nothing is tracing.consuming_batch("q", iter(origins), 2)
+    assert nothing is tracing.continuing(None)
+
+
+def test_a_message_of_a_batch_carries_its_own_context_on() -> None:
+    assert tracing.carried({}) is None
+    assert tracing.carried({"traceparent": "00-broken"}) is None
+    origin = tracing.carried({"traceparent": f" {VALID} ", "tracestate": "k=v"})
+    assert origin is not None and origin.headers == (VALID, "k=v")
+    with tracing.continuing(origin):
+        assert tracing.outgoing() == (VALID, "k=v")
+        assert tracing.current_trace_ids() == (TRACE_ID, "b7ad6b7169203331")
+    assert tracing.outgoing() == (None, None)
 
 
 @pytest.fixture
@@ -148,3 +163,40 @@ def test_on_an_unsampled_message_records_nothing_and_passes_its_context_on(
     assert spans.get_finished_spans() == ()
     assert traceparent == unsampled  # the follow-ups stay in the trace, unsampled
     assert ids == (TRACE_ID, "b7ad6b7169203331")
+
+
+def test_on_a_batch_is_one_span_linked_to_its_messages_which_keep_their_traces(
+    spans: InMemorySpanExporter,
+) -> None:
+    other = "1" * 32
+    origins = [
+        tracing.carried({"traceparent": VALID}),
+        tracing.carried({"traceparent": f"00-{other}-00f067aa0ba902b7-01"}),
+    ]
+    with tracing.consuming_batch("profiles", iter(origins), 2), tracing.handling("e", 2):
+        with tracing.continuing(origins[1]):
+            follow_up, _ = tracing.outgoing()
+        ids = tracing.current_trace_ids()
+    handle, batch = spans.get_finished_spans()
+    assert batch.kind is SpanKind.CONSUMER and batch.name == "profiles process"
+    assert batch.parent is None  # a trace of its own, linked to the messages' traces
+    assert [format(link.context.trace_id, "032x") for link in batch.links] == [TRACE_ID, other]
+    assert (batch.attributes or {})["messaging.batch.message_count"] == 2
+    assert handle.parent is not None and batch.context is not None
+    assert handle.parent.span_id == batch.context.span_id
+    assert follow_up == f"00-{other}-00f067aa0ba902b7-01"  # the message's own trace goes on
+    assert ids is not None and handle.context is not None
+    assert ids == (f"{handle.context.trace_id:032x}", f"{handle.context.span_id:016x}")
+
+
+def test_on_a_batch_of_unsampled_messages_records_nothing(
+    spans: InMemorySpanExporter,
+) -> None:
+    unsampled = tracing.carried({"traceparent": f"00-{TRACE_ID}-b7ad6b7169203331-00"})
+    with tracing.consuming_batch("q", iter([unsampled, unsampled]), 2):
+        pass
+    assert spans.get_finished_spans() == ()
+    with tracing.consuming_batch("q", iter([unsampled, None]), 2):  # one starts a trace
+        pass
+    (batch,) = spans.get_finished_spans()
+    assert len(batch.links) == 1

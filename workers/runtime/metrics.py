@@ -7,7 +7,8 @@ from prometheus_client import Counter, Histogram
 
 HANDLED = Counter(
     "ams_worker_messages_handled_total",
-    "Messages whose effect committed (or that were recognised as duplicates) and were acked.",
+    "Messages whose effect committed (or that were recognised as duplicates), counted "
+    "before their ack (a crash in between counts the redelivered copy again, as a duplicate).",
     ["consumer", "queue", "event_type", "duplicate"],
 )
 FAILED = Counter(

@@ -21,29 +21,49 @@ from aio_pika.abc import AbstractChannel
 from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from shared import messaging as m
 from shared import tracing
 from shared.correlation import correlated
 from shared.errors import InvalidMessage
-from shared.events import Message, decode
+from shared.events import Message
 from shared.logging import bound, get_logger
 from shared.topology import ConsumerSpec, RetryDelay
 from workers.runtime import acks, inbox, metrics
 from workers.runtime.acks import Acks
 from workers.runtime.amqp import InboundMessage
 from workers.runtime.context import MessageContext
-from workers.runtime.failures import Failure, Outcome, attempts_of, classify, failure_headers
-from workers.runtime.sessions import Handler, end_transaction
+from workers.runtime.failures import Failure, Outcome, classify, failure_headers
+from workers.runtime.reading import MAX_BODY_BYTES, Reader
+from workers.runtime.sessions import Batched, Handler, end_transaction
 
 log = get_logger(__name__)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _Prepared:
+    """A message of a batch, read and decoded."""
+
     message: InboundMessage
     ctx: MessageContext
     payload: Message
     handler: Handler
+    origin: tracing.Carried | None
+
+
+async def _run_group(session: AsyncSession, group: list[_Prepared]) -> None:
+    """The new messages of one event type in a batch: all at once through a batch
+    handler, else one by one, each in its correlation id, log keys and trace context."""
+    handler = group[0].handler
+    if isinstance(handler, Batched):
+        await handler.many(session, [(item.payload, item.ctx) for item in group])
+        return
+    for item in group:
+        ctx = item.ctx
+        with (
+            correlated(ctx.correlation_id),
+            bound(message_id=ctx.message_id, event_type=ctx.event_type),
+            tracing.continuing(item.origin),
+        ):
+            await handler(session, item.payload, ctx)
 
 
 @dataclass(frozen=True)
@@ -55,10 +75,6 @@ class RetryPolicy:
 
     def delay_for(self, attempts: int) -> RetryDelay:
         return self.delays[min(attempts, len(self.delays)) - 1]
-
-
-MAX_BODY_BYTES = 1024 * 1024
-"""Largest message body a consumer decodes (events are small; a larger one is dead-lettered)."""
 
 
 class Processor:
@@ -77,21 +93,21 @@ class Processor:
         max_body_bytes: int = MAX_BODY_BYTES,
     ) -> None:
         self._spec = spec
-        self._max_body_bytes = max_body_bytes
+        self._reader = Reader(
+            spec.name, handlers, executor=executor, max_body_bytes=max_body_bytes
+        )
         self._acks = acks
         # Metric children looked up once, not per message.
         self._latency = metrics.HANDLE_DURATION.labels(spec.name, spec.queue_name)
         self._handled_children: dict[tuple[str, bool], Counter] = {}
-        self._handlers = handlers
         self._sessions = sessions
         self._publisher = publisher
         self._policy = policy
-        self._executor = executor
 
     async def process(self, message: InboundMessage) -> None:
         started = time.perf_counter()
         headers = dict(message.headers or {})
-        ctx, unreadable = self._safe_context(message, headers)
+        ctx, unreadable = self._reader.safe_context(message, headers)
         with (
             correlated(ctx.correlation_id),
             bound(message_id=ctx.message_id, event_type=ctx.event_type),
@@ -103,14 +119,16 @@ class Processor:
                 tracing.failed(exc)
                 await self._fail(message, headers, ctx, exc)
             else:
-                await self._ack_all([message])
+                # Counted before the ack: a crash in between counts the redelivery again
+                # (as a duplicate) rather than not at all.
                 self._handled(ctx.event_type, duplicate).inc()
+                await self._ack_all([message])
                 if duplicate:
                     log.info("duplicate_acked")
         self._latency.observe(time.perf_counter() - started)
 
     async def process_batch(self, messages: list[InboundMessage]) -> None:
-        """Apply several messages (distinct aggregates) in one transaction, then ack each.
+        """Apply several messages (distinct aggregates) in one transaction, then ack them.
 
         If anything in the batch fails, the transaction rolls back as a whole and every
         message is processed again on its own, so that only the failing one is retried
@@ -123,26 +141,42 @@ class Processor:
         started = time.perf_counter()
         prepared: list[_Prepared] = []
         for message in messages:
-            headers = dict(message.headers or {})
-            try:
-                ctx = self._context(message, headers)
-                payload, handler = self._decode(message, headers, ctx)
-            except Exception:  # bad headers or body: this message alone is dead-lettered
+            item = self._prepare(message)
+            if item is None:  # bad headers or body: this message alone is dead-lettered
                 await self.process(message)  # dead-letters it, with the reason
-                continue
-            prepared.append(_Prepared(message, ctx, payload, handler))
-        try:
-            duplicates = await self._apply_all(prepared)
-        except Exception as exc:  # one failure: fall back to one transaction per message
-            log.info("batch_rolled_back", size=len(prepared), error=repr(exc))
-            await asyncio.gather(*(self.process(p.message) for p in prepared))
+            else:
+                prepared.append(item)
+        if not prepared:
+            return
+        origins = (item.origin for item in prepared)
+        duplicates: set[str] | None
+        with tracing.consuming_batch(self._spec.queue_name, origins, len(prepared)):
+            try:
+                duplicates = await self._apply_all(prepared)
+            except Exception as exc:  # one failure: fall back to one transaction per message
+                tracing.failed(exc)
+                log.info("batch_rolled_back", size=len(prepared), error=repr(exc))
+                duplicates = None
+            else:
+                self._count_handled(prepared, duplicates)  # before the ack, as in process()
+                await self._ack_all([item.message for item in prepared])
+        if duplicates is None:
+            await asyncio.gather(*(self.process(item.message) for item in prepared))
             return
         elapsed = time.perf_counter() - started
-        await self._ack_all([item.message for item in prepared])
-        for item in prepared:
-            duplicate = item.ctx.message_id in duplicates
-            self._handled(item.ctx.event_type, duplicate).inc()
+        for _ in prepared:
             self._latency.observe(elapsed)
+
+    def _prepare(self, message: InboundMessage) -> _Prepared | None:
+        """Context, payload and handler of a message of a batch; None if it is unreadable."""
+        headers = dict(message.headers or {})
+        try:
+            origin = tracing.carried(headers)
+            ctx = self._reader.context(message, headers, origin.headers if origin else None)
+            payload, handler = self._reader.decode(message, headers, ctx)
+        except Exception:
+            return None
+        return _Prepared(message, ctx, payload, handler, origin)
 
     async def _apply_all(self, prepared: list[_Prepared]) -> set[str]:
         """One transaction for the batch; returns the ids recognised as duplicates."""
@@ -152,20 +186,27 @@ class Processor:
                 messages=[(p.ctx.message_id, p.ctx.event_type) for p in prepared],
             )
             duplicates: set[str] = set()
+            groups: dict[str, list[_Prepared]] = {}
             for item in prepared:
                 message_id = item.ctx.message_id
                 if message_id not in claimed:
                     duplicates.add(message_id)
                     continue
                 claimed.discard(message_id)  # the same id twice in a batch runs once
-                with (
-                    correlated(item.ctx.correlation_id),
-                    bound(message_id=message_id, event_type=item.ctx.event_type),
-                    self._consuming(item.ctx),
-                    tracing.handling(item.ctx.event_type),
-                ):
-                    await item.handler(session, item.payload, item.ctx)
+                groups.setdefault(item.ctx.event_type, []).append(item)
+            # One aggregate per message in a batch: the event types may run in any order.
+            for event_type, group in groups.items():
+                with tracing.handling(event_type, len(group)):
+                    await _run_group(session, group)
         return duplicates
+
+    def _count_handled(self, prepared: list[_Prepared], duplicates: set[str]) -> None:
+        counts: dict[tuple[str, bool], int] = {}
+        for item in prepared:
+            key = (item.ctx.event_type, item.ctx.message_id in duplicates)
+            counts[key] = counts.get(key, 0) + 1
+        for (event_type, duplicate), count in counts.items():
+            self._handled(event_type, duplicate).inc(count)
 
     def _consuming(self, ctx: MessageContext) -> AbstractContextManager[object]:
         """The message's trace: a consume span, or its context passed on (shared.tracing)."""
@@ -173,64 +214,6 @@ class Processor:
             ctx.headers, queue=self._spec.queue_name, event_type=ctx.event_type,
             message_id=ctx.message_id,
         )
-
-    def _safe_context(self, message: InboundMessage, headers: dict[str, Any]
-                      ) -> tuple[MessageContext, InvalidMessage | None]:
-        """The message's context; for headers it cannot be built from, a bare one and the
-        reason, so the message is dead-lettered alone instead of wedging its delivery."""
-        try:
-            return self._context(message, headers), None
-        except Exception as exc:
-            bare = MessageContext(
-                message_id=str(message.message_id or ""), event_type=str(message.type or ""),
-                correlation_id=None, causation_id=None, headers={}, redelivered=False,
-                attempts=0, consumer=self._spec.name, executor=self._executor,
-            )
-            return bare, InvalidMessage(f"unreadable message headers: {type(exc).__name__}")
-
-    def _context(self, message: InboundMessage, headers: dict[str, Any]) -> MessageContext:
-        message_id = message.message_id or ""
-        correlation = message.correlation_id or headers.get(m.H_CORRELATION_ID) or message_id
-        aggregate = headers.get(m.H_AGGREGATE_ID)
-        causation = headers.get(m.H_CAUSATION_ID)
-        return MessageContext(
-            message_id=message_id,
-            event_type=message.type or "",
-            correlation_id=str(correlation) if correlation else None,
-            causation_id=str(causation) if causation else None,
-            headers=headers,
-            redelivered=bool(message.redelivered),
-            attempts=attempts_of(headers),
-            consumer=self._spec.name,
-            routing_key=message.routing_key or "",
-            aggregate_id=str(aggregate) if aggregate is not None else None,
-            executor=self._executor,
-        )
-
-    def _decode(
-        self, message: InboundMessage, headers: dict[str, Any], ctx: MessageContext
-    ) -> tuple[Message, Handler]:
-        if not ctx.message_id:
-            raise InvalidMessage("message has no message_id; it cannot be processed idempotently")
-        if len(message.body) > self._max_body_bytes:
-            raise InvalidMessage(
-                f"message body of {len(message.body)} bytes is over the limit of "
-                f"{self._max_body_bytes} (WORKER_MAX_MESSAGE_BYTES)"
-            )
-        entry = self._handlers.get(ctx.event_type)
-        if entry is None:
-            raise InvalidMessage(
-                f"consumer {self._spec.name!r} has no handler for {ctx.event_type!r}"
-            )
-        raw_version = headers.get(m.H_SCHEMA_VERSION, 1)
-        try:
-            version = int(raw_version)
-        except (TypeError, ValueError):
-            raise InvalidMessage(f"invalid schema version {raw_version!r}") from None
-        payload = decode(ctx.event_type, version, message.body)
-        if not isinstance(payload, entry[0]):
-            raise InvalidMessage(f"{ctx.event_type} v{version} is not a {entry[0].__name__}")
-        return payload, entry[1]
 
     async def _apply(
         self, message: InboundMessage, headers: dict[str, Any], ctx: MessageContext,
@@ -247,7 +230,7 @@ class Processor:
         """
         if unreadable is not None:
             raise unreadable
-        payload, handler = self._decode(message, headers, ctx)
+        payload, handler = self._reader.decode(message, headers, ctx)
         keys = {"consumer": self._spec.name, "message_id": ctx.message_id}
         async with self._sessions() as session:
             applied_before = await inbox.seen(session, **keys)

@@ -1,4 +1,4 @@
-"""Handler sessions: the transaction guard.
+"""Handlers and their sessions: the handler types, and the transaction guard.
 
 A handler gets an ``AsyncSession`` whose transaction only the runtime ends: the runtime adds
 the inbox row to the handler's transaction and commits both, or neither.
@@ -6,7 +6,8 @@ the inbox row to the handler's transaction and commits both, or neither.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -25,6 +26,34 @@ there.
 
 The message parameter is typed ``Any`` here because a handler accepts one concrete event
 class, and callables are contravariant in their parameters."""
+
+
+BatchHandler = Callable[[AsyncSession, Sequence[tuple[Any, MessageContext]]], Awaitable[None]]
+"""``async def handler(session, items: Sequence[tuple[SomeEvent, MessageContext]]) -> None``:
+the batch form of a handler (:class:`Batched`)."""
+
+
+@dataclass(frozen=True)
+class Batched:
+    """A handler with a batch form, as a value of a consumer's handler table.
+
+    ``one`` handles a message on its own: when it arrives alone, when the consumer runs
+    one message per transaction, and for each message again after its batch failed.
+    ``many`` gets the messages of one event type in a batch, each new to the inbox and of
+    an aggregate of its own, and must have the effects ``one`` would have for each of them
+    in turn, in fewer statements (``INSERT … SELECT FROM unnest(…)``, ``emit_each``). The
+    same transaction rules apply. Nothing is bound per message around it (correlation id,
+    log keys, trace context): it takes them from each ``MessageContext`` (``ctx.emitter``
+    carries all three on to the follow-up events). If it raises, the batch rolls back and
+    each of its messages runs through ``one`` in a transaction of its own, so a bad
+    message fails alone.
+    """
+
+    one: Handler
+    many: BatchHandler
+
+    def __call__(self, session: AsyncSession, message: Any, ctx: MessageContext) -> Awaitable[None]:
+        return self.one(session, message, ctx)
 
 
 class HandlerContractError(RuntimeError):
