@@ -303,8 +303,9 @@ class Settings:
     login_max_failures_per_account: int = field(
         default=10, metadata=_env("LOGIN_MAX_FAILURES_PER_ACCOUNT")
     )
-    """Failed logins of one account from one client address per window before 429 (a
-    success from that address resets it): an attacker elsewhere cannot lock the owner out."""
+    """Failed logins of one account from one client (its device token, else its address)
+    before each further attempt from that client waits a growing delay (``LOGIN_DELAY_*``;
+    a success resets it): an attacker elsewhere cannot make the owner wait."""
 
     login_max_failures_per_account_all: int = field(
         default=100, metadata=_env("LOGIN_MAX_FAILURES_PER_ACCOUNT_ALL")
@@ -494,6 +495,23 @@ class Settings:
         default="", metadata=_env("AUDIT_DATABASE_PASSWORD_FILE")
     )
     """A file holding the password of ``AUDIT_DATABASE_URL``'s user (as above)."""
+
+    login_delay_base_s: float = field(default=1.0, metadata=_env("LOGIN_DELAY_BASE_S"))
+    """The wait after ``LOGIN_MAX_FAILURES_PER_ACCOUNT`` failed logins of one account from one
+    client; each further attempt doubles it (429 with ``Retry-After`` meanwhile)."""
+
+    login_delay_max_s: float = field(default=900.0, metadata=_env("LOGIN_DELAY_MAX_S"))
+    """The longest wait between two login attempts of one client on one account."""
+
+    login_delay_memory_s: int = field(default=86400, metadata=_env("LOGIN_DELAY_MEMORY_S"))
+    """How long a client's failed logins on an account are remembered after its last attempt
+    (a success forgets them at once). Long, so that waiting to be forgotten never beats the
+    delays."""
+
+    login_device_ttl_s: int = field(default=90 * 86400, metadata=_env("LOGIN_DEVICE_TTL_S"))
+    """Lifetime of a device token after its last successful login (the portal keeps it in a
+    cookie): proof that a client has signed in to that account before, which keeps it apart
+    from anyone else's failed logins (docs/security.md)."""
 
     def __post_init__(self) -> None:
         if not 0 < self.access_token_ttl_s <= 900:

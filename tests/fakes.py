@@ -26,8 +26,10 @@ from amsctl.dlq.broker import MovePlan, Outcome, QueueInfo, replay_headers
 from amsctl.dlq.model import DeadLetter, parse_dead_letter, replay_refusal, work_queue_of
 from apps.auth.accounts import AccountView, Credentials, Rotation, SpentToken
 from apps.auth.keys import SigningKey
+from apps.auth.login_delays import Bucket, DelayRule, LoginClient
 from apps.auth.models import SagaStatus, StepStatus, UserStatus
 from apps.auth.sagas import ACTIVE, SagaState, deadline_in
+from apps.auth.stores import device_id
 from outbox.publisher import PublisherUnavailable, RejectedByBroker
 from outbox.rows import OutboxRow
 from outbox.schema import PARTITIONS
@@ -336,18 +338,84 @@ class FakeLoginLimits:
     """:class:`apps.auth.stores.LoginLimits` that never refuses; it counts."""
 
     failures: dict[str, int] = field(default_factory=dict)
+    clients: list[LoginClient] = field(default_factory=list)
 
-    async def check(self, account: str, client: str) -> None:
-        return None
+    async def check(self, account: str, client: LoginClient) -> None:
+        self.clients.append(client)
 
-    async def failed(self, account: str, client: str) -> None:
+    async def failed(self, account: str, client: LoginClient) -> None:
         self.failures[account] = self.failures.get(account, 0) + 1
 
-    async def succeeded(self, account: str, client: str) -> None:
+    async def succeeded(self, account: str, client: LoginClient) -> None:
         self.failures.pop(account, None)
 
     async def check_registration(self, client: str) -> None:
         return None
+
+
+@dataclass
+class FakeClock:
+    now: float = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@dataclass
+class MemoryLimitCounters:
+    """:class:`apps.auth.login_delays.LimitCounters` in a dict, on a :class:`FakeClock`
+    (Redis in production: :class:`apps.auth.stores.RedisLimitCounters`)."""
+
+    clock: FakeClock = field(default_factory=FakeClock)
+    counts: dict[str, tuple[int, float]] = field(default_factory=dict)
+    """key -> (count, expires at)."""
+    buckets: dict[str, tuple[Bucket, float]] = field(default_factory=dict)
+
+    async def hit(self, key: str, window_s: int) -> tuple[int, int]:
+        count, expires = await self._live(key)
+        if not count:
+            expires = self.clock() + window_s
+        self.counts[key] = (count + 1, expires)
+        return count + 1, math.ceil(expires - self.clock())
+
+    async def peek(self, key: str) -> tuple[int, int]:
+        count, expires = await self._live(key)
+        return (count, math.ceil(expires - self.clock())) if count else (0, 0)
+
+    async def _live(self, key: str) -> tuple[int, float]:
+        count, expires = self.counts.get(key, (0, 0.0))
+        return (count, expires) if expires > self.clock() else (0, 0.0)
+
+    async def admit(self, key: str, rule: DelayRule) -> None:
+        now = self.clock()
+        bucket, expires = self.buckets.get(key, (Bucket(), 0.0))
+        if expires <= now:
+            bucket = Bucket()
+        admitted = rule.admit(bucket, now)
+        self.buckets[key] = (admitted, now + rule.keep_for(admitted, now))
+
+    async def forget(self, key: str) -> None:
+        self.buckets.pop(key, None)
+        self.counts.pop(key, None)
+
+
+@dataclass
+class FakeKnownDevices:
+    """:class:`apps.auth.stores.KnownDevices` in a dict: token -> account."""
+
+    tokens: dict[str, str] = field(default_factory=dict)
+
+    async def recognise(self, account: str, token: str) -> str | None:
+        return device_id(token) if self.tokens.get(token) == account else None
+
+    async def remember(self, account: str, token: str | None) -> str:
+        if token is None or self.tokens.get(token) != account:
+            token = secrets.token_urlsafe(32)
+        self.tokens[token] = account
+        return token
 
 
 class MemoryKeys:

@@ -12,9 +12,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from apps.auth.controllers import AuthController, jwks
 from apps.auth.keys import KeyEncryptionError, KeyRing, KeySealer, KeyStore
+from apps.auth.login_delays import Ceilings, DelayRule, LoginLimiter
 from apps.auth.passwords import Argon2Passwords
 from apps.auth.services import AuthService
-from apps.auth.stores import RedisLoginLimits, RedisSessions
+from apps.auth.stores import RedisKnownDevices, RedisLimitCounters, RedisSessions
 from apps.auth.tokens import TokenIssuer
 from shared.auth import VERIFIER_STATE, JwksCache, RedisRevocations, TokenVerifier
 from shared.config import Settings
@@ -71,19 +72,14 @@ def create_app(
         ),
         verifier,
         RedisSessions(redis, prefix=settings.redis_key_prefix),
-        RedisLoginLimits(
-            redis,
-            prefix=settings.redis_key_prefix,
-            window_s=settings.login_window_s,
-            max_failures_per_account=settings.login_max_failures_per_account,
-            max_attempts_per_client=settings.login_max_attempts_per_client,
-            max_registrations_per_client=settings.register_max_per_client,
-            max_failures_per_account_all=settings.login_max_failures_per_account_all,
-        ),
+        login_limiter(redis, settings),
         refresh_ttl_s=settings.refresh_token_ttl_s,
         saga_step_timeout_s=settings.saga_step_timeout_s,
         saga_watch_ttl_s=settings.saga_watch_ttl_s,
         refresh_reuse_grace_s=settings.refresh_reuse_grace_s,
+        devices=RedisKnownDevices(
+            redis, prefix=settings.redis_key_prefix, ttl_s=settings.login_device_ttl_s
+        ),
     )
 
     @asynccontextmanager
@@ -112,4 +108,23 @@ def create_app(
         body_timeout_s=settings.request_body_timeout_s,
         lifespan=[lifespan],
         state=State({"auth_service": service, "key_ring": ring, VERIFIER_STATE: verifier}),
+    )
+
+
+def login_limiter(redis: aioredis.Redis, settings: Settings) -> LoginLimiter:
+    """Growing delays per (account, client) and the fixed-window ceilings, in Redis."""
+    return LoginLimiter(
+        RedisLimitCounters(redis, prefix=settings.redis_key_prefix),
+        DelayRule(
+            free_failures=settings.login_max_failures_per_account,
+            base_s=settings.login_delay_base_s,
+            max_s=settings.login_delay_max_s,
+            memory_s=settings.login_delay_memory_s,
+        ),
+        Ceilings(
+            window_s=settings.login_window_s,
+            attempts_per_address=settings.login_max_attempts_per_client,
+            failures_per_account=settings.login_max_failures_per_account_all,
+            registrations_per_address=settings.register_max_per_client,
+        ),
     )

@@ -44,6 +44,7 @@ def _pair(tokens: Tokens) -> TokenPair:
         access_token=tokens.access_token,
         refresh_token=tokens.refresh_token,
         expires_in=tokens.expires_in,
+        device_token=tokens.device_token,
     )
 
 
@@ -100,10 +101,14 @@ class AuthController(Controller):
         service: NamedDependency[AuthService],
         request: Request[Any, Any, Any],
     ) -> TokenPair:
-        """Unknown email and wrong password answer alike (401). Failures are limited per
-        account and per client address (429 with ``Retry-After``)."""
+        """Unknown email and wrong password answer alike (401). After
+        ``LOGIN_MAX_FAILURES_PER_ACCOUNT`` failed attempts on an account from one client (its
+        device token, else its address), each next attempt from that client waits a growing
+        delay (429 with ``Retry-After``); a device that signed in to the account before is
+        not delayed by anyone else's failures."""
         client = request.client.host if request.client else "unknown"
-        return _pair(await service.login(data.email, data.password, client=client))
+        return _pair(await service.login(data.email, data.password, client=client,
+                                         device_token=data.device_token))
 
     @post(
         "/refresh",

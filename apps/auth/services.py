@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 import unicodedata
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
@@ -17,10 +17,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from apps.auth import sagas
 from apps.auth.accounts import AccountStore, SqlAccountStore
+from apps.auth.login_delays import LoginClient
 from apps.auth.models import UserStatus, refresh_families, users
 from apps.auth.passwords import Passwords, check_password_policy, normalise_password
 from apps.auth.schemas import EMAIL_PATTERN, Saga
-from apps.auth.stores import LoginLimits, Sessions
+from apps.auth.stores import KnownDevices, LoginLimits, Sessions
 from apps.auth.tokens import TokenIssuer
 from outbox.writer import Emitter
 from shared.auth import REFRESH, SAGA_WATCH, Principal, TokenVerifier, require_self_or_admin
@@ -112,6 +113,8 @@ class Tokens:
     access_token: str
     refresh_token: str
     expires_in: int
+    device_token: str | None = None
+    """Set by a login: proof of this device for the account's next logins."""
 
 
 class AuthService:
@@ -131,6 +134,7 @@ class AuthService:
         saga_watch_ttl_s: int = 3600,
         refresh_reuse_grace_s: float = 0.0,
         accounts: AccountStore | None = None,
+        devices: KnownDevices | None = None,
     ) -> None:
         self._db = sessions
         self._accounts = accounts or SqlAccountStore(sessions)
@@ -139,6 +143,7 @@ class AuthService:
         self._verifier = verifier
         self._redis = redis_sessions
         self._limits = limits
+        self._devices = devices
         self._refresh_ttl_s = refresh_ttl_s
         self._saga_step_timeout_s = saga_step_timeout_s
         self._saga_watch_ttl_s = saga_watch_ttl_s
@@ -161,22 +166,38 @@ class AuthService:
         return await register_user(self._db, self._passwords, email, password, display_name, roles)
 
     # --- login ------------------------------------------------------------------------------
-    async def login(self, email: str, password: str, *, client: str) -> Tokens:
-        """Tokens for valid credentials; the same 401 for unknown email and wrong password."""
+    async def login(
+        self, email: str, password: str, *, client: str, device_token: str | None = None
+    ) -> Tokens:
+        """Tokens for valid credentials; the same 401 for unknown email and wrong password.
+
+        Failed attempts delay the next ones per account and client
+        (:mod:`apps.auth.login_delays`); a ``device_token`` from an earlier successful login
+        of this account makes the client that device, apart from everyone else's failures.
+        Each success returns the device token to present next time.
+        """
         account = unicodedata.normalize("NFKC", email).strip().lower()
-        await self._limits.check(account, client)
+        device = None
+        if device_token and self._devices is not None:
+            device = await self._devices.recognise(account, device_token)
+        who = LoginClient(client, device)
+        await self._limits.check(account, who)
         row = await self._accounts.credentials(account)
         password = normalise_password(password)
         valid = await self._passwords.verify(row.password_hash if row else None, password)
         if row is None or not valid:
-            await self._limits.failed(account, client)
+            await self._limits.failed(account, who)
             raise AuthenticationFailed(INVALID_CREDENTIALS)
         if row.status != UserStatus.ACTIVE:
             raise AuthenticationFailed("account is not active")
-        await self._limits.succeeded(account, client)
+        await self._limits.succeeded(account, who)
         if self._passwords.needs_rehash(row.password_hash):
             await self._rehash(row.user_id, password)
-        return await self._open_family(row.user_id, row.roles)
+        tokens = await self._open_family(row.user_id, row.roles)
+        if self._devices is None:
+            return tokens
+        kept = await self._devices.remember(account, device_token if device else None)
+        return replace(tokens, device_token=kept)
 
     async def _rehash(self, user_id: uuid.UUID, password: str) -> None:
         new_hash = await self._passwords.hash(password)

@@ -1,4 +1,5 @@
-"""Redis-backed state of the auth service: sessions, the denylist, login rate limits.
+"""Redis-backed state of the auth service: sessions, the denylist, login rate-limit counters
+and known devices.
 
 Every call fails closed: a Redis failure becomes ``DependencyUnavailable`` (503).
 """
@@ -6,12 +7,24 @@ Every call fails closed: a Redis failure becomes ``DependencyUnavailable`` (503)
 from __future__ import annotations
 
 import hashlib
+import math
+import secrets
+import time
+from collections.abc import Callable
 from typing import Protocol
 
 import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
+from redis.exceptions import WatchError
 
+from apps.auth.login_delays import (
+    Bucket,
+    DelayRule,
+    LoginClient,
+    account_digest,
+    too_many_failures,
+)
 from shared.auth import denylist_key, session_key
-from shared.errors import RateLimited
 from shared.redis_client import unavailable
 
 
@@ -48,99 +61,120 @@ class RedisSessions:
 
 
 class LoginLimits(Protocol):
-    async def check(self, account: str, client: str) -> None: ...
-    async def failed(self, account: str, client: str) -> None: ...
-    async def succeeded(self, account: str, client: str) -> None: ...
+    """Login and sign-up rate limits (:class:`apps.auth.login_delays.LoginLimiter`)."""
+
+    async def check(self, account: str, client: LoginClient) -> None: ...
+    async def failed(self, account: str, client: LoginClient) -> None: ...
+    async def succeeded(self, account: str, client: LoginClient) -> None: ...
     async def check_registration(self, client: str) -> None: ...
 
 
-class RedisLoginLimits:
-    """Fixed-window limits: attempts per client address, failures per account *and* client,
-    and a much higher ceiling of failures per account from all clients together.
+class RedisLimitCounters:
+    """:class:`apps.auth.login_delays.LimitCounters` in Redis, every key under ``prefix``.
 
-    An attacker hammering an account from one address locks out that address only: the
-    owner, from their own address, still logs in. Counters expire with their window (no
-    permanent lock-out); a successful login resets that client's count for the account.
+    A bucket is a hash (``attempts``, ``until``) updated under ``WATCH``: two attempts at
+    once on one bucket cannot both read the old state (the loser retries on the new one).
     """
 
     def __init__(
-        self,
-        redis: aioredis.Redis,
-        *,
-        prefix: str,
-        window_s: int,
-        max_failures_per_account: int,
-        max_attempts_per_client: int,
-        max_registrations_per_client: int = 10,
-        max_failures_per_account_all: int = 100,
+        self, redis: aioredis.Redis, *, prefix: str, clock: Callable[[], float] = time.time
     ) -> None:
         self._redis = redis
         self._prefix = prefix
-        self._window_s = window_s
-        self._max_account = max_failures_per_account
-        self._max_client = max_attempts_per_client
-        self._max_registrations = max_registrations_per_client
-        self._max_account_all = max_failures_per_account_all
+        self._clock = clock
 
-    async def check_registration(self, client: str) -> None:
-        """Count a sign-up from ``client``; 429 past its limit per window."""
-        key = f"{self._prefix}rl:register:client:{client}"
-        with unavailable("registration rate limiter"):
+    async def hit(self, key: str, window_s: int) -> tuple[int, int]:
+        with unavailable("rate limiter"):
             pipe = self._redis.pipeline(transaction=True)
-            pipe.incr(key)
-            pipe.expire(key, self._window_s, nx=True)
-            pipe.ttl(key)
+            pipe.incr(self._prefix + key)
+            pipe.expire(self._prefix + key, window_s, nx=True)
+            pipe.ttl(self._prefix + key)
             count, _, ttl = await pipe.execute()
-        if int(count) > self._max_registrations:
-            raise RateLimited("too many sign-ups from this address", retry_after=_ttl(ttl))
+        return int(count), int(ttl)
 
-    def _account_key(self, account: str, client: str | None = None) -> str:
-        digest = hashlib.sha256(account.encode()).hexdigest()[:32]
-        if client is None:
-            return f"{self._prefix}rl:login:account:{digest}"
-        return f"{self._prefix}rl:login:account:{digest}:client:{client}"
+    async def peek(self, key: str) -> tuple[int, int]:
+        with unavailable("rate limiter"):
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.get(self._prefix + key)
+            pipe.ttl(self._prefix + key)
+            count, ttl = await pipe.execute()
+        return (0, 0) if count is None else (int(count), int(ttl))
 
-    def _client_key(self, client: str) -> str:
-        return f"{self._prefix}rl:login:client:{client}"
+    async def admit(self, key: str, rule: DelayRule) -> None:
+        name = self._prefix + key
+        with unavailable("rate limiter"):
+            async with self._redis.pipeline(transaction=True) as pipe:
+                for _ in range(_WATCH_RETRIES):
+                    if await self._admit_once(pipe, name, rule):
+                        return
+        # Many attempts at the same instant on one bucket: only an attacker does that.
+        raise too_many_failures(1)
 
-    async def check(self, account: str, client: str) -> None:
-        """Count this attempt for the client; 429 if client or account is over its limit."""
-        client_key = self._client_key(client)
-        mine, everyone = self._account_key(account, client), self._account_key(account)
-        with unavailable("login rate limiter"):
-            pipe = self._redis.pipeline(transaction=True)
-            pipe.incr(client_key)
-            pipe.expire(client_key, self._window_s, nx=True)
-            pipe.ttl(client_key)
-            for key in (mine, everyone):
-                pipe.get(key)
-                pipe.ttl(key)
-            attempts, _, client_ttl, failures, ttl, all_failures, all_ttl = await pipe.execute()
-        if int(attempts) > self._max_client:
-            raise RateLimited(
-                "too many login attempts from this address", retry_after=_ttl(client_ttl)
-            )
-        if failures is not None and int(failures) >= self._max_account:
-            raise RateLimited(
-                "too many failed logins for this account", retry_after=_ttl(ttl)
-            )
-        if all_failures is not None and int(all_failures) >= self._max_account_all:
-            raise RateLimited(
-                "too many failed logins for this account", retry_after=_ttl(all_ttl)
-            )
-
-    async def failed(self, account: str, client: str) -> None:
-        with unavailable("login rate limiter"):
-            pipe = self._redis.pipeline(transaction=True)
-            for key in (self._account_key(account, client), self._account_key(account)):
-                pipe.incr(key)
-                pipe.expire(key, self._window_s, nx=True)
+    async def _admit_once(self, pipe: Pipeline, name: str, rule: DelayRule) -> bool:
+        """Read, decide, write unless the bucket changed meanwhile (then False: again)."""
+        await pipe.watch(name)
+        attempts, until = await pipe.hmget(name, ["attempts", "until"])
+        now = self._clock()
+        admitted = rule.admit(Bucket(int(attempts or 0), float(until or 0.0)), now)
+        pipe.multi()  # type: ignore[no-untyped-call]
+        pipe.hset(name, mapping={"attempts": admitted.attempts, "until": repr(admitted.until)})
+        pipe.pexpire(name, math.ceil(rule.keep_for(admitted, now) * 1000))
+        try:
             await pipe.execute()
+        except WatchError:
+            return False
+        return True
 
-    async def succeeded(self, account: str, client: str) -> None:
-        with unavailable("login rate limiter"):
-            await self._redis.delete(self._account_key(account, client))
+    async def forget(self, key: str) -> None:
+        with unavailable("rate limiter"):
+            await self._redis.delete(self._prefix + key)
 
 
-def _ttl(value: int) -> int:
-    return max(int(value), 1)
+_WATCH_RETRIES = 8
+
+
+class KnownDevices(Protocol):
+    """Device tokens: proof that a client has signed in to an account before."""
+
+    async def recognise(self, account: str, token: str) -> str | None:
+        """The device id if ``token`` was issued to ``account`` and is still valid."""
+        ...
+
+    async def remember(self, account: str, token: str | None) -> str:
+        """After a successful login: ``token`` again (recognised; its lifetime starts over)
+        or a new one for this account."""
+        ...
+
+
+class RedisKnownDevices:
+    """Device tokens are random (256 bits); Redis keeps only their hash, naming the account,
+    for ``ttl_s`` after their last successful use."""
+
+    def __init__(self, redis: aioredis.Redis, *, prefix: str, ttl_s: int) -> None:
+        self._redis = redis
+        self._prefix = prefix
+        self._ttl_s = ttl_s
+
+    def _key(self, token: str) -> str:
+        return f"{self._prefix}login:device:{device_id(token)}"
+
+    async def recognise(self, account: str, token: str) -> str | None:
+        with unavailable("device store"):
+            owner = await self._redis.get(self._key(token))
+        if owner is None:
+            return None
+        if (owner.decode() if isinstance(owner, bytes) else owner) != account_digest(account):
+            return None
+        return device_id(token)
+
+    async def remember(self, account: str, token: str | None) -> str:
+        if token is None or await self.recognise(account, token) is None:
+            token = secrets.token_urlsafe(32)
+        with unavailable("device store"):
+            await self._redis.set(self._key(token), account_digest(account), ex=self._ttl_s)
+        return token
+
+
+def device_id(token: str) -> str:
+    """A device token's id: its hash (the token itself is never stored)."""
+    return hashlib.sha256(token.encode()).hexdigest()[:32]

@@ -62,6 +62,7 @@ class Frontend:
         self.store = store
         self.api = api
         self.cookie_name = f"ams_{name}_session"
+        self.device_cookie_name = f"ams_{name}_device"
 
     # --- sessions ----------------------------------------------------------------------------
     async def current(self, request: Request[Any, Any, Any]) -> Session | None:
@@ -108,6 +109,17 @@ class Frontend:
             secure=self._secure(request),
         )
 
+    def _remember_device(self, request: Request[Any, Any, Any], token: object) -> None:
+        """The auth API's device token in a long-lived httpOnly cookie: this browser's next
+        sign-in proves it has signed in to the account before, so nobody else's failed
+        attempts delay it (docs/security.md). It opens nothing by itself."""
+        if isinstance(token, str) and token:
+            request.state["device_cookie"] = Cookie(
+                key=self.device_cookie_name, value=token, path="/", httponly=True,
+                samesite="lax", secure=self._secure(request),
+                max_age=self.settings.login_device_ttl_s,
+            )
+
     def _secure(self, request: Request[Any, Any, Any]) -> bool:
         return self.settings.session_cookie_secure or request.url.scheme == "https"
 
@@ -143,9 +155,11 @@ class Frontend:
     # --- signing in and out ------------------------------------------------------------------
     async def sign_in(self, request: Request[Any, Any, Any], email: str, password: str) -> Session:
         """Log in at the auth API; a fresh session id holds the tokens (no fixation)."""
+        login: dict[str, Any] = {"email": email, "password": password}
+        if device := request.cookies.get(self.device_cookie_name):
+            login["device_token"] = device
         tokens = (await self.api.request(
-            "auth", "POST", "/auth/login", json={"email": email, "password": password},
-            client_ip=client_ip(request),
+            "auth", "POST", "/auth/login", json=login, client_ip=client_ip(request),
         )).json()
         me = (await self.api.request(
             "auth", "GET", "/auth/me", token=tokens["access_token"]
@@ -156,6 +170,7 @@ class Frontend:
             roles=list(me.get("roles") or []),
         )
         _store_tokens(session, tokens)
+        self._remember_device(request, tokens.get("device_token"))
         if old is not None:
             await self.store.delete(old.id)
         await self.save(session)
@@ -279,8 +294,8 @@ class Frontend:
 
     @staticmethod
     def _cookies(request: Request[Any, Any, Any]) -> list[Cookie]:
-        cookie = request.state.get("cookie")
-        return [cookie] if cookie is not None else []
+        found = (request.state.get("cookie"), request.state.get("device_cookie"))
+        return [cookie for cookie in found if cookie is not None]
 
 
 def _store_tokens(session: Session, tokens: dict[str, Any]) -> None:

@@ -114,7 +114,7 @@ def test_an_attacker_cannot_lock_the_owner_out(settings: Settings) -> None:
     """Failures count per account *and* client: before, ten wrong passwords from anywhere
     locked the real owner out of their account for the window."""
     password = "correct horse battery staple"
-    with auth_api(settings, LOGIN_MAX_FAILURES_PER_ACCOUNT="3") as url:
+    with auth_api(settings, LOGIN_MAX_FAILURES_PER_ACCOUNT="3", LOGIN_DELAY_BASE_S="60") as url:
         owner = f"victim{uuid.uuid4().hex[:8]}@example.com"
         assert httpx.post(f"{url}/auth/register",
                           json={"email": owner, "password": password}).status_code == 201
@@ -126,6 +126,66 @@ def test_an_attacker_cannot_lock_the_owner_out(settings: Settings) -> None:
         assert tries == [401, 401, 401, 429, 429]
         r = httpx.post(f"{url}/auth/login", json={"email": owner, "password": password})
         assert r.status_code == 200, r.text  # the owner, from their own address
+
+
+def test_failed_logins_make_one_client_wait_longer_and_longer_but_not_the_owner(
+    settings: Settings,
+) -> None:
+    """Growing delays per (account, client) under uvicorn with concurrent clients: an attacker
+    on 127.0.0.2 sending ten guesses at once gets three through and then waits 1, 2, 4, 4 s
+    (Retry-After, words a person understands); meanwhile the owner signs in from their own
+    address, and from the attacker's very address on the device they signed in with before
+    (its device token), while that address without the token is told to wait."""
+    password = "correct horse battery staple"
+    with auth_api(settings, LOGIN_MAX_FAILURES_PER_ACCOUNT="3", LOGIN_DELAY_BASE_S="1",
+                  LOGIN_DELAY_MAX_S="4", LOGIN_MAX_ATTEMPTS_PER_CLIENT="1000") as url:
+        owner = f"owner{uuid.uuid4().hex[:8]}@example.com"
+        assert httpx.post(f"{url}/auth/register",
+                          json={"email": owner, "password": password}).status_code == 201
+        home = httpx.Client(base_url=url, transport=httpx.HTTPTransport(
+            local_address="127.0.0.3"))
+        attacker = httpx.Client(base_url=url, transport=httpx.HTTPTransport(
+            local_address="127.0.0.2"))
+        with home, attacker:
+            signed_in = home.post("/auth/login", json={"email": owner, "password": password})
+            assert signed_in.status_code == 200, signed_in.text
+            device = signed_in.json()["device_token"]
+            assert device
+
+            burst = asyncio.run(_guesses_at_once(url, owner, 10))
+            assert sorted(burst) == [401] * 3 + [429] * 7, burst
+
+            waits = []
+            for _ in range(4):
+                r = attacker.post("/auth/login", json={"email": owner, "password": "guess" * 3})
+                assert r.status_code == 429, r.text
+                waits.append(int(r.headers["retry-after"]))
+                message = r.json()["error"]["message"]
+                assert f"wait {waits[-1]} second" in message, message
+                if len(waits) < 4:
+                    time.sleep(waits[-1])  # waiting as told is admitted, and fails again
+                    r = attacker.post("/auth/login",
+                                      json={"email": owner, "password": "guess" * 3})
+                    assert r.status_code == 401, r.text
+            assert waits == [1, 2, 4, 4]
+
+            r = attacker.post("/auth/login", json={"email": owner, "password": password})
+            assert r.status_code == 429  # the attacker's address, even with the password
+            r = attacker.post("/auth/login", json={"email": owner, "password": password,
+                                                   "device_token": device})
+            assert r.status_code == 200, r.text  # the owner's known device behind that address
+            r = home.post("/auth/login", json={"email": owner, "password": password})
+            assert r.status_code == 200, r.text
+
+
+async def _guesses_at_once(url: str, email: str, n: int) -> list[int]:
+    transport = httpx.AsyncHTTPTransport(local_address="127.0.0.2")
+    async with httpx.AsyncClient(base_url=url, transport=transport, timeout=30) as client:
+        async def guess() -> int:
+            body = {"email": email, "password": "guess" * 3}
+            return (await client.post("/auth/login", json=body)).status_code
+
+        return list(await asyncio.gather(*(guess() for _ in range(n))))
 
 
 def test_a_trickled_request_body_gets_408_in_bounded_time(settings: Settings) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import re
 import time
 import uuid
@@ -50,6 +51,7 @@ class FakeApis:
     traceparents: list[str] = field(default_factory=list)
     document_queries: list[dict[str, str]] = field(default_factory=list)
     login_addresses: list[str] = field(default_factory=list)
+    login_devices: list[str | None] = field(default_factory=list)
     _serial: Iterator[int] = field(default_factory=itertools.count)
     user_id: str = field(default_factory=lambda: str(uuid.uuid4()))
 
@@ -76,9 +78,11 @@ class FakeApis:
         if path == "/auth/login":
             self.login_addresses.append(request.headers.get("x-forwarded-for", ""))
             body = request.read().decode()
+            self.login_devices.append(json.loads(body).get("device_token"))
             if PASSWORD not in body:
                 return _error(401, "authentication_failed", "invalid email or password")
-            return httpx.Response(200, json=self.tokens(self.expires_in))
+            return httpx.Response(200, json=self.tokens(self.expires_in)
+                                  | {"device_token": "device-of-ada"})
         if path == "/auth/me":
             return httpx.Response(200, json={"user_id": self.user_id, "email": "ada@example.org",
                                              "roles": self.roles, "status": "active"})
@@ -237,6 +241,21 @@ def test_sign_in_passes_the_persons_address_to_the_login_limit(
         sign_in(client, password="wrong")
     # The auth API's per-address limit counts the person, not the frontend's own address.
     assert fake.login_addresses == ["testclient", "testclient"]
+
+
+def test_the_device_token_is_kept_in_a_cookie_and_sent_with_the_next_sign_in(
+    portal: Litestar, fake: FakeApis
+) -> None:
+    """The auth API admits a device that signed in before even while someone else's failed
+    attempts make its address wait: the browser keeps that proof (httpOnly, long-lived)."""
+    with TestClient(portal) as client:
+        cookies = sign_in(client).headers.get_list("set-cookie")
+        [device] = [c for c in cookies if c.startswith("ams_portal_device=")]
+        assert "HttpOnly" in device and "SameSite=lax" in device
+        assert f"Max-Age={SETTINGS.login_device_ttl_s}" in device
+        client.post("/logout", data={"_csrf": csrf_of(client.get("/profile").text)})
+        sign_in(client)
+    assert fake.login_devices == [None, "device-of-ada"]
 
 
 def test_signing_in_replaces_the_anonymous_session(
