@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import re
 import time
 from typing import Any
 from urllib.parse import quote
@@ -33,6 +34,9 @@ REFRESH_MARGIN_S = 30.0
 """Refresh this long before the access token expires (clock skew, a slow request)."""
 REFRESH_LOCK_S = 10.0
 STATE_KEY = "frontend"
+DEVICE_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,128}")
+"""What the auth API accepts as a device token: a cookie altered into anything else is not
+sent (the login would be refused as malformed, every time, until the cookie expired)."""
 
 
 class NotSignedIn(Exception):
@@ -156,7 +160,8 @@ class Frontend:
     async def sign_in(self, request: Request[Any, Any, Any], email: str, password: str) -> Session:
         """Log in at the auth API; a fresh session id holds the tokens (no fixation)."""
         login: dict[str, Any] = {"email": email, "password": password}
-        if device := request.cookies.get(self.device_cookie_name):
+        device = request.cookies.get(self.device_cookie_name) or ""
+        if DEVICE_TOKEN.fullmatch(device):
             login["device_token"] = device
         tokens = (await self.api.request(
             "auth", "POST", "/auth/login", json=login, client_ip=client_ip(request),

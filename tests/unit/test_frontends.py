@@ -255,7 +255,9 @@ def test_the_device_token_is_kept_in_a_cookie_and_sent_with_the_next_sign_in(
         assert f"Max-Age={SETTINGS.login_device_ttl_s}" in device
         client.post("/logout", data={"_csrf": csrf_of(client.get("/profile").text)})
         sign_in(client)
-    assert fake.login_devices == [None, "device-of-ada"]
+        client.cookies.set("ams_portal_device", "altered.value")  # not a token the API takes
+        assert sign_in(client).status_code == 303  # signed in all the same
+    assert fake.login_devices == [None, "device-of-ada", None]
 
 
 def test_signing_in_replaces_the_anonymous_session(
