@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
 from typing import Protocol
 
 import asyncpg
@@ -42,6 +43,27 @@ WHERE o.partition = ANY($1::smallint[])
 ORDER BY o.id
 LIMIT $3
 """
+
+
+@cache
+def merged_claim_sql(partitions: tuple[int, ...]) -> str:
+    """CLAIM_SQL as one branch per partition, merged in id order: for a large backlog.
+
+    CLAIM_SQL reads, checks and sorts every unsent row of the owned partitions (the
+    ``partition = ANY(...)`` scan cannot deliver them in id order): 0.2 ms for a few rows,
+    but 150-230 ms at a backlog of 60,000, and past the 30 s command timeout once a steady
+    2,000 events/s had piled up 80,000 rows behind claims each slower than the last. Here
+    each branch reads its partition in id order from ``outbox_claim_idx`` and PostgreSQL
+    merges them (a Merge Append) until the LIMIT has its rows: 17-35 ms for 2,000 rows at
+    that backlog whatever its size, 0.4 ms for a few rows (16 branches to start)."""
+    where = CLAIM_SQL.split("FROM outbox o", 1)[1].split("ORDER BY o.id", 1)[0]
+    branches = "\nUNION ALL\n".join(
+        f"(SELECT {_COLUMNS} FROM outbox o"  # noqa: S608 - constants and ints only
+        + where.replace("WHERE ", f"WHERE o.partition = {int(p)} AND ", 1)
+        + "ORDER BY o.id)"
+        for p in partitions
+    )
+    return f"SELECT * FROM (\n{branches}\n) claimable ORDER BY id LIMIT $3"  # noqa: S608
 
 DELETE_SQL = "DELETE FROM outbox WHERE id = ANY($1::bigint[])"
 
@@ -104,12 +126,14 @@ class OutboxStatus:
     oldest_age_s: float | None
 
 
+_COLUMNS = CLAIM_SQL.split("SELECT", 1)[1].split("FROM outbox o", 1)[0]
+
+
 # The claim also deletes rows the broker confirmed since the previous claim. A statement's
 # CTEs and main query share one snapshot, so the SELECT still sees those rows: they are in
 # the in-flight list it skips.
-CLAIM_AND_DELETE_SQL = (
-    "WITH sent AS (DELETE FROM outbox WHERE id = ANY($4::bigint[]))" + CLAIM_SQL  # noqa: S608 - constants only
-)
+DELETE_CTE = "WITH sent AS (DELETE FROM outbox WHERE id = ANY($4::bigint[]))\n"
+CLAIM_AND_DELETE_SQL = DELETE_CTE + CLAIM_SQL
 
 
 async def claim(
@@ -119,13 +143,16 @@ async def claim(
     limit: int,
     *,
     delete: Sequence[int] = (),
+    merged: bool = False,
 ) -> list[OutboxRow]:
-    """Claim up to ``limit`` rows (see CLAIM_SQL), deleting the ``delete`` ids on the way."""
+    """Claim up to ``limit`` rows (see CLAIM_SQL), deleting the ``delete`` ids on the way;
+    ``merged``: with :func:`merged_claim_sql`, for a large backlog."""
     args = (list(partitions), list(in_flight), limit)
+    sql = merged_claim_sql(tuple(sorted(partitions))) if merged and partitions else CLAIM_SQL
     if delete:
-        records = await conn.fetch(CLAIM_AND_DELETE_SQL, *args, list(delete))
+        records = await conn.fetch(DELETE_CTE + sql, *args, list(delete))
     else:
-        records = await conn.fetch(CLAIM_SQL, *args)
+        records = await conn.fetch(sql, *args)
     # Positional: CLAIM_SQL selects the columns in OutboxRow's field order (a unit test
     # holds them equal); a dict per row cost a third of the relay's time under load.
     make = OutboxRow._make
@@ -237,6 +264,10 @@ class PgOutboxQueue:
         self._dsn = dsn
         self._leases = leases
         self._pool: asyncpg.Pool | None = None
+        self._backlog_large = True
+        """The last claim got all the rows it asked for: more may wait, so the next claim
+        is the merged one (bounded by its limit); otherwise CLAIM_SQL, cheapest for a few.
+        True at first: a relay may start on a backlog."""
 
     async def connect(self) -> None:
         if self._pool is None:
@@ -264,7 +295,11 @@ class PgOutboxQueue:
         delete: Sequence[int] = (),
     ) -> list[OutboxRow]:
         conn = self._leases.connection()
-        return await claim(conn, partitions, in_flight, limit, delete=delete)
+        rows = await claim(
+            conn, partitions, in_flight, limit, delete=delete, merged=self._backlog_large
+        )
+        self._backlog_large = len(rows) >= limit
+        return rows
 
     async def delete_sent(self, ids: Sequence[int]) -> None:
         await delete_sent(self._require(), ids)

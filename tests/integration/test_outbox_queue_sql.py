@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import asyncpg
 import pytest
 
+from outbox import store
 from outbox.leases import LeaseConnection
 from outbox.schema import PARTITIONS
 from outbox.store import PgOutboxQueue
@@ -63,3 +64,31 @@ class TestPgOutboxQueue(OutboxQueueContract):
             await leases.close()
             await conn.close()
             await clear_outbox(settings)
+
+
+async def test_the_merged_claim_returns_what_the_plain_claim_returns(settings: Settings) -> None:
+    """The claim for a large backlog (one branch per partition, merged in id order) is the
+    same claim: the same rows in the same order for any partitions, rows in flight, rows
+    backing off or parked, and limit."""
+    await clear_outbox(settings)
+    conn = await asyncpg.connect(asyncpg_dsn(settings.auth_database_url))
+    try:
+        ids = [
+            int(await conn.fetchval(_INSERT, AGGREGATE_TYPE, f"agg-{i % 40}",
+                                    aggregate_partition(AGGREGATE_TYPE, f"agg-{i % 40}")))
+            for i in range(300)
+        ]
+        await store.record_failures(conn, [store.Failure(ids[3], "nacked", 60.0)], 5)
+        await store.record_failures(conn, [store.Failure(ids[7], "unroutable", 0.0)], 1)
+        in_flight = ids[10:40] + ids[100:105]
+        cases = [(list(range(PARTITIONS)), 2000), (list(range(PARTITIONS)), 50),
+                 ([0, 3, 9], 20), ([5], 7), ([], 10)]
+        for partitions, limit in cases:
+            plain = await store.claim(conn, partitions, in_flight, limit)
+            merged = await store.claim(conn, partitions, in_flight, limit, merged=True)
+            assert [r.id for r in merged] == [r.id for r in plain], (partitions, limit)
+            assert merged == plain
+        assert len(await store.claim(conn, list(range(PARTITIONS)), [], 2000)) == 300 - 1 - 1 - 7
+    finally:
+        await conn.close()
+        await clear_outbox(settings)
