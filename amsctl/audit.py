@@ -61,7 +61,7 @@ async def trail(cfg: Settings, *, actor: str | None = None,
                 source: AuditSource = AuditSource.CLI) -> AsyncIterator[Trail]:
     """The audit trail for one command (or console action: ``actor`` = the admin, ``source``
     = console); raises DependencyUnavailable before any change."""
-    engine = create_engine(cfg.audit_url, pool_size=1)  # AUDIT_DATABASE_URL's role, if any
+    engine = create_engine(cfg.database.audit_url, pool_size=1)  # AUDIT_DATABASE_URL's role, if any
     try:
         await _preflight(engine.connect)
         yield Trail(session_factory(engine), actor or who(), source)

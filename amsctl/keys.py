@@ -38,7 +38,7 @@ def _with_store(action: Callable[[KeyStore], Awaitable[T]]) -> T:
     from shared.db import create_engine, session_factory
 
     async def run() -> T:
-        engine = create_engine(load_settings().auth_database_url, pool_size=1)
+        engine = create_engine(load_settings().database.auth_url, pool_size=1)
         try:
             return await action(KeyStore(session_factory(engine), None))
         finally:
@@ -60,9 +60,9 @@ def _audited(
 
     async def run() -> T:
         cfg = load_settings()
-        sealer = key_sealer(cfg) if needs_kek else None
+        sealer = key_sealer(cfg.tokens) if needs_kek else None
         # The keys as the auth role, the record as the audit role (AUDIT_DATABASE_URL).
-        engine = create_engine(cfg.auth_database_url, pool_size=1)
+        engine = create_engine(cfg.database.auth_url, pool_size=1)
         try:
             async with trail(cfg) as audit:
                 store = KeyStore(session_factory(engine), sealer)

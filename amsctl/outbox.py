@@ -31,7 +31,7 @@ async def statuses(cfg: Settings, databases: tuple[str, ...]) -> list[dict[str, 
 
     out: list[dict[str, object]] = []
     for db in databases:
-        conn = await asyncpg.connect(asyncpg_dsn(cfg.database_url(db)), timeout=10)
+        conn = await asyncpg.connect(asyncpg_dsn(cfg.database.url(db)), timeout=10)
         try:
             out.append({"database": db, **asdict(await store.status(conn))})
         finally:
@@ -46,7 +46,7 @@ async def parked_events(cfg: Settings, database: str, limit: int = 100) -> list[
     from outbox import store
     from shared.db import asyncpg_dsn
 
-    conn = await asyncpg.connect(asyncpg_dsn(cfg.database_url(database)), timeout=10)
+    conn = await asyncpg.connect(asyncpg_dsn(cfg.database.url(database)), timeout=10)
     try:
         return await store.parked(conn, limit)
     finally:
@@ -73,7 +73,7 @@ async def requeue_audited(cfg: Settings, audit: Trail, database: str,
     async def requeue_in(conn: asyncpg.Connection) -> int:
         return await store.requeue_parked(conn, event_ids)
 
-    conn = await asyncpg.connect(asyncpg_dsn(cfg.database_url(database)), timeout=10)
+    conn = await asyncpg.connect(asyncpg_dsn(cfg.database.url(database)), timeout=10)
     try:
         return await run_audited(
             audit, AuditAction.OUTBOX_REQUEUE, target, lambda: requeue_in(conn),
@@ -118,7 +118,7 @@ def broker_alarms(cfg: Settings) -> list[str]:
     from shared.rabbitmq_admin import ManagementClient
 
     try:
-        with ManagementClient(cfg.rabbitmq_management_url, timeout=5) as mgmt:
+        with ManagementClient(cfg.broker.management_url, timeout=5) as mgmt:
             nodes = mgmt.nodes()
     except DependencyUnavailable as exc:
         return [f"management API unreachable ({exc})"]

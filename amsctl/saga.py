@@ -49,7 +49,7 @@ async def _load(cfg: Settings, saga_id: uuid.UUID) -> Saga | None:
     from apps.auth import sagas
     from shared.db import create_engine, session_factory
 
-    engine = create_engine(cfg.auth_database_url, pool_size=1)
+    engine = create_engine(cfg.database.auth_url, pool_size=1)
     try:
         async with session_factory(engine)() as session:
             return await sagas.load(session, saga_id)
@@ -61,7 +61,7 @@ async def _list(cfg: Settings, status: str | None, limit: int) -> list[Saga]:
     from apps.auth import sagas
     from shared.db import create_engine, session_factory
 
-    engine = create_engine(cfg.auth_database_url, pool_size=1)
+    engine = create_engine(cfg.database.auth_url, pool_size=1)
     try:
         async with session_factory(engine)() as session:
             return await sagas.list_sagas(session, status=status, limit=limit)
@@ -73,7 +73,7 @@ def dead_letters(cfg: Settings, queue: str) -> int | None:
     """Messages waiting in ``queue`` (a passive declare: exact, unlike the management
     API's sampled statistics); None when the broker cannot be asked."""
     try:
-        return asyncio.run(_queue_depth(cfg.rabbitmq_url, queue))
+        return asyncio.run(_queue_depth(cfg.broker.url, queue))
     except Exception:  # the count is a hint; the saga is shown regardless
         return None
 

@@ -41,6 +41,14 @@ class Probe:
     url: str
 
 
+def _port_of(cfg: Settings, process: str) -> Any:
+    """``<PROCESS>_PORT`` (``AUTH_PORT``, ``PORTAL_PORT`` …), or None for a process without one."""
+    from shared.config import OVERRIDES
+
+    where = OVERRIDES.get(f"{process}_port")
+    return getattr(getattr(cfg, where[0]), where[1]) if where else None
+
+
 def procfile_probes(procfile: Path, cfg: Settings) -> list[Probe]:
     """One probe per Procfile process: an HTTP service's ``/health`` on its port setting
     (``python -m apps.<name>`` or ``frontends.<name>`` -> ``<NAME>_PORT``), otherwise
@@ -53,9 +61,9 @@ def procfile_probes(procfile: Path, cfg: Settings) -> list[Probe]:
         words = shlex.split(command)
         env = dict(w.split("=", 1) for w in words if "=" in w and not w.startswith("-"))
         argv = [w for w in words if "=" not in w]
-        host = "127.0.0.1" if cfg.http_host in ("0.0.0.0", "::") else cfg.http_host  # noqa: S104
+        host = "127.0.0.1" if cfg.http.host in ("0.0.0.0", "::") else cfg.http.host  # noqa: S104
         if argv[:2] == ["python", "-m"] and "." in argv[2]:
-            port = getattr(cfg, f"{argv[2].rsplit('.', 1)[1]}_port", None)
+            port = _port_of(cfg, argv[2].rsplit(".", 1)[1])
             if port:
                 probes.append(Probe(name.strip(), f"http://{host}:{port}/health"))
                 continue
@@ -97,7 +105,7 @@ async def _outbox(cfg: Settings, database: str) -> dict[str, Any]:
     from shared.db import asyncpg_dsn
 
     try:
-        conn = await asyncpg.connect(asyncpg_dsn(cfg.database_url(database)),
+        conn = await asyncpg.connect(asyncpg_dsn(cfg.database.url(database)),
                                      timeout=DB_TIMEOUT_S)
     except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
         return {"database": database, "error": f"unreachable: {exc}"}
@@ -115,7 +123,7 @@ async def _sagas(cfg: Settings) -> dict[str, Any]:
     from apps.auth import sagas
     from shared.db import create_engine, session_factory
 
-    engine = create_engine(cfg.auth_database_url, pool_size=1)
+    engine = create_engine(cfg.database.auth_url, pool_size=1)
     try:
         async with session_factory(engine)() as session:
             counts = await asyncio.wait_for(sagas.count_by_status(session), DB_TIMEOUT_S)
@@ -133,8 +141,8 @@ def _queues(cfg: Settings) -> dict[str, Any]:
     from shared.topology_apply import vhost_of
 
     try:
-        with ManagementClient(cfg.rabbitmq_management_url, timeout=DB_TIMEOUT_S) as mgmt:
-            found = mgmt.queues(vhost_of(cfg.rabbitmq_url))
+        with ManagementClient(cfg.broker.management_url, timeout=DB_TIMEOUT_S) as mgmt:
+            found = mgmt.queues(vhost_of(cfg.broker.url))
     except DependencyUnavailable as exc:
         return {"error": str(exc)}
     rows = sorted(
@@ -167,7 +175,7 @@ def _split_queues(cfg: Settings, queues: dict[str, Any]) -> dict[str, Any]:
     if "error" in queues:
         return {"queues": queues, "dead_letters": queues}
     deployed = topology.deployed(
-        topology.parse_retry_delays(cfg.worker_retry_delays), cfg.worker_partitions)
+        topology.parse_retry_delays(cfg.worker.retry_delays), cfg.worker.partitions)
     retry = {q.name for q in deployed.queues if "x-message-ttl" in q.arguments}
     work, dead = [], []
     for q in queues["queues"]:

@@ -26,7 +26,7 @@ def apply() -> None:
     except DependencyUnavailable as exc:  # the management API (policies)
         fail(str(exc), EXIT_UNAVAILABLE)
     except (OSError, ConnectionError, AMQPError) as exc:
-        fail(f"RabbitMQ at {_safe(cfg.rabbitmq_url)} is unreachable or refused the "
+        fail(f"RabbitMQ at {_safe(cfg.broker.url)} is unreachable or refused the "
              f"connection (does the vhost exist?): {exc!r}", EXIT_UNAVAILABLE)
     console.print(summary)
 

@@ -28,13 +28,9 @@ async def _create_admin(cfg: Settings, email: str, password: str) -> str:
     from shared.db import create_engine, session_factory
     from shared.errors import Conflict
 
-    passwords = Argon2Passwords(
-        time_cost=cfg.argon2_time_cost,
-        memory_kib=cfg.argon2_memory_kib,
-        parallelism=cfg.argon2_parallelism,
-    )
+    passwords = Argon2Passwords.from_settings(cfg.passwords)
     # The account as the auth role, the record as the audit role (AUDIT_DATABASE_URL).
-    engine = create_engine(cfg.auth_database_url, pool_size=1)
+    engine = create_engine(cfg.database.auth_url, pool_size=1)
     sessions = session_factory(engine)
     try:
         async with trail(cfg) as audit:

@@ -44,7 +44,7 @@ def percentile(values: list[float], q: float) -> float:
 
 
 async def profile_latencies(stack: Stack, count: int) -> list[float]:
-    db = await asyncpg.connect(asyncpg_dsn(stack.settings.users_database_url))
+    db = await asyncpg.connect(asyncpg_dsn(stack.settings.database.users_url))
     latencies: list[float] = []
     async with httpx.AsyncClient(base_url=stack.auth_url) as client:
         for i in range(count):

@@ -53,7 +53,6 @@ import sys
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -148,7 +147,7 @@ async def fill(channel: aio_pika.abc.AbstractChannel, queue: str, n: int) -> Non
 
 
 async def raw_rate(settings: Settings, n: int, prefetch: int) -> float:
-    connection = await aio_pika.connect(settings.rabbitmq_url)
+    connection = await aio_pika.connect(settings.broker.url)
     try:
         channel = await connection.channel(publisher_confirms=False)
         await fill(channel, RAW_QUEUE, n)
@@ -190,7 +189,7 @@ def bench_consumer(prefetch: int, handler: Handler, partitions: int) -> Consumer
 async def fill_consumer(settings: Settings, n: int, partitions: int) -> None:
     """Publish through ``events``, as the relay does; wait until every partition holds its share."""
     queues = [NAME] if partitions == 1 else [f"{NAME}.p{i}" for i in range(partitions)]
-    connection = await aio_pika.connect(settings.rabbitmq_url)
+    connection = await aio_pika.connect(settings.broker.url)
     try:
         channel = await connection.channel(publisher_confirms=False)
         exchange = await channel.get_exchange(m.EVENTS_EXCHANGE)
@@ -202,7 +201,7 @@ async def fill_consumer(settings: Settings, n: int, partitions: int) -> None:
 
 
 async def wait_applied(settings: Settings, n: int) -> None:
-    db = await asyncpg.connect(asyncpg_dsn(settings.users_database_url))
+    db = await asyncpg.connect(asyncpg_dsn(settings.database.users_url))
     try:
         while await db.fetchval("SELECT count(*) FROM inbox") < n:
             await asyncio.sleep(0.05)
@@ -218,7 +217,7 @@ async def runtime_rate(
     await fill_consumer(settings, n, partitions)
     if partitions > 1:
         return await partitioned_rate(settings, n, prefetch, effect_name, partitions)
-    configure_tracing(settings, service="bench-consumer")
+    configure_tracing(settings.observability, service="bench-consumer")
     try:
         consumer = bench_consumer(prefetch, HANDLERS[effect_name], partitions)
         running = await consumer.start(settings)
@@ -267,7 +266,7 @@ async def partitioned_rate(
 async def serve_partition(partition: int, partitions: int, prefetch: int, effect: str) -> None:
     """A partition process: wait for "go" on stdin, consume until SIGTERM."""
     settings = Settings.from_env()
-    configure_tracing(settings, service=f"bench-consumer-p{partition}")
+    configure_tracing(settings.observability, service=f"bench-consumer-p{partition}")
     consumer = bench_consumer(prefetch, HANDLERS[effect], partitions)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -281,7 +280,7 @@ async def serve_partition(partition: int, partitions: int, prefetch: int, effect
 
 
 async def prepare(settings: Settings) -> None:
-    db = await asyncpg.connect(asyncpg_dsn(settings.users_database_url))
+    db = await asyncpg.connect(asyncpg_dsn(settings.database.users_url))
     try:
         await db.execute(
             "CREATE TABLE bench_effects (message_id text PRIMARY KEY, user_id uuid NOT NULL)"
@@ -291,7 +290,7 @@ async def prepare(settings: Settings) -> None:
 
 
 async def truncate(settings: Settings) -> None:
-    db = await asyncpg.connect(asyncpg_dsn(settings.users_database_url))
+    db = await asyncpg.connect(asyncpg_dsn(settings.database.users_url))
     try:
         await db.execute("TRUNCATE bench_effects, inbox, outbox")
     finally:
@@ -303,7 +302,7 @@ async def fresh_round(settings: Settings, prefetch: int, handler: Handler, parti
     the ones before it (a quorum queue's log, a growing effects table)."""
     await truncate(settings)
     consumer = bench_consumer(prefetch, handler, partitions)
-    connection = await aio_pika.connect(settings.rabbitmq_url)
+    connection = await aio_pika.connect(settings.broker.url)
     try:
         channel = await connection.channel()
         for queue in (RAW_QUEUE, *(q.name for q in consumer.spec_for(settings).queues(()))):
@@ -364,8 +363,8 @@ async def run(
             {"consumer_mps": round(f, 1), "raw_mps": round(r, 1)}
             for f, r in zip(fulls, raws, strict=True)
         ],
-        "messages_per_round": n, "prefetch": prefetch, "db_pool_size": settings.db_pool_size,
-        "batch_max": settings.worker_batch_max, "queue_type": "quorum",
+        "messages_per_round": n, "prefetch": prefetch, "db_pool_size": settings.database.pool_size,
+        "batch_max": settings.worker.batch_max, "queue_type": "quorum",
         "aggregates": AGGREGATES,
         "event_loop": type(asyncio.get_running_loop()).__module__.split(".")[0],
         "effect": effect_name, "partitions": partitions, "cpus": os.cpu_count(),
@@ -418,8 +417,8 @@ def main() -> None:
         otlp_sink() as sink,
     ):
         os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = sink.endpoint
-        prefetch = args.prefetch or settings.worker_prefetch
-        traced = replace(settings, tracing_enabled=True) if args.tracing else None
+        prefetch = args.prefetch or settings.worker.prefetch
+        traced = settings.replace(tracing_enabled=True) if args.tracing else None
         result = eventloop.run(
             run(settings, n, rounds, prefetch, args.effect, args.partitions, traced)
         )

@@ -58,7 +58,7 @@ PAGE = text_png("Invoice 4711 paid on 2026-11-23", size=(1240, 400))
 
 
 def configs(settings: Settings, model_dir: str) -> dict[str, EngineConfig]:
-    base = EngineConfig.from_settings(settings)
+    base = EngineConfig.from_settings(settings.ocr)
     easy = base.__class__(**{**base.__dict__, "engine": "easyocr"})
     if easyocr_missing_files(easy):
         write_easyocr_models(Path(model_dir))
@@ -71,7 +71,7 @@ def configs(settings: Settings, model_dir: str) -> dict[str, EngineConfig]:
 async def pages_per_minute(settings: Settings, config: EngineConfig, pages: int,
                            content: bytes = PAGE) -> float:
     runner = ProcessOcrRunner(config, UploadLimits.from_settings(settings).document,
-                              workers=settings.ocr_workers, timeout_s=600)
+                              workers=settings.ocr.workers, timeout_s=600)
     try:
         await runner.warm_up()
         start = time.perf_counter()
@@ -83,10 +83,10 @@ async def pages_per_minute(settings: Settings, config: EngineConfig, pages: int,
 
 async def latency_p50(settings: Settings, config: EngineConfig, runs: int,
                       content: bytes = PAGE) -> float:
-    engine = create_engine(settings.admin_database_url, pool_size=2)
+    engine = create_engine(settings.database.admin_url, pool_size=2)
     sessions = session_factory(engine)
     runner = ProcessOcrRunner(config, UploadLimits.from_settings(settings).document,
-                              workers=settings.ocr_workers, timeout_s=600)
+                              workers=settings.ocr.workers, timeout_s=600)
     job = OcrJob(sessions, runner, lease_s=600)
     samples = []
     try:
@@ -120,7 +120,7 @@ def main() -> None:
     pages, runs = (3, 2) if args.quick else (20, 10)
     result: dict[str, object] = {"quick": args.quick}
     with isolated_settings("bench_ocr") as settings, tempfile.TemporaryDirectory() as models:
-        result["ocr_workers"] = settings.ocr_workers
+        result["ocr_workers"] = settings.ocr.workers
         for name, config in configs(settings, models).items():
             ppm = asyncio.run(pages_per_minute(settings, config, pages))
             p50 = asyncio.run(latency_p50(settings, config, runs))
@@ -172,7 +172,7 @@ async def storing_cost(settings: Settings, content: bytes, rounds: int) -> float
     limits = UploadLimits.from_settings(settings)
     engine = TesseractEngine(("en",))
     pages = list(read_pages(content, limits.document, engine))
-    db = create_engine(settings.admin_database_url, pool_size=2)
+    db = create_engine(settings.database.admin_url, pool_size=2)
     sessions = session_factory(db)
     samples = []
     try:

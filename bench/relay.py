@@ -71,7 +71,6 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import replace
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, cast
@@ -120,7 +119,7 @@ def _headers(i: int) -> dict[str, Any]:
 
 
 async def aio_pika_publisher(settings: Settings, n: int) -> float:
-    connection = await aio_pika.connect(settings.rabbitmq_url)
+    connection = await aio_pika.connect(settings.broker.url)
     channel = await connection.channel(publisher_confirms=True)
     exchange = await channel.get_exchange(EVENTS_EXCHANGE)
     started = time.perf_counter()
@@ -149,7 +148,7 @@ async def aio_pika_publisher(settings: Settings, n: int) -> float:
 
 async def aiormq_publisher(settings: Settings, n: int) -> float:
     """The floor below aio-pika: aiormq's own publish, confirms pipelined the same way."""
-    connection = await aiormq.connect(settings.rabbitmq_url)
+    connection = await aiormq.connect(settings.broker.url)
     channel = await connection.channel(publisher_confirms=True)
     body = BODY.encode()
     started = time.perf_counter()
@@ -228,7 +227,7 @@ def top_functions(path: Path, k: int = 12) -> dict[str, float]:
 async def relay_throughput(
     settings: Settings, n: int, profile: Path | None, *, traced: bool = False
 ) -> float:
-    conn = await asyncpg.connect(asyncpg_dsn(settings.auth_database_url))
+    conn = await asyncpg.connect(asyncpg_dsn(settings.database.auth_url))
     relay = start_relay(settings)
     try:
         await wait_for_relays(settings, 1)
@@ -254,7 +253,7 @@ async def _commit_and_drain(conn: asyncpg.Connection, n: int, *, traced: bool = 
 
 async def _expect_queued(settings: Settings, n: int) -> None:
     """Every event the relay reported as sent is in the queue (none lost, none twice)."""
-    connection = await aio_pika.connect(settings.rabbitmq_url)
+    connection = await aio_pika.connect(settings.broker.url)
     try:
         channel = await connection.channel()
         for _ in range(100):
@@ -333,7 +332,7 @@ async def _offered_load(
     total = int(rate * seconds)
     receiver, sender = multiprocessing.get_context("spawn").Pipe()
     consumer = multiprocessing.get_context("spawn").Process(
-        target=_consume, args=(settings.rabbitmq_url, total, sender)
+        target=_consume, args=(settings.broker.url, total, sender)
     )
     consumer.start()
     try:
@@ -422,7 +421,7 @@ class Producer:
 
     @classmethod
     async def open(cls, settings: Settings) -> Producer:
-        dsn = asyncpg_dsn(settings.auth_database_url)
+        dsn = asyncpg_dsn(settings.database.auth_url)
         return cls(
             list(await asyncio.gather(*(asyncpg.connect(dsn) for _ in range(PRODUCER_CONNECTIONS))))
         )
@@ -493,7 +492,7 @@ async def raw_latency(
     roles: dict[str, int] | None = None,
 ) -> list[float]:
     """The floor: a bare aio-pika publish (confirmed) at the same rate: publish -> delivery."""
-    connection = await aio_pika.connect(settings.rabbitmq_url)
+    connection = await aio_pika.connect(settings.broker.url)
     channel = await connection.channel(publisher_confirms=True)
     exchange = await channel.get_exchange(EVENTS_EXCHANGE)
 
@@ -556,8 +555,8 @@ async def raw_beside_commits(
 async def sustain(settings: Settings, rate: int, seconds: float = 60.0) -> dict[str, Any]:
     """Offer ``rate`` events/s (a transaction of rate/100 events every 10 ms) for
     ``seconds``; sample the backlog every second."""
-    conn = await asyncpg.connect(asyncpg_dsn(settings.auth_database_url))
-    probe = await asyncpg.connect(asyncpg_dsn(settings.auth_database_url))
+    conn = await asyncpg.connect(asyncpg_dsn(settings.database.auth_url))
+    probe = await asyncpg.connect(asyncpg_dsn(settings.database.auth_url))
     relay = start_relay(settings)
     per_tick = max(1, rate // 100)
     backlog: list[int] = []
@@ -606,7 +605,7 @@ async def sustain(settings: Settings, rate: int, seconds: float = 60.0) -> dict[
 
 def _db_tag(settings: Settings) -> str:
     """What the benchmark's databases' names share (their PostgreSQL backends' role)."""
-    return settings.auth_database_url.rsplit("/", 1)[1].rsplit("_", 1)[0]
+    return settings.database.auth_url.rsplit("/", 1)[1].rsplit("_", 1)[0]
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -632,7 +631,7 @@ async def throughput_rounds(
         "relay_eps": lambda r: relay_throughput(settings, events, profile if r == 0 else None),
     }
     if tracing:
-        on = replace(settings, tracing_enabled=True)
+        on = settings.replace(tracing_enabled=True)
         kinds["relay_traced_off_eps"] = lambda r: relay_throughput(
             settings, events, None, traced=True
         )
@@ -710,7 +709,7 @@ async def run(
     settings: Settings, events: int, rounds: int, rates: list[int], seconds: float,
     sustain_rates: list[int], profile: Path | None, tracing: bool = False,
 ) -> dict[str, Any]:
-    connection = await aio_pika.connect(settings.rabbitmq_url)
+    connection = await aio_pika.connect(settings.broker.url)
     channel = await connection.channel()
     queue = await declare(channel)
     result: dict[str, Any] = {"events": events, "rounds": rounds, "queue_type": "quorum"}

@@ -115,7 +115,7 @@ async def register_profile(stack: Stack, users: int, concurrency: int) -> dict[s
 
         t0 = time.time()
         await asyncio.gather(*(one(i) for i in range(users)))
-    url = stack.direct.users_database_url
+    url = stack.direct.database.users_url
     await wait_rows(url, "SELECT count(*) FROM profiles", users, 120)
     conn = await asyncpg.connect(asyncpg_dsn(url))
     try:
@@ -137,11 +137,7 @@ async def register_profile(stack: Stack, users: int, concurrency: int) -> dict[s
 async def argon2_floor(settings: Settings, seconds: float) -> float:
     """Hashes per second of the auth service's own hasher (same parameters, same pool
     size), kept busy with one hash per thread in flight, for ``seconds``."""
-    passwords = Argon2Passwords(
-        time_cost=settings.argon2_time_cost,
-        memory_kib=settings.argon2_memory_kib,
-        parallelism=settings.argon2_parallelism,
-    )
+    passwords = Argon2Passwords.from_settings(settings.passwords)
     done = 0
     deadline = time.perf_counter() + seconds
 
@@ -165,7 +161,7 @@ ARGON2_THREADS = 2
 
 async def sustain_register(stack: Stack, rate: int, seconds: float = 60.0) -> dict[str, object]:
     """Offer ``rate`` registrations/s (open loop) for ``seconds``; sample the backlog."""
-    db = await asyncpg.connect(asyncpg_dsn(stack.direct.users_database_url))
+    db = await asyncpg.connect(asyncpg_dsn(stack.direct.database.users_url))
     base = await db.fetchval("SELECT count(*) FROM profiles")
     sent, failed, backlog = 0, 0, []
     tag = uuid.uuid4().hex[:6]
@@ -196,7 +192,7 @@ async def sustain_register(stack: Stack, rate: int, seconds: float = 60.0) -> di
         await asyncio.gather(*tasks)
         sampler.cancel()
     try:
-        await wait_rows(stack.direct.users_database_url, "SELECT count(*) FROM profiles",
+        await wait_rows(stack.direct.database.users_url, "SELECT count(*) FROM profiles",
                         base + total, 120)
     finally:
         await db.close()
@@ -241,7 +237,7 @@ async def upload_ocr(stack: Stack, documents: int) -> dict[str, object]:
 
         t0 = time.time()
         await asyncio.gather(*(one(i) for i in range(documents)))
-    url = stack.direct.admin_database_url
+    url = stack.direct.database.admin_url
     await wait_rows(url, "SELECT count(*) FROM documents WHERE status IN ('completed', 'failed')",
                     documents, 300)
     conn = await asyncpg.connect(asyncpg_dsn(url))
@@ -282,7 +278,7 @@ def cpu_groups(
     processes, this benchmark (the client, or the floor's hashing), PostgreSQL, RabbitMQ
     and the neighbours, whose share differs between the floor and the register phase."""
     roles = {name: process.pid for name, process in stack.processes.items()}
-    tag = settings.auth_database_url.rsplit("/", 1)[1].rsplit("_", 1)[0]
+    tag = settings.database.auth_url.rsplit("/", 1)[1].rsplit("_", 1)[0]
     with CpuPhase({**roles, "bench (client, floor)": os.getpid()}, tag) as phase:
         yield
     out[name] = phase.percent

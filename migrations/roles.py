@@ -102,12 +102,13 @@ class RolePlan:
 
 def plan_roles(settings: Settings) -> RolePlan | None:
     """The roles ``settings`` ask for; None when ``MIGRATE_DATABASE_URL`` is empty."""
-    if not settings.migrate_database_url:
+    if not settings.database.migrate_url:
         return None
-    admin = url_user(settings.migrate_database_url)
-    owner = settings.database_owner_role
-    services = {db: _login(settings.database_url(db), _SETTING[db]) for db in DATABASES}
-    audit = _login(settings.audit_url, "AUDIT_DATABASE_URL" if settings.audit_database_url
+    admin = url_user(settings.database.migrate_url)
+    owner = settings.database.owner_role
+    services = {db: _login(settings.database.url(db), _SETTING[db]) for db in DATABASES}
+    urls = settings.database
+    audit = _login(urls.audit_url, "AUDIT_DATABASE_URL" if urls.operator_audit_url
                    else "AUTH_DATABASE_URL")
     names = [login.name for login in services.values()]
     if len(set(names)) != len(names):
@@ -129,8 +130,8 @@ def plan_roles(settings: Settings) -> RolePlan | None:
     if not owner or owner == admin:
         raise RoleConfigError("DATABASE_OWNER_ROLE must name a role other than migrate's user")
     return RolePlan(
-        admin_url=settings.migrate_database_url, owner=owner, services=services, audit=audit,
-        database_names={db: database_name(settings.database_url(db)) for db in DATABASES},
+        admin_url=settings.database.migrate_url, owner=owner, services=services, audit=audit,
+        database_names={db: database_name(settings.database.url(db)) for db in DATABASES},
     )
 
 

@@ -46,7 +46,7 @@ def migrate(settings: Settings, databases: tuple[str, ...] = DATABASES) -> Migra
     done = Migrated(roles=plan)
     if plan is None:
         for database in databases:
-            url = settings.database_url(database)
+            url = settings.database.url(database)
             done.created[database] = asyncio.run(ensure_database(url))
             command.upgrade(alembic_config(database, url), "head")
         return done

@@ -26,14 +26,15 @@ log = get_logger("outbox")
 
 def build_relay(settings: Settings, database: str) -> Relay:
     """The relay of one database, on PostgreSQL and RabbitMQ (the composition root)."""
-    dsn = asyncpg_dsn(settings.database_url(database))
+    dsn = asyncpg_dsn(settings.database.url(database))
     leases = LeaseConnection(dsn)
     return Relay(
         database=database,
         queue=PgOutboxQueue(dsn, leases),
         leases=leases,
-        publisher=AmqpPublisher(settings.rabbitmq_url, producer=database),
-        settings=settings,
+        publisher=AmqpPublisher(settings.broker.url, producer=database),
+        settings=settings.relay,
+        trace=settings.observability.debug,
     )
 
 
@@ -63,11 +64,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     settings = settings_or_exit("outbox-relay")
-    configure_logging(settings, service="outbox-relay")
-    configure_tracing(settings, service="outbox-relay")
+    configure_logging(settings.observability, service="outbox-relay")
+    configure_tracing(settings.observability, service="outbox-relay")
     instrument_asyncpg()  # the relay's own connections are plain asyncpg
-    if settings.relay_metrics_port:
-        start_http_server(settings.relay_metrics_port)
+    if settings.relay.metrics_port:
+        start_http_server(settings.relay.metrics_port)
     eventloop.run(serve(settings, tuple(args.database or DATABASES)))
 
 

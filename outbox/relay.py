@@ -35,7 +35,7 @@ from outbox.publisher import Publisher, PublisherUnavailable, RejectedByBroker
 from outbox.rows import OutboxRow
 from outbox.store import Failure, OutboxQueue
 from shared import tracing
-from shared.config import Settings
+from shared.config import RelaySettings
 from shared.logging import get_logger
 from shared.messaging import EVENTS_EXCHANGE
 
@@ -57,7 +57,8 @@ class Relay:
         queue: OutboxQueue,
         leases: PartitionLeases,
         publisher: Publisher,
-        settings: Settings,
+        settings: RelaySettings,
+        trace: bool = False,
     ) -> None:
         self.database = database
         self._queue = queue
@@ -77,7 +78,8 @@ class Relay:
         self._broken: BaseException | None = None
         self._next_rebalance = 0.0
         self._next_status = 0.0
-        self._trace = settings.log_level.upper() == "DEBUG"
+        self._trace = trace
+        """Log every published event (``LOG_LEVEL=DEBUG``)."""
         self.ready = asyncio.Event()
         """Set once the relay owns partitions and is connected (for tests and /ready)."""
 
@@ -139,7 +141,7 @@ class Relay:
                 self._vacuum = None
 
     async def _claim_and_publish(self, stop: asyncio.Event) -> None:
-        poll = self._settings.relay_poll_min_s
+        poll = self._settings.poll_min_s
         while not stop.is_set():
             if self._broken is not None:
                 broken, self._broken = self._broken, None
@@ -152,7 +154,7 @@ class Relay:
             self._wake.clear()
             rows = await self._claim(room)
             if rows:
-                poll = self._settings.relay_poll_min_s
+                poll = self._settings.poll_min_s
                 self._start_batch(rows)
                 continue
             # Nothing to claim: sleep until a commit notifies us, a batch finishes or the
@@ -163,9 +165,9 @@ class Relay:
             # are looked for again within the shortest interval, not the grown one (rows
             # left to a poll waited up to 98 ms at 1,000 commits/s).
             if await self._idle(stop, poll):
-                poll = self._settings.relay_poll_min_s
+                poll = self._settings.poll_min_s
             else:
-                poll = min(poll * 2, self._settings.relay_poll_max_s)
+                poll = min(poll * 2, self._settings.poll_max_s)
 
     async def _idle(self, stop: asyncio.Event, wait_s: float) -> bool:
         """Wait up to ``wait_s``; True when woken (a notification, a batch's end)."""
@@ -181,8 +183,8 @@ class Relay:
     def _room(self) -> int:
         """Rows that may be claimed now: a batch, less what exceeds the in-flight budget."""
         s = self._settings
-        budget = s.relay_batch_size * s.relay_max_batches_in_flight - self._rows_in_flight
-        return min(s.relay_batch_size, budget)
+        budget = s.batch_size * s.max_batches_in_flight - self._rows_in_flight
+        return min(s.batch_size, budget)
 
     async def _claim(self, limit: int) -> list[OutboxRow]:
         owned = sorted(self._leases.owned)
@@ -201,7 +203,7 @@ class Relay:
         """Rebalance partitions and refresh gauges, each on its own period."""
         now = time.monotonic()
         if now >= self._next_rebalance:
-            self._next_rebalance = now + self._settings.relay_rebalance_s
+            self._next_rebalance = now + self._settings.rebalance_s
             share = await self._leases.share()
             if len(self._leases.owned) > share:
                 await self._drain()  # a partition changes hands only with nothing in flight
@@ -281,14 +283,14 @@ class Relay:
             Failure(
                 row.id,
                 str(err),
-                min(s.relay_backoff_base_s * 2**row.attempts, s.relay_backoff_max_s),
+                min(s.backoff_base_s * 2**row.attempts, s.backoff_max_s),
             )
             for row, err in failed
         ]
-        await self._retry_db(self._queue.record_failures, failures, s.relay_max_attempts)
+        await self._retry_db(self._queue.record_failures, failures, s.max_attempts)
         metrics.FAILED.labels(self.database).inc(len(failed))
         for row, err in failed:
-            parked = row.attempts + 1 >= s.relay_max_attempts
+            parked = row.attempts + 1 >= s.max_attempts
             if parked:
                 metrics.PARKED.labels(self.database).inc()
             log.warning(
@@ -324,7 +326,7 @@ class Relay:
             return
         self._confirmed.difference_update(ids)
         self._deleted_since_vacuum += len(ids)
-        every = self._settings.relay_vacuum_every
+        every = self._settings.vacuum_every
         if (
             every
             and self._may_vacuum

@@ -9,17 +9,22 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from shared.config import Settings  # noqa: E402
+from shared.config import GROUPS, Settings  # noqa: E402
 
 BEGIN, END = "<!-- config-table:begin -->", "<!-- config-table:end -->"
 
 
 def table() -> str:
-    rows = ["| variable | default | meaning |", "|---|---|---|"]
-    for env, default, doc in Settings.documented():
-        text = " ".join(doc.split()).replace("|", "\\|")
-        rows.append(f"| `{env}` | `{default}` | {text} |")
-    return "\n".join(rows)
+    """One table per settings group, each under its name (``settings.<group>``) and purpose."""
+    parts = []
+    for group, variables in Settings.documented().items():
+        rows = [f"**`{group}`**: {GROUPS[group].__doc__}", ""]
+        rows += ["| variable | default | meaning |", "|---|---|---|"]
+        for env, default, doc in variables:
+            text = " ".join(doc.split()).replace("|", "\\|")
+            rows.append(f"| `{env}` | `{default}` | {text} |")
+        parts.append("\n".join(rows))
+    return "\n\n".join(parts)
 
 
 def refreshed(readme: str) -> str:

@@ -329,16 +329,16 @@ def build_verifier(
 ) -> TokenVerifier:
     """The standard verifier of an API from :class:`shared.config.Settings`."""
     keys = JwksCache(
-        source or HttpJwksSource(settings.auth_jwks_url, ca_file=settings.tls_ca_file),
-        ttl_s=settings.jwks_cache_ttl_s,
-        min_refetch_interval_s=settings.jwks_refetch_min_interval_s,
-        max_stale_s=settings.jwks_max_stale_s,
+        source or HttpJwksSource(settings.tokens.jwks_url, ca_file=settings.tls.ca_file),
+        ttl_s=settings.tokens.jwks_cache_ttl_s,
+        min_refetch_interval_s=settings.tokens.jwks_refetch_min_interval_s,
+        max_stale_s=settings.tokens.jwks_max_stale_s,
     )
     return TokenVerifier(
         keys,
-        RedisRevocations(redis, prefix=settings.redis_key_prefix),
-        issuer=settings.auth_issuer,
-        audience=settings.auth_audience,
+        RedisRevocations(redis, prefix=settings.redis.key_prefix),
+        issuer=settings.tokens.issuer,
+        audience=settings.tokens.audience,
     )
 
 

@@ -20,7 +20,7 @@ import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
 from shared import correlation
-from shared.config import Settings
+from shared.config import ObservabilitySettings
 
 # Library loggers that are chatty at INFO and say nothing an operator needs (every SQL
 # statement, every AMQP frame): WARNING unless LOG_LEVEL=DEBUG.
@@ -55,7 +55,7 @@ _SHARED: list[Processor] = [
 ]
 
 
-def configure_logging(settings: Settings, *, service: str) -> None:
+def configure_logging(settings: ObservabilitySettings, *, service: str) -> None:
     """Configure stdlib logging and structlog once per process."""
     level = logging.getLevelName(settings.log_level.upper())
     renderer: Processor

@@ -21,30 +21,30 @@ def serve(
     graceful_shutdown_s: int = 5,
 ) -> None:
     """Build :class:`Settings` from the environment, configure logs, run the app on
-    ``settings.http_host`` and ``port(settings)`` (https with ``HTTP_TLS_CERT_FILE``).
+    ``settings.http.host`` and ``port(settings)`` (https with ``HTTP_TLS_CERT_FILE``).
 
     uvicorn's own access log stays off: ``shared.http`` writes one structured access line
     per request (with its route template, correlation id and trace id).
     """
     settings = settings_or_exit(service)
-    configure_logging(settings, service=service)
-    configure_tracing(settings, service=service)
+    configure_logging(settings.observability, service=service)
+    configure_tracing(settings.observability, service=service)
     try:
         app = create_app(settings)
     except TlsConfigError as exc:  # plain-http JWKS to another host, say
         refuse(service, exc)
     uvicorn.run(
         app,
-        host=settings.http_host,
+        host=settings.http.host,
         port=port(settings),
         access_log=False,
         log_config=None,
         timeout_graceful_shutdown=graceful_shutdown_s,
         # X-Forwarded-For only from TRUSTED_PROXIES (one setting with the others, checked and
         # documented; uvicorn's own FORWARDED_ALLOW_IPS is not read).
-        proxy_headers=bool(settings.trusted_proxies),
-        forwarded_allow_ips=settings.trusted_proxies or "",
-        ssl_certfile=settings.http_tls_cert_file or None,
-        ssl_keyfile=settings.http_tls_key_file or None,
+        proxy_headers=bool(settings.http.trusted_proxies),
+        forwarded_allow_ips=settings.http.trusted_proxies or "",
+        ssl_certfile=settings.http.tls_cert_file or None,
+        ssl_keyfile=settings.http.tls_key_file or None,
     )
 

@@ -27,9 +27,9 @@ async def apply_topology(settings: Settings) -> str:
     and the policies (which RabbitMQ recommends for dead-lettering and delivery limits, as
     they can change on a live queue) are written with PUT, which replaces them.
     """
-    delays = topology.parse_retry_delays(settings.worker_retry_delays)
-    topo = topology.deployed(delays, settings.worker_partitions)
-    vhost = vhost_of(settings.rabbitmq_url)
+    delays = topology.parse_retry_delays(settings.worker.retry_delays)
+    topo = topology.deployed(delays, settings.worker.partitions)
+    vhost = vhost_of(settings.broker.url)
     types, exchanges, version = await asyncio.to_thread(_broker_state, settings, vhost)
     policies = tuple(
         topology.dead_letter_policy(version) if p == topology.DEAD_LETTER_POLICY else p
@@ -37,11 +37,11 @@ async def apply_topology(settings: Settings) -> str:
     )
     # Policies first: a dead-letter queue created below must never run without its own.
     await asyncio.to_thread(put_policies, settings, policies)
-    connection, _ = await connect_plain(settings.rabbitmq_url, name="amsctl topology")
+    connection, _ = await connect_plain(settings.broker.url, name="amsctl topology")
     try:
         dlqs = [q for q in topo.queues if q.name.endswith(".dlq")]
         migrated = await migrate_dead_letter_queues(connection, dlqs, types)
-        specs = tuple(s.with_partitions(settings.worker_partitions) for s in topology.CONSUMERS)
+        specs = tuple(s.with_partitions(settings.worker.partitions) for s in topology.CONSUMERS)
         retired = await retire_other_layout(connection, specs, delays, set(types), exchanges)
         channel = await connection.channel()
         kept = await declare_topology(channel, topo)
@@ -68,7 +68,7 @@ async def apply_topology(settings: Settings) -> str:
 
 def _broker_state(settings: Settings, vhost: str) -> tuple[dict[str, str], set[str], int]:
     """Queue name -> type and the exchanges in ``vhost``, and the broker's major version."""
-    with ManagementClient(settings.rabbitmq_management_url) as mgmt:
+    with ManagementClient(settings.broker.management_url) as mgmt:
         types = {q["name"]: str(q.get("type", "classic")) for q in mgmt.queues(vhost)}
         exchanges = {str(e["name"]) for e in mgmt.exchanges(vhost)}
         version = str(mgmt.overview().get("rabbitmq_version", "3"))
@@ -79,12 +79,12 @@ def grant_operator(settings: Settings, vhost: str) -> str:
     """Give the operator's broker user exactly :data:`shared.topology.OPERATOR_PERMISSIONS`
     in ``vhost`` (created first when ``RABBITMQ_OPERATOR_PASSWORD`` is set); idempotent.
     Returns what was done, for the summary."""
-    user = settings.rabbitmq_operator_user
+    user = settings.broker.operator_user
     if not user:
         return "operator user: none configured (RABBITMQ_OPERATOR_USER is empty)"
-    password = settings.operator_password()
+    password = settings.broker.operator_secret()
     perms = topology.OPERATOR_PERMISSIONS
-    with ManagementClient(settings.rabbitmq_management_url) as mgmt:
+    with ManagementClient(settings.broker.management_url) as mgmt:
         if password:
             mgmt.put_user(user, password, tags="monitoring")
         elif not mgmt.user_exists(user):
@@ -102,8 +102,8 @@ def grant_operator(settings: Settings, vhost: str) -> str:
 
 
 def put_policies(settings: Settings, policies: tuple[topology.Policy, ...]) -> None:
-    vhost = vhost_of(settings.rabbitmq_url)
-    with ManagementClient(settings.rabbitmq_management_url) as mgmt:
+    vhost = vhost_of(settings.broker.url)
+    with ManagementClient(settings.broker.management_url) as mgmt:
         for policy in policies:
             mgmt.put_policy(vhost, policy.name, {
                 "pattern": policy.pattern,

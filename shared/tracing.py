@@ -51,7 +51,7 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SpanExporter
 
-    from shared.config import Settings
+    from shared.config import ObservabilitySettings
 
 _TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?")
 _ZERO_TRACE, _ZERO_SPAN = "0" * 32, "0" * 16
@@ -142,7 +142,7 @@ def enabled() -> bool:
 
 
 def configure_tracing(
-    settings: Settings, *, service: str, exporter: SpanExporter | None = None
+    settings: ObservabilitySettings, *, service: str, exporter: SpanExporter | None = None
 ) -> bool:
     """Turn tracing on when ``settings.tracing_enabled`` (or an ``exporter`` is given, as the
     tests do with an in-memory one). Returns whether it is on."""

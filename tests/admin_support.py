@@ -35,7 +35,7 @@ class NoRevocations:
 def token(settings: Settings, user_id: uuid.UUID, *roles: str) -> dict[str, str]:
     now = int(time.time())
     claims = {
-        "iss": settings.auth_issuer, "aud": settings.auth_audience, "sub": str(user_id),
+        "iss": settings.tokens.issuer, "aud": settings.tokens.audience, "sub": str(user_id),
         "iat": now, "nbf": now, "exp": now + 600, "jti": uuid.uuid4().hex, "typ": "access",
         "roles": ["user", *roles],
     }
@@ -51,7 +51,7 @@ def files(content: bytes, name: str = "scan.png", ctype: str = "image/png") -> d
 async def admin_client(settings: Settings) -> AsyncIterator[AsyncTestClient[Any]]:
     verifier = TokenVerifier(
         JwksCache(StaticJwks()), NoRevocations(),
-        issuer=settings.auth_issuer, audience=settings.auth_audience,
+        issuer=settings.tokens.issuer, audience=settings.tokens.audience,
     )
     async with AsyncTestClient(create_app(settings, verifier=verifier)) as client:
         yield client

@@ -10,7 +10,6 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -35,7 +34,7 @@ def live_api(
     answers, stop it (SIGTERM, then SIGKILL) afterwards. ``verify`` is what the readiness
     probe trusts when ``scheme`` is https."""
     port = free_port()
-    settings = replace(settings, **{PORT_FIELDS[name]: port})
+    settings = settings.replace(**{PORT_FIELDS[name]: port})
     out = log.open("ab") if log is not None else subprocess.DEVNULL
     proc = subprocess.Popen(
         [sys.executable, "-m", f"apps.{name}"], cwd=ROOT,

@@ -11,7 +11,7 @@ import sys
 import uuid
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import aio_pika
 import asyncpg
@@ -42,7 +42,7 @@ async def produce(
     """Commit ``per_aggregate`` events for each aggregate, one transaction each, many at once,
     with a random pause before each commit so that transactions commit out of id order.
     Events of one aggregate are produced in sequence order. Returns the committed event ids."""
-    engine = create_engine(settings.auth_database_url, pool_size=concurrency)
+    engine = create_engine(settings.database.auth_url, pool_size=concurrency)
     sessions = session_factory(engine)
     committed: set[str] = set()
     queue: asyncio.Queue[uuid.UUID] = asyncio.Queue()
@@ -80,7 +80,7 @@ class Collector:
     """(message_id, aggregate id, sequence number) in arrival order."""
 
     async def __aenter__(self) -> Collector:
-        self._conn = await aio_pika.connect(self.settings.rabbitmq_url)
+        self._conn = await aio_pika.connect(self.settings.broker.url)
         channel = await self._conn.channel()
         await channel.set_qos(prefetch_count=1000)
         exchange = await channel.declare_exchange(EVENTS_EXCHANGE, "topic", durable=True)
@@ -134,7 +134,7 @@ class Collector:
 
 
 async def outbox_rows(settings: Settings, where: str = "true") -> list[asyncpg.Record]:
-    conn = await asyncpg.connect(asyncpg_dsn(settings.auth_database_url))
+    conn = await asyncpg.connect(asyncpg_dsn(settings.database.auth_url))
     try:
         return list(await conn.fetch(f"SELECT * FROM outbox WHERE {where}"))
     finally:
@@ -142,7 +142,7 @@ async def outbox_rows(settings: Settings, where: str = "true") -> list[asyncpg.R
 
 
 async def clear_outbox(settings: Settings) -> None:
-    conn = await asyncpg.connect(asyncpg_dsn(settings.auth_database_url))
+    conn = await asyncpg.connect(asyncpg_dsn(settings.database.auth_url))
     try:
         await conn.execute("DELETE FROM outbox")
     finally:
@@ -153,7 +153,7 @@ def start_relay(settings: Settings, **overrides: object) -> subprocess.Popen[byt
     """``python -m outbox --database authdb`` as a user starts it (metrics off unless
     ``relay_metrics_port`` is given)."""
     overrides.setdefault("relay_metrics_port", 0)
-    env = env_for(replace(settings, **overrides), LOG_LEVEL="WARNING")  # type: ignore[arg-type]
+    env = env_for(settings.replace(**overrides), LOG_LEVEL="WARNING")
     return subprocess.Popen(
         [sys.executable, "-m", "outbox", "--database", "authdb"], cwd=ROOT, env=env
     )
@@ -163,7 +163,7 @@ async def wait_for_relays(settings: Settings, count: int, timeout: float = 15) -
     """Wait until ``count`` relay processes have joined (hold their membership lock)."""
     from outbox.leases import LOCK_CLASS_MEMBER
 
-    conn = await asyncpg.connect(asyncpg_dsn(settings.auth_database_url))
+    conn = await asyncpg.connect(asyncpg_dsn(settings.database.auth_url))
     try:
         deadline = asyncio.get_running_loop().time() + timeout
         while (

@@ -157,7 +157,7 @@ def _hang_before_ack(marker: Path) -> None:
 
 async def _main(name: str, hang_marker: Path | None) -> None:
     settings = Settings.from_env()
-    configure_logging(settings, service=f"test-{name}")
+    configure_logging(settings.observability, service=f"test-{name}")
     if hang_marker is not None:
         _hang_before_ack(hang_marker)
     await build_consumer(name).run(settings)

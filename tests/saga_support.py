@@ -33,7 +33,7 @@ class SagaStack:
         self.settings = settings
         self.relay = relay
         self.engines: dict[str, AsyncEngine] = {
-            db: create_engine(settings.database_url(db), pool_size=2) for db in DATABASES
+            db: create_engine(settings.database.url(db), pool_size=2) for db in DATABASES
         }
         self._stop = asyncio.Event()
         self._relay: asyncio.Future[Any] | None = None
@@ -137,7 +137,7 @@ def worker_process(settings: Settings, name: str = "saga") -> subprocess.Popen[b
 async def tap(settings: Settings, routing_key: str) -> str:
     """A queue of the test's own that receives every ``routing_key`` event; its name."""
     name = f"test.tap.{routing_key}.{uuid.uuid4().hex[:6]}"
-    connection = await aio_pika.connect(settings.rabbitmq_url)
+    connection = await aio_pika.connect(settings.broker.url)
     try:
         channel = await connection.channel()
         queue = await channel.declare_queue(name, durable=False)
@@ -149,7 +149,7 @@ async def tap(settings: Settings, routing_key: str) -> str:
 
 async def queue_depth(settings: Settings, queue: str) -> int:
     """Messages ready in ``queue`` (a passive declare: exact)."""
-    connection = await aio_pika.connect(settings.rabbitmq_url)
+    connection = await aio_pika.connect(settings.broker.url)
     try:
         channel = await connection.channel()
         declared = await channel.declare_queue(queue, passive=True)
@@ -160,7 +160,7 @@ async def queue_depth(settings: Settings, queue: str) -> int:
 
 async def consumer_count(settings: Settings, queue: str) -> int:
     """Consumers on ``queue``; 0 while the queue does not exist yet."""
-    connection = await aio_pika.connect(settings.rabbitmq_url)
+    connection = await aio_pika.connect(settings.broker.url)
     try:
         channel = await connection.channel()
         try:

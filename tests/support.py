@@ -13,7 +13,6 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import fields
 from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -42,7 +41,9 @@ def isolated_settings(
 ) -> Iterator[Settings]:
     """Settings pointing at fresh databases, a fresh vhost and a Redis key prefix of their own;
     all removed afterwards. (Rate-limit counters live in Redis per client address: shared
-    keys let one test's logins from 127.0.0.1 use up the next test's allowance.)
+    keys let one test's logins from 127.0.0.1 use up the next test's allowance.) ``overrides``
+    are flat, keyed by the variable's name in lower case (``ocr_engine="tesseract"``), as
+    :meth:`Settings.build` takes them.
 
     ``roles=True``: every service connects as a least-privilege role of its own, which
     ``amsctl db migrate``'s code creates (``MIGRATE_DATABASE_URL`` = the test superuser).
@@ -63,7 +64,7 @@ def isolated_settings(
     redis_db = int(overrides.pop("redis_db", 15))  # type: ignore[call-overload]
     overrides.setdefault("signing_key_kek", TEST_KEK)
     overrides.setdefault("redis_key_prefix", f"{tag}:")
-    settings = Settings(
+    settings = Settings.build(
         auth_database_url=urls["authdb"],
         users_database_url=urls["apidb"],
         admin_database_url=urls["admindb"],
@@ -71,7 +72,7 @@ def isolated_settings(
         rabbitmq_management_url=MANAGEMENT,
         redis_url=f"{REDIS}/{redis_db}",
         relay_metrics_port=0,
-        **overrides,  # type: ignore[arg-type]
+        **overrides,
     )
     with ManagementClient(MANAGEMENT) as mgmt:
         mgmt.create_vhost(vhost)
@@ -81,7 +82,7 @@ def isolated_settings(
             yield settings
         finally:
             mgmt.delete_vhost(vhost)
-            _delete_redis_keys(settings.redis_url, f"{settings.redis_key_prefix}*")
+            _delete_redis_keys(settings.redis.url, f"{settings.redis.key_prefix}*")
             for url in admin_urls.values():
                 asyncio.run(drop_database(url))
             if roles:
@@ -142,8 +143,7 @@ def _delete_redis_keys(url: str, pattern: str) -> None:
 def env_for(settings: Settings, **extra: str) -> dict[str, str]:
     """The environment that makes ``Settings.from_env()`` equal ``settings``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AUTH_", "USERS_", "ADMIN_"))}
-    for f in fields(settings):
-        env[f.metadata["env"]] = str(getattr(settings, f.name))
+    env.update(settings.environment())
     env.update(PYTHONPATH=str(ROOT), **extra)
     return env
 

@@ -42,13 +42,13 @@ def main(argv: list[str]) -> int:
         return 2
     settings = settings_or_exit(f"worker-{args.consumer}")
     suffix = "" if args.partition is None else f"-p{args.partition}"
-    configure_logging(settings, service=f"worker-{args.consumer}{suffix}")
-    configure_tracing(settings, service=f"worker-{args.consumer}")
+    configure_logging(settings.observability, service=f"worker-{args.consumer}{suffix}")
+    configure_tracing(settings.observability, service=f"worker-{args.consumer}")
     try:
         consumer = factory(settings)
         partitions = consumer.spec_for(settings).partitions
         if args.partition is None and partitions > 1:
-            return supervise(args.consumer, partitions, settings)
+            return supervise(args.consumer, partitions, settings.worker)
         partition = args.partition or 0
         if not 0 <= partition < partitions:
             parser.error(f"{args.consumer} has partitions 0 to {partitions - 1}")

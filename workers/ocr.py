@@ -133,27 +133,27 @@ async def finish_failed(
 def consumer(settings: Settings) -> Consumer:
     """The ``ocr`` consumer (admindb): checks the models and warms the pool before taking
     messages, and closes the pool at the end."""
-    engine_config = EngineConfig.from_settings(settings)
+    engine_config = EngineConfig.from_settings(settings.ocr)
     runner = ProcessOcrRunner(
         engine_config, UploadLimits.from_settings(settings).document,
-        workers=settings.ocr_workers, timeout_s=settings.ocr_timeout_s,
-        memory_limit_mb=settings.ocr_memory_limit_mb,
+        workers=settings.ocr.workers, timeout_s=settings.ocr.timeout_s,
+        memory_limit_mb=settings.ocr.memory_limit_mb,
     )
     # batch_max=1: one message per transaction, begun only after the OCR (the runtime
     # writes the inbox row after the handler), so no transaction stays open during OCR.
     engine = runtime_engine(settings, "admindb", batch_max=1)
     # The lease outlives the timeout: a claim is only taken over once its OCR is surely over.
-    job = OcrJob(session_factory(engine), runner, lease_s=settings.ocr_timeout_s + 30)
+    job = OcrJob(session_factory(engine), runner, lease_s=settings.ocr.timeout_s + 30)
 
     async def ready() -> None:
         preflight(engine_config)  # missing models: fail now, naming them, not per message
         await runner.warm_up()
-        log.info("ocr_engine_ready", engine=engine_config.engine, workers=settings.ocr_workers)
+        log.info("ocr_engine_ready", engine=engine_config.engine, workers=settings.ocr.workers)
 
     # Prefetch: enough to keep every OCR process busy, not so many that one worker holds
     # jobs another one could run. Not partitioned: OCR scales with OCR_WORKERS.
     return Consumer(
         consumer_spec("ocr"), {DocumentUploaded: job.handle},
-        prefetch=2 * max(1, settings.ocr_workers), batch_max=1, engine=engine,
+        prefetch=2 * max(1, settings.ocr.workers), batch_max=1, engine=engine,
         on_start=(ready,), on_stop=(runner.close,),
     )

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 from PIL import Image
 
-from shared.config import Settings
+from shared.config import OcrSettings
 from shared.errors import TransientError
 from shared.layout import Block, Kind, Line, Word, group_lines, refine_blocks
 from shared.layout.grouping import split_words
@@ -57,15 +57,15 @@ class EngineConfig:
     fake_delay_s: float = 0.0
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> EngineConfig:
-        languages = tuple(x.strip() for x in settings.ocr_languages.split(",") if x.strip())
+    def from_settings(cls, settings: OcrSettings) -> EngineConfig:
+        languages = tuple(x.strip() for x in settings.languages.split(",") if x.strip())
         return cls(
-            engine=settings.ocr_engine,
-            model_dir=settings.ocr_model_dir,
+            engine=settings.engine,
+            model_dir=settings.model_dir,
             languages=languages or ("en",),
-            gpu=settings.ocr_gpu,
-            allow_downloads=settings.ocr_allow_downloads,
-            verify_checksums=settings.ocr_verify_checksums,
+            gpu=settings.gpu,
+            allow_downloads=settings.allow_downloads,
+            verify_checksums=settings.verify_checksums,
         )
 
 

@@ -123,11 +123,11 @@ async def handle_restore_profile(
 def consumer(settings: Settings) -> Consumer:
     """The ``profiles`` consumer (apidb); it evicts archived/restored profiles from the
     users API's cache, so the API stops (or starts again) showing them at once."""
-    redis = create_redis(settings.redis_url)
+    redis = create_redis(settings.redis.url)
     cache = RedisProfileCache(
         redis,
-        prefix=settings.redis_key_prefix,
-        ttl_s=settings.profile_cache_ttl_s,
+        prefix=settings.redis.key_prefix,
+        ttl_s=settings.profiles.cache_ttl_s,
     )
     return Consumer(
         consumer_spec("profiles"),

@@ -44,7 +44,7 @@ from apps.auth.sagas import (
     count_by_status,
 )
 from shared import correlation
-from shared.config import Settings
+from shared.config import SagaSettings, Settings
 from shared.db import session_factory
 from shared.events import (
     DeleteDocuments,
@@ -91,11 +91,11 @@ class Orchestrator:
         self.compensation_timeout_s = compensation_timeout_s
 
     @classmethod
-    def from_settings(cls, settings: Settings, store: SagaStore | None = None) -> Orchestrator:
+    def from_settings(cls, settings: SagaSettings, store: SagaStore | None = None) -> Orchestrator:
         return cls(
             store or SqlSagaStore(),
-            step_timeout_s=settings.saga_step_timeout_s,
-            compensation_timeout_s=settings.saga_compensation_timeout_s,
+            step_timeout_s=settings.step_timeout_s,
+            compensation_timeout_s=settings.compensation_timeout_s,
         )
 
     # --- handlers (runtime transaction, inbox row already written) ------------------------
@@ -312,8 +312,8 @@ class Sweeper:
 def consumer(settings: Settings) -> Consumer:
     """The ``saga`` consumer (authdb) and its timeout sweeper, on one engine."""
     engine = runtime_engine(settings, "authdb")
-    orchestrator = Orchestrator.from_settings(settings)
-    sweeper = Sweeper(orchestrator, session_factory(engine), settings.saga_sweep_interval_s)
+    orchestrator = Orchestrator.from_settings(settings.saga)
+    sweeper = Sweeper(orchestrator, session_factory(engine), settings.saga.sweep_interval_s)
     return Consumer(
         consumer_spec("saga"),
         {

@@ -176,16 +176,16 @@ class AmqpDeadLetterStore:
     """The real adapter: AMQP for messages, the management API to list queues."""
 
     def __init__(self, settings: Settings) -> None:
-        self._settings = settings
-        self._vhost = vhost_of(settings.rabbitmq_url)
+        self._settings = settings.broker
+        self._vhost = vhost_of(settings.broker.url)
         self._connection: AbstractConnection | None = None
-        delays = topology.parse_retry_delays(settings.worker_retry_delays)
-        self._targets = topology.deployed(delays, settings.worker_partitions).replay_targets
+        delays = topology.parse_retry_delays(settings.worker.retry_delays)
+        self._targets = topology.deployed(delays, settings.worker.partitions).replay_targets
 
     async def __aenter__(self) -> AmqpDeadLetterStore:
         try:
             self._connection, _ = await connect_plain(
-                self._settings.rabbitmq_url, name="amsctl dlq", connect_timeout_s=CONNECT_TIMEOUT_S
+                self._settings.url, name="amsctl dlq", connect_timeout_s=CONNECT_TIMEOUT_S
             )
         except (OSError, aiormq.exceptions.AMQPError, TimeoutError) as exc:
             detail = str(exc) or type(exc).__name__
@@ -197,7 +197,7 @@ class AmqpDeadLetterStore:
             await self._connection.close()
 
     def dead_letter_queues(self) -> list[QueueInfo]:
-        with ManagementClient(self._settings.rabbitmq_management_url) as mgmt:
+        with ManagementClient(self._settings.management_url) as mgmt:
             queues = mgmt.queues(self._vhost)
         return sorted(
             (
@@ -209,7 +209,7 @@ class AmqpDeadLetterStore:
         )
 
     def _check_readable(self, queue: str) -> None:
-        with ManagementClient(self._settings.rabbitmq_management_url) as mgmt:
+        with ManagementClient(self._settings.management_url) as mgmt:
             info = mgmt.queue(self._vhost, queue)
             version = str(mgmt.overview().get("rabbitmq_version", "3"))
         limit = delivery_limit_in_effect(info, int(version.split(".", 1)[0] or 3))

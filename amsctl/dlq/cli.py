@@ -164,7 +164,9 @@ def list_cmd(
 
     async def main(s: Settings) -> int:
         async with _store(s) as store:
-            letters = await read(store, resolve_queues(store, queue), selection, s.dlq_read_limit)
+            letters = await read(
+                store, resolve_queues(store, queue), selection, s.operator.dlq_read_limit
+            )
         now = datetime.now(UTC)
         if group:
             groups = group_by_fingerprint(letters)
@@ -189,10 +191,11 @@ def show_cmd(
     async def main(s: Settings) -> int:
         async with _store(s) as store:
             letters = await read(store, resolve_queues(store, queue),
-                                  Selection(message_ids=frozenset({message_id})), s.dlq_read_limit)
+                                  Selection(message_ids=frozenset({message_id})),
+                                  s.operator.dlq_read_limit)
         if not letters:
             raise NotFound(f"no dead letter with message id {message_id}")
-        audit = AuditLog.at(s.amsctl_audit_log).history(message_id)
+        audit = AuditLog.at(s.operator.audit_log).history(message_id)
         if as_json:
             print_json([dl.to_json(full=True) | {"audit": audit} for dl in letters])
         else:
@@ -212,7 +215,7 @@ def history_cmd(
     """Every replay and purge of one message, from the audit log."""
     from amsctl.dlq import render
 
-    entries = AuditLog.at(settings().amsctl_audit_log).history(message_id)
+    entries = AuditLog.at(settings().operator.audit_log).history(message_id)
     if as_json:
         print_json(entries)
     else:
@@ -284,7 +287,7 @@ async def _move(s: Settings, req: service.MoveRequest, *, dry_run: bool, as_json
     async with _store(s) as store:
         queues = resolve_queues(store, req.queues)
         if dry_run:
-            return _print_plan(await service.preview(store, queues, req, s.dlq_read_limit),
+            return _print_plan(await service.preview(store, queues, req, s.operator.dlq_read_limit),
                                req, as_json)
         async with trail(s) as audit_trail:  # before any change: no unrecorded action
             with _Progress(as_json, sum(q.messages for q in queues), req.action) as advance:

@@ -105,7 +105,7 @@ async def move(
     operation: ``OSError``); each settled window is logged before the caller hears of it; the
     audit table gets one row with the outcome (ok, partial, failed) and the message ids.
     """
-    op = AuditLog.at(settings.amsctl_audit_log).begin(
+    op = AuditLog.at(settings.operator.audit_log).begin(
         req.action, reason=req.reason, actor=req.actor,
         details={"selection": req.selection.describe(), "queues": [q.name for q in queues],
                  "max": req.max_count},
@@ -174,9 +174,9 @@ def _plan_for(q: QueueInfo, req: MoveRequest, remaining: int | None, op: Operati
         stamp = {"at": now.isoformat(), "by": op.who, "from": q.name, "to": q.work_queue,
                  "op": op.op_id, "reason": req.reason or ""}
     return MovePlan(select=select, replay_stamp=stamp, max_count=remaining,
-                    window=max(1, settings.dlq_replay_window))
+                    window=max(1, settings.operator.dlq_replay_window))
 
 
 def history(settings: Settings, message_id: str) -> list[dict[str, object]]:
     """Every replay and purge of one message, from the audit log, oldest first."""
-    return AuditLog.at(settings.amsctl_audit_log).history(message_id)
+    return AuditLog.at(settings.operator.audit_log).history(message_id)

@@ -8,7 +8,7 @@ from shared.serve import serve
 
 def main() -> None:
     # An upload in flight may take a while to finish.
-    serve(create_app, service="admin", port=lambda s: s.admin_port, graceful_shutdown_s=10)
+    serve(create_app, service="admin", port=lambda s: s.http.admin_port, graceful_shutdown_s=10)
 
 
 if __name__ == "__main__":

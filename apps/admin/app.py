@@ -36,15 +36,15 @@ def _status_handler(status: int, code: str) -> Any:
 
 def create_app(settings: Settings, *, verifier: TokenVerifier | None = None) -> Litestar:
     """The admin app. ``verifier`` may be injected (tests); otherwise JWKS + Redis from settings."""
-    engine = create_engine(settings.admin_database_url, pool_size=settings.db_pool_size)
-    audit_engine = create_engine(settings.audit_url, pool_size=2)
+    engine = create_engine(settings.database.admin_url, pool_size=settings.database.pool_size)
+    audit_engine = create_engine(settings.database.audit_url, pool_size=2)
     audit_trail = AuditTrail(session_factory(audit_engine))
     sessions = session_factory(engine)
-    redis = create_redis(settings.redis_url)
+    redis = create_redis(settings.redis.url)
     limits = UploadLimits.from_settings(settings)
-    inspector = Inspector(settings.upload_inspect_threads)
-    upload_rate = RedisUploadLimit(redis, prefix=settings.redis_key_prefix,
-                                   per_minute=settings.upload_max_per_minute)
+    inspector = Inspector(settings.uploads.inspect_threads)
+    upload_rate = RedisUploadLimit(redis, prefix=settings.redis.key_prefix,
+                                   per_minute=settings.uploads.max_per_minute)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -65,8 +65,8 @@ def create_app(settings: Settings, *, verifier: TokenVerifier | None = None) -> 
         description="Documents in, OCR text out.",
         route_handlers=[DocumentController],
         ready_checks=checks,
-        max_body_bytes=settings.upload_max_bytes + MULTIPART_OVERHEAD,
-        body_timeout_s=settings.request_body_timeout_s,
+        max_body_bytes=settings.uploads.max_bytes + MULTIPART_OVERHEAD,
+        body_timeout_s=settings.http.request_body_timeout_s,
         dependencies={
             "db_session": Provide(_session_provider(sessions)),
             "upload_limits": Provide(lambda: limits, sync_to_thread=False),

@@ -59,13 +59,13 @@ class UploadLimits:
     @classmethod
     def from_settings(cls, settings: Settings) -> UploadLimits:
         return cls(
-            max_bytes=settings.upload_max_bytes,
+            max_bytes=settings.uploads.max_bytes,
             document=Limits(
-                max_pixels=settings.upload_max_pixels, max_pages=settings.pdf_max_pages,
-                pdf_dpi=settings.ocr_pdf_dpi,
+                max_pixels=settings.uploads.max_pixels, max_pages=settings.uploads.max_pages,
+                pdf_dpi=settings.ocr.pdf_dpi,
             ),
-            quota_documents=settings.upload_quota_documents,
-            quota_bytes=settings.upload_quota_bytes,
+            quota_documents=settings.uploads.quota_documents,
+            quota_bytes=settings.uploads.quota_bytes,
         )
 
 

@@ -13,7 +13,7 @@ EXIT_MISCONFIGURED = 3
 
 def main() -> None:
     try:
-        serve(create_app, service="auth", port=lambda s: s.auth_port)
+        serve(create_app, service="auth", port=lambda s: s.http.auth_port)
     except KeyEncryptionError as exc:
         sys.stderr.write(f"auth: refusing to start: {exc}\n")
         raise SystemExit(EXIT_MISCONFIGURED) from None

@@ -18,7 +18,7 @@ from apps.auth.services import AuthService
 from apps.auth.stores import RedisKnownDevices, RedisLimitCounters, RedisSessions
 from apps.auth.tokens import TokenIssuer
 from shared.auth import VERIFIER_STATE, JwksCache, RedisRevocations, TokenVerifier
-from shared.config import Settings
+from shared.config import Settings, TokenSettings
 from shared.db import create_engine, session_factory
 from shared.http import api_app, database_check, redis_check
 from shared.logging import get_logger
@@ -27,7 +27,7 @@ from shared.redis_client import create_redis
 log = get_logger(__name__)
 
 
-def key_sealer(settings: Settings) -> KeySealer:
+def key_sealer(settings: TokenSettings) -> KeySealer:
     """The sealer of the signing keys; :class:`KeyEncryptionError` without a usable KEK."""
     try:
         return KeySealer(settings.signing_kek())
@@ -43,42 +43,38 @@ def create_app(
     passwords: Argon2Passwords | None = None,
 ) -> Litestar:
     """The auth API; collaborators default to the real ones built from ``settings``."""
-    engine = engine or create_engine(settings.auth_database_url, pool_size=settings.db_pool_size)
-    redis = redis or create_redis(settings.redis_url)
-    passwords = passwords or Argon2Passwords(
-        time_cost=settings.argon2_time_cost,
-        memory_kib=settings.argon2_memory_kib,
-        parallelism=settings.argon2_parallelism,
-        max_pending_hashes=settings.argon2_max_pending_hashes,
-    )
+    db = settings.database
+    engine = engine or create_engine(db.auth_url, pool_size=db.pool_size)
+    redis = redis or create_redis(settings.redis.url)
+    passwords = passwords or Argon2Passwords.from_settings(settings.passwords)
     sessions = session_factory(engine)
-    store = KeyStore(sessions, key_sealer(settings))
-    ring = KeyRing(store, ttl_s=settings.signing_key_cache_s)
+    store = KeyStore(sessions, key_sealer(settings.tokens))
+    ring = KeyRing(store, ttl_s=settings.tokens.signing_key_cache_s)
     # The auth service verifies its own tokens from its key ring, not over HTTP.
     verifier = TokenVerifier(
-        JwksCache(ring, ttl_s=settings.signing_key_cache_s, min_refetch_interval_s=1.0),
-        RedisRevocations(redis, prefix=settings.redis_key_prefix),
-        issuer=settings.auth_issuer,
-        audience=settings.auth_audience,
+        JwksCache(ring, ttl_s=settings.tokens.signing_key_cache_s, min_refetch_interval_s=1.0),
+        RedisRevocations(redis, prefix=settings.redis.key_prefix),
+        issuer=settings.tokens.issuer,
+        audience=settings.tokens.audience,
     )
     service = AuthService(
         sessions,
         passwords,
         TokenIssuer(
             ring,
-            issuer=settings.auth_issuer,
-            audience=settings.auth_audience,
-            access_ttl_s=settings.access_token_ttl_s,
+            issuer=settings.tokens.issuer,
+            audience=settings.tokens.audience,
+            access_ttl_s=settings.tokens.access_token_ttl_s,
         ),
         verifier,
-        RedisSessions(redis, prefix=settings.redis_key_prefix),
+        RedisSessions(redis, prefix=settings.redis.key_prefix),
         login_limiter(redis, settings),
-        refresh_ttl_s=settings.refresh_token_ttl_s,
-        saga_step_timeout_s=settings.saga_step_timeout_s,
-        saga_watch_ttl_s=settings.saga_watch_ttl_s,
-        refresh_reuse_grace_s=settings.refresh_reuse_grace_s,
+        refresh_ttl_s=settings.tokens.refresh_token_ttl_s,
+        saga_step_timeout_s=settings.saga.step_timeout_s,
+        saga_watch_ttl_s=settings.saga.watch_ttl_s,
+        refresh_reuse_grace_s=settings.tokens.refresh_reuse_grace_s,
         devices=RedisKnownDevices(
-            redis, prefix=settings.redis_key_prefix, ttl_s=settings.login_device_ttl_s
+            redis, prefix=settings.redis.key_prefix, ttl_s=settings.login.device_ttl_s
         ),
     )
 
@@ -104,8 +100,8 @@ def create_app(
         description="Registration, login, token rotation and revocation, JWKS.",
         route_handlers=[AuthController, jwks],
         ready_checks={"database": database_check(engine), "redis": redis_check(redis)},
-        max_body_bytes=settings.request_max_body_bytes,
-        body_timeout_s=settings.request_body_timeout_s,
+        max_body_bytes=settings.http.request_max_body_bytes,
+        body_timeout_s=settings.http.request_body_timeout_s,
         lifespan=[lifespan],
         state=State({"auth_service": service, "key_ring": ring, VERIFIER_STATE: verifier}),
     )
@@ -114,17 +110,17 @@ def create_app(
 def login_limiter(redis: aioredis.Redis, settings: Settings) -> LoginLimiter:
     """Growing delays per (account, client) and the fixed-window ceilings, in Redis."""
     return LoginLimiter(
-        RedisLimitCounters(redis, prefix=settings.redis_key_prefix),
+        RedisLimitCounters(redis, prefix=settings.redis.key_prefix),
         DelayRule(
-            free_failures=settings.login_max_failures_per_account,
-            base_s=settings.login_delay_base_s,
-            max_s=settings.login_delay_max_s,
-            memory_s=settings.login_delay_memory_s,
+            free_failures=settings.login.max_failures_per_account,
+            base_s=settings.login.delay_base_s,
+            max_s=settings.login.delay_max_s,
+            memory_s=settings.login.delay_memory_s,
         ),
         Ceilings(
-            window_s=settings.login_window_s,
-            attempts_per_address=settings.login_max_attempts_per_client,
-            failures_per_account=settings.login_max_failures_per_account_all,
-            registrations_per_address=settings.register_max_per_client,
+            window_s=settings.login.window_s,
+            attempts_per_address=settings.login.max_attempts_per_client,
+            failures_per_account=settings.login.max_failures_per_account_all,
+            registrations_per_address=settings.login.register_max_per_client,
         ),
     )

@@ -15,6 +15,7 @@ from typing import Protocol, TypeVar
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from shared.config import PasswordSettings
 from shared.errors import RateLimited, ValidationFailed
 
 MIN_LENGTH = 8
@@ -86,6 +87,16 @@ class Argon2Passwords:
         self._pending_hashes = 0
         self._max_pending_hashes = max_pending_hashes
         self._dummy: str | None = None
+
+    @classmethod
+    def from_settings(cls, settings: PasswordSettings) -> Argon2Passwords:
+        """The hasher the ``ARGON2_*`` settings describe."""
+        return cls(
+            time_cost=settings.time_cost,
+            memory_kib=settings.memory_kib,
+            parallelism=settings.parallelism,
+            max_pending_hashes=settings.max_pending_hashes,
+        )
 
     async def hash(self, password: str) -> str:
         """A new hash; :class:`RateLimited` when too many are already waiting."""

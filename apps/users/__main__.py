@@ -7,7 +7,7 @@ from shared.serve import serve
 
 
 def main() -> None:
-    serve(create_app, service="users", port=lambda s: s.users_port)
+    serve(create_app, service="users", port=lambda s: s.http.users_port)
 
 
 if __name__ == "__main__":

@@ -31,14 +31,15 @@ def create_app(
 ) -> Litestar:
     """The users API. ``redis`` holds the denylist (fail closed); ``cache_redis`` the
     profile cache (fail open) and defaults to the same server."""
-    engine = engine or create_engine(settings.users_database_url, pool_size=settings.db_pool_size)
-    redis = redis or create_redis(settings.redis_url)
+    db = settings.database
+    engine = engine or create_engine(db.users_url, pool_size=db.pool_size)
+    redis = redis or create_redis(settings.redis.url)
     cache_redis = cache_redis or redis
     cache = cache or RedisProfileCache(
-        cache_redis, prefix=settings.redis_key_prefix, ttl_s=settings.profile_cache_ttl_s
+        cache_redis, prefix=settings.redis.key_prefix, ttl_s=settings.profiles.cache_ttl_s
     )
     service = ProfileService(
-        session_factory(engine), cache, retry_after_s=settings.profile_retry_after_s
+        session_factory(engine), cache, retry_after_s=settings.profiles.retry_after_s
     )
     verifier = build_verifier(settings, redis, jwks_source)
 
@@ -57,8 +58,8 @@ def create_app(
         description="User profiles (created by the profiles worker after registration).",
         route_handlers=[ProfileController],
         ready_checks={"database": database_check(engine), "redis": redis_check(redis)},
-        max_body_bytes=settings.request_max_body_bytes,
-        body_timeout_s=settings.request_body_timeout_s,
+        max_body_bytes=settings.http.request_max_body_bytes,
+        body_timeout_s=settings.http.request_body_timeout_s,
         lifespan=[lifespan],
         state=State({"profile_service": service, VERIFIER_STATE: verifier}),
     )

@@ -170,15 +170,15 @@ def build_frontend(name: str, title: str, settings: Settings, api: ApiClient | N
                    store: SessionStore | None = None) -> tuple[Frontend, aioredis.Redis]:
     """A frontend's session store (Redis, its own key prefix) and API client (three APIs);
     tests may pass fakes."""
-    redis = create_redis(settings.redis_url)
+    redis = create_redis(settings.redis.url)
     frontend = Frontend(
         name=name, title=title, settings=settings,
-        store=store or RedisSessionStore(redis, prefix=f"{settings.redis_key_prefix}{name}:"),
+        store=store or RedisSessionStore(redis, prefix=f"{settings.redis.key_prefix}{name}:"),
         api=api or ApiClient(
-            {"auth": settings.auth_api_url, "users": settings.users_api_url,
-             "admin": settings.admin_api_url},
-            timeout_s=settings.frontend_api_timeout_s,
-            verify=client_context(settings.tls_ca_file),
+            {"auth": settings.frontends.auth_api_url, "users": settings.frontends.users_api_url,
+             "admin": settings.frontends.admin_api_url},
+            timeout_s=settings.frontends.api_timeout_s,
+            verify=client_context(settings.tls.ca_file),
         ),
     )
     return frontend, redis

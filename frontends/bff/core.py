@@ -95,7 +95,7 @@ class Frontend:
         return session
 
     async def save(self, session: Session) -> None:
-        ttl = self.settings.session_ttl_s if session.signed_in else ANONYMOUS_TTL_S
+        ttl = self.settings.frontends.session_ttl_s if session.signed_in else ANONYMOUS_TTL_S
         await self.store.save(session, ttl)
 
     async def end(self, request: Request[Any, Any, Any], session: Session) -> None:
@@ -121,11 +121,11 @@ class Frontend:
             request.state["device_cookie"] = Cookie(
                 key=self.device_cookie_name, value=token, path="/", httponly=True,
                 samesite="lax", secure=self._secure(request),
-                max_age=self.settings.login_device_ttl_s,
+                max_age=self.settings.login.device_ttl_s,
             )
 
     def _secure(self, request: Request[Any, Any, Any]) -> bool:
-        return self.settings.session_cookie_secure or request.url.scheme == "https"
+        return self.settings.frontends.session_cookie_secure or request.url.scheme == "https"
 
     async def page_view(self, request: Request[Any, Any, Any]) -> None:
         """A person opened a page: a one-time notice (set before a redirect) moves onto it,
@@ -138,7 +138,7 @@ class Frontend:
             session.notice = None
             await self.save(session)
         elif session.signed_in:
-            await self.store.touch(session.id, self.settings.session_ttl_s)
+            await self.store.touch(session.id, self.settings.frontends.session_ttl_s)
 
     # --- CSRF --------------------------------------------------------------------------------
     async def check_csrf(self, request: Request[Any, Any, Any]) -> None:

@@ -149,7 +149,7 @@ def render_error(request: Request[Any, Any, Any], exc: Exception) -> Response[An
     frontend = frontend_of(request)
     if isinstance(exc, NotSignedIn):
         return frontend.login_redirect(request)
-    problem = problem_of(exc, upload_max_bytes=frontend.settings.upload_max_bytes)
+    problem = problem_of(exc, upload_max_bytes=frontend.settings.uploads.max_bytes)
     if problem.status >= 500:
         log.warning("frontend.error_page", status=problem.status, error=str(exc)[:300],
                     error_type=type(exc).__name__)

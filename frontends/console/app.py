@@ -34,12 +34,12 @@ FORM_MAX_BYTES = 64 * 1024
 def create_app(settings: Settings, *, api: ApiClient | None = None,
                store: SessionStore | None = None) -> Litestar:
     """The console app; ``api`` and ``store`` may be fakes (tests), else built from settings."""
-    authdb = create_engine(settings.auth_database_url, pool_size=2)
+    authdb = create_engine(settings.database.auth_url, pool_size=2)
     # The audit table may sit behind a role of its own (AUDIT_DATABASE_URL): read it there.
-    auditdb = create_engine(settings.audit_url, pool_size=2)
+    auditdb = create_engine(settings.database.audit_url, pool_size=2)
     frontend, redis = build_frontend("console", "Operations console", settings, api, store)
-    history = MetricsHistory(parse_targets(settings.console_metrics_targets),
-                             settings.console_scrape_interval_s)
+    history = MetricsHistory(parse_targets(settings.frontends.console_metrics_targets),
+                             settings.frontends.console_scrape_interval_s)
     tasks: list[asyncio.Task[None]] = []
 
     async def start(app: Litestar) -> None:

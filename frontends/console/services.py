@@ -64,7 +64,7 @@ class Operations:
                            ) -> list[DeadLetter]:
         async with AmqpDeadLetterStore(self.settings) as store:
             queues = await _resolve(store, [queue] if queue else None)
-            return await dlq.read(store, queues, selection, self.settings.dlq_read_limit)
+            return await dlq.read(store, queues, selection, self.settings.operator.dlq_read_limit)
 
     async def overview(self, selection: Selection, queue: str | None
                        ) -> tuple[list[QueueInfo], list[DeadLetter]]:
@@ -73,7 +73,8 @@ class Operations:
         async with AmqpDeadLetterStore(self.settings) as store:
             queues = await _resolve(store, None)
             chosen = [q for q in queues if q.name == queue] or queues
-            letters = await dlq.read(store, chosen, selection, self.settings.dlq_read_limit)
+            limit = self.settings.operator.dlq_read_limit
+            letters = await dlq.read(store, chosen, selection, limit)
         return queues, letters
 
     async def dead_letter(self, message_id: str) -> tuple[DeadLetter, list[dict[str, object]]]:
@@ -87,7 +88,8 @@ class Operations:
     async def preview(self, request: dlq.MoveRequest) -> ReplayPlan:
         async with AmqpDeadLetterStore(self.settings) as store:
             queues = await _resolve(store, request.queues)
-            letters = await dlq.preview(store, queues, request, self.settings.dlq_read_limit)
+            limit = self.settings.operator.dlq_read_limit
+            letters = await dlq.preview(store, queues, request, limit)
         return ReplayPlan(request.action, letters, request)
 
     async def move(self, admin: Admin, request: dlq.MoveRequest) -> dlq.MoveResult:

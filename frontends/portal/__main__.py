@@ -7,7 +7,10 @@ from shared.serve import serve
 
 
 def main() -> None:
-    serve(create_app, service="portal", port=lambda s: s.portal_port, graceful_shutdown_s=10)
+    serve(
+        create_app, service="portal", port=lambda s: s.frontends.portal_port,
+        graceful_shutdown_s=10,
+    )
 
 
 if __name__ == "__main__":

@@ -35,6 +35,6 @@ def create_app(settings: Settings, *, api: ApiClient | None = None,
                         DocumentsController, DeletionController],
         template_dirs=[TEMPLATES],
         ready_checks={"redis": redis_check(redis)},
-        max_body_bytes=settings.upload_max_bytes + MULTIPART_OVERHEAD,
+        max_body_bytes=settings.uploads.max_bytes + MULTIPART_OVERHEAD,
         on_shutdown=[redis.aclose],
     )

@@ -141,7 +141,7 @@ class DocumentsController(Controller):
         await frontend.signed_in(request)
         documents = await _documents(frontend, request)
         return frontend.page(request, "documents.html", documents=documents,
-                             limits=forms.upload_limits(frontend.settings),
+                             limits=forms.upload_limits(frontend.settings.uploads),
                              final=_all_final(documents))
 
     @get("/rows")

@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from frontends.bff.api import BackendError
-from shared.config import Settings
+from shared.config import UploadSettings
 
 MIN_PASSWORD = 8
 """Mirrors the auth API's rule, so a person hears it before a round trip."""
@@ -85,10 +85,10 @@ class UploadLimits:
     types: str = "PNG, JPEG, TIFF or PDF"
 
 
-def upload_limits(settings: Settings) -> UploadLimits:
+def upload_limits(settings: UploadSettings) -> UploadLimits:
     return UploadLimits(
-        max_bytes=settings.upload_max_bytes,
-        max_megabytes=f"{settings.upload_max_bytes / 1_048_576:g}",
-        max_pages=settings.pdf_max_pages,
-        max_megapixels=f"{settings.upload_max_pixels / 1_000_000:g}",
+        max_bytes=settings.max_bytes,
+        max_megabytes=f"{settings.max_bytes / 1_048_576:g}",
+        max_pages=settings.max_pages,
+        max_megapixels=f"{settings.max_pixels / 1_000_000:g}",
     )

@@ -24,7 +24,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 from urllib.parse import urlsplit, urlunsplit
@@ -165,24 +165,22 @@ def running_stack(
         proxies: dict[str, TcpProxy] = {}
         if proxied:
             proxies = {
-                "postgres": TcpProxy(*_target(settings.auth_database_url, 5432)),
-                "redis": TcpProxy(*_target(settings.redis_url, 6379)),
-                "rabbitmq": TcpProxy(*_target(settings.rabbitmq_url, 5672)),
+                "postgres": TcpProxy(*_target(settings.database.auth_url, 5432)),
+                "redis": TcpProxy(*_target(settings.redis.url, 6379)),
+                "rabbitmq": TcpProxy(*_target(settings.broker.url, 5672)),
             }
             for proxy in proxies.values():
                 exits.enter_context(proxy)
-            settings = replace(
-                settings,
-                auth_database_url=via(settings.auth_database_url, proxies["postgres"]),
-                users_database_url=via(settings.users_database_url, proxies["postgres"]),
-                admin_database_url=via(settings.admin_database_url, proxies["postgres"]),
-                redis_url=via(settings.redis_url, proxies["redis"]),
-                rabbitmq_url=via(settings.rabbitmq_url, proxies["rabbitmq"]),
+            settings = settings.replace(
+                auth_database_url=via(settings.database.auth_url, proxies["postgres"]),
+                users_database_url=via(settings.database.users_url, proxies["postgres"]),
+                admin_database_url=via(settings.database.admin_url, proxies["postgres"]),
+                redis_url=via(settings.redis.url, proxies["redis"]),
+                rabbitmq_url=via(settings.broker.url, proxies["rabbitmq"]),
             )
         with_admin = with_admin or with_frontends
         ports = {name: free_port() for name in ("auth", "users", "admin", "portal", "console")}
-        settings = replace(
-            settings,
+        settings = settings.replace(
             auth_port=ports["auth"],
             users_port=ports["users"],
             admin_port=ports["admin"],

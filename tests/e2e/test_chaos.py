@@ -89,7 +89,7 @@ def _monkey(stack: Stack, stop: threading.Event, events: list[str]) -> None:
 
 
 async def _profiles(stack: Stack) -> dict[str, int]:
-    conn = await asyncpg.connect(asyncpg_dsn(stack.direct.users_database_url))
+    conn = await asyncpg.connect(asyncpg_dsn(stack.direct.database.users_url))
     try:
         rows = await conn.fetch("SELECT user_id::text AS u, count(*) AS n FROM profiles GROUP BY 1")
     finally:
@@ -100,7 +100,7 @@ async def _profiles(stack: Stack) -> dict[str, int]:
 async def _outbox_unsent(stack: Stack) -> list[asyncpg.Record]:
     """Rows still in an outbox that are not parked with a reason."""
     rows = []
-    for url in (stack.direct.auth_database_url, stack.direct.users_database_url):
+    for url in (stack.direct.database.auth_url, stack.direct.database.users_url):
         conn = await asyncpg.connect(asyncpg_dsn(url))
         try:
             rows += await conn.fetch(
@@ -115,7 +115,7 @@ async def _outbox_unsent(stack: Stack) -> list[asyncpg.Record]:
 async def _dead_letters(
     stack: Stack, queue: str, count: int
 ) -> list[aio_pika.abc.AbstractIncomingMessage]:
-    connection = await aio_pika.connect(stack.direct.rabbitmq_url)
+    connection = await aio_pika.connect(stack.direct.broker.url)
     async with connection:
         channel = await connection.channel()
         q = await channel.get_queue(queue)
@@ -157,10 +157,10 @@ def test_registrations_survive_kill9_and_broker_outage(chaos_stack: Stack) -> No
 
     # Nothing stuck: outboxes empty (or parked with a reason), work and retry queues empty.
     wait_until(lambda: not asyncio.run(_outbox_unsent(stack)), 30, "empty outboxes")
-    vhost = stack.direct.rabbitmq_url.rsplit("/", 1)[1]
+    vhost = stack.direct.broker.url.rsplit("/", 1)[1]
 
     def queues_drained() -> bool:
-        with ManagementClient(stack.direct.rabbitmq_management_url) as mgmt:
+        with ManagementClient(stack.direct.broker.management_url) as mgmt:
             queues = mgmt.queues(vhost)
         return all(
             q.get("messages", 0) == 0 for q in queues
@@ -168,7 +168,7 @@ def test_registrations_survive_kill9_and_broker_outage(chaos_stack: Stack) -> No
         )
 
     wait_until(queues_drained, 30, "empty profiles work and retry queues", interval_s=1)
-    with ManagementClient(stack.direct.rabbitmq_management_url) as mgmt:
+    with ManagementClient(stack.direct.broker.management_url) as mgmt:
         dlq_depth = int(mgmt.queue(vhost, "profiles.dlq").get("messages", 0))
     # Every dead letter (if any) says why it is there.
     for message in asyncio.run(_dead_letters(stack, "profiles.dlq", dlq_depth)):

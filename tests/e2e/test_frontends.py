@@ -165,8 +165,8 @@ def session_tokens(stack: Stack, context: BrowserContext, app: str) -> dict[str,
     """The server-side session of a browser (read from Redis as the frontend stores it)."""
     [cookie] = [c for c in context.cookies() if c["name"] == f"ams_{app}_session"]
     digest = hashlib.sha256(cookie["value"].encode()).hexdigest()
-    client = redis.Redis.from_url(stack.direct.redis_url)
-    raw = client.get(f"{stack.direct.redis_key_prefix}{app}:session:{digest}")
+    client = redis.Redis.from_url(stack.direct.redis.url)
+    raw = client.get(f"{stack.direct.redis.key_prefix}{app}:session:{digest}")
     client.close()
     assert raw is not None, "no session in Redis for the browser's cookie"
     data: dict[str, Any] = json.loads(raw)
@@ -290,7 +290,7 @@ def test_the_console_replays_a_dead_letter_and_the_audit_trail_shows_it(
     admin: Person, stack: Stack
 ) -> None:
     message_id = f"poison-{uuid.uuid4().hex[:8]}"
-    _publish_poison(stack.direct.rabbitmq_url, message_id)
+    _publish_poison(stack.direct.broker.url, message_id)
     console = admin.page
 
     def listed() -> bool:

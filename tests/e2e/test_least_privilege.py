@@ -77,8 +77,8 @@ def test_every_process_works_under_its_role_and_none_is_a_superuser(stack: Stack
     assert httpx.get(f"{stack.console_url}/ready").status_code == 200
 
     sessions = asyncio.run(_sessions(stack))
-    roles = {db: url_user(stack.direct.database_url(db)) for db in ("authdb", "apidb", "admindb")}
-    audit = url_user(stack.direct.audit_url)
+    roles = {db: url_user(stack.direct.database.url(db)) for db in ("authdb", "apidb", "admindb")}
+    audit = url_user(stack.direct.database.audit_url)
     assert sessions, "no process holds a database connection"
     assert all(not superuser for _, _, superuser in sessions), sessions
     allowed = {(roles["authdb"], "authdb"), (audit, "authdb"), (roles["apidb"], "apidb"),
@@ -89,7 +89,7 @@ def test_every_process_works_under_its_role_and_none_is_a_superuser(stack: Stack
     assert (audit, "authdb") in seen  # the admin API's audit trail
 
     async def audited() -> int:
-        conn = await asyncpg.connect(asyncpg_dsn(stack.direct.audit_url))
+        conn = await asyncpg.connect(asyncpg_dsn(stack.direct.database.audit_url))
         try:
             return int(await conn.fetchval(
                 "SELECT count(*) FROM operator_audit WHERE action = 'documents.legal-hold'"))
@@ -104,7 +104,7 @@ def test_every_process_works_under_its_role_and_none_is_a_superuser(stack: Stack
 async def _sessions(stack: Stack) -> list[tuple[str, str, bool]]:
     """(user, logical database, superuser) of every client connection to the stack's
     databases, seen by the test's superuser."""
-    names = {database_name(stack.direct.database_url(db)): db
+    names = {database_name(stack.direct.database.url(db)): db
              for db in ("authdb", "apidb", "admindb")}
     conn = await asyncpg.connect(asyncpg_dsn(f"{POSTGRES}/postgres"))
     try:

@@ -57,7 +57,7 @@ def _with_id(stack: Stack, name: str, correlation_id: str) -> list[str]:
 
 
 def test_one_correlation_id_follows_a_registration(stack: Stack) -> None:
-    asyncio.run(declare_tap(stack.direct.rabbitmq_url, TAP, "profile.created"))
+    asyncio.run(declare_tap(stack.direct.broker.url, TAP, "profile.created"))
     correlation_id = str(uuid.uuid4())
     trace_id = uuid.uuid4().hex
     r = httpx.post(
@@ -85,7 +85,7 @@ def test_one_correlation_id_follows_a_registration(stack: Stack) -> None:
 
     wait_until(seen_everywhere, 15, "correlation id in the auth, relay and worker logs")
     assert "user.registered" in _with_id(stack, "auth", correlation_id)
-    message = asyncio.run(next_tapped(stack.direct.rabbitmq_url, TAP))
+    message = asyncio.run(next_tapped(stack.direct.broker.url, TAP))
     assert message.headers[H_CORRELATION_ID] == correlation_id
     # Tracing is off here: the caller's trace context is passed on to every event all the same.
     assert str(message.headers[H_TRACEPARENT]).split("-")[1] == trace_id

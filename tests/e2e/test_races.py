@@ -116,7 +116,7 @@ async def test_one_email_registered_at_once_is_one_201_and_the_rest_409(
     codes = sorted(r.status_code for r in responses)
     assert codes == [201] + [409] * (AT_ONCE - 1), codes
     assert all(r.json()["error"]["code"] == "conflict" for r in responses if r.status_code == 409)
-    engine = create_engine(auth_settings.auth_database_url, pool_size=1)
+    engine = create_engine(auth_settings.database.auth_url, pool_size=1)
     async with engine.connect() as conn:
         users = await conn.scalar(
             sa.text("SELECT count(*) FROM users WHERE email = :e"), {"e": address}

@@ -26,7 +26,7 @@ def stack() -> Iterator[Stack]:
         isolated_settings("e2e", roles=True, redis_key_prefix=prefix) as settings,
         running_stack(settings) as running,
     ):
-        asyncio.run(declare_tap(settings.rabbitmq_url, TAP, "profile.created"))
+        asyncio.run(declare_tap(settings.broker.url, TAP, "profile.created"))
         yield running
 
 
@@ -62,7 +62,7 @@ def test_register_login_profile_visible_with_correlation(stack: Stack) -> None:
     assert profile.json()["display_name"] == "Eve"
     # The correlation id travelled HTTP -> authdb outbox -> broker -> worker -> apidb outbox
     # -> broker: the worker's follow-up carries it, and names its cause.
-    follow_up = asyncio.run(next_tapped(stack.settings.rabbitmq_url, TAP))
+    follow_up = asyncio.run(next_tapped(stack.settings.broker.url, TAP))
     assert follow_up.headers[H_CORRELATION_ID] == "e2e-corr-1"
     assert follow_up.headers[H_CAUSATION_ID]
     assert follow_up.headers[H_AGGREGATE_ID] == user_id

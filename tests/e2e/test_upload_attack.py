@@ -15,7 +15,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -53,7 +53,7 @@ def apis() -> Iterator[dict[str, str]]:
     """The three APIs as processes (no workers: only the HTTP side is under test here)."""
     with isolated_settings("attack") as isolated:
         ports = {name: free_port() for name in ("auth", "users", "admin")}
-        s = replace(isolated, auth_port=ports["auth"], users_port=ports["users"],
+        s = isolated.replace(auth_port=ports["auth"], users_port=ports["users"],
                     admin_port=ports["admin"], log_level="WARNING",
                     upload_max_per_minute=1_000_000,  # the inspection path at full speed
                     redis_key_prefix=f"atk{uuid.uuid4().hex[:8]}:",

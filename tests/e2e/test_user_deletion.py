@@ -97,7 +97,7 @@ def _user_with_profile(stack: Stack) -> tuple[str, str, dict[str, str]]:
 
 def _add_document(stack: Stack, owner: str, *, legal_hold: bool) -> None:
     async def insert() -> None:
-        engine = create_engine(stack.settings.admin_database_url, pool_size=1)
+        engine = create_engine(stack.settings.database.admin_url, pool_size=1)
         try:
             async with engine.begin() as conn:
                 await conn.execute(

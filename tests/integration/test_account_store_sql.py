@@ -36,7 +36,7 @@ class SqlWorld:
 class TestSqlAccountStore(AccountStoreContract):
     @pytest.fixture
     async def world(self, settings: Settings) -> AsyncIterator[SqlWorld]:
-        engine = create_engine(settings.auth_database_url, pool_size=1)
+        engine = create_engine(settings.database.auth_url, pool_size=1)
         sessions = session_factory(engine)
         try:
             yield SqlWorld(SqlAccountStore(sessions), sessions)

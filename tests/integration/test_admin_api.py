@@ -22,9 +22,8 @@ from tests.documents_support import image_bytes, pdf_with_pages, png_claiming, t
 
 @pytest.fixture(scope="module")
 async def client(settings: Settings) -> AsyncIterator[AsyncTestClient[Any]]:
-    limited = Settings(
-        **{**settings.__dict__, "upload_max_bytes": 200_000, "upload_max_pixels": 2_000_000,
-           "pdf_max_pages": 3},
+    limited = settings.replace(
+        upload_max_bytes=200_000, upload_max_pixels=2_000_000, pdf_max_pages=3
     )
     async with admin_client(limited) as c:
         yield c
@@ -128,7 +127,7 @@ async def test_legal_hold_changes_are_in_the_operator_audit(
     missing = f"/documents/{uuid.uuid4()}/legal-hold"
     assert (await client.put(missing, json={"legal_hold": True}, headers=admin)).status_code == 404
 
-    engine = create_engine(settings.auth_database_url, pool_size=1)
+    engine = create_engine(settings.database.auth_url, pool_size=1)
     try:
         rows = await audit.list_entries(
             session_factory(engine), AuditFilter(action=AuditAction.DOCUMENT_LEGAL_HOLD)
@@ -146,13 +145,12 @@ async def test_legal_hold_changes_are_in_the_operator_audit(
 
 async def test_no_audit_table_no_legal_hold(settings: Settings) -> None:
     """A hold that cannot be recorded is not placed: 503 and the document stays unheld."""
-    unaudited = Settings(**{
-        **settings.__dict__,
-        "audit_database_url": "postgresql+asyncpg://postgres@127.0.0.1:1/authdb",
-    })
+    unaudited = settings.replace(
+        audit_database_url="postgresql+asyncpg://postgres@127.0.0.1:1/authdb"
+    )
     verifier = TokenVerifier(
         JwksCache(StaticJwks()), NoRevocations(),
-        issuer=settings.auth_issuer, audience=settings.auth_audience,
+        issuer=settings.tokens.issuer, audience=settings.tokens.audience,
     )
     admin = token(settings, uuid.uuid4(), "admin")
     async with AsyncTestClient(create_app(unaudited, verifier=verifier)) as c:
@@ -180,7 +178,7 @@ async def test_page_image_is_the_page_the_boxes_refer_to(
 
     with Image.open(BytesIO(image.content)) as page:
         # PDF pages are rendered at OCR_PDF_DPI, as the OCR worker saw them (200 x 100 pt).
-        scale = settings.ocr_pdf_dpi / 72
+        scale = settings.ocr.pdf_dpi / 72
         assert abs(page.width - 200 * scale) <= 1 and abs(page.height - 100 * scale) <= 1
     assert (await client.get(f"/documents/{doc_id}/pages/1/image", headers=admin)).status_code \
         == 200
@@ -242,8 +240,7 @@ async def test_a_name_that_contradicts_the_content_is_415(
 
 async def test_per_user_quota_of_documents_and_bytes(settings: Settings) -> None:
     one = len(text_png("q"))
-    limited = Settings(**{**settings.__dict__, "upload_quota_documents": 2,
-                          "upload_quota_bytes": 3 * one + 10})
+    limited = settings.replace(upload_quota_documents=2, upload_quota_bytes=3 * one + 10)
     async with admin_client(limited) as c:
         user, other = token(settings, uuid.uuid4()), token(settings, uuid.uuid4())
         codes = [(await c.post("/documents", files=files(text_png("q")), headers=user)
@@ -261,8 +258,9 @@ async def test_per_user_quota_of_documents_and_bytes(settings: Settings) -> None
 
 
 async def test_uploads_per_minute_are_limited_per_user(settings: Settings) -> None:
-    limited = Settings(**{**settings.__dict__, "upload_max_per_minute": 3,
-                          "redis_key_prefix": f"u{uuid.uuid4().hex[:8]}:"})
+    limited = settings.replace(
+        upload_max_per_minute=3, redis_key_prefix=f"u{uuid.uuid4().hex[:8]}:"
+    )
     async with admin_client(limited) as c:
         user, other = token(settings, uuid.uuid4()), token(settings, uuid.uuid4())
         codes = [(await c.post("/documents", files=files(text_png("r")), headers=user)

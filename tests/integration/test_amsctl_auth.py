@@ -25,9 +25,9 @@ def cli_settings() -> Iterator[Settings]:
 
 @pytest.fixture
 def env(cli_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    monkeypatch.setenv("AUTH_DATABASE_URL", cli_settings.auth_database_url)
-    monkeypatch.setenv("AUDIT_DATABASE_URL", cli_settings.audit_url)
-    monkeypatch.setenv("SIGNING_KEY_KEK", cli_settings.signing_key_kek)
+    monkeypatch.setenv("AUTH_DATABASE_URL", cli_settings.database.auth_url)
+    monkeypatch.setenv("AUDIT_DATABASE_URL", cli_settings.database.audit_url)
+    monkeypatch.setenv("SIGNING_KEY_KEK", cli_settings.tokens.signing_key_kek)
     return cli_settings
 
 

@@ -6,7 +6,6 @@ import asyncio
 import subprocess
 import sys
 import uuid
-from dataclasses import replace
 
 import asyncpg
 
@@ -33,8 +32,7 @@ async def _tables(url: str) -> set[str]:
 
 def test_migrate_creates_databases_and_is_idempotent(settings: Settings) -> None:
     tag = f"ams_mig_{uuid.uuid4().hex[:8]}"
-    fresh = replace(
-        settings,
+    fresh = settings.replace(
         auth_database_url=f"{POSTGRES}/{tag}_authdb",
         users_database_url=f"{POSTGRES}/{tag}_apidb",
         admin_database_url=f"{POSTGRES}/{tag}_admindb",
@@ -46,17 +44,17 @@ def test_migrate_creates_databases_and_is_idempotent(settings: Settings) -> None
         second = _amsctl(fresh, "db", "migrate")
         assert second.returncode == 0, second.stderr
         assert "created" not in second.stdout and second.stdout.count("migrated to head") == 3
-        tables = {db: asyncio.run(_tables(fresh.database_url(db))) for db in DATABASES}
+        tables = {db: asyncio.run(_tables(fresh.database.url(db))) for db in DATABASES}
         assert all({"outbox", "inbox", "alembic_version"} <= t for t in tables.values())
         assert {"users", "sagas"} <= tables["authdb"]
         assert "profiles" in tables["apidb"] and "documents" in tables["admindb"]
     finally:
         for db in DATABASES:
-            asyncio.run(drop_database(fresh.database_url(db)))
+            asyncio.run(drop_database(fresh.database.url(db)))
 
 
 def test_migrate_names_an_unreachable_database_and_exits_3(settings: Settings) -> None:
-    nowhere = replace(settings, auth_database_url="postgresql+asyncpg://postgres@127.0.0.1:1/x")
+    nowhere = settings.replace(auth_database_url="postgresql+asyncpg://postgres@127.0.0.1:1/x")
     result = _amsctl(nowhere, "db", "migrate", "--database", "authdb")
     assert result.returncode == 3
     assert "PostgreSQL is unreachable" in result.stderr

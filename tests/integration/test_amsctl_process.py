@@ -18,7 +18,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import fields
 from pathlib import Path
 
 import pytest
@@ -35,7 +34,7 @@ def no_service(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         port = int(sock.getsockname()[1])
-        defaults = {f.metadata["env"]: f.default for f in fields(Settings)}
+        defaults = {f.metadata["env"]: f.default for _, f in Settings.variables()}
         for name in service_url_variables():
             url = os.environ.get(name) or defaults.get(name, "tcp://127.0.0.1/")
             monkeypatch.setenv(name, pointed_at(str(url), port))

@@ -29,10 +29,10 @@ async def _dead_letter(url: str, queue: str) -> None:
 def test_status_reports_outboxes_queues_dead_letters_and_sagas() -> None:
     with isolated_settings("status") as settings:
         asyncio.run(apply_topology(settings))
-        asyncio.run(_dead_letter(settings.rabbitmq_url, "profiles.dlq"))
+        asyncio.run(_dead_letter(settings.broker.url, "profiles.dlq"))
         # The management API's counts are sampled (every 5 s by default): wait for this one.
-        vhost = vhost_of(settings.rabbitmq_url)
-        with ManagementClient(settings.rabbitmq_management_url) as mgmt:
+        vhost = vhost_of(settings.broker.url)
+        with ManagementClient(settings.broker.management_url) as mgmt:
             deadline = time.monotonic() + 30
             while mgmt.queue(vhost, "profiles.dlq").get("messages") != 1:
                 assert time.monotonic() < deadline, "the management API never counted it"

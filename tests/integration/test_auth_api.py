@@ -66,7 +66,7 @@ async def test_register_writes_user_and_event_in_one_transaction(
     assert r.status_code == 201
     body = r.json()
     assert body["email"] == address.lower()
-    engine = create_engine(auth_settings.auth_database_url)
+    engine = create_engine(auth_settings.database.auth_url)
     async with engine.connect() as conn:
         row = (
             await conn.execute(
@@ -175,7 +175,7 @@ def bearer(token: str) -> dict[str, str]:
 async def test_refresh_rotates_and_reuse_revokes_family(auth_settings: Settings) -> None:
     """Without a reuse grace, the very next reuse of a spent token ends the session (with
     one, concurrent refreshes share the successor: tests/e2e/test_races.py)."""
-    no_grace = Settings(**{**auth_settings.__dict__, "refresh_reuse_grace_s": 0.0})
+    no_grace = auth_settings.replace(refresh_reuse_grace_s=0.0)
     async with AsyncTestClient(create_app(no_grace)) as client:
         _, first = await register_and_login(client)
         r = await client.post("/auth/refresh", json={"refresh_token": first["refresh_token"]})
@@ -248,12 +248,8 @@ async def test_health_ready_schema(client: AsyncTestClient[Any]) -> None:
 
 
 async def test_client_address_rate_limit(auth_settings: Settings) -> None:
-    settings = Settings(
-        **{
-            **auth_settings.__dict__,
-            "login_max_attempts_per_client": 2,
-            "redis_key_prefix": f"c{uuid.uuid4().hex[:8]}:",
-        }
+    settings = auth_settings.replace(
+        login_max_attempts_per_client=2, redis_key_prefix=f"c{uuid.uuid4().hex[:8]}:"
     )
     async with AsyncTestClient(create_app(settings)) as c:
         for _ in range(2):
@@ -267,7 +263,7 @@ async def test_client_address_rate_limit(auth_settings: Settings) -> None:
 async def test_redis_down_fails_closed_with_503(auth_settings: Settings) -> None:
     async with AsyncTestClient(create_app(auth_settings)) as c:
         _, tokens = await register_and_login(c)
-    db_index = auth_settings.redis_url.rsplit("/", 1)[1]
+    db_index = auth_settings.redis.url.rsplit("/", 1)[1]
     with TcpProxy("127.0.0.1", 6379) as proxy:
         app = create_app(
             auth_settings, redis=create_redis(f"redis://127.0.0.1:{proxy.port}/{db_index}")
@@ -291,11 +287,11 @@ async def test_redis_down_fails_closed_with_503(auth_settings: Settings) -> None
 
 
 async def test_key_rotation_keeps_old_tokens_until_retired(auth_settings: Settings) -> None:
-    settings = Settings(**{**auth_settings.__dict__, "signing_key_cache_s": 0.0})
+    settings = auth_settings.replace(signing_key_cache_s=0.0)
     async with AsyncTestClient(create_app(settings)) as c:
         _, old = await register_and_login(c)
-        engine = create_engine(settings.auth_database_url)
-        store = KeyStore(session_factory(engine), KeySealer(settings.signing_kek()))
+        engine = create_engine(settings.database.auth_url)
+        store = KeyStore(session_factory(engine), KeySealer(settings.tokens.signing_kek()))
         old_kid = jwt.get_unverified_header(old["access_token"])["kid"]
         new_kid = await store.create()
         _, new = await register_and_login(c)
@@ -318,11 +314,11 @@ async def test_login_rehashes_when_parameters_change(auth_settings: Settings) ->
     async with AsyncTestClient(create_app(auth_settings)) as c:
         r = await c.post("/auth/register", json={"email": address, "password": PASSWORD})
         assert r.status_code == 201
-    stronger = Settings(**{**auth_settings.__dict__, "argon2_time_cost": 3})
+    stronger = auth_settings.replace(argon2_time_cost=3)
     async with AsyncTestClient(create_app(stronger)) as c:
         r = await c.post("/auth/login", json={"email": address, "password": PASSWORD})
         assert r.status_code == 200
-    engine = create_engine(auth_settings.auth_database_url)
+    engine = create_engine(auth_settings.database.auth_url)
     async with engine.connect() as conn:
         stored = (
             await conn.execute(
@@ -379,8 +375,9 @@ async def test_token_answers_are_not_stored_and_401s_carry_no_library_text(
 
 
 async def test_sign_ups_are_limited_per_client(auth_settings: Settings) -> None:
-    settings = Settings(**{**auth_settings.__dict__, "register_max_per_client": 3,
-                           "redis_key_prefix": f"r{uuid.uuid4().hex[:8]}:"})
+    settings = auth_settings.replace(
+        register_max_per_client=3, redis_key_prefix=f"r{uuid.uuid4().hex[:8]}:"
+    )
     async with AsyncTestClient(create_app(settings)) as c:
         codes = [(await c.post("/auth/register", json={"email": email(), "password": PASSWORD}
                                )).status_code for _ in range(4)]

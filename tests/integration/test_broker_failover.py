@@ -31,7 +31,7 @@ def test_node_urls_split_a_list_and_refuse_what_is_not_amqp() -> None:
 
 async def test_plain_connection_skips_a_dead_node(settings: Settings) -> None:
     connection, index = await connect_plain(
-        f"{dead_node()},{settings.rabbitmq_url}", name="test", connect_timeout_s=5
+        f"{dead_node()},{settings.broker.url}", name="test", connect_timeout_s=5
     )
     try:
         assert index == 1
@@ -47,7 +47,7 @@ async def test_robust_connection_moves_to_the_next_node_and_back(settings: Setti
     """Its node goes away: the connection tries the next one (dead here), then the one after
     (the live node again), and restores its channel and queue by itself."""
     dead = dead_node()
-    connection = await connect(f"{dead},{settings.rabbitmq_url}", name="test")
+    connection = await connect(f"{dead},{settings.broker.url}", name="test")
     assert isinstance(connection, FailoverConnection)
     try:
         assert str(connection.url.port) != dead.rsplit(":", 1)[1].strip("/")
@@ -70,5 +70,5 @@ async def test_robust_connection_moves_to_the_next_node_and_back(settings: Setti
 
 def test_management_client_tries_the_next_node(settings: Settings) -> None:
     dead = f"http://guest:guest@127.0.0.1:{free_port()}/"
-    with ManagementClient(f"{dead},{settings.rabbitmq_management_url}") as mgmt:
+    with ManagementClient(f"{dead},{settings.broker.management_url}") as mgmt:
         assert isinstance(mgmt.queues("/"), list)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import replace
 from typing import Any
 
 import asyncpg
@@ -90,7 +89,7 @@ async def _parked(url: str, event_id: str) -> Any:
 async def test_requeueing_a_parked_event_is_audited_under_the_admin(
     client: AsyncTestClient[Litestar], cfg: Settings
 ) -> None:
-    event_id = await _park(cfg.users_database_url)
+    event_id = await _park(cfg.database.users_url)
     page = await client.get("/outbox")
     assert event_id in page.text
     assert "unroutable" in page.text
@@ -100,9 +99,9 @@ async def test_requeueing_a_parked_event_is_audited_under_the_admin(
                                                       "database": "apidb", "event_id": event_id})
     assert done.status_code == 200
     assert "apidb: 1 parked event(s) re-queued." in done.text
-    assert await _parked(cfg.users_database_url, event_id) is False
+    assert await _parked(cfg.database.users_url, event_id) is False
     assert "No parked events" in (await client.get("/outbox")).text
-    engine = create_engine(cfg.auth_database_url, pool_size=1)
+    engine = create_engine(cfg.database.auth_url, pool_size=1)
     try:
         [entry] = await audit.list_entries(session_factory(engine), AuditFilter(
             action=AuditAction.OUTBOX_REQUEUE, target=f"apidb:{event_id}"))
@@ -115,7 +114,7 @@ async def test_requeueing_a_parked_event_is_audited_under_the_admin(
 
 async def test_the_dead_letter_page_names_rabbitmq_when_it_is_away(cfg: Settings) -> None:
     closed = f"http://guest:guest@127.0.0.1:{free_port()}/"
-    away = replace(cfg, rabbitmq_url=f"amqp://guest:guest@127.0.0.1:{free_port()}/",
+    away = cfg.replace(rabbitmq_url=f"amqp://guest:guest@127.0.0.1:{free_port()}/",
                    rabbitmq_management_url=closed)
     async with AsyncTestClient(console(away)) as c:
         await signed_in(c)

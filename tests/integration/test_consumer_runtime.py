@@ -10,7 +10,6 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -51,7 +50,7 @@ def rt_settings() -> Iterator[Settings]:
 
 @pytest.fixture(scope="module")
 async def db(rt_settings: Settings) -> AsyncIterator[asyncpg.Pool]:
-    dsn = asyncpg_dsn(rt_settings.users_database_url)
+    dsn = asyncpg_dsn(rt_settings.database.users_url)
     pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
     await pool.execute(EFFECTS_DDL)
     yield pool
@@ -60,7 +59,7 @@ async def db(rt_settings: Settings) -> AsyncIterator[asyncpg.Pool]:
 
 @pytest.fixture(scope="module")
 async def channel(rt_settings: Settings) -> AsyncIterator[aio_pika.abc.AbstractChannel]:
-    connection = await aio_pika.connect(rt_settings.rabbitmq_url)
+    connection = await aio_pika.connect(rt_settings.broker.url)
     yield await connection.channel()
     await connection.close()
 
@@ -106,10 +105,7 @@ async def dead_letters(
 
 
 def env_of(settings: Settings) -> dict[str, str]:
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    for f in fields(settings):
-        env[f.metadata["env"]] = str(getattr(settings, f.name))
-    return env
+    return dict(os.environ, PYTHONPATH=str(ROOT)) | settings.environment()
 
 
 async def test_a_start_that_fails_after_connecting_leaves_no_connection_behind(
@@ -167,7 +163,7 @@ async def test_kill_9_after_commit_before_ack_has_no_second_effect(
     )
     try:
         await wait_for(
-            lambda: _queue_exists(rt_settings.rabbitmq_url, name), 20, "the subprocess to declare"
+            lambda: _queue_exists(rt_settings.broker.url, name), 20, "the subprocess to declare"
         )
         await asyncio.sleep(0.5)
         message_id = str(uuid.uuid4())
@@ -239,7 +235,7 @@ async def test_a_poison_message_in_a_batch_handlers_batch_fails_alone(
     by one: every good one applied exactly once, the poison alone retried and parked."""
     built = build_consumer(name, batched=True)
     await declare_topology(channel, topology_of(
-        (built.spec_for(rt_settings),), parse_retry_delays(rt_settings.worker_retry_delays)
+        (built.spec_for(rt_settings),), parse_retry_delays(rt_settings.worker.retry_delays)
     ))
     good = [user_message(f"ok{i}@example.com") for i in range(30)]
     poison = user_message("transient-always@example.com")
@@ -339,7 +335,7 @@ async def test_transient_failure_is_retried_after_a_delay_then_succeeds(
 async def test_broker_connection_cut_mid_consumption_resumes_and_loses_nothing(
     rt_settings: Settings, name: str, db: asyncpg.Pool, channel: Any, running: list[RunningConsumer]
 ) -> None:
-    url = urlsplit(rt_settings.rabbitmq_url)
+    url = urlsplit(rt_settings.broker.url)
     with TcpProxy(url.hostname or "127.0.0.1", url.port or 5672) as proxy:
         via_proxy = urlunsplit(url._replace(
             netloc=f"guest:guest@127.0.0.1:{proxy.port}", query="reconnect_interval=1"
@@ -351,7 +347,7 @@ async def test_broker_connection_cut_mid_consumption_resumes_and_loses_nothing(
         messages = [user_message(f"ok{i}@example.com") for i in range(1500)]
         for message in messages:
             await publish(channel, message)
-        consumer = await built.start(replace(rt_settings, rabbitmq_url=via_proxy))
+        consumer = await built.start(rt_settings.replace(rabbitmq_url=via_proxy))
         running.append(consumer)
 
         async def some_done() -> bool:
@@ -418,7 +414,7 @@ async def test_work_queue_deleted_and_recreated_consumption_resumes(
     await channel.queue_delete(name)
     await asyncio.sleep(4)
     await declare_topology(channel, topology_of(
-        (built.spec_for(rt_settings),), parse_retry_delays(rt_settings.worker_retry_delays)
+        (built.spec_for(rt_settings),), parse_retry_delays(rt_settings.worker.retry_delays)
     ))
     messages = [user_message(f"c{i}@example.com") for i in range(30)]
     for message in messages:
@@ -437,10 +433,10 @@ async def test_sixty_second_blocking_handler_keeps_the_connection_up(
     rt_settings: Settings, name: str, db: asyncpg.Pool, channel: Any, running: list[RunningConsumer]
 ) -> None:
     # Heartbeat 5 s: a blocked event loop would lose the connection within ~15 s.
-    heartbeat_url = rt_settings.rabbitmq_url + "?heartbeat=5"
+    heartbeat_url = rt_settings.broker.url + "?heartbeat=5"
     # One message per transaction, as for OCR: a long job must not hold others' commits.
     consumer = await build_consumer(name, batch_max=1).start(
-        replace(rt_settings, rabbitmq_url=heartbeat_url)
+        rt_settings.replace(rabbitmq_url=heartbeat_url)
     )
     running.append(consumer)
     blocking = user_message("block60@example.com")
@@ -477,7 +473,7 @@ async def test_sigterm_finishes_in_flight_message_then_exits(
     )
     try:
         await wait_for(
-            lambda: _queue_exists(rt_settings.rabbitmq_url, name), 20, "the subprocess to declare"
+            lambda: _queue_exists(rt_settings.broker.url, name), 20, "the subprocess to declare"
         )
         await asyncio.sleep(0.5)
         user = uuid.uuid4()  # one aggregate: the three run one after another, 2 s each

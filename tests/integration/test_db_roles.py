@@ -12,7 +12,6 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from dataclasses import replace
 from pathlib import Path
 
 import asyncpg
@@ -48,8 +47,8 @@ async def connected(url: str) -> AsyncIterator[asyncpg.Connection]:
 def _as(settings: Settings, role_of: str, database: str) -> str:
     """The URL of ``role_of``'s service role (``authdb``, ``apidb``, ``admindb`` or
     ``audit``) on another ``database``."""
-    url = settings.audit_url if role_of == "audit" else settings.database_url(role_of)
-    return url.rsplit("/", 1)[0] + "/" + database_name(settings.database_url(database))
+    url = settings.database.audit_url if role_of == "audit" else settings.database.url(role_of)
+    return url.rsplit("/", 1)[0] + "/" + database_name(settings.database.url(database))
 
 
 async def _denied(url: str, statement: str) -> str:
@@ -76,23 +75,23 @@ async def _connect_and_close(url: str) -> None:
 def test_the_audit_table_and_the_auth_tables_are_apart(roles: Settings) -> None:
     """The admin API holds the audit role: it cannot read the signing keys or users; the auth
     role cannot read or write the audit trail; nobody but migrate sees alembic_version."""
-    asyncio.run(_denied(roles.audit_url, "SELECT * FROM signing_keys"))
-    asyncio.run(_denied(roles.audit_url, "SELECT * FROM users"))
-    asyncio.run(_denied(roles.auth_database_url, "SELECT * FROM operator_audit"))
-    asyncio.run(_denied(roles.auth_database_url,
+    asyncio.run(_denied(roles.database.audit_url, "SELECT * FROM signing_keys"))
+    asyncio.run(_denied(roles.database.audit_url, "SELECT * FROM users"))
+    asyncio.run(_denied(roles.database.auth_url, "SELECT * FROM operator_audit"))
+    asyncio.run(_denied(roles.database.auth_url,
                         "INSERT INTO operator_audit (actor, source, action, outcome) "
                         "VALUES ('x', 'cli', 'forged', 'ok')"))
     for db in ("authdb", "apidb", "admindb"):
-        asyncio.run(_denied(roles.database_url(db), "SELECT * FROM alembic_version"))
+        asyncio.run(_denied(roles.database.url(db), "SELECT * FROM alembic_version"))
 
     async def append_and_read() -> None:
-        async with connected(roles.audit_url) as conn:
+        async with connected(roles.database.audit_url) as conn:
             await conn.execute("INSERT INTO operator_audit (actor, source, action, outcome) "
                                "VALUES ('ops', 'cli', 'test.append', 'ok')")
             assert await conn.fetchval("SELECT count(*) FROM operator_audit") >= 1
 
     asyncio.run(append_and_read())
-    asyncio.run(_denied(roles.audit_url, "DELETE FROM operator_audit"))  # no grant at all
+    asyncio.run(_denied(roles.database.audit_url, "DELETE FROM operator_audit"))  # no grant at all
 
 
 @pytest.mark.parametrize("statement", [
@@ -109,24 +108,24 @@ def test_the_audit_table_and_the_auth_tables_are_apart(roles: Settings) -> None:
 ])
 def test_a_service_role_creates_and_alters_nothing(roles: Settings, statement: str) -> None:
     for db in ("authdb", "apidb", "admindb"):
-        asyncio.run(_denied(roles.database_url(db), statement))
+        asyncio.run(_denied(roles.database.url(db), statement))
 
 
 def test_a_service_role_cannot_become_another_role(roles: Settings) -> None:
-    others = [roles.database_owner_role, "postgres", url_user(roles.users_database_url),
-              url_user(roles.audit_url), "pg_read_all_data", "pg_write_server_files"]
+    others = [roles.database.owner_role, "postgres", url_user(roles.database.users_url),
+              url_user(roles.database.audit_url), "pg_read_all_data", "pg_write_server_files"]
     for role in others:
-        message = asyncio.run(_denied(roles.auth_database_url, f'SET ROLE "{role}"'))
+        message = asyncio.run(_denied(roles.database.auth_url, f'SET ROLE "{role}"'))
         assert "permission denied" in message
-    asyncio.run(_denied(roles.auth_database_url,
-                        f'SET SESSION AUTHORIZATION "{roles.database_owner_role}"'))
+    asyncio.run(_denied(roles.database.auth_url,
+                        f'SET SESSION AUTHORIZATION "{roles.database.owner_role}"'))
 
 
 def test_each_service_has_dml_on_its_own_tables(roles: Settings) -> None:
     async def check() -> None:
-        async with connected(roles.users_database_url) as conn:
+        async with connected(roles.database.users_url) as conn:
             assert await conn.fetchval("SELECT current_user") == url_user(
-                roles.users_database_url)
+                roles.database.users_url)
             assert not await conn.fetchval(
                 "SELECT rolsuper OR rolcreaterole OR rolcreatedb FROM pg_roles "
                 "WHERE rolname = current_user")
@@ -154,14 +153,14 @@ def test_migrate_twice_changes_nothing_and_the_cli_says_so(roles: Settings) -> N
 
 def test_future_tables_get_the_service_grants(roles: Settings) -> None:
     """What a later migration creates as the owner is the service's to use at once."""
-    owner = roles.database_owner_role
-    admin = f"{POSTGRES}/{database_name(roles.users_database_url)}"
+    owner = roles.database.owner_role
+    admin = f"{POSTGRES}/{database_name(roles.database.users_url)}"
 
     async def create_later_table() -> None:
         async with connected(admin) as conn:
             await conn.execute(f'SET ROLE "{owner}"')
             await conn.execute("CREATE TABLE later (id bigserial PRIMARY KEY, v text)")
-        async with connected(roles.users_database_url) as conn:
+        async with connected(roles.database.users_url) as conn:
             await conn.execute("INSERT INTO later (v) VALUES ('ok')")
             assert await conn.fetchval("SELECT v FROM later") == "ok"
         async with connected(admin) as conn:
@@ -177,16 +176,15 @@ def test_an_existing_database_is_taken_over_by_the_owner(tmp_path: Path) -> None
         secret = tmp_path / "auth-password"
         secret.write_text("s3cret from a file\n")
         with isolated_settings("rolesnew", roles=True, migrate=False) as shaped:
-            taken = replace(
-                shaped,
-                auth_database_url=_on(shaped.auth_database_url.replace(
-                    f"{url_user(shaped.auth_database_url)}-password", ""), plain, "authdb"),
-                users_database_url=_on(shaped.users_database_url, plain, "apidb"),
-                admin_database_url=_on(shaped.admin_database_url, plain, "admindb"),
-                audit_database_url=_on(shaped.audit_url, plain, "authdb"),
+            taken = shaped.replace(
+                auth_database_url=_on(shaped.database.auth_url.replace(
+                    f"{url_user(shaped.database.auth_url)}-password", ""), plain, "authdb"),
+                users_database_url=_on(shaped.database.users_url, plain, "apidb"),
+                admin_database_url=_on(shaped.database.admin_url, plain, "admindb"),
+                audit_database_url=_on(shaped.database.audit_url, plain, "authdb"),
                 auth_database_password_file=str(secret),
             )
-            assert taken.auth_database_url.split("@")[0].endswith(":s3cret%20from%20a%20file")
+            assert taken.database.auth_url.split("@")[0].endswith(":s3cret%20from%20a%20file")
             # (The roles' clean-up gives the databases back to postgres, whose clean-up drops
             # them.)
             _take_over(plain, shaped, taken)
@@ -197,16 +195,16 @@ def _take_over(plain: Settings, shaped: Settings, taken: Settings) -> None:
     assert any("OWNER TO" in change for change in done.role_changes)
     assert migrate(taken).role_changes == []
     owners = asyncio.run(_owners(plain))
-    assert owners == {shaped.database_owner_role}, owners
-    stored = asyncio.run(_stored_password(url_user(taken.auth_database_url)))
+    assert owners == {shaped.database.owner_role}, owners
+    stored = asyncio.run(_stored_password(url_user(taken.database.auth_url)))
     assert stored.startswith("SCRAM-SHA-256$")
     assert verifier_matches(stored, "s3cret from a file")
-    asyncio.run(_denied(taken.auth_database_url, "CREATE TABLE intruder (id int)"))
+    asyncio.run(_denied(taken.database.auth_url, "CREATE TABLE intruder (id int)"))
 
 
 def test_our_verifiers_are_postgresqls(roles: Settings) -> None:
     """A password PostgreSQL hashed itself is recognised (so migrate leaves it alone)."""
-    role = url_user(roles.users_database_url)
+    role = url_user(roles.database.users_url)
 
     async def server_hashed() -> str:
         async with connected(f"{POSTGRES}/postgres") as conn:
@@ -223,10 +221,10 @@ def test_our_verifiers_are_postgresqls(roles: Settings) -> None:
 
 
 def test_misconfigured_roles_are_refused(roles: Settings) -> None:
-    shared_role = replace(roles, users_database_url=roles.auth_database_url)
+    shared_role = roles.replace(users_database_url=roles.database.auth_url)
     with pytest.raises(ValueError, match="a user of its own"):
         plan_roles(shared_role)
-    superuser = replace(roles, admin_database_url=f"{POSTGRES}/x")
+    superuser = roles.replace(admin_database_url=f"{POSTGRES}/x")
     with pytest.raises(ValueError, match="owner or migrate's administrator"):
         plan_roles(superuser)
     result = subprocess.run(
@@ -239,7 +237,7 @@ def test_misconfigured_roles_are_refused(roles: Settings) -> None:
 async def _catalog(settings: Settings) -> dict[str, object]:
     """Roles, database, schema, table and default ACLs of the test's roles and databases."""
     snapshot: dict[str, object] = {}
-    tag = settings.database_owner_role.removesuffix("_owner")
+    tag = settings.database.owner_role.removesuffix("_owner")
     async with connected(f"{POSTGRES}/postgres") as conn:
         snapshot["roles"] = [tuple(r) for r in await conn.fetch(
             "SELECT rolname, rolsuper, rolcanlogin, rolinherit, rolcreaterole, rolcreatedb, "
@@ -248,7 +246,7 @@ async def _catalog(settings: Settings) -> dict[str, object]:
             "SELECT datname, datdba, datacl::text FROM pg_database "
             "WHERE starts_with(datname, $1) ORDER BY 1", tag)]
     for db in ("authdb", "apidb", "admindb"):
-        async with connected(f"{POSTGRES}/{database_name(settings.database_url(db))}") as conn:
+        async with connected(f"{POSTGRES}/{database_name(settings.database.url(db))}") as conn:
             snapshot[db] = [tuple(r) for r in await conn.fetch(
                 "SELECT relname, relowner, relacl::text FROM pg_class "
                 "WHERE relnamespace = 'public'::regnamespace ORDER BY 1")] + [
@@ -261,7 +259,7 @@ async def _catalog(settings: Settings) -> dict[str, object]:
 async def _owners(settings: Settings) -> set[str]:
     owners: set[str] = set()
     for db in ("authdb", "apidb", "admindb"):
-        async with connected(settings.database_url(db)) as conn:
+        async with connected(settings.database.url(db)) as conn:
             owners |= {r[0] for r in await conn.fetch(
                 "SELECT pg_get_userbyid(relowner) FROM pg_class "
                 "WHERE relnamespace = 'public'::regnamespace UNION "
@@ -280,7 +278,7 @@ async def _stored_password(role: str) -> str:
 
 def _on(url: str, settings: Settings, database: str) -> str:
     """``url`` (its role) on the database ``settings`` name for ``database``."""
-    return url.rsplit("/", 1)[0] + "/" + database_name(settings.database_url(database))
+    return url.rsplit("/", 1)[0] + "/" + database_name(settings.database.url(database))
 
 
 def test_an_administrator_that_is_no_superuser_will_do() -> None:
@@ -288,7 +286,7 @@ def test_an_administrator_that_is_no_superuser_will_do() -> None:
     (it makes itself a member of the owner role). It cannot read the stored verifiers, so it
     sets the passwords again on each run, and nothing else."""
     with isolated_settings("rolesdba", roles=True, migrate=False) as settings:
-        tag = settings.database_owner_role.removesuffix("_owner")
+        tag = settings.database.owner_role.removesuffix("_owner")
         dba = f"{tag}_dba"  # dropped with the test's other roles
 
         async def create_dba() -> None:
@@ -296,25 +294,25 @@ def test_an_administrator_that_is_no_superuser_will_do() -> None:
                 await conn.execute(f'CREATE ROLE "{dba}" LOGIN CREATEDB CREATEROLE')
 
         asyncio.run(create_dba())
-        managed = replace(settings, migrate_database_url=POSTGRES.replace(
+        managed = settings.replace(migrate_database_url=POSTGRES.replace(
             "//postgres@", f"//{dba}@") + "/postgres")
         assert all(migrate(managed).created.values())
         again = migrate(managed).role_changes
         assert again and all(change.endswith(": password set") for change in again), again
-        asyncio.run(_denied(managed.users_database_url, "CREATE TABLE intruder (id int)"))
+        asyncio.run(_denied(managed.database.users_url, "CREATE TABLE intruder (id int)"))
 
 
 def test_a_superuser_is_not_taken_for_a_service_role(roles: Settings) -> None:
     """A service URL naming an existing superuser is refused, not demoted."""
-    superuser = roles.database_owner_role.removesuffix("_owner") + "_su"  # dropped afterwards
+    superuser = roles.database.owner_role.removesuffix("_owner") + "_su"  # dropped afterwards
 
     async def sql(query: str) -> object:
         async with connected(f"{POSTGRES}/postgres") as conn:
             return await conn.fetchval(query)
 
     asyncio.run(sql(f'CREATE ROLE "{superuser}" LOGIN SUPERUSER'))
-    as_superuser = replace(roles, admin_database_url=roles.admin_database_url.replace(
-        f"{url_user(roles.admin_database_url)}:", f"{superuser}:"))
+    as_superuser = roles.replace(admin_database_url=roles.database.admin_url.replace(
+        f"{url_user(roles.database.admin_url)}:", f"{superuser}:"))
     with pytest.raises(ValueError, match=f"{superuser} is a superuser"):
         migrate(as_superuser)
     assert asyncio.run(sql(f"SELECT rolsuper FROM pg_roles WHERE rolname = '{superuser}'"))

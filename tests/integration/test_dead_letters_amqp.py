@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import aio_pika
@@ -50,11 +50,11 @@ class TestAmqpDeadLetterStore(DeadLetterStoreContract):
         """A vhost of its own with the product's topology: a replay goes through the replay
         exchange, which reaches the topology's work queues only."""
         vhost = f"ams_dlqc_{uuid.uuid4().hex[:8]}"
-        own = replace(settings, rabbitmq_url=f"{RABBITMQ}/{vhost}")
+        own = settings.replace(rabbitmq_url=f"{RABBITMQ}/{vhost}")
         with ManagementClient(MANAGEMENT) as mgmt:
             mgmt.create_vhost(vhost)
         try:
-            connection = await aio_pika.connect(own.rabbitmq_url)
+            connection = await aio_pika.connect(own.broker.url)
             async with connection:
                 declaring = await connection.channel()
                 # A classic dead-letter queue, as this contract always ran on: a 3.10 quorum

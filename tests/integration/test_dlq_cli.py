@@ -54,7 +54,7 @@ def wide_console(monkeypatch: pytest.MonkeyPatch) -> None:
 def authdb() -> Iterator[str]:
     """One migrated authdb for the module: replays and purges are recorded in its audit table."""
     with isolated_settings("dlqaudit") as s:
-        yield s.auth_database_url
+        yield s.database.auth_url
 
 
 @pytest.fixture
@@ -62,8 +62,8 @@ def env(tmp_path: Path, authdb: str) -> Iterator[tuple[Settings, dict[str, str]]
     with isolated_settings("dlq", migrate=False) as s:
         yield s, {
             "AUTH_DATABASE_URL": authdb,
-            "RABBITMQ_URL": s.rabbitmq_url,
-            "RABBITMQ_MANAGEMENT_URL": s.rabbitmq_management_url,
+            "RABBITMQ_URL": s.broker.url,
+            "RABBITMQ_MANAGEMENT_URL": s.broker.management_url,
             "AMSCTL_AUDIT_LOG": str(tmp_path / "audit.jsonl"),
             "DLQ_REPLAY_WINDOW": "50",
         }
@@ -75,7 +75,7 @@ def env(tmp_path: Path, authdb: str) -> Iterator[tuple[Settings, dict[str, str]]
 async def _declare(s: Settings, *consumers: str) -> None:
     """The topology of these consumers, as a worker declares it (the replay exchange too)."""
     specs = tuple(consumer_spec(name) for name in consumers)
-    conn = await aio_pika.connect(s.rabbitmq_url)
+    conn = await aio_pika.connect(s.broker.url)
     async with conn:
         await declare_topology(await conn.channel(), topology_of(specs, parse_retry_delays("1s")))
 
@@ -104,7 +104,7 @@ def dead_letter(message_id: str, consumer: str, **kw: Any) -> aio_pika.Message:
 
 
 async def _publish(s: Settings, queue: str, messages: list[aio_pika.Message]) -> None:
-    conn = await aio_pika.connect(s.rabbitmq_url)
+    conn = await aio_pika.connect(s.broker.url)
     async with conn:
         ch = await conn.channel(publisher_confirms=True)
         await asyncio.gather(*(ch.default_exchange.publish(msg, routing_key=queue)
@@ -113,7 +113,7 @@ async def _publish(s: Settings, queue: str, messages: list[aio_pika.Message]) ->
 
 async def _drain(s: Settings, queue: str) -> list[aio_pika.abc.AbstractIncomingMessage]:
     """Read a queue to the end without removing anything (held, then nacked in order)."""
-    conn = await aio_pika.connect(s.rabbitmq_url)
+    conn = await aio_pika.connect(s.broker.url)
     async with conn:
         ch = await conn.channel()
         q = await ch.get_queue(queue)
@@ -255,7 +255,7 @@ def test_replay_goes_to_the_failed_queue_only_and_keeps_identity(env: Any) -> No
                           dead_letter("c", "profiles")])
 
     async def bind_a_second_subscriber() -> None:
-        conn = await aio_pika.connect(s.rabbitmq_url)
+        conn = await aio_pika.connect(s.broker.url)
         async with conn:
             ch = await conn.channel()
             ex = await ch.get_exchange(m.EVENTS_EXCHANGE)
@@ -412,7 +412,7 @@ async def test_replay_while_the_consumer_is_running(env: Any) -> None:
     await _declare(s, "profiles")
     await _publish(s, "profiles.dlq", [dead_letter(f"p{i}", "profiles") for i in range(300)])
     effects: dict[str, int] = {}
-    conn = await aio_pika.connect(s.rabbitmq_url)
+    conn = await aio_pika.connect(s.broker.url)
     async with conn:
         ch = await conn.channel()
         await ch.set_qos(prefetch_count=20)
@@ -451,7 +451,7 @@ def test_kill_9_in_the_middle_of_a_replay_loses_nothing(env: Any) -> None:
 
 
 async def _kill_when_moving(s: Settings, proc: subprocess.Popen[bytes]) -> int:
-    conn = await aio_pika.connect(s.rabbitmq_url)
+    conn = await aio_pika.connect(s.broker.url)
     async with conn:
         ch = await conn.channel()
         deadline = time.monotonic() + 60
@@ -469,7 +469,7 @@ async def _kill_when_moving(s: Settings, proc: subprocess.Popen[bytes]) -> int:
 
 async def _wait_total(s: Settings, expected: int) -> None:
     """Until the broker has requeued what the killed process held unacked."""
-    conn = await aio_pika.connect(s.rabbitmq_url)
+    conn = await aio_pika.connect(s.broker.url)
     async with conn:
         ch = await conn.channel()
         deadline = time.monotonic() + 20
@@ -488,8 +488,8 @@ async def _wait_total(s: Settings, expected: int) -> None:
 
 def test_replayed_messages_are_processed_once_by_the_runtime_inbox(tmp_path: Path) -> None:
     with isolated_settings("dlqinbox", worker_metrics_port=0) as s:
-        e = {"AUTH_DATABASE_URL": s.auth_database_url,
-             "RABBITMQ_URL": s.rabbitmq_url, "RABBITMQ_MANAGEMENT_URL": s.rabbitmq_management_url,
+        e = {"AUTH_DATABASE_URL": s.database.auth_url,
+             "RABBITMQ_URL": s.broker.url, "RABBITMQ_MANAGEMENT_URL": s.broker.management_url,
              "AMSCTL_AUDIT_LOG": str(tmp_path / "audit.jsonl")}
         applied, inbox_rows = asyncio.run(_replay_through_runtime(s, e))
     assert sorted(applied) == sorted(set(applied))
@@ -534,7 +534,7 @@ async def _replay_through_runtime(s: Settings, e: dict[str, str]) -> tuple[list[
         assert await _drain(s, "profiles.dlq") == []
     finally:
         await running.stop(grace_s=5)
-    engine = create_engine(s.database_url("apidb"))
+    engine = create_engine(s.database.url("apidb"))
     async with engine.connect() as conn:
         rows = (await conn.execute(
             text("SELECT count(*) FROM inbox WHERE consumer = 'profiles'"))).scalar_one()
@@ -543,7 +543,7 @@ async def _replay_through_runtime(s: Settings, e: dict[str, str]) -> tuple[list[
 
 
 async def _publish_events(s: Settings, events: list[tuple[str, Any, bytes]]) -> None:
-    conn = await aio_pika.connect(s.rabbitmq_url)
+    conn = await aio_pika.connect(s.broker.url)
     async with conn:
         ch = await conn.channel(publisher_confirms=True)
         ex = await ch.get_exchange(m.EVENTS_EXCHANGE)
@@ -557,7 +557,7 @@ async def _publish_events(s: Settings, events: list[tuple[str, Any, bytes]]) -> 
 
 
 async def _inbox_ids(s: Settings, n: int) -> list[str]:
-    engine = create_engine(s.database_url("apidb"))
+    engine = create_engine(s.database.url("apidb"))
     async with engine.connect() as conn:
         result = await conn.execute(
             text("SELECT message_id FROM inbox WHERE consumer = 'profiles' LIMIT :n"), {"n": n})
@@ -567,7 +567,7 @@ async def _inbox_ids(s: Settings, n: int) -> list[str]:
 
 
 async def _wait_depth(s: Settings, queue: str, depth: int) -> None:
-    conn = await aio_pika.connect(s.rabbitmq_url)
+    conn = await aio_pika.connect(s.broker.url)
     async with conn:
         ch = await conn.channel()
 

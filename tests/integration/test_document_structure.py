@@ -53,7 +53,7 @@ lists the busiest berths by ships handled.
 
 @pytest.fixture(scope="module")
 async def sessions(settings: Settings) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    engine = create_engine(settings.admin_database_url, pool_size=2)
+    engine = create_engine(settings.database.admin_url, pool_size=2)
     yield session_factory(engine)
     await engine.dispose()
 
@@ -101,7 +101,7 @@ async def test_mixed_pdf_structure_text_and_summary(
     assert doc["status"] == "completed", doc["failure_reason"]
     text_page, scanned = doc["pages"]
     assert (text_page["source"], scanned["source"]) == ("text_layer", "ocr")
-    assert text_page["scale"] == scanned["scale"] == settings.ocr_pdf_dpi / 72
+    assert text_page["scale"] == scanned["scale"] == settings.ocr.pdf_dpi / 72
     for page in doc["pages"]:
         assert [b["kind"] for b in page["blocks"]] == [kind for kind, _ in EXPECTED]
         blocks_lines = [line for b in page["blocks"] for p in b["paragraphs"]

@@ -42,7 +42,7 @@ class SqlWorld:
 class TestLeaseConnection(LeasesContract):
     @pytest.fixture
     async def world(self, settings: Settings) -> AsyncIterator[SqlWorld]:
-        dsn = asyncpg_dsn(settings.auth_database_url)
+        dsn = asyncpg_dsn(settings.database.auth_url)
         world = SqlWorld(dsn, await asyncpg.connect(dsn))
         try:
             yield world

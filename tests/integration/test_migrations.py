@@ -44,7 +44,7 @@ def _expected(diff: Any) -> bool:
 
 @pytest.mark.parametrize("database", sorted(MODELS))
 async def test_the_migrated_schema_matches_the_models(settings: Settings, database: str) -> None:
-    engine = create_engine(settings.database_url(database), pool_size=1)
+    engine = create_engine(settings.database.url(database), pool_size=1)
     try:
         async with engine.connect() as connection:
             differences = await connection.run_sync(_differences, database)

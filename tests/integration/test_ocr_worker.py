@@ -32,7 +32,7 @@ from workers.ocr_pool import OcrCrashed, ProcessOcrRunner
 
 @pytest.fixture(scope="module")
 async def sessions(settings: Settings) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    engine = create_engine(settings.admin_database_url, pool_size=2)
+    engine = create_engine(settings.database.admin_url, pool_size=2)
     yield session_factory(engine)
     await engine.dispose()
 
@@ -99,7 +99,7 @@ def runner(settings: Settings, config: EngineConfig, timeout_s: float = 60, work
            memory_limit_mb: int | None = None) -> ProcessOcrRunner:
     """A real runner with the worker's settings (the default memory limit included)."""
     limits = UploadLimits.from_settings(settings).document
-    memory = settings.ocr_memory_limit_mb if memory_limit_mb is None else memory_limit_mb
+    memory = settings.ocr.memory_limit_mb if memory_limit_mb is None else memory_limit_mb
     return ProcessOcrRunner(config, limits, workers=workers, timeout_s=timeout_s,
                             memory_limit_mb=memory)
 

@@ -32,16 +32,16 @@ def cfg() -> Iterator[Settings]:
 
 @pytest.fixture
 def env(cfg: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    monkeypatch.setenv("AUTH_DATABASE_URL", cfg.auth_database_url)
-    monkeypatch.setenv("SIGNING_KEY_KEK", cfg.signing_key_kek)
-    monkeypatch.setenv("USERS_DATABASE_URL", cfg.users_database_url)
-    monkeypatch.setenv("ADMIN_DATABASE_URL", cfg.admin_database_url)
+    monkeypatch.setenv("AUTH_DATABASE_URL", cfg.database.auth_url)
+    monkeypatch.setenv("SIGNING_KEY_KEK", cfg.tokens.signing_key_kek)
+    monkeypatch.setenv("USERS_DATABASE_URL", cfg.database.users_url)
+    monkeypatch.setenv("ADMIN_DATABASE_URL", cfg.database.admin_url)
     return cfg
 
 
 def entries(cfg: Settings, **filters: object) -> list[audit.AuditEntry]:
     async def read() -> list[audit.AuditEntry]:
-        engine = create_engine(cfg.auth_database_url, pool_size=1)
+        engine = create_engine(cfg.database.auth_url, pool_size=1)
         try:
             return await audit.list_entries(session_factory(engine), AuditFilter(**filters))  # type: ignore[arg-type]
         finally:
@@ -62,7 +62,7 @@ async def _sql(url: str, statement: str, *args: object) -> object:
 
 
 async def test_record_and_list_with_filters(cfg: Settings) -> None:
-    engine = create_engine(cfg.auth_database_url, pool_size=1)
+    engine = create_engine(cfg.database.auth_url, pool_size=1)
     sessions = session_factory(engine)
     try:
         before = datetime.now(UTC) - timedelta(seconds=1)
@@ -105,14 +105,14 @@ async def test_record_and_list_with_filters(cfg: Settings) -> None:
     "TRUNCATE operator_audit",
 ])
 async def test_the_table_is_append_only_even_for_its_owner(cfg: Settings, statement: str) -> None:
-    engine = create_engine(cfg.auth_database_url, pool_size=1)
+    engine = create_engine(cfg.database.auth_url, pool_size=1)
     try:
         await audit.record(session_factory(engine), actor="a@h", source=AuditSource.CLI,
                            action="keys.create", target="k", outcome=AuditOutcome.OK)
     finally:
         await engine.dispose()
     with pytest.raises(asyncpg.InsufficientPrivilegeError, match="append-only"):
-        await _sql(cfg.auth_database_url, statement)
+        await _sql(cfg.database.auth_url, statement)
 
 
 # --- amsctl writes it -------------------------------------------------------------------
@@ -178,7 +178,7 @@ async def _parked(url: str, event_id: str) -> bool:
 
 
 def test_outbox_requeue_is_recorded(env: Settings) -> None:
-    event_id = asyncio.run(_park_event(env.users_database_url))
+    event_id = asyncio.run(_park_event(env.database.users_url))
     result = runner.invoke(app, ["outbox", "requeue", "--database", "apidb",
                                  "--event-id", event_id])
     assert result.exit_code == 0, result.output
@@ -189,16 +189,16 @@ def test_outbox_requeue_is_recorded(env: Settings) -> None:
 def test_no_audit_table_no_action(monkeypatch: pytest.MonkeyPatch) -> None:
     """An action that could not be recorded is not done at all (exit 3, nothing changed)."""
     with isolated_settings("noaudit") as s:
-        command.downgrade(alembic_config("authdb", s.auth_database_url), "authdb_0004")
-        event_id = asyncio.run(_park_event(s.admin_database_url))
-        monkeypatch.setenv("AUTH_DATABASE_URL", s.auth_database_url)
-        monkeypatch.setenv("SIGNING_KEY_KEK", s.signing_key_kek)
-        monkeypatch.setenv("ADMIN_DATABASE_URL", s.admin_database_url)
+        command.downgrade(alembic_config("authdb", s.database.auth_url), "authdb_0004")
+        event_id = asyncio.run(_park_event(s.database.admin_url))
+        monkeypatch.setenv("AUTH_DATABASE_URL", s.database.auth_url)
+        monkeypatch.setenv("SIGNING_KEY_KEK", s.tokens.signing_key_kek)
+        monkeypatch.setenv("ADMIN_DATABASE_URL", s.database.admin_url)
         result = runner.invoke(app, ["outbox", "requeue", "--database", "admindb",
                                      "--event-id", event_id])
         assert result.exit_code == 3, result.output
         assert "audit table is missing" in result.output
-        assert asyncio.run(_parked(s.admin_database_url, event_id)), "requeued unrecorded"
+        assert asyncio.run(_parked(s.database.admin_url, event_id)), "requeued unrecorded"
 
         result = runner.invoke(app, ["keys", "create"])
         assert result.exit_code == 3, result.output

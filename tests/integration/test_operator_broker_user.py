@@ -13,7 +13,6 @@ import asyncio
 import json
 import uuid
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -51,14 +50,13 @@ def world() -> Iterator[tuple[Settings, Settings]]:
         try:
             summary = asyncio.run(apply_topology(admin))
             assert f"operator user {user!r}" in summary
-            operator = replace(
-                admin,
-                rabbitmq_url=_with_user(admin.rabbitmq_url, user, password),
-                rabbitmq_management_url=_with_user(admin.rabbitmq_management_url, user, password),
+            operator = admin.replace(
+                rabbitmq_url=_with_user(admin.broker.url, user, password),
+                rabbitmq_management_url=_with_user(admin.broker.management_url, user, password),
             )
             yield admin, operator
         finally:
-            with ManagementClient(admin.rabbitmq_management_url) as mgmt:
+            with ManagementClient(admin.broker.management_url) as mgmt:
                 mgmt.delete_user(user)
 
 
@@ -67,8 +65,8 @@ def test_apply_writes_the_least_privilege_permissions_idempotently(world: Any) -
     summary = asyncio.run(apply_topology(admin))  # the second time: the same outcome
     perms = topology.OPERATOR_PERMISSIONS
     assert f"write {perms.write}" in summary
-    with ManagementClient(admin.rabbitmq_management_url) as mgmt:
-        written = mgmt.permissions(vhost_of(admin.rabbitmq_url), admin.rabbitmq_operator_user)
+    with ManagementClient(admin.broker.management_url) as mgmt:
+        written = mgmt.permissions(vhost_of(admin.broker.url), admin.broker.operator_user)
     assert (written["configure"], written["write"], written["read"]) == (
         "^$", "^replay$", r"^.*\.dlq$"
     )
@@ -109,11 +107,11 @@ def test_the_broker_refuses_the_operator_every_publish_but_to_the_replay_exchang
 
     for act, word in ((to_default, "amq.default"), (to_events, "'events'"),
                       (declare, "operator-made"), (read_work, "'profiles'")):
-        assert word in asyncio.run(_refused(operator.rabbitmq_url, act))
+        assert word in asyncio.run(_refused(operator.broker.url, act))
 
     async def through_replay() -> list[str]:
         """Through the replay exchange a work queue is reached; a retry queue is not."""
-        connection = await aio_pika.connect(operator.rabbitmq_url)
+        connection = await aio_pika.connect(operator.broker.url)
         async with connection:
             channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
             exchange = await channel.get_exchange(m.REPLAY_EXCHANGE)
@@ -131,7 +129,7 @@ def test_the_broker_refuses_the_operator_every_publish_but_to_the_replay_exchang
 
 def _take(settings: Settings, queue: str) -> list[str]:
     async def run() -> list[str]:
-        connection = await aio_pika.connect(settings.rabbitmq_url)
+        connection = await aio_pika.connect(settings.broker.url)
         async with connection:
             channel = await connection.channel()
             q = await channel.get_queue(queue)
@@ -149,7 +147,7 @@ def test_a_replay_with_the_operator_credentials_works_and_a_forged_target_is_ref
     admin, operator = world
 
     async def put() -> None:
-        connection = await aio_pika.connect(admin.rabbitmq_url)
+        connection = await aio_pika.connect(admin.broker.url)
         async with connection:
             channel = await connection.channel(publisher_confirms=True)
             for letter in (dead_letter("own", "profiles"),
@@ -159,8 +157,8 @@ def test_a_replay_with_the_operator_credentials_works_and_a_forged_target_is_ref
                 await channel.default_exchange.publish(letter, routing_key="profiles.dlq")
 
     asyncio.run(put())
-    env = {"AUTH_DATABASE_URL": admin.auth_database_url, "RABBITMQ_URL": operator.rabbitmq_url,
-           "RABBITMQ_MANAGEMENT_URL": operator.rabbitmq_management_url,
+    env = {"AUTH_DATABASE_URL": admin.database.auth_url, "RABBITMQ_URL": operator.broker.url,
+           "RABBITMQ_MANAGEMENT_URL": operator.broker.management_url,
            "AMSCTL_AUDIT_LOG": str(tmp_path / "audit.jsonl")}
     result = runner.invoke(app, ["dlq", "replay", "--queue", "profiles.dlq", "--all", "--yes",
                                  "--json", "--reason", "operator user test"], env=env)
@@ -171,7 +169,7 @@ def test_a_replay_with_the_operator_credentials_works_and_a_forged_target_is_ref
     assert "not a work queue of the topology" in outcome["forged"]["error"]
     assert _take(admin, "profiles") == ["own"]
     async def left() -> int:
-        connection = await aio_pika.connect(admin.rabbitmq_url)
+        connection = await aio_pika.connect(admin.broker.url)
         async with connection:
             channel = await connection.channel()
             dlq = await channel.declare_queue("profiles.dlq", passive=True)

@@ -50,7 +50,7 @@ class TestPgOutboxQueue(OutboxQueueContract):
     @pytest.fixture
     async def world(self, settings: Settings) -> AsyncIterator[SqlWorld]:
         await clear_outbox(settings)
-        dsn = asyncpg_dsn(settings.auth_database_url)
+        dsn = asyncpg_dsn(settings.database.auth_url)
         leases = LeaseConnection(dsn)
         queue = PgOutboxQueue(dsn, leases)
         conn = await asyncpg.connect(dsn)
@@ -71,7 +71,7 @@ async def test_the_merged_claim_returns_what_the_plain_claim_returns(settings: S
     same claim: the same rows in the same order for any partitions, rows in flight, rows
     backing off or parked, and limit."""
     await clear_outbox(settings)
-    conn = await asyncpg.connect(asyncpg_dsn(settings.auth_database_url))
+    conn = await asyncpg.connect(asyncpg_dsn(settings.database.auth_url))
     try:
         ids = [
             int(await conn.fetchval(_INSERT, AGGREGATE_TYPE, f"agg-{i % 40}",

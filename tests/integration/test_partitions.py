@@ -47,7 +47,7 @@ def part_settings() -> Iterator[Settings]:
 @pytest.fixture(scope="module")
 async def db(part_settings: Settings) -> AsyncIterator[asyncpg.Pool]:
     pool = await asyncpg.create_pool(
-        asyncpg_dsn(part_settings.users_database_url), min_size=1, max_size=2
+        asyncpg_dsn(part_settings.database.users_url), min_size=1, max_size=2
     )
     await pool.execute(EFFECTS_DDL)
     yield pool
@@ -56,7 +56,7 @@ async def db(part_settings: Settings) -> AsyncIterator[asyncpg.Pool]:
 
 @pytest.fixture
 async def channel(part_settings: Settings) -> AsyncIterator[aio_pika.abc.AbstractChannel]:
-    connection = await aio_pika.connect(part_settings.rabbitmq_url)
+    connection = await aio_pika.connect(part_settings.broker.url)
     yield await connection.channel()
     await connection.close()
 
@@ -191,11 +191,11 @@ async def test_supervisor_restarts_a_killed_partition_and_nothing_is_lost_or_dou
         [sys.executable, "-m", "workers", "profiles"], cwd=ROOT, env=env,
         stdin=subprocess.DEVNULL,
     )
-    db = await asyncpg.connect(asyncpg_dsn(part_settings.users_database_url))
+    db = await asyncpg.connect(asyncpg_dsn(part_settings.database.users_url))
     try:
         def consuming() -> set[str]:
-            with ManagementClient(part_settings.rabbitmq_management_url) as mgmt:
-                queues = mgmt.queues(vhost_of(part_settings.rabbitmq_url))
+            with ManagementClient(part_settings.broker.management_url) as mgmt:
+                queues = mgmt.queues(vhost_of(part_settings.broker.url))
             return {q["name"] for q in queues if q.get("consumers")}
 
         async def consumers_up() -> bool:

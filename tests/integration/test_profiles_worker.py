@@ -31,7 +31,7 @@ def context(
 
 
 async def test_creates_profile_once_and_emits_profile_created_once(settings: Settings) -> None:
-    engine = create_engine(settings.users_database_url)
+    engine = create_engine(settings.database.users_url)
     sessions = session_factory(engine)
     user_id = uuid.uuid4()
     event = UserRegistered(user_id=user_id, email="w@example.com", display_name="Wendy")
@@ -75,7 +75,7 @@ async def test_a_batch_creates_the_same_profiles_and_follow_ups_as_one_by_one(
     """The batch form: each new user's profile and one ``profile.created`` carrying its own
     message's correlation, causation and trace context; an existing profile and a second
     message for the same user change nothing, as with the one-by-one handler."""
-    engine = create_engine(settings.users_database_url)
+    engine = create_engine(settings.database.users_url)
     sessions = session_factory(engine)
     existing, *new = [uuid.uuid4() for _ in range(4)]
     async with sessions() as session, session.begin():

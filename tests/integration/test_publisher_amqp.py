@@ -32,14 +32,14 @@ class AmqpWorld:
 class TestAmqpPublisher(PublisherContract):
     @pytest.fixture
     async def world(self, settings: Settings) -> AsyncIterator[AmqpWorld]:
-        connection = await aio_pika.connect(settings.rabbitmq_url)
+        connection = await aio_pika.connect(settings.broker.url)
         channel = await connection.channel()
         exchange = await channel.declare_exchange(
             EVENTS_EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True
         )
         queue = await channel.declare_queue(f"contract.{uuid.uuid4().hex[:8]}", exclusive=True)
         await queue.bind(exchange, ROUTED)
-        publisher = AmqpPublisher(settings.rabbitmq_url, producer="contract")
+        publisher = AmqpPublisher(settings.broker.url, producer="contract")
         down = AmqpPublisher(f"amqp://guest:guest@127.0.0.1:{free_port()}/", producer="contract")
         try:
             yield AmqpWorld(publisher, down, queue)

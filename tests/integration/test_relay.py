@@ -8,7 +8,6 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import replace
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -42,8 +41,7 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 @pytest.fixture
 async def relay_settings(settings: Settings) -> AsyncIterator[Settings]:
     await clear_outbox(settings)
-    yield replace(
-        settings,
+    yield settings.replace(
         relay_batch_size=200,
         relay_poll_min_s=0.05,
         relay_poll_max_s=0.5,
@@ -73,7 +71,7 @@ def aggregates(n: int) -> list[uuid.UUID]:
 
 
 async def test_rolled_back_transaction_publishes_nothing(relay_settings: Settings) -> None:
-    engine = create_engine(relay_settings.auth_database_url)
+    engine = create_engine(relay_settings.database.auth_url)
     sessions = session_factory(engine)
     async with Collector(relay_settings) as collector, running_relay(relay_settings):
         with contextlib.suppress(RuntimeError):
@@ -140,8 +138,8 @@ def _via_proxy(url: str, port: int) -> str:
 
 async def test_broker_unreachable_for_ten_seconds(relay_settings: Settings) -> None:
     with TcpProxy("127.0.0.1", 5672) as proxy:
-        relay_through_proxy = replace(
-            relay_settings, rabbitmq_url=_via_proxy(relay_settings.rabbitmq_url, proxy.port)
+        relay_through_proxy = relay_settings.replace(
+            rabbitmq_url=_via_proxy(relay_settings.broker.url, proxy.port)
         )
         async with (
             Collector(relay_settings) as collector,
@@ -182,7 +180,7 @@ async def test_two_relays_share_partitions_and_keep_aggregate_order(
 
 
 async def _partition_owners(settings: Settings) -> dict[int, int]:
-    conn = await asyncpg.connect(asyncpg_dsn(settings.auth_database_url))
+    conn = await asyncpg.connect(asyncpg_dsn(settings.database.auth_url))
     try:
         rows = await conn.fetch(
             "SELECT pid, count(*) AS n FROM pg_locks WHERE locktype = 'advisory' AND granted "
@@ -196,7 +194,7 @@ async def _partition_owners(settings: Settings) -> dict[int, int]:
 
 
 async def test_unroutable_event_is_parked_without_blocking_others(relay_settings: Settings) -> None:
-    engine = create_engine(relay_settings.auth_database_url)
+    engine = create_engine(relay_settings.database.auth_url)
     sessions = session_factory(engine)
     # Only user.* is bound in this vhost: document.uploaded has nowhere to go.
     async with (
@@ -241,7 +239,7 @@ async def test_unroutable_event_is_parked_without_blocking_others(relay_settings
 async def test_event_no_consumer_handles_is_published_not_parked(relay_settings: Settings) -> None:
     """profile.created has no consumer in the product (audit only): no bound queue is not an
     error, the relay must not retry and park it (it did, with ``mandatory`` on every event)."""
-    engine = create_engine(relay_settings.auth_database_url)
+    engine = create_engine(relay_settings.database.auth_url)
     sessions = session_factory(engine)
     async with (
         Collector(relay_settings, routing_keys=("user.#",)) as collector,
@@ -264,7 +262,7 @@ async def _amsctl(settings: Settings, *args: str) -> Result:
 
 
 async def test_commit_wakes_relay_before_poll_interval(relay_settings: Settings) -> None:
-    slow_poll = replace(relay_settings, relay_poll_min_s=5.0, relay_poll_max_s=5.0)
+    slow_poll = relay_settings.replace(relay_poll_min_s=5.0, relay_poll_max_s=5.0)
     async with Collector(relay_settings) as collector, running_relay(slow_poll):
         await asyncio.sleep(0.5)  # the relay is idle, sleeping on a 5 s poll
         latencies = []
@@ -281,9 +279,9 @@ async def test_database_connections_dropped_mid_stream(relay_settings: Settings)
     """PostgreSQL goes away under the relay (every connection dropped, new ones refused for
     3 s, as in a restart): the relay reconnects by itself and loses nothing."""
     with TcpProxy("127.0.0.1", 5432) as proxy:
-        parts = urlsplit(relay_settings.auth_database_url)
+        parts = urlsplit(relay_settings.database.auth_url)
         via_proxy = urlunsplit(parts._replace(netloc=f"{parts.username}@127.0.0.1:{proxy.port}"))
-        relay_through_proxy = replace(relay_settings, auth_database_url=via_proxy)
+        relay_through_proxy = relay_settings.replace(auth_database_url=via_proxy)
         async with Collector(relay_settings) as collector, running_relay(relay_through_proxy):
             producing = asyncio.create_task(
                 produce(relay_settings, aggregates(100), 10, concurrency=10, max_delay_s=0.01)
@@ -309,7 +307,7 @@ async def _insert_event(conn: asyncpg.Connection) -> None:
 async def test_one_committing_transaction_at_a_time_notifies(relay_settings: Settings) -> None:
     """Notifying transactions commit one WAL flush at a time; the trigger lets one notify,
     and only while it commits (an open transaction mutes nobody)."""
-    dsn = asyncpg_dsn(relay_settings.auth_database_url)
+    dsn = asyncpg_dsn(relay_settings.database.auth_url)
     listener, other, writer = [await asyncpg.connect(dsn) for _ in range(3)]
     notified: list[object] = []
     await listener.add_listener(NOTIFY_CHANNEL, lambda *args: notified.append(args))

@@ -8,7 +8,6 @@ killed with SIGKILL. Short timeouts and retry delays come from the settings.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import os
 import signal
@@ -105,7 +104,7 @@ async def _login(client: AsyncTestClient[Any], address: str) -> dict[str, Any]:
 async def _admin_token(client: AsyncTestClient[Any], settings: Settings) -> str:
     address = _email()
     passwords = Argon2Passwords(time_cost=1, memory_kib=8192, parallelism=1)
-    engine_url = settings.auth_database_url
+    engine_url = settings.database.auth_url
     from shared.db import create_engine
 
     engine = create_engine(engine_url, pool_size=1)
@@ -413,7 +412,7 @@ async def test_duplicate_and_out_of_order_replies_change_nothing(
 async def test_participant_that_never_answers_times_out_and_compensates(
     saga_settings: Settings,
 ) -> None:
-    quick = dataclasses.replace(saga_settings, saga_step_timeout_s=1.5)
+    quick = saga_settings.replace(saga_step_timeout_s=1.5)
     async with AsyncTestClient(create_app(quick)) as client, SagaStack(quick) as stack:
         await stack.start("profiles")
         # The real saga worker process, with its sweeper; no documents worker, so

@@ -65,7 +65,7 @@ class SqlWorld:
 class TestSqlSagaStore(SagaStoreContract):
     @pytest.fixture
     async def world(self, settings: Settings) -> AsyncIterator[SqlWorld]:
-        engine = create_engine(settings.auth_database_url, pool_size=1)
+        engine = create_engine(settings.database.auth_url, pool_size=1)
         try:
             async with engine.connect() as connection:
                 transaction = await connection.begin()

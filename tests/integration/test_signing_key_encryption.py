@@ -36,7 +36,7 @@ def cfg() -> Iterator[Settings]:
 
 
 async def _store(cfg: Settings, kek: str | None) -> tuple[KeyStore, object]:
-    engine = create_engine(cfg.auth_database_url, pool_size=1)
+    engine = create_engine(cfg.database.auth_url, pool_size=1)
     return KeyStore(session_factory(engine), KeySealer(kek) if kek else None), engine
 
 
@@ -58,7 +58,7 @@ async def test_a_dump_of_authdb_gives_no_usable_private_key(cfg: Settings) -> No
         live = await store.live()
     finally:
         await engine.dispose()  # type: ignore[attr-defined]
-    dump = _pg_dump(cfg.auth_database_url).replace("\\n", "\n")
+    dump = _pg_dump(cfg.database.auth_url).replace("\\n", "\n")
     blocks = [m.group(0) for m in PEM.finditer(dump)]
     assert len(blocks) >= 2
     assert {m.group(1) for m in PEM.finditer(dump)} == {"ENCRYPTED PRIVATE KEY"}
@@ -78,7 +78,7 @@ async def test_clear_rows_from_before_are_sealed_when_auth_starts(cfg: Settings)
     clear = Ed25519PrivateKey.generate().private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption()).decode()
-    conn = await asyncpg.connect(asyncpg_dsn(cfg.auth_database_url))
+    conn = await asyncpg.connect(asyncpg_dsn(cfg.database.auth_url))
     try:
         await conn.execute(
             "INSERT INTO signing_keys (kid, algorithm, private_pem, public_jwk, retired_at)"

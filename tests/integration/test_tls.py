@@ -25,7 +25,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import aio_pika
@@ -74,7 +74,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 
 
 def settings_with(ca: str, **urls: str) -> Settings:
-    return Settings(tls_ca_file=ca, **urls)  # type: ignore[arg-type]
+    return Settings.build(tls_ca_file=ca, **urls)
 
 
 # --- PostgreSQL -----------------------------------------------------------------------------
@@ -131,11 +131,11 @@ async def over_tls(url: str) -> tuple[bool, bool]:
 
 async def test_postgres_verify_full_with_the_right_ca(postgres: int, pki: Pki) -> None:
     s = settings_with(pki.ca, auth_database_url=pg_url("localhost", postgres, "verify-full"))
-    assert "sslrootcert=" in s.auth_database_url  # TLS_CA_FILE written into the URL
-    assert await over_tls(s.auth_database_url) == (True, True)
+    assert "sslrootcert=" in s.database.auth_url  # TLS_CA_FILE written into the URL
+    assert await over_tls(s.database.auth_url) == (True, True)
     # verify-ca checks the CA only, so the address the certificate does not name passes.
     s = settings_with(pki.ca, auth_database_url=pg_url("127.0.0.1", postgres, "verify-ca"))
-    assert await over_tls(s.auth_database_url) == (True, True)
+    assert await over_tls(s.database.auth_url) == (True, True)
 
 
 async def test_postgres_refuses_another_ca_and_a_wrong_host_name(postgres: int, pki: Pki) -> None:
@@ -145,13 +145,13 @@ async def test_postgres_refuses_another_ca_and_a_wrong_host_name(postgres: int, 
                                auth_database_url=pg_url("127.0.0.1", postgres, "verify-full"))
     for s, why in ((other, "unable to get local issuer certificate"),
                    (wrong_host, "IP address mismatch")):
-        engine = create_engine(s.auth_database_url, pool_size=1)
+        engine = create_engine(s.database.auth_url, pool_size=1)
         with pytest.raises(ssl.SSLCertVerificationError, match=why):
             async with engine.connect():
                 pass
         await engine.dispose()
         with pytest.raises(ssl.SSLCertVerificationError, match=why):
-            await asyncpg.connect(asyncpg_dsn(s.auth_database_url))
+            await asyncpg.connect(asyncpg_dsn(s.database.auth_url))
     # The private server takes TLS only: without it the server refuses the connection.
     with pytest.raises(asyncpg.InvalidAuthorizationSpecificationError, match="no encryption"):
         await asyncpg.connect(asyncpg_dsn(pg_url("localhost", postgres, "disable")))
@@ -213,7 +213,7 @@ def _wait_port(port: int, proc: subprocess.Popen[bytes], timeout_s: float = 20.0
 
 async def test_rediss_with_the_right_ca_and_refused_otherwise(redis_tls: int, pki: Pki) -> None:
     good = settings_with(pki.ca, redis_url=f"rediss://localhost:{redis_tls}/0")
-    client = create_redis(good.redis_url, timeout_s=5)
+    client = create_redis(good.redis.url, timeout_s=5)
     assert await client.ping()
     await client.aclose()
     for s, why in (
@@ -222,7 +222,7 @@ async def test_rediss_with_the_right_ca_and_refused_otherwise(redis_tls: int, pk
         (settings_with(pki.ca, redis_url=f"rediss://127.0.0.1:{redis_tls}/0"),
          "IP address mismatch"),
     ):
-        client = create_redis(s.redis_url, timeout_s=5)
+        client = create_redis(s.redis.url, timeout_s=5)
         with pytest.raises(redis.exceptions.ConnectionError, match=why):
             await client.ping()
         await client.aclose()
@@ -246,8 +246,8 @@ def amqps_port(pki: Pki) -> Iterator[int]:
 
 async def test_amqps_with_the_right_ca_runs_a_session(amqps_port: int, pki: Pki) -> None:
     s = settings_with(pki.ca, rabbitmq_url=f"amqps://guest:guest@localhost:{amqps_port}/")
-    assert "cafile=" in s.rabbitmq_url
-    connection = await connect(s.rabbitmq_url, name="tls test")
+    assert "cafile=" in s.broker.url
+    connection = await connect(s.broker.url, name="tls test")
     try:
         channel = await connection.channel()
         queue = await channel.declare_queue(exclusive=True, auto_delete=True)
@@ -272,7 +272,7 @@ async def test_amqps_refuses_another_ca_and_a_wrong_host_name(amqps_port: int, p
          "IP address mismatch"),
     ):
         with pytest.raises(BrokerUnavailable, match=why):
-            await connect(s.rabbitmq_url, name="tls test")
+            await connect(s.broker.url, name="tls test")
     with pytest.raises(TlsConfigError, match="no_verify_ssl turns verification off"):
         settings_with(pki.ca, rabbitmq_url="amqps://localhost:5671/?no_verify_ssl=1")
 
@@ -283,8 +283,8 @@ def https_auth(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[i
     """The auth API as a process, serving https with the test CA's certificate; its port."""
     log = tmp_path_factory.mktemp("auth") / "auth.log"
     with isolated_settings("tls", redis_key_prefix=f"tls{uuid.uuid4().hex[:8]}:") as s:
-        served = replace(s, http_tls_cert_file=pki.cert, http_tls_key_file=pki.key,
-                         log_level="WARNING")
+        served = s.replace(http_tls_cert_file=pki.cert, http_tls_key_file=pki.key,
+                           log_level="WARNING")
         probe = ssl.create_default_context(cafile=pki.ca)
         probe.check_hostname = False  # the probe dials 127.0.0.1
         with live_api(served, "auth", scheme="https", verify=probe, log=log) as url:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from dataclasses import replace
 
 import aio_pika
 import pytest
@@ -24,7 +23,7 @@ def topo_settings() -> Iterator[Settings]:
 
 async def test_apply_twice_and_over_a_queue_with_other_arguments(topo_settings: Settings) -> None:
     settings = topo_settings
-    connection = await aio_pika.connect(settings.rabbitmq_url)
+    connection = await aio_pika.connect(settings.broker.url)
     channel = await connection.channel()
     # An older deployment declared the work queue with another delivery limit.
     await channel.declare_queue(
@@ -36,8 +35,8 @@ async def test_apply_twice_and_over_a_queue_with_other_arguments(topo_settings: 
     second = await apply_topology(settings)
     assert "kept existing queue(s) with other arguments: ocr" in first
     assert "24 queue(s)" in second
-    with ManagementClient(settings.rabbitmq_management_url) as mgmt:
-        vhost = vhost_of(settings.rabbitmq_url)
+    with ManagementClient(settings.broker.management_url) as mgmt:
+        vhost = vhost_of(settings.broker.url)
         queues = {q["name"]: q for q in mgmt.queues(vhost)}
         policies = mgmt._request("GET", f"/policies/{vhost}").json()
     assert queues["profiles.dlq"]["type"] == "quorum"
@@ -48,8 +47,8 @@ async def test_apply_twice_and_over_a_queue_with_other_arguments(topo_settings: 
     }
     dlq: dict[str, object] = {}
     for _ in range(40):  # the management API shows a queue's policy with its next stats
-        with ManagementClient(settings.rabbitmq_management_url) as mgmt:
-            dlq = mgmt.queue(vhost_of(settings.rabbitmq_url), "profiles.dlq")
+        with ManagementClient(settings.broker.management_url) as mgmt:
+            dlq = mgmt.queue(vhost_of(settings.broker.url), "profiles.dlq")
         if dlq.get("policy"):
             break
         await asyncio.sleep(0.5)
@@ -63,7 +62,7 @@ async def test_apply_moves_classic_dead_letter_queues_to_quorum_without_a_loss(
     """A single-node deployment's classic DLQs: every dead letter survives the migration,
     in order, with its headers; a holding queue a crash left behind is emptied too."""
     settings = topo_settings
-    connection = await aio_pika.connect(settings.rabbitmq_url)
+    connection = await aio_pika.connect(settings.broker.url)
     channel = await connection.channel()
     for name in ("profiles.dlq", "saga.dlq"):
         await channel.declare_queue(name, durable=True, arguments={"x-queue-type": "classic"})
@@ -87,11 +86,11 @@ async def test_apply_moves_classic_dead_letter_queues_to_quorum_without_a_loss(
     assert "profiles.dlq (40 message(s))" in summary
     assert "saga.dlq (2 message(s))" in summary
 
-    with ManagementClient(settings.rabbitmq_management_url) as mgmt:
-        queues = {q["name"]: q for q in mgmt.queues(vhost_of(settings.rabbitmq_url))}
+    with ManagementClient(settings.broker.management_url) as mgmt:
+        queues = {q["name"]: q for q in mgmt.queues(vhost_of(settings.broker.url))}
     assert queues["profiles.dlq"]["type"] == queues["saga.dlq"]["type"] == "quorum"
     assert not any(name.endswith(".migrating") for name in queues)
-    connection = await aio_pika.connect(settings.rabbitmq_url)
+    connection = await aio_pika.connect(settings.broker.url)
     try:
         channel = await connection.channel()
         seen = []
@@ -112,13 +111,13 @@ async def test_apply_moves_classic_dead_letter_queues_to_quorum_without_a_loss(
 async def test_apply_partitioned_routes_an_aggregate_to_one_partition(
     topo_settings: Settings,
 ) -> None:
-    settings = replace(topo_settings, worker_partitions=3)
+    settings = topo_settings.replace(worker_partitions=3)
     summary = await apply_topology(settings)
     # 3 partitioned consumers x 3 partitions x (work + 4 retry) + ocr (1 + 4) + 4 DLQs;
     # events, replay + 2 per partitioned consumer (partitions, unslotted)
     assert "54 queue(s)" in summary and "8 exchange(s)" in summary
-    with ManagementClient(settings.rabbitmq_management_url) as mgmt:
-        vhost = vhost_of(settings.rabbitmq_url)
+    with ManagementClient(settings.broker.management_url) as mgmt:
+        vhost = vhost_of(settings.broker.url)
         queues = {q["name"]: q for q in mgmt.queues(vhost)}
         exchanges = {e["name"]: e for e in mgmt._request("GET", f"/exchanges/{vhost}").json()}
     assert queues["profiles.p2"]["arguments"]["x-single-active-consumer"] is True
@@ -128,11 +127,11 @@ async def test_apply_partitioned_routes_an_aggregate_to_one_partition(
         if queues["profiles.p0"].get("policy"):
             break
         await asyncio.sleep(0.1)
-        with ManagementClient(settings.rabbitmq_management_url) as mgmt:
+        with ManagementClient(settings.broker.management_url) as mgmt:
             queues = {q["name"]: q for q in mgmt.queues(vhost)}
     assert queues["profiles.p0"].get("policy") == "ams-profiles"  # the pattern covers partitions
 
-    connection = await aio_pika.connect(settings.rabbitmq_url)
+    connection = await aio_pika.connect(settings.broker.url)
     try:
         channel = await connection.channel()
         events = await channel.get_exchange("events")
@@ -168,17 +167,17 @@ async def test_apply_retires_the_other_partition_layout(topo_settings: Settings)
     stop routing copies to the unread `NAME` queues, delete them when empty, keep and name
     one that still holds messages, and undo it all when going back to one partition."""
     one = topo_settings
-    two = replace(one, worker_partitions=2)
+    two = one.replace(worker_partitions=2)
     await apply_topology(one)
-    connection = await aio_pika.connect(one.rabbitmq_url)
+    connection = await aio_pika.connect(one.broker.url)
     channel = await connection.channel()
     await channel.default_exchange.publish(aio_pika.Message(b"old"), routing_key="saga")
     await connection.close()
 
     summary = await apply_topology(two)
     assert "still hold messages: saga (1 message(s))" in summary
-    vhost = vhost_of(one.rabbitmq_url)
-    with ManagementClient(one.rabbitmq_management_url) as mgmt:
+    vhost = vhost_of(one.broker.url)
+    with ManagementClient(one.broker.management_url) as mgmt:
         queues = {q["name"] for q in mgmt.queues(vhost)}
         bindings = mgmt._request("GET", f"/exchanges/{vhost}/events/bindings/source").json()
         replay = mgmt._request("GET", f"/exchanges/{vhost}/replay/bindings/source").json()
@@ -192,12 +191,12 @@ async def test_apply_retires_the_other_partition_layout(topo_settings: Settings)
     assert "saga" not in destinations and "profiles" not in destinations
     assert {"saga.partitions", "profiles.partitions", "ocr"} <= destinations
 
-    connection = await aio_pika.connect(one.rabbitmq_url)
+    connection = await aio_pika.connect(one.broker.url)
     channel = await connection.channel()
     await (await channel.get_queue("saga")).purge()
     await connection.close()
     await apply_topology(one)
-    with ManagementClient(one.rabbitmq_management_url) as mgmt:
+    with ManagementClient(one.broker.management_url) as mgmt:
         queues = {q["name"] for q in mgmt.queues(vhost)}
         exchanges = {e["name"] for e in mgmt.exchanges(vhost)}
     assert not any(".p0" in q or ".p1" in q for q in queues)

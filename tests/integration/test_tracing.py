@@ -42,14 +42,14 @@ def trace_settings() -> Iterator[Settings]:
         argon2_allow_weak=True, log_level="WARNING",
     ) as s:
         asyncio.run(apply_topology(s))
-        asyncio.run(declare_tap(s.rabbitmq_url, TAP, "profile.created"))
+        asyncio.run(declare_tap(s.broker.url, TAP, "profile.created"))
         yield s
 
 
 @pytest.fixture
 def exporter(trace_settings: Settings) -> Iterator[InMemorySpanExporter]:
     spans = InMemorySpanExporter()
-    assert configure_tracing(trace_settings, service="test", exporter=spans)
+    assert configure_tracing(trace_settings.observability, service="test", exporter=spans)
     try:
         yield spans
     finally:
@@ -108,7 +108,7 @@ async def test_one_trace_from_register_to_the_profile_created_header(
         "/auth/register", json={"email": email, "password": "correct horse battery"}
     )
     assert response.status_code == 201, response.text
-    tapped = await next_tapped(trace_settings.rabbitmq_url, TAP)
+    tapped = await next_tapped(trace_settings.broker.url, TAP)
     await _spans_with(exporter, "handle user.registered")
     await _spans_with(exporter, "events publish", **{"db.namespace": "apidb"})
     spans = list(exporter.get_finished_spans())
@@ -156,7 +156,7 @@ async def test_one_trace_from_register_to_the_profile_created_header(
 
 
 async def _publish(settings: Settings, message: aio_pika.Message) -> None:
-    connection = await aio_pika.connect(settings.rabbitmq_url)
+    connection = await aio_pika.connect(settings.broker.url)
     async with connection:
         channel = await connection.channel(publisher_confirms=True)
         exchange = await channel.get_exchange(m.EVENTS_EXCHANGE)
@@ -175,7 +175,7 @@ async def test_a_message_without_valid_trace_context_starts_a_new_trace(
         assert message.headers is not None
         message.headers[m.H_TRACEPARENT] = traceparent
     await _publish(trace_settings, message)
-    tapped = await next_tapped(trace_settings.rabbitmq_url, TAP)  # handled: profile.created
+    tapped = await next_tapped(trace_settings.broker.url, TAP)  # handled: profile.created
     await _spans_with(exporter, "profiles process", **{"messaging.message.id": message.message_id})
     consume = _one(
         list(exporter.get_finished_spans()), "profiles process",
@@ -192,7 +192,7 @@ BEFORE_TRACE_CONTEXT = {"authdb": "authdb_0005", "apidb": "apidb_0004", "admindb
 
 def _outbox_columns(settings: Settings, database: str) -> set[str]:
     async def read() -> set[str]:
-        conn = await asyncpg.connect(asyncpg_dsn(settings.database_url(database)))
+        conn = await asyncpg.connect(asyncpg_dsn(settings.database.url(database)))
         try:
             rows = await conn.fetch(
                 "SELECT column_name FROM information_schema.columns WHERE table_name = 'outbox'"
@@ -209,7 +209,7 @@ def test_an_existing_outbox_gains_the_trace_context_columns(
     trace_settings: Settings, database: str
 ) -> None:
     """A database migrated before this change upgrades to the new columns, and back."""
-    config = alembic_config(database, trace_settings.database_url(database))
+    config = alembic_config(database, trace_settings.database.url(database))
     assert {"traceparent", "tracestate"} <= _outbox_columns(trace_settings, database)
     command.downgrade(config, BEFORE_TRACE_CONTEXT[database])
     assert not {"traceparent", "tracestate"} & _outbox_columns(trace_settings, database)

@@ -62,7 +62,7 @@ def users_settings() -> Iterator[Settings]:
 @pytest.fixture
 async def system(users_settings: Settings) -> AsyncIterator[System]:
     with TcpProxy("127.0.0.1", 6379) as cache_proxy, TcpProxy("127.0.0.1", 6379) as deny_proxy:
-        db_index = users_settings.redis_url.rsplit("/", 1)[1]
+        db_index = users_settings.redis.url.rsplit("/", 1)[1]
         auth_app = create_auth(users_settings)
         async with AsyncTestClient(auth_app) as auth:
             jwks = ClientJwks(auth)
@@ -89,7 +89,7 @@ async def signup(system: System, *, profile: bool = True) -> tuple[str, dict[str
 
 
 async def create_profile(settings: Settings, user_id: uuid.UUID, email: str) -> None:
-    engine = create_engine(settings.users_database_url)
+    engine = create_engine(settings.database.users_url)
     ctx = MessageContext(
         message_id=str(uuid.uuid4()),
         event_type="user.registered",
@@ -141,7 +141,7 @@ async def test_other_profiles_need_admin(system: System) -> None:
     assert r.status_code == 403
     admin_email = f"a{uuid.uuid4().hex[:8]}@example.com"
     await system.auth.post("/auth/register", json={"email": admin_email, "password": PASSWORD})
-    engine = create_engine(system.settings.auth_database_url)
+    engine = create_engine(system.settings.database.auth_url)
     async with engine.begin() as conn:
         await conn.execute(
             sa.text("UPDATE users SET roles = '{user,admin}' WHERE email = :e"), {"e": admin_email}

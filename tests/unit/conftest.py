@@ -12,7 +12,6 @@ from __future__ import annotations
 import errno
 import socket
 from collections.abc import Iterator
-from dataclasses import fields
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -31,7 +30,9 @@ TEST_URLS = (
 
 def service_url_variables() -> list[str]:
     """Every environment variable that holds a service address."""
-    names = [f.metadata["env"] for f in fields(Settings) if f.metadata["env"].endswith("_URL")]
+    names = [
+        f.metadata["env"] for _, f in Settings.variables() if f.metadata["env"].endswith("_URL")
+    ]
     return [*names, *TEST_URLS]
 
 
@@ -61,7 +62,7 @@ def closed_port() -> Iterator[int]:
 
 @pytest.fixture(autouse=True)
 def _no_service_reachable(closed_port: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    defaults = {f.metadata["env"]: f.default for f in fields(Settings)}
+    defaults = {f.metadata["env"]: f.default for _, f in Settings.variables()}
     for name in service_url_variables():
         url = defaults.get(name, "tcp://127.0.0.1/")
         monkeypatch.setenv(name, pointed_at(str(url), closed_port))

@@ -51,7 +51,7 @@ async def test_a_dead_letters_history_is_read_in_a_thread_not_on_the_loop(
 
     monkeypatch.setattr(dlq, "history", history)
     letter = cast(DeadLetter, object())
-    ops = OneLetter(Settings(amsctl_audit_log=str(audit_log)), letter)
+    ops = OneLetter(Settings.build(amsctl_audit_log=str(audit_log)), letter)
 
     found, past = await ops.dead_letter("m-1")
 
@@ -64,6 +64,6 @@ async def test_a_dead_letters_history_is_read_in_a_thread_not_on_the_loop(
 
 
 async def test_an_unknown_dead_letter_is_not_found(tmp_path: Path) -> None:
-    ops = OneLetter(Settings(amsctl_audit_log=str(tmp_path / "none.jsonl")), None)
+    ops = OneLetter(Settings.build(amsctl_audit_log=str(tmp_path / "none.jsonl")), None)
     with pytest.raises(NotFound, match="m-404"):
         await ops.dead_letter("m-404")

@@ -46,7 +46,7 @@ async def test_every_worker_handles_exactly_its_routing_keys(built: dict[str, Co
 
 
 async def test_partitions_follow_the_topology(built: dict[str, Consumer]) -> None:
-    settings = Settings(worker_partitions=3)
+    settings = Settings.build(worker_partitions=3)
     for name, consumer in built.items():
         expected = 3 if consumer_spec(name).partitionable else 1
         assert consumer.spec_for(settings).partitions == expected, name

@@ -102,7 +102,7 @@ def test_options_allows_every_documented_method(api: str) -> None:
 
     from scripts.export_contracts import _apps  # the apps as the export builds them
 
-    client = TestClient(_apps()[api](Settings(signing_key_kek=TEST_KEK)))  # no lifespan
+    client = TestClient(_apps()[api](Settings.build(signing_key_kek=TEST_KEK)))  # no lifespan
     doc = json.loads((ROOT / "docs" / "openapi" / f"{api}.json").read_text())
     for path, item in doc["paths"].items():
         concrete = re.sub(r"\{[^}]+\}", "00000000-0000-4000-8000-000000000001", path)

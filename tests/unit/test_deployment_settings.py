@@ -20,7 +20,7 @@ import yaml
 from shared.config import Settings
 from tests.cluster.compose import COMPOSE_FILE, ROOT, load, read_env_file, variables_used
 
-SETTINGS = frozenset(row[0] for row in Settings.documented())
+SETTINGS = frozenset(row[0] for rows in Settings.documented().values() for row in rows)
 
 NOT_SETTINGS = {
     # compose and the RabbitMQ / PostgreSQL images
@@ -146,7 +146,7 @@ def _seconds(duration: str) -> float:
 
 def test_workers_may_drain_before_compose_kills_them() -> None:
     raw = yaml.safe_load(COMPOSE_FILE.read_text())["services"]
-    default = Settings().worker_shutdown_timeout_s
+    default = Settings().worker.shutdown_timeout_s
     for name, service in load({}).items():
         if service.command[:3] != ["python", "-m", "workers"]:
             continue

@@ -13,7 +13,7 @@ import re
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -125,13 +125,14 @@ def _error(status: int, code: str, message: str, details: Any = None,
                           json={"error": {"code": code, "message": message, "details": details}})
 
 
-SETTINGS = Settings(auth_api_url="http://auth:8002", users_api_url="http://users:8001",
+SETTINGS = Settings.build(auth_api_url="http://auth:8002", users_api_url="http://users:8001",
                     admin_api_url="http://admin:8003", console_metrics_targets="")
 
 
 def api_client(fake: FakeApis) -> ApiClient:
-    return ApiClient({"auth": SETTINGS.auth_api_url, "users": SETTINGS.users_api_url,
-                      "admin": SETTINGS.admin_api_url}, timeout_s=1,
+    apis = SETTINGS.frontends
+    return ApiClient({"auth": apis.auth_api_url, "users": apis.users_api_url,
+                      "admin": apis.admin_api_url}, timeout_s=1,
                      transport=httpx.MockTransport(fake.handle))
 
 
@@ -228,7 +229,7 @@ def test_the_cookie_is_opaque_http_only_lax_and_secure_over_https(
     app = create_portal(SETTINGS, api=api_client(fake), store=store)
     with TestClient(app, base_url="https://portal.example") as client:
         assert "Secure" in sign_in(client).headers["set-cookie"]
-    behind_proxy = replace(SETTINGS, session_cookie_secure=True)
+    behind_proxy = SETTINGS.replace(session_cookie_secure=True)
     with TestClient(create_portal(behind_proxy, api=api_client(fake), store=store)) as client:
         assert "Secure" in client.get("/login").headers["set-cookie"]
 
@@ -252,7 +253,7 @@ def test_the_device_token_is_kept_in_a_cookie_and_sent_with_the_next_sign_in(
         cookies = sign_in(client).headers.get_list("set-cookie")
         [device] = [c for c in cookies if c.startswith("ams_portal_device=")]
         assert "HttpOnly" in device and "SameSite=lax" in device
-        assert f"Max-Age={SETTINGS.login_device_ttl_s}" in device
+        assert f"Max-Age={SETTINGS.login.device_ttl_s}" in device
         client.post("/logout", data={"_csrf": csrf_of(client.get("/profile").text)})
         sign_in(client)
         client.cookies.set("ams_portal_device", "altered.value")  # not a token the API takes
@@ -416,7 +417,7 @@ def test_api_errors_become_pages_a_person_understands(portal: Litestar) -> None:
 )
 def test_every_failure_has_a_status_and_a_sentence(error: Exception, status: int, says: str
                                                    ) -> None:
-    problem = problem_of(error, upload_max_bytes=SETTINGS.upload_max_bytes)
+    problem = problem_of(error, upload_max_bytes=SETTINGS.uploads.max_bytes)
     assert problem.status == status
     text = " ".join([problem.title, problem.message, *problem.fields.values()])
     if problem.retry_after:

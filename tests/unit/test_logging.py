@@ -17,10 +17,10 @@ ROOT = Path(__file__).resolve().parents[2]
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 PRELUDE = """
 import asyncio, logging, warnings
-from shared.config import Settings
+from shared.config import ObservabilitySettings
 from shared.correlation import correlated
 from shared.logging import bound, configure_logging, get_logger
-configure_logging(Settings(log_format="json", log_level="INFO"), service="test")
+configure_logging(ObservabilitySettings(log_format="json", log_level="INFO"), service="test")
 """
 
 

@@ -11,7 +11,7 @@ from workers.ocr_engines import EngineConfig, OcrModelsMissing, preflight
 
 
 def test_default_engine_needs_no_pytorch() -> None:
-    assert Settings().ocr_engine == "tesseract"
+    assert Settings().ocr.engine == "tesseract"
 
 
 def test_easyocr_without_the_ocr_extra_refuses_to_start(monkeypatch: pytest.MonkeyPatch) -> None:

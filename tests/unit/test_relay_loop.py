@@ -37,7 +37,7 @@ FAST: dict[str, Any] = {
 
 def fast(**relay: Any) -> Settings:
     """Settings with the relay's periods in milliseconds."""
-    return Settings(**{**FAST, **relay})
+    return Settings.build(**{**FAST, **relay})
 
 
 @dataclass
@@ -55,7 +55,7 @@ def relay_on(outbox: FakeOutbox, settings: Settings, **publisher: Any) -> Copy:
     queue = FakeOutboxQueue(outbox, leases)
     fake = FakePublisher(**publisher)
     relay = Relay(
-        database="authdb", queue=queue, leases=leases, publisher=fake, settings=settings
+        database="authdb", queue=queue, leases=leases, publisher=fake, settings=settings.relay
     )
     return Copy(relay, queue, leases, fake)
 

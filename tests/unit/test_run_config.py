@@ -153,7 +153,7 @@ def test_the_console_scrapes_the_procfiles_metrics_ports_by_default(
     }
     scraped = {
         name: urlsplit(url)
-        for name, url in parse_targets(Settings().console_metrics_targets).items()
+        for name, url in parse_targets(Settings().frontends.console_metrics_targets).items()
     }
     assert {name: url.port for name, url in scraped.items()} == served
     assert {(url.hostname, url.path) for url in scraped.values()} == {("127.0.0.1", "/metrics")}
@@ -449,7 +449,7 @@ def test_images_per_role_install_from_the_locks() -> None:
 def test_ocr_image_bakes_in_the_models_where_the_worker_looks() -> None:
     ocr = _stages()["ocr"]
     runs = " ".join(a for op, a in ocr if op == "RUN")
-    model_dir = Settings().ocr_model_dir
+    model_dir = Settings().ocr.model_dir
     assert "easyocr.Reader(['en']" in runs and "download_enabled=True" in runs
     assert f"model_storage_directory='{model_dir}'" in runs
     assert f"test -s {model_dir}/craft_mlt_25k.pth" in runs

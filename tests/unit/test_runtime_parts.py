@@ -191,10 +191,10 @@ async def test_acks_never_ack_a_tag_twice_when_flushes_and_bulk_acks_interleave(
 
 
 async def test_ocr_consumer_takes_only_the_jobs_its_processes_can_run() -> None:
-    settings = Settings(ocr_workers=3, ocr_engine="tesseract")
+    settings = Settings.build(ocr_workers=3, ocr_engine="tesseract")
     consumer = ocr.consumer(settings)
     # Slow jobs: a big prefetch would let one worker hold jobs an idle one could run.
     assert consumer.prefetch == 6
     assert consumer.batch_max == 1
-    assert settings.worker_prefetch > consumer.prefetch
-    assert consumer.spec_for(Settings(worker_partitions=4)).partitions == 1
+    assert settings.worker.prefetch > consumer.prefetch
+    assert consumer.spec_for(Settings.build(worker_partitions=4)).partitions == 1

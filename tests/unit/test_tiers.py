@@ -21,7 +21,7 @@ def test_every_service_address_points_at_a_closed_port(closed_port: int) -> None
     for name in service_url_variables():
         assert urlsplit(os.environ[name]).port == closed_port, name
     settings = Settings.from_env()
-    for url in (settings.auth_database_url, settings.rabbitmq_url, settings.redis_url):
+    for url in (settings.database.auth_url, settings.broker.url, settings.redis.url):
         assert urlsplit(url).port == closed_port
 
 

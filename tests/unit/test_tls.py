@@ -25,7 +25,7 @@ def ca(tmp_path: Path) -> str:
 def test_tls_ca_file_goes_into_every_tls_url_that_names_none(ca: str, tmp_path: Path) -> None:
     own = tmp_path / "own.pem"
     own.write_bytes(Path(ca).read_bytes())
-    s = Settings(
+    s = Settings.build(
         tls_ca_file=ca,
         auth_database_url="postgresql+asyncpg://u@db:5432/authdb?sslmode=verify-full",
         users_database_url=f"postgresql+asyncpg://u@db/apidb?sslmode=verify-ca&sslrootcert={own}",
@@ -33,16 +33,17 @@ def test_tls_ca_file_goes_into_every_tls_url_that_names_none(ca: str, tmp_path: 
         redis_url="rediss://redis:6380/0",
         rabbitmq_url="amqps://g:g@mq-1:5671/, amqps://g:g@mq-2:5671/,amqp://g:g@mq-3:5672/",
     )
-    assert s.auth_database_url.endswith(f"?sslmode=verify-full&sslrootcert={ca}")
-    assert s.users_database_url.endswith(f"sslrootcert={own}")
-    assert s.admin_database_url == "postgresql+asyncpg://u@db/admindb"
-    assert s.redis_url == f"rediss://redis:6380/0?ssl_ca_certs={ca}"
-    assert s.rabbitmq_url.split(",") == [
+    assert s.database.auth_url.endswith(f"?sslmode=verify-full&sslrootcert={ca}")
+    assert s.database.users_url.endswith(f"sslrootcert={own}")
+    assert s.database.admin_url == "postgresql+asyncpg://u@db/admindb"
+    assert s.redis.url == f"rediss://redis:6380/0?ssl_ca_certs={ca}"
+    assert s.broker.url.split(",") == [
         f"amqps://g:g@mq-1:5671/?cafile={ca}", f"amqps://g:g@mq-2:5671/?cafile={ca}",
         "amqp://g:g@mq-3:5672/",
     ]
-    # Built again (dataclasses.replace, env_for round trips): nothing is added twice.
-    assert Settings(**s.__dict__) == s
+    # Built again (replace, env_for round trips): nothing is added twice.
+    assert s.replace() == s
+    assert Settings.from_env(s.environment()) == s
 
 
 @pytest.mark.parametrize(
@@ -59,14 +60,15 @@ def test_tls_ca_file_goes_into_every_tls_url_that_names_none(ca: str, tmp_path: 
 )
 def test_a_tls_url_that_would_not_verify_is_refused(field: str, url: str, error: str) -> None:
     with pytest.raises(TlsConfigError) as caught:
-        Settings(**{field: url})  # type: ignore[arg-type]
+        Settings.build(**{field: url})
     assert error in str(caught.value)
 
 
 def test_a_missing_ca_bundle_is_refused_once_a_link_uses_it() -> None:
-    assert Settings(tls_ca_file="/missing.pem").tls_ca_file == "/missing.pem"  # no TLS link yet
+    no_link_yet = Settings.build(tls_ca_file="/missing.pem")
+    assert no_link_yet.tls.ca_file == "/missing.pem"
     with pytest.raises(TlsConfigError, match=r"TLS_CA_FILE '/missing\.pem' does not exist"):
-        Settings(tls_ca_file="/missing.pem", redis_url="rediss://r:6380/0")
+        Settings.build(tls_ca_file="/missing.pem", redis_url="rediss://r:6380/0")
 
 
 def test_libpq_parameters_become_asyncpgs_ssl_argument(ca: str) -> None:

@@ -10,7 +10,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 
 from shared import tracing
-from shared.config import Settings
+from shared.config import ObservabilitySettings
 
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
 VALID = f"00-{TRACE_ID}-b7ad6b7169203331-01"
@@ -80,7 +80,7 @@ def test_a_message_of_a_batch_carries_its_own_context_on() -> None:
 @pytest.fixture
 def spans() -> Iterator[InMemorySpanExporter]:
     exporter = InMemorySpanExporter()
-    assert tracing.configure_tracing(Settings(), service="unit", exporter=exporter)
+    assert tracing.configure_tracing(ObservabilitySettings(), service="unit", exporter=exporter)
     try:
         yield exporter
     finally:
@@ -135,7 +135,7 @@ def test_on_publish_span_links_the_origins(spans: InMemorySpanExporter) -> None:
 def test_an_unknown_exporter_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OTEL_TRACES_EXPORTER", "zipkin")
     with pytest.raises(ValueError, match="unknown exporter 'zipkin'"):
-        tracing.configure_tracing(Settings(tracing_enabled=True), service="unit")
+        tracing.configure_tracing(ObservabilitySettings(tracing_enabled=True), service="unit")
     assert not tracing.enabled()
 
 

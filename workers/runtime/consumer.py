@@ -107,7 +107,7 @@ class Consumer:
 
     def spec_for(self, settings: Settings) -> ConsumerSpec:
         """The consumer's queues: one work queue, or one per partition."""
-        return self.spec.with_partitions(self.partitions or settings.worker_partitions)
+        return self.spec.with_partitions(self.partitions or settings.worker.partitions)
 
     async def start(self, settings: Settings, partition: int = 0) -> RunningConsumer:
         """Declare the consumer's queues, connect and start consuming ``partition``."""
@@ -117,8 +117,8 @@ class Consumer:
 
     async def run(self, settings: Settings, partition: int = 0) -> None:
         """Consume until SIGTERM/SIGINT; then stop taking messages, finish in-flight ones."""
-        if settings.worker_metrics_port:
-            start_http_server(settings.worker_metrics_port)
+        if settings.worker.metrics_port:
+            start_http_server(settings.worker.metrics_port)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -167,10 +167,10 @@ def runtime_engine(
     settings: Settings, database: str, *, batch_max: int | None = None
 ) -> AsyncEngine:
     """The engine a consumer's runtime, handlers and background tasks share (no I/O yet)."""
-    batch = batch_max or settings.worker_batch_max
+    batch = batch_max or settings.worker.batch_max
     return create_engine(
-        settings.database_url(database),
-        pool_size=max(settings.db_pool_size, 1),
+        settings.database.url(database),
+        pool_size=max(settings.database.pool_size, 1),
         # A batch that fails on a dead connection is run again message by message, on
         # fresh connections (the failure invalidates the pool): no ping needed. One
         # message per transaction (OCR) keeps the ping: no attempt is wasted.
@@ -205,17 +205,17 @@ class RunningConsumer:
         self.settings = settings
         self.consumer_spec = consumer.spec_for(settings)  # every partition
         self.spec = self.consumer_spec.for_partition(partition)  # the one consumed here
-        self.prefetch = consumer.prefetch or settings.worker_prefetch
+        self.prefetch = consumer.prefetch or settings.worker.prefetch
         self.policy = RetryPolicy(
-            max_attempts=consumer.max_attempts or settings.worker_max_attempts,
-            delays=parse_retry_delays(consumer.retry_delays or settings.worker_retry_delays),
+            max_attempts=consumer.max_attempts or settings.worker.max_attempts,
+            delays=parse_retry_delays(consumer.retry_delays or settings.worker.retry_delays),
         )
         self.reconnects = 0
         self.received = 0  # deliveries taken from the queue
         self._stopping = False
         self._serializer = KeyedSerializer()
         self._executor = ThreadPoolExecutor(
-            settings.worker_blocking_threads, thread_name_prefix=f"{consumer.name}-blocking"
+            settings.worker.blocking_threads, thread_name_prefix=f"{consumer.name}-blocking"
         )
         self._engine: AsyncEngine | None = None
         self._connection: AbstractRobustConnection | None = None
@@ -244,12 +244,12 @@ class RunningConsumer:
             raise
 
     async def _open(self) -> None:
-        batch_max = self.consumer.batch_max or self.settings.worker_batch_max
+        batch_max = self.consumer.batch_max or self.settings.worker.batch_max
         self._engine = self.consumer.engine or runtime_engine(
             self.settings, self.consumer.database, batch_max=batch_max
         )
         connection = await connect(
-            self.settings.rabbitmq_url, name=f"worker:{self.spec.queue_name}"
+            self.settings.broker.url, name=f"worker:{self.spec.queue_name}"
         )
         self._connection = connection
         connection.reconnect_callbacks.add(self._on_reconnect)
@@ -259,13 +259,15 @@ class RunningConsumer:
         self._processor = Processor(
             self.spec, self.consumer.handlers, handler_sessions(self._engine), publisher,
             self.policy, executor=self._executor, acks=self._acks,
-            max_body_bytes=self.settings.worker_max_message_bytes,
+            max_body_bytes=self.settings.worker.max_message_bytes,
         )
         if batch_max > 1:
             self._batcher = Batcher(
                 self._processor.process_batch, max_batch=batch_max,
                 # Few, full batches beat many small ones: commits, not CPUs, are scarce.
-                max_concurrency=max(1, min(self.settings.db_pool_size, self.prefetch // batch_max)),
+                max_concurrency=max(
+                    1, min(self.settings.database.pool_size, self.prefetch // batch_max)
+                ),
             )
         channel = await connection.channel()
         assert isinstance(channel, AbstractRobustChannel)
@@ -283,7 +285,7 @@ class RunningConsumer:
                 await asyncio.wait_for(self._subscription.cancel(), CANCEL_TIMEOUT_S)
             except (TimeoutError, aio_pika.exceptions.AMQPError, OSError, RuntimeError) as exc:
                 log.warning("consumer_cancel_failed", error=repr(exc))
-        limit = self.settings.worker_shutdown_timeout_s if grace_s is None else grace_s
+        limit = self.settings.worker.shutdown_timeout_s if grace_s is None else grace_s
         if not await self._serializer.drain(limit):
             log.warning("shutdown_timeout", in_flight=self.in_flight)
         if self._acks is not None:
@@ -301,7 +303,7 @@ class RunningConsumer:
         # A plain connection: a queue with other arguments is kept, and the channel reopened.
         # Every partition at once: each slot is bound before anything is routed through them.
         connection, _ = await connect_plain(
-            self.settings.rabbitmq_url, name=f"worker:{self.spec.queue_name}:declare"
+            self.settings.broker.url, name=f"worker:{self.spec.queue_name}:declare"
         )
         try:
             channel = await connection.channel()

@@ -24,7 +24,7 @@ import signal
 import sys
 import tempfile
 
-from shared.config import Settings
+from shared.config import WorkerSettings
 from shared.logging import get_logger
 
 log = get_logger(__name__)
@@ -48,7 +48,7 @@ def partition_command(name: str, partition: int) -> list[str]:
 class Supervisor:
     """Keeps one process per partition of consumer ``name`` running until stopped."""
 
-    def __init__(self, name: str, partitions: int, settings: Settings) -> None:
+    def __init__(self, name: str, partitions: int, settings: WorkerSettings) -> None:
         self.name = name
         self.partitions = partitions
         self.settings = settings
@@ -79,7 +79,7 @@ class Supervisor:
 
     def _environment(self) -> dict[str, str]:
         env = dict(os.environ)
-        port = self.settings.worker_metrics_port
+        port = self.settings.metrics_port
         if port:
             self._metrics_dir = tempfile.mkdtemp(prefix=f"ams-{self.name}-metrics-")
             env["PROMETHEUS_MULTIPROC_DIR"] = self._metrics_dir
@@ -120,7 +120,7 @@ class Supervisor:
         for process in running:
             with contextlib.suppress(ProcessLookupError):
                 process.send_signal(signal.SIGTERM)
-        limit = self.settings.worker_shutdown_timeout_s + KILL_AFTER_S
+        limit = self.settings.shutdown_timeout_s + KILL_AFTER_S
         try:
             await asyncio.wait_for(asyncio.gather(*(p.wait() for p in running)), limit)
         except TimeoutError:
@@ -146,7 +146,7 @@ def _serve_multiprocess_metrics(port: int, directory: str) -> None:
     start_http_server(port, registry=registry)
 
 
-def supervise(name: str, partitions: int, settings: Settings) -> int:
+def supervise(name: str, partitions: int, settings: WorkerSettings) -> int:
     return asyncio.run(Supervisor(name, partitions, settings).run())
 
 
