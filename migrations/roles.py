@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 
 import asyncpg
 
-from shared.config import DATABASES, Settings
+from shared.config import DATABASES, DatabaseSettings
 from shared.db import database_name
 from shared.db_url import url_password, url_user
 
@@ -100,15 +100,14 @@ class RolePlan:
         return parts._replace(path="/" + self.database_names[database]).geturl()
 
 
-def plan_roles(settings: Settings) -> RolePlan | None:
-    """The roles ``settings`` ask for; None when ``MIGRATE_DATABASE_URL`` is empty."""
-    if not settings.database.migrate_url:
+def plan_roles(database: DatabaseSettings) -> RolePlan | None:
+    """The roles the database settings ask for; None when ``MIGRATE_DATABASE_URL`` is empty."""
+    if not database.migrate_url:
         return None
-    admin = url_user(settings.database.migrate_url)
-    owner = settings.database.owner_role
-    services = {db: _login(settings.database.url(db), _SETTING[db]) for db in DATABASES}
-    urls = settings.database
-    audit = _login(urls.audit_url, "AUDIT_DATABASE_URL" if urls.operator_audit_url
+    admin = url_user(database.migrate_url)
+    owner = database.owner_role
+    services = {db: _login(database.url(db), _SETTING[db]) for db in DATABASES}
+    audit = _login(database.audit_url, "AUDIT_DATABASE_URL" if database.operator_audit_url
                    else "AUTH_DATABASE_URL")
     names = [login.name for login in services.values()]
     if len(set(names)) != len(names):
@@ -130,8 +129,8 @@ def plan_roles(settings: Settings) -> RolePlan | None:
     if not owner or owner == admin:
         raise RoleConfigError("DATABASE_OWNER_ROLE must name a role other than migrate's user")
     return RolePlan(
-        admin_url=settings.database.migrate_url, owner=owner, services=services, audit=audit,
-        database_names={db: database_name(settings.database.url(db)) for db in DATABASES},
+        admin_url=database.migrate_url, owner=owner, services=services, audit=audit,
+        database_names={db: database_name(database.url(db)) for db in DATABASES},
     )
 
 

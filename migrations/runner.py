@@ -42,7 +42,7 @@ class Migrated:
 def migrate(settings: Settings, databases: tuple[str, ...] = DATABASES) -> Migrated:
     """Create (if missing) and upgrade each database; with ``MIGRATE_DATABASE_URL``, also
     the least-privilege roles and grants (:mod:`migrations.roles`)."""
-    plan = plan_roles(settings)
+    plan = plan_roles(settings.database)
     done = Migrated(roles=plan)
     if plan is None:
         for database in databases:

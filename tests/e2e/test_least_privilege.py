@@ -109,7 +109,7 @@ async def _sessions(stack: Stack) -> list[tuple[str, str, bool]]:
     conn = await asyncpg.connect(asyncpg_dsn(f"{POSTGRES}/postgres"))
     try:
         deadline = time.monotonic() + 5
-        rows = []
+        rows: list[asyncpg.Record] = []
         while not rows and time.monotonic() < deadline:
             rows = await conn.fetch(
                 "SELECT a.usename, a.datname, r.rolsuper FROM pg_stat_activity a "

@@ -216,17 +216,18 @@ def test_our_verifiers_are_postgresqls(roles: Settings) -> None:
     assert verifier_matches(stored, "plain text") and not verifier_matches(stored, "other")
     assert verifier_matches(scram_verifier("p"), "p")
     migrate(roles)  # the URL's password again
-    assert verifier_matches(asyncio.run(_stored_password(role)),
-                            plan_roles(roles).services["apidb"].password)  # type: ignore[union-attr]
+    plan = plan_roles(roles.database)
+    assert plan is not None
+    assert verifier_matches(asyncio.run(_stored_password(role)), plan.services["apidb"].password)
 
 
 def test_misconfigured_roles_are_refused(roles: Settings) -> None:
     shared_role = roles.replace(users_database_url=roles.database.auth_url)
     with pytest.raises(ValueError, match="a user of its own"):
-        plan_roles(shared_role)
+        plan_roles(shared_role.database)
     superuser = roles.replace(admin_database_url=f"{POSTGRES}/x")
     with pytest.raises(ValueError, match="owner or migrate's administrator"):
-        plan_roles(superuser)
+        plan_roles(superuser.database)
     result = subprocess.run(
         [sys.executable, "-m", "amsctl", "db", "migrate"], cwd=ROOT, env=env_for(shared_role),
         capture_output=True, text=True, timeout=120, check=False,
