@@ -545,8 +545,7 @@ class FakePublisher:
         self.connected = False
 
     async def publish(self, rows: Sequence[OutboxRow]) -> list[RejectedByBroker | None]:
-        if self.down or not self.connected:
-            self.connected = False
+        if self._cut_off():
             raise PublisherUnavailable("fake broker is down")
         self.batches.append(list(rows))
         outcomes = [self._route(row) for row in rows]
@@ -554,12 +553,16 @@ class FakePublisher:
             self._break_next, self.connected = False, False
             raise PublisherUnavailable("fake broker: connection lost before the confirms")
         await self._open.wait()
-        if self.down or not self.connected:
-            self.connected = False
+        if self._cut_off():  # went down while the confirms were held
             raise PublisherUnavailable("fake broker: connection lost before the confirms")
         sent = zip(rows, outcomes, strict=True)
         self.confirmed.extend(row for row, outcome in sent if outcome is None)
         return outcomes
+
+    def _cut_off(self) -> bool:
+        if self.down:
+            self.connected = False
+        return not self.connected
 
     def _route(self, row: OutboxRow) -> RejectedByBroker | None:
         if self._nacks.get(row.event_id, 0) > 0:
