@@ -25,7 +25,8 @@ from shared.db import create_engine
 from shared.messaging import EVENTS_EXCHANGE
 from tests.support import ROOT, env_for, wait_for
 from workers import registry
-from workers.runtime.consumer import BackgroundTask, RunningConsumer
+from workers.runtime.consumer import BackgroundTask
+from workers.runtime.running import RunningConsumer
 
 
 class SagaStack:

@@ -33,8 +33,9 @@ from shared.logging import get_logger
 from shared.topology import consumer_spec
 from workers.ocr_engines import EngineConfig, preflight
 from workers.ocr_pool import OcrCrashed, OcrRunner, ProcessOcrRunner
-from workers.runtime.consumer import Consumer, runtime_engine
+from workers.runtime.consumer import Consumer
 from workers.runtime.context import MessageContext
+from workers.runtime.sessions import runtime_engine
 
 log = get_logger(__name__)
 

@@ -59,8 +59,9 @@ from shared.events import (
 )
 from shared.logging import get_logger
 from shared.topology import consumer_spec
-from workers.runtime.consumer import Consumer, runtime_engine
+from workers.runtime.consumer import Consumer
 from workers.runtime.context import Emit, MessageContext, unprompted
+from workers.runtime.sessions import runtime_engine
 
 log = get_logger(__name__)
 

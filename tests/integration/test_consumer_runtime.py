@@ -29,8 +29,8 @@ from tests.faults import TcpProxy
 from tests.runtime_consumer import BATCH_SIZES, EFFECTS_DDL, build_consumer, user_message
 from tests.support import isolated_settings, ready_count, wait_for
 from workers.runtime.amqp import Subscription
-from workers.runtime.consumer import RunningConsumer
 from workers.runtime.reading import MAX_BODY_BYTES
+from workers.runtime.running import RunningConsumer
 
 ROOT = Path(__file__).resolve().parents[2]
 

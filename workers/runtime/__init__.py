@@ -1,7 +1,8 @@
 """The worker runtime: the machinery every consumer runs on, apart from the consumers.
 
 - :mod:`~workers.runtime.consumer`: a :class:`Consumer` (queue, database, handler table)
-  and the :class:`RunningConsumer` that connects, consumes and stops.
+  and its run loop; :mod:`~workers.runtime.running`: the :class:`RunningConsumer` that
+  connects, consumes and stops.
 - :mod:`~workers.runtime.amqp`: deliveries taken below aio-pika, consuming again after a
   reopen.
 - :mod:`~workers.runtime.ordering`, :mod:`~workers.runtime.batching`: one aggregate's

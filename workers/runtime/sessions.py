@@ -1,4 +1,5 @@
-"""Handlers and their sessions: the handler types, and the transaction guard.
+"""Handlers and their sessions: the handler types, the transaction guard, and the engine a
+consumer's handlers share.
 
 A handler gets an ``AsyncSession`` whose transaction only the runtime ends: the runtime adds
 the inbox row to the handler's transaction and commits both, or neither.
@@ -13,6 +14,8 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
+from shared.config import Settings
+from shared.db import create_engine
 from workers.runtime.context import MessageContext
 
 Handler = Callable[[AsyncSession, Any, MessageContext], Awaitable[None]]
@@ -101,3 +104,17 @@ async def end_transaction(session: AsyncSession, *, commit: bool) -> None:
     finally:
         session.info.pop(_RUNTIME_ENDS, None)
 
+
+def runtime_engine(
+    settings: Settings, database: str, *, batch_max: int | None = None
+) -> AsyncEngine:
+    """The engine a consumer's runtime, handlers and background tasks share (no I/O yet)."""
+    batch = batch_max or settings.worker.batch_max
+    return create_engine(
+        settings.database.url(database),
+        pool_size=max(settings.database.pool_size, 1),
+        # A batch that fails on a dead connection is run again message by message, on
+        # fresh connections (the failure invalidates the pool): no ping needed. One
+        # message per transaction (OCR) keeps the ping: no attempt is wasted.
+        pre_ping=batch == 1,
+    )
