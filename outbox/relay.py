@@ -13,6 +13,15 @@ the same aggregate wait behind it, other aggregates flow on. A broker or databas
 stops claiming, drains what is in flight, and reconnects with backoff; nothing confirmed
 is lost, nothing unconfirmed is deleted.
 
+Order per aggregate: at most one row per aggregate is out unconfirmed. A rejected row
+(nack, or returned as unroutable) cannot be called back from the broker, so a later row
+of its aggregate published beside it would arrive before its retry. The later rows the
+relay claims while their aggregate has a row out wait in memory (they count against the
+in-flight budget and are never claimed twice) and go out in a batch of their own as soon
+as that row's batch is confirmed; rows of different aggregates are still pipelined. When
+the row is rejected instead, the rows waiting behind it are let go once its failure is
+written, and the claim holds them back in the database until its retry (CLAIM_SQL).
+
 The relay sees its database through two ports, :class:`~outbox.store.OutboxQueue` and
 :class:`~outbox.leases.PartitionLeases`, and the broker through
 :class:`~outbox.publisher.Publisher`; ``outbox.__main__.build_relay`` wires the real ones.
@@ -23,7 +32,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime
 
 import asyncpg
@@ -43,6 +53,9 @@ log = get_logger(__name__)
 
 LOG_EACH_EVENT_MAX = 32
 """Batches up to this size log one INFO line per event; bigger ones one line per batch."""
+
+AggregateKey = tuple[str, str]
+"""(aggregate type, aggregate id): the unit of order."""
 
 DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, ConnectionError, TimeoutError)
 
@@ -68,6 +81,15 @@ class Relay:
         self._wake = asyncio.Event()
         self._in_flight: dict[asyncio.Task[None], list[int]] = {}
         self._rows_in_flight = 0
+        """Claimed rows not settled yet: published in a batch, or waiting in ``_waiting``."""
+        self._waiting: dict[AggregateKey, deque[OutboxRow]] = {}
+        """Aggregates with a row out unconfirmed -> their claimed rows waiting for its confirm."""
+        self._waiting_rows = 0
+        self._let_go: set[AggregateKey] = set()
+        """Aggregates whose waiting rows were let go (a rejection) since the current claim
+        began: that claim may predate the failure, so its rows of them are dropped."""
+        self._sending = True
+        """False while draining: a confirm sends no waiting row on."""
         self._confirmed: set[int] = set()
         """Rows the broker confirmed that are not deleted yet; never claimed again."""
         self._deleted_since_vacuum = 0
@@ -155,7 +177,7 @@ class Relay:
             rows = await self._claim(room)
             if rows:
                 poll = self._settings.poll_min_s
-                self._start_batch(rows)
+                self._dispatch(rows)
                 continue
             # Nothing to claim: sleep until a commit notifies us, a batch finishes or the
             # poll interval runs out. The interval grows only while polls find nothing and
@@ -191,12 +213,19 @@ class Relay:
         if not owned:
             return []
         in_flight = [row_id for ids in self._in_flight.values() for row_id in ids]
+        in_flight.extend(row.id for behind in self._waiting.values() for row in behind)
         confirmed = list(self._confirmed)
         in_flight.extend(confirmed)
+        self._let_go.clear()
         # The rows confirmed since the last claim are deleted by the claim itself: one
         # statement, one round trip and one wake-up of PostgreSQL instead of two.
         rows = await self._queue.claim(owned, in_flight, limit, delete=confirmed)
         self._deleted(confirmed)
+        if self._let_go:
+            # A rejection was written while this claim ran: the claim may not have seen it
+            # and returned rows that must wait for the retry. The next claim sees it.
+            let_go = self._let_go
+            rows = [row for row in rows if (row.aggregate_type, row.aggregate_id) not in let_go]
         return rows
 
     async def _maintain(self) -> None:
@@ -221,10 +250,56 @@ class Relay:
             metrics.OLDEST_AGE.labels(self.database).set(status.oldest_age_s or 0.0)
 
     # --- batches --------------------------------------------------------------------------
+    def _dispatch(self, rows: list[OutboxRow]) -> None:
+        """Publish the claimed rows whose aggregate has no row out; the others wait for it."""
+        send = []
+        waiting = self._waiting
+        for row in rows:
+            key = (row.aggregate_type, row.aggregate_id)
+            behind = waiting.get(key)
+            if behind is None:
+                waiting[key] = deque()
+                send.append(row)
+            else:
+                behind.append(row)
+        self._waiting_rows += len(rows) - len(send)
+        self._rows_in_flight += len(rows)
+        if send:
+            self._start_batch(send)
+
+    def _send_next(self, confirmed: list[OutboxRow]) -> None:
+        """The confirmed rows' aggregates are free: send each one's next waiting row now,
+        not with the next claim (a saga's several events would each wait for a claim)."""
+        if not self._sending or self._broken is not None:
+            return  # the drain lets every waiting row go
+        send = []
+        waiting = self._waiting
+        for row in confirmed:
+            key = (row.aggregate_type, row.aggregate_id)
+            behind = waiting.get(key)
+            if behind:
+                send.append(behind.popleft())
+            else:
+                waiting.pop(key, None)
+        if send:
+            self._waiting_rows -= len(send)
+            self._start_batch(send)
+
+    def _let_waiting_go(self, rejected: Iterable[OutboxRow]) -> None:
+        """Drop the rows waiting behind rejected rows (their failure is written: claims skip
+        them until the retry), freeing their aggregates."""
+        for row in rejected:
+            key = (row.aggregate_type, row.aggregate_id)
+            behind = self._waiting.pop(key, None)
+            self._let_go.add(key)
+            if behind:
+                self._waiting_rows -= len(behind)
+                self._rows_in_flight -= len(behind)
+
     def _start_batch(self, rows: list[OutboxRow]) -> None:
+        """Publish rows already counted in ``_rows_in_flight``."""
         task = asyncio.create_task(self._publish_batch(rows))
         self._in_flight[task] = [row.id for row in rows]
-        self._rows_in_flight += len(rows)
         task.add_done_callback(self._batch_done)
 
     def _batch_done(self, task: asyncio.Task[None]) -> None:
@@ -249,6 +324,7 @@ class Relay:
             # Deleted by the next claim (the batch's end wakes the loop), many batches per
             # statement: the publishing slot is free as soon as the broker has confirmed.
             self._confirmed.update(row.id for row in sent)
+            self._send_next(sent)
             metrics.PUBLISHED.labels(self.database).inc(len(sent))
             hist = metrics.LATENCY.labels(self.database)
             for row in sent:
@@ -256,6 +332,7 @@ class Relay:
             self._log_sent(sent, confirmed_at)
         if failed:
             await self._record_failures(failed)
+            self._let_waiting_go(row for row, _ in failed)
 
     def _log_sent(self, sent: list[OutboxRow], confirmed_at: datetime) -> None:
         """One line per event while traffic is light (a request can be followed by its
@@ -361,9 +438,17 @@ class Relay:
         )
 
     async def _drain(self) -> None:
-        """Wait for every in-flight batch, then delete what the broker confirmed."""
-        if self._in_flight:
-            await asyncio.wait(list(self._in_flight))
+        """Wait for every in-flight batch, let the waiting rows go (claims find them again, in
+        order), then delete what the broker confirmed."""
+        self._sending = False
+        try:
+            while self._in_flight:
+                await asyncio.wait(list(self._in_flight))
+        finally:
+            self._sending = True
+        self._rows_in_flight -= self._waiting_rows
+        self._waiting.clear()
+        self._waiting_rows = 0
         with contextlib.suppress(*DB_ERRORS):
             await self._flush_confirmed()
 
