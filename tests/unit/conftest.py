@@ -37,7 +37,10 @@ def service_url_variables() -> list[str]:
 
 
 def pointed_at(url: str, port: int) -> str:
-    """``url`` with its host and port replaced by ``127.0.0.1:port`` (user and path kept)."""
+    """``url`` with its host and port replaced by ``127.0.0.1:port`` (user and path kept); an
+    empty URL (a setting that defaults to another one, as AUDIT_DATABASE_URL does) stays empty."""
+    if not url:
+        return url
     parts = urlsplit(url)
     user = parts.netloc.rpartition("@")[0]
     netloc = f"{user}@127.0.0.1:{port}" if user else f"127.0.0.1:{port}"
