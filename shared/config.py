@@ -353,6 +353,11 @@ class WorkerSettings:
     blocking_threads: int = field(default=4, metadata=_env("WORKER_BLOCKING_THREADS"))
     """Threads for blocking or CPU-heavy handler work (``MessageContext.run_blocking``)."""
 
+    trace_statements: bool = field(default=False, metadata=_env("WORKER_TRACE_STATEMENTS"))
+    """With ``TRACING_ENABLED``, workers also record a span per SQL statement (their
+    handlers', the inbox's). Off, they record their consume and handle spans only: statement
+    spans would cost a busy worker more than all its own spans together."""
+
     def __post_init__(self) -> None:
         if not 1 <= self.partitions <= AGGREGATE_SLOTS:
             raise ValueError(f"WORKER_PARTITIONS must be between 1 and {AGGREGATE_SLOTS}")

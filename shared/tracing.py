@@ -15,7 +15,8 @@ Two modes, chosen once per process by :func:`configure_tracing`:
   (the relay's plain asyncpg connections: the asyncpg one), Redis spans from the Redis
   one; the relay records one publish span per batch linked to each event's origin, and
   the worker runtime a consume span (child of the message's trace context) with a handle
-  span inside. Events written inside a span carry that span as their parent. Messages
+  span inside (workers record no statement spans unless ``WORKER_TRACE_STATEMENTS``).
+  Events written inside a span carry that span as their parent. Messages
   applied together in one transaction share one consume span, linked to each message's
   context (:func:`consuming_batch`); each message's events carry its own trace context on.
 
@@ -222,6 +223,16 @@ def instrument_asyncpg() -> None:
     _active.instrumentors.append(instrumentor)
 
 
+def untraced() -> AbstractContextManager[object]:
+    """The instrumented libraries record nothing for what is made or run in the block: an
+    engine created in it never records statement spans (``WORKER_TRACE_STATEMENTS``)."""
+    if _active is None:
+        return _NOTHING
+    from opentelemetry.instrumentation.utils import suppress_instrumentation  # noqa: PLC0415
+
+    return suppress_instrumentation()
+
+
 def shutdown_tracing() -> None:
     """Flush and stop (process exit, or the end of a test)."""
     global _active
@@ -383,7 +394,8 @@ def consuming_batch(
     queue: str, origins: Iterable[Carried | None], count: int
 ) -> AbstractContextManager[object]:
     """Process a batch of messages in one transaction: one CONSUMER span for the batch, a
-    root linked to each message's trace context (the first :data:`MAX_LINKS`), when on.
+    root linked to each sampled message's trace context (the first :data:`MAX_LINKS`), when
+    on.
 
     A message in a batch has no span of its own: its follow-up events continue its own
     trace (:func:`continuing`, ``MessageContext.trace``), so one trace id still runs from
@@ -396,10 +408,10 @@ def consuming_batch(
     for origin in origins:
         if origin is None:
             recorded = True  # would start a trace of its own, as a lone message does
-            continue
-        recorded = recorded or origin.context.trace_flags.sampled
-        if len(links) < MAX_LINKS:
-            links.append(Link(origin.context))
+        elif origin.context.trace_flags.sampled:  # an unsampled trace has nothing to link to
+            recorded = True
+            if len(links) < MAX_LINKS:
+                links.append(Link(origin.context))
     if not recorded:
         return _NOTHING
     attributes: dict[str, str | int] = {
@@ -473,4 +485,5 @@ __all__ = [
     "publishing",
     "shutdown_tracing",
     "trace_id_of",
+    "untraced",
 ]

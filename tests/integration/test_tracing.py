@@ -39,7 +39,7 @@ def trace_settings() -> Iterator[Settings]:
     with isolated_settings(
         "trace", redis_key_prefix=f"tr{uuid.uuid4().hex[:8]}:", worker_metrics_port=0,
         relay_poll_max_s=0.2, argon2_time_cost=1, argon2_memory_kib=8192,
-        argon2_allow_weak=True, log_level="WARNING",
+        argon2_allow_weak=True, log_level="WARNING", worker_trace_statements=True,
     ) as s:
         asyncio.run(apply_topology(s))
         asyncio.run(declare_tap(s.broker.url, TAP, "profile.created"))
@@ -185,6 +185,29 @@ async def test_a_message_without_valid_trace_context_starts_a_new_trace(
     assert consume.status.is_ok
     carried = parse_traceparent(tapped.headers[m.H_TRACEPARENT])
     assert carried is not None and format(carried.trace_id, "032x") == _hex(consume)[0]
+
+
+async def test_workers_record_statement_spans_only_when_asked(
+    trace_settings: Settings, exporter: InMemorySpanExporter
+) -> None:
+    """By default (WORKER_TRACE_STATEMENTS off) the worker records its consume and handle
+    spans (and the pool's connection checkouts), no span per SQL statement; the module's
+    settings turn them on (the first test finds the handler's statements)."""
+    default = trace_settings.replace(worker_trace_statements=False)
+    worker = await registry.get("profiles")(default).start(default)
+    try:
+        message = user_message(f"q{uuid.uuid4().hex[:8]}@example.com")
+        await _publish(trace_settings, message)
+        handled = {"messaging.message.id": message.message_id}
+        await _spans_with(exporter, "profiles process", **handled)
+    finally:
+        await worker.stop(grace_s=5)
+    spans = list(exporter.get_finished_spans())
+    consume = _one(spans, "profiles process", **{"messaging.message.id": message.message_id})
+    in_trace = [s for s in spans if _hex(s)[0] == _hex(consume)[0]]
+    names = {s.name for s in in_trace}
+    assert {"handle user.registered", "profiles process"} <= names
+    assert names <= {"handle user.registered", "profiles process", "connect"}  # no statements
 
 
 BEFORE_TRACE_CONTEXT = {"authdb": "authdb_0005", "apidb": "apidb_0004", "admindb": "admindb_0003"}

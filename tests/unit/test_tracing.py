@@ -189,14 +189,16 @@ def test_on_a_batch_is_one_span_linked_to_its_messages_which_keep_their_traces(
     assert ids == (f"{handle.context.trace_id:032x}", f"{handle.context.span_id:016x}")
 
 
-def test_on_a_batch_of_unsampled_messages_records_nothing(
+def test_on_a_batch_of_unsampled_messages_records_nothing_and_links_no_unsampled_trace(
     spans: InMemorySpanExporter,
 ) -> None:
     unsampled = tracing.carried({"traceparent": f"00-{TRACE_ID}-b7ad6b7169203331-00"})
     with tracing.consuming_batch("q", iter([unsampled, unsampled]), 2):
         pass
     assert spans.get_finished_spans() == ()
-    with tracing.consuming_batch("q", iter([unsampled, None]), 2):  # one starts a trace
+    sampled = tracing.carried({"traceparent": VALID})
+    assert sampled is not None
+    with tracing.consuming_batch("q", iter([unsampled, None, sampled]), 3):  # None: a trace
         pass
     (batch,) = spans.get_finished_spans()
-    assert len(batch.links) == 1
+    assert [link.context for link in batch.links] == [sampled.context]  # unsampled: no link

@@ -8,12 +8,14 @@ the inbox row to the handler's transaction and commits both, or neither.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
+from shared import tracing
 from shared.config import Settings
 from shared.db import create_engine
 from workers.runtime.context import MessageContext
@@ -110,11 +112,14 @@ def runtime_engine(
 ) -> AsyncEngine:
     """The engine a consumer's runtime, handlers and background tasks share (no I/O yet)."""
     batch = batch_max or settings.worker.batch_max
-    return create_engine(
-        settings.database.url(database),
-        pool_size=max(settings.database.pool_size, 1),
-        # A batch that fails on a dead connection is run again message by message, on
-        # fresh connections (the failure invalidates the pool): no ping needed. One
-        # message per transaction (OCR) keeps the ping: no attempt is wasted.
-        pre_ping=batch == 1,
-    )
+    # An engine made untraced never records statement spans (with tracing on, they cost a
+    # busy worker more than its consume and handle spans): only when asked for.
+    with nullcontext() if settings.worker.trace_statements else tracing.untraced():
+        return create_engine(
+            settings.database.url(database),
+            pool_size=max(settings.database.pool_size, 1),
+            # A batch that fails on a dead connection is run again message by message, on
+            # fresh connections (the failure invalidates the pool): no ping needed. One
+            # message per transaction (OCR) keeps the ping: no attempt is wasted.
+            pre_ping=batch == 1,
+        )
