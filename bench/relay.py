@@ -2,6 +2,7 @@
 
     python bench/relay.py [--quick] [--events N] [--rounds R] [--rates 500,1000]
                           [--seconds S] [--sustain 2000,4000] [--profile DIR] [--tracing]
+                          [--per-aggregate 5,100]
 
 Everything runs against the local PostgreSQL and RabbitMQ in its own database and vhost
 (removed afterwards), into one quorum queue bound to the events. Every kind of run is
@@ -18,6 +19,11 @@ per-round ratios are reported.
    (``python -m outbox``, a separate process as in production) publishes them; the time
    runs from the commit to the moment the outbox is empty, i.e. every row confirmed by
    the broker and deleted.
+   ``relay_per_aggregate_K_eps`` (``--per-aggregate K,...``): the same with K consecutive
+   events per aggregate (a saga writing several events of one user in one transaction;
+   K = N: one hot aggregate). The relay keeps one event per aggregate unconfirmed at a
+   time (order per aggregate, :mod:`outbox.relay`), so an aggregate's events cost one
+   confirm round trip each.
 2. Latency under load, for each ``--rates`` value: one event per transaction at that
    rate for ``--seconds``; from the moment each transaction is sent to the event's
    delivery to a consumer in another process (commit -> claim -> publish -> confirm ->
@@ -58,6 +64,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import json
 import multiprocessing
 import os
@@ -70,7 +77,7 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, cast
@@ -225,7 +232,8 @@ def top_functions(path: Path, k: int = 12) -> dict[str, float]:
 
 
 async def relay_throughput(
-    settings: Settings, n: int, profile: Path | None, *, traced: bool = False
+    settings: Settings, n: int, profile: Path | None, *, traced: bool = False,
+    per_aggregate: int = 1,
 ) -> float:
     conn = await asyncpg.connect(asyncpg_dsn(settings.database.auth_url))
     relay = start_relay(settings)
@@ -233,7 +241,7 @@ async def relay_throughput(
         await wait_for_relays(settings, 1)
         await asyncio.sleep(1.0)  # the relay owns its partitions and sits idle
         with Profiler(profile, "relay-throughput", relay.pid):
-            rate = await _commit_and_drain(conn, n, traced=traced)
+            rate = await _commit_and_drain(conn, n, traced=traced, per_aggregate=per_aggregate)
         await _expect_queued(settings, n)
         return rate
     finally:
@@ -241,10 +249,12 @@ async def relay_throughput(
         await conn.close()
 
 
-async def _commit_and_drain(conn: asyncpg.Connection, n: int, *, traced: bool = False) -> float:
+async def _commit_and_drain(
+    conn: asyncpg.Connection, n: int, *, traced: bool = False, per_aggregate: int = 1
+) -> float:
     """Commit n events in one transaction; events/s from the commit to an empty outbox."""
     async with conn.transaction():
-        await insert_events(conn, n, traced=traced)
+        await insert_events(conn, n, traced=traced, per_aggregate=per_aggregate)
     started = time.perf_counter()
     while await conn.fetchval("SELECT EXISTS (SELECT 1 FROM outbox)"):
         await asyncio.sleep(0.005)
@@ -266,23 +276,27 @@ async def _expect_queued(settings: Settings, n: int) -> None:
         await connection.close()
 
 
-async def insert_events(conn: asyncpg.Connection, n: int, *, traced: bool = False) -> None:
-    """n outbox rows of different aggregates in one statement (the writer's columns);
-    ``traced``: each with a traceparent of its own (one trace per request)."""
+async def insert_events(
+    conn: asyncpg.Connection, n: int, *, traced: bool = False, per_aggregate: int = 1
+) -> None:
+    """n outbox rows in one statement (the writer's columns), ``per_aggregate`` consecutive
+    rows per aggregate (1: all different); ``traced``: each with a traceparent of its own
+    (one trace per request)."""
     await conn.execute(
         """
         INSERT INTO outbox (event_id, event_type, routing_key, aggregate_type,
             aggregate_id, partition, schema_version, payload, traceparent)
         SELECT gen_random_uuid(), 'user.registered', 'user.registered', 'user',
-               g::text, g % 16, 1, $1::jsonb,
+               a::text, a % 16, 1, $1::jsonb,
                CASE WHEN $3 THEN '00-' || md5(g::text || $4) || '-'
                                  || left(md5($4 || g::text), 16) || '-01' END
-        FROM generate_series(1, $2) AS g
+        FROM generate_series(1, $2) AS g, LATERAL (SELECT (g - 1) / $5 AS a) AS agg
         """,
         BODY,
         n,
         traced,
         uuid.uuid4().hex,
+        per_aggregate,
     )
 
 
@@ -623,7 +637,7 @@ def spread(values: list[float], digits: int = 2) -> dict[str, Any]:
 
 async def throughput_rounds(
     settings: Settings, queue: aio_pika.abc.AbstractQueue, events: int, rounds: int,
-    profile: Path | None, tracing: bool = False,
+    profile: Path | None, tracing: bool = False, per_aggregate: Sequence[int] = (),
 ) -> dict[str, Any]:
     kinds: dict[str, Callable[[int], Awaitable[float]]] = {
         "aio_pika_eps": lambda r: aio_pika_publisher(settings, events),
@@ -636,6 +650,10 @@ async def throughput_rounds(
             settings, events, None, traced=True
         )
         kinds["relay_tracing_on_eps"] = lambda r: relay_throughput(on, events, None, traced=True)
+    for k in per_aggregate:
+        kinds[f"relay_per_aggregate_{k}_eps"] = functools.partial(
+            lambda k, r: relay_throughput(settings, events, None, per_aggregate=k), k
+        )
     results: dict[str, list[float]] = {k: [] for k in kinds}
     names = list(kinds)
     for r in range(rounds):
@@ -708,6 +726,7 @@ async def latency_rounds(
 async def run(
     settings: Settings, events: int, rounds: int, rates: list[int], seconds: float,
     sustain_rates: list[int], profile: Path | None, tracing: bool = False,
+    per_aggregate: Sequence[int] = (),
 ) -> dict[str, Any]:
     connection = await aio_pika.connect(settings.broker.url)
     channel = await connection.channel()
@@ -715,7 +734,7 @@ async def run(
     result: dict[str, Any] = {"events": events, "rounds": rounds, "queue_type": "quorum"}
     if events:
         result["throughput"] = await throughput_rounds(
-            settings, queue, events, rounds, profile, tracing
+            settings, queue, events, rounds, profile, tracing, per_aggregate
         )
     result["latency"] = {}
     for rate in rates:
@@ -755,6 +774,10 @@ def main() -> None:
         "--tracing", action="store_true",
         help="also the relay with tracing off and on, on traced events (OTLP to a local sink)",
     )
+    parser.add_argument(
+        "--per-aggregate", default="",
+        help="also throughput runs with K consecutive events per aggregate, for each K",
+    )
     args = parser.parse_args()
     events = args.events if args.events is not None else (10_000 if args.quick else 50_000)
     seconds = args.seconds or (5.0 if args.quick else 20.0)
@@ -766,7 +789,10 @@ def main() -> None:
     with isolated_settings("bench") as settings, otlp_sink() as sink:
         os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = sink.endpoint
         result = eventloop.run(
-            run(settings, events, rounds, rates, seconds, sustain_rates, args.profile, args.tracing)
+            run(
+                settings, events, rounds, rates, seconds, sustain_rates, args.profile,
+                args.tracing, [int(k) for k in args.per_aggregate.split(",") if k],
+            )
         )
         if args.tracing:
             result["otlp_received"] = sink.received()
