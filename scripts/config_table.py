@@ -1,4 +1,4 @@
-"""Print (or, with --write, refresh in README.md) the configuration table from shared/config.py."""
+"""Print (or, with --write, refresh in README.md) the configuration table from shared/config/."""
 
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ compose once set ``API_HOST`` while the code reads ``HTTP_HOST``: the APIs bound
 inside their containers, served nothing, and every health check still passed. Here each
 variable set by ``docker-compose.yml`` (application services), the ``Procfile``,
 ``.env.example``, the cluster harness's env file and the examples in the README and
-``docs/`` is held against the settings ``shared/config.py`` reads; the few that configure
+``docs/`` is held against the settings ``shared/config/`` reads; the few that configure
 something else (compose itself, the RabbitMQ nodes, a shell) are listed with their reason.
 """
 

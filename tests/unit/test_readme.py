@@ -1,4 +1,4 @@
-"""The README stays true: its configuration table is the one shared/config.py documents."""
+"""The README stays true: its configuration table is the one shared/config/ documents."""
 
 from pathlib import Path
 
