@@ -18,7 +18,11 @@ Order per aggregate: at most one row per aggregate is out unconfirmed. A rejecte
 of its aggregate published beside it would arrive before its retry. The later rows the
 relay claims while their aggregate has a row out wait in memory (they count against the
 in-flight budget and are never claimed twice) and go out in a batch of their own as soon
-as that row's batch is confirmed; rows of different aggregates are still pipelined. When
+as that row's batch is confirmed; rows of different aggregates are still pipelined. The
+claim skips the aggregates that have rows waiting: a burst of one aggregate holds at most
+one claim's rows (a batch) of the budget, not all of it, so the events of the others are
+not queued behind its one confirm round trip per event; when an aggregate's last waiting
+row goes out, the loop is woken to claim its next rows while that one is out. When
 the row is rejected instead, the rows waiting behind it are let go once its failure is
 written, and the claim holds them back in the database until its retry (CLAIM_SQL).
 
@@ -219,7 +223,8 @@ class Relay:
         self._let_go.clear()
         # The rows confirmed since the last claim are deleted by the claim itself: one
         # statement, one round trip and one wake-up of PostgreSQL instead of two.
-        rows = await self._queue.claim(owned, in_flight, limit, delete=confirmed)
+        busy = [key for key, behind in self._waiting.items() if behind]
+        rows = await self._queue.claim(owned, in_flight, limit, delete=confirmed, busy=busy)
         self._deleted(confirmed)
         if self._let_go:
             # A rejection was written while this claim ran: the claim may not have seen it
@@ -279,6 +284,10 @@ class Relay:
             behind = waiting.get(key)
             if behind:
                 send.append(behind.popleft())
+                if not behind:
+                    # Claims skip an aggregate while rows of it wait (see _claim): claim its
+                    # next rows now, while this one is out, not at the next poll.
+                    self._wake.set()
             else:
                 waiting.pop(key, None)
         if send:

@@ -23,9 +23,11 @@ from outbox.rows import OutboxRow
 from outbox.schema import NOTIFY_CHANNEL
 
 # Owned partitions, in id order, skipping parked rows, rows waiting for their retry
-# time, rows already in flight, and rows whose aggregate has an earlier event backing
-# off (so that one aggregate's events never overtake each other). No id cursor: a row
-# that commits late with a low id is simply found on the next claim.
+# time, rows already in flight, rows whose aggregate has an earlier event backing
+# off (so that one aggregate's events never overtake each other), and the rows of the
+# aggregates the relay holds rows of already ($4, $5: types and ids, pairwise; a hashed
+# filter like $2's, so that the id-ordered scan is kept). No id cursor: a row that
+# commits late with a low id is simply found on the next claim.
 CLAIM_SQL = """
 SELECT id, event_id, event_type, routing_key, aggregate_type, aggregate_id, schema_version,
        payload::text AS payload, headers::text AS headers, correlation_id, traceparent,
@@ -35,6 +37,7 @@ WHERE o.partition = ANY($1::smallint[])
   AND o.parked_at IS NULL
   AND o.next_attempt_at <= now()
   AND o.id NOT IN (SELECT unnest($2::bigint[]))
+  AND (o.aggregate_type, o.aggregate_id) NOT IN (SELECT * FROM unnest($4::text[], $5::text[]))
   AND NOT EXISTS (
         SELECT 1 FROM outbox b
         WHERE b.attempts > 0 AND b.parked_at IS NULL
@@ -132,7 +135,7 @@ _COLUMNS = CLAIM_SQL.split("SELECT", 1)[1].split("FROM outbox o", 1)[0]
 # The claim also deletes rows the broker confirmed since the previous claim. A statement's
 # CTEs and main query share one snapshot, so the SELECT still sees those rows: they are in
 # the in-flight list it skips.
-DELETE_CTE = "WITH sent AS (DELETE FROM outbox WHERE id = ANY($4::bigint[]))\n"
+DELETE_CTE = "WITH sent AS (DELETE FROM outbox WHERE id = ANY($6::bigint[]))\n"
 CLAIM_AND_DELETE_SQL = DELETE_CTE + CLAIM_SQL
 
 
@@ -143,11 +146,14 @@ async def claim(
     limit: int,
     *,
     delete: Sequence[int] = (),
+    busy: Sequence[tuple[str, str]] = (),
     merged: bool = False,
 ) -> list[OutboxRow]:
-    """Claim up to ``limit`` rows (see CLAIM_SQL), deleting the ``delete`` ids on the way;
-    ``merged``: with :func:`merged_claim_sql`, for a large backlog."""
-    args = (list(partitions), list(in_flight), limit)
+    """Claim up to ``limit`` rows (see CLAIM_SQL), none of the ``busy`` aggregates, deleting
+    the ``delete`` ids on the way; ``merged``: with :func:`merged_claim_sql`, for a large
+    backlog."""
+    types = [aggregate_type for aggregate_type, _ in busy]
+    args = (list(partitions), list(in_flight), limit, types, [key for _, key in busy])
     sql = merged_claim_sql(tuple(sorted(partitions))) if merged and partitions else CLAIM_SQL
     if delete:
         records = await conn.fetch(DELETE_CTE + sql, *args, list(delete))
@@ -221,12 +227,14 @@ class OutboxQueue(Protocol):
         limit: int,
         *,
         delete: Sequence[int] = (),
+        busy: Sequence[tuple[str, str]] = (),
     ) -> list[OutboxRow]:
         """Up to ``limit`` rows of ``partitions`` in id order, skipping parked rows, rows
-        waiting for their next attempt, the ``in_flight`` ids, and rows whose aggregate has
-        an earlier row backing off; the ``delete`` ids are deleted on the way (they are not
-        returned when they are in ``in_flight``). Raises :class:`ConnectionError` (or a
-        driver error) when the partition leases are gone."""
+        waiting for their next attempt, the ``in_flight`` ids, rows whose aggregate has
+        an earlier row backing off, and every row of the ``busy`` aggregates (type, id);
+        the ``delete`` ids are deleted on the way (they are not returned when they are in
+        ``in_flight``). Raises :class:`ConnectionError` (or a driver error) when the
+        partition leases are gone."""
         ...
 
     async def delete_sent(self, ids: Sequence[int]) -> None:
@@ -293,10 +301,12 @@ class PgOutboxQueue:
         limit: int,
         *,
         delete: Sequence[int] = (),
+        busy: Sequence[tuple[str, str]] = (),
     ) -> list[OutboxRow]:
         conn = self._leases.connection()
         rows = await claim(
-            conn, partitions, in_flight, limit, delete=delete, merged=self._backlog_large
+            conn, partitions, in_flight, limit, delete=delete, busy=busy,
+            merged=self._backlog_large,
         )
         self._backlog_large = len(rows) >= limit
         return rows

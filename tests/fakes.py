@@ -730,29 +730,32 @@ class FakeOutboxQueue:
     async def claim(
         self, partitions: Sequence[int], in_flight: Sequence[int], limit: int, *,
         delete: Sequence[int] = (),
+        busy: Sequence[tuple[str, str]] = (),
     ) -> list[OutboxRow]:
         if not self._leases.alive:
             raise ConnectionError("the fake lease connection is closed")
         self.claims.append((time.monotonic(), list(partitions), limit))
-        rows = self._claimable(set(partitions), set(in_flight))[:limit]
+        rows = self._claimable(set(partitions), set(in_flight), set(busy))[:limit]
         for row_id in delete:  # after the selection: one statement, one snapshot
             self._outbox.rows.pop(row_id, None)
         return rows
 
-    def _claimable(self, partitions: set[int], skip: set[int]) -> list[OutboxRow]:
+    def _claimable(
+        self, partitions: set[int], skip: set[int], busy: set[tuple[str, str]]
+    ) -> list[OutboxRow]:
         now = datetime.now(UTC)
-        waiting: set[tuple[str, str]] = set()
+        held = set(busy)
         found = []
         for row_id in sorted(self._outbox.rows):
             stored = self._outbox.rows[row_id]
             key = (stored.row.aggregate_type, stored.row.aggregate_id)
             if (
                 stored.partition in partitions and stored.parked_at is None
-                and stored.next_attempt_at <= now and row_id not in skip and key not in waiting
+                and stored.next_attempt_at <= now and row_id not in skip and key not in held
             ):
                 found.append(stored.row)
             if stored.waiting:
-                waiting.add(key)
+                held.add(key)
         return found
 
     async def delete_sent(self, ids: Sequence[int]) -> None:

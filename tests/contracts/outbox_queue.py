@@ -61,9 +61,12 @@ async def claimed(
     in_flight: Sequence[int] = (),
     limit: int = 10,
     delete: Sequence[int] = (),
+    busy: Sequence[str] = (),
 ) -> list[int]:
-    """The ids of the rows a claim returns."""
-    return [row.id for row in await queue.claim(partitions, in_flight, limit, delete=delete)]
+    """The ids of the rows a claim returns (``busy``: aggregate ids of the contract's type)."""
+    held = [(AGGREGATE_TYPE, aggregate_id) for aggregate_id in busy]
+    rows = await queue.claim(partitions, in_flight, limit, delete=delete, busy=held)
+    return [row.id for row in rows]
 
 
 class OutboxQueueContract:
@@ -87,6 +90,14 @@ class OutboxQueueContract:
         assert await claimed(world.queue, [partition(a)]) == [a1, a2]
         assert await claimed(world.queue, in_flight=[a1]) == [b1, a2]
         assert await claimed(world.queue, []) == []
+
+    async def test_a_claim_skips_every_row_of_the_busy_aggregates(self, world: World) -> None:
+        a, b, c = apart(3)
+        a1, b1, a2, c1, b2 = [await world.add(x) for x in (a, b, a, c, b)]
+        assert await claimed(world.queue, in_flight=[a1], busy=[a]) == [b1, c1, b2]
+        assert await claimed(world.queue, busy=[a, b]) == [c1]
+        assert await claimed(world.queue, busy=["not-" + a]) == [a1, b1, a2, c1, b2]
+        assert await claimed(world.queue, limit=2, busy=[a]) == [b1, c1]
 
     async def test_a_claim_deletes_the_confirmed_rows_it_is_given(self, world: World) -> None:
         [a] = apart(1)

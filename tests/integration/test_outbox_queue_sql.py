@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -69,7 +70,7 @@ class TestPgOutboxQueue(OutboxQueueContract):
 async def test_the_merged_claim_returns_what_the_plain_claim_returns(settings: Settings) -> None:
     """The claim for a large backlog (one branch per partition, merged in id order) is the
     same claim: the same rows in the same order for any partitions, rows in flight, rows
-    backing off or parked, and limit."""
+    backing off or parked, busy aggregates, and limit."""
     await clear_outbox(settings)
     conn = await asyncpg.connect(asyncpg_dsn(settings.database.auth_url))
     try:
@@ -83,10 +84,11 @@ async def test_the_merged_claim_returns_what_the_plain_claim_returns(settings: S
         in_flight = ids[10:40] + ids[100:105]
         cases = [(list(range(PARTITIONS)), 2000), (list(range(PARTITIONS)), 50),
                  ([0, 3, 9], 20), ([5], 7), ([], 10)]
-        for partitions, limit in cases:
-            plain = await store.claim(conn, partitions, in_flight, limit)
-            merged = await store.claim(conn, partitions, in_flight, limit, merged=True)
-            assert [r.id for r in merged] == [r.id for r in plain], (partitions, limit)
+        busy = [(AGGREGATE_TYPE, "agg-5"), (AGGREGATE_TYPE, "agg-17")]
+        for (partitions, limit), held in itertools.product(cases, [[], busy]):
+            plain = await store.claim(conn, partitions, in_flight, limit, busy=held)
+            merged = await store.claim(conn, partitions, in_flight, limit, busy=held, merged=True)
+            assert [r.id for r in merged] == [r.id for r in plain], (partitions, limit, held)
             assert merged == plain
         assert len(await store.claim(conn, list(range(PARTITIONS)), [], 2000)) == 300 - 1 - 1 - 7
     finally:

@@ -207,6 +207,23 @@ async def test_different_aggregates_stay_in_flight_together_while_one_aggregate_
     assert [ids(b) for b in copy.publisher.batches] == [ids([x1, y1]), ids([z1]), ids([x2])]
 
 
+async def test_a_burst_of_one_aggregate_does_not_hold_back_the_events_of_others() -> None:
+    """x's 500 events go out one confirm at a time; y1, committed after them, must not wait
+    for them to drain (it did: x's waiting rows filled the in-flight budget of 200 rows, and
+    y1 was claimed only once 300 of them were confirmed)."""
+    outbox = FakeOutbox()
+    copy = relay_on(outbox, fast())
+    burst = [outbox.add("x") for _ in range(500)]
+    y1 = outbox.add("y")
+    async with running(copy):
+        await until(lambda: y1 in copy.publisher.published, "y1 published", timeout=5)
+        x_before_y = copy.publisher.published.index(y1)
+        await until(lambda: not outbox.rows, "the burst drained", timeout=10)
+    assert x_before_y <= 2, f"y1 was published after {x_before_y} of x's events"
+    xs = [row for row in copy.publisher.published if row.aggregate_id == "x"]
+    assert ids(xs) == ids(burst), "x's events once each, in commit order"
+
+
 async def test_backoff_doubles_up_to_its_cap_then_the_row_is_parked_and_others_flow() -> None:
     outbox = FakeOutbox()
     settings = fast(relay_max_attempts=4, relay_backoff_base_s=0.01, relay_backoff_max_s=0.025)
