@@ -28,7 +28,7 @@ from __future__ import annotations
 import atexit
 import os
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from litestar.plugins import PluginProtocol
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SpanExporter
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
     from shared.config import ObservabilitySettings
 
@@ -224,13 +225,29 @@ def instrument_asyncpg() -> None:
 
 
 def untraced() -> AbstractContextManager[object]:
-    """The instrumented libraries record nothing for what is made or run in the block: an
-    engine created in it never records statement spans (``WORKER_TRACE_STATEMENTS``)."""
+    """The instrumented libraries record nothing for what is made or run in the block."""
     if _active is None:
         return _NOTHING
     from opentelemetry.instrumentation.utils import suppress_instrumentation  # noqa: PLC0415
 
     return suppress_instrumentation()
+
+
+def untraced_engine(make: Callable[[], AsyncEngine]) -> AsyncEngine:
+    """The engine ``make`` returns, recording no spans when on (``WORKER_TRACE_STATEMENTS``
+    off): made :func:`untraced`, it has no statement spans; and its connection checkouts,
+    one per transaction, record no "connect" span either. The SQLAlchemy instrumentation
+    wraps ``Engine.connect`` for every engine, made untraced or not; this engine gets the
+    unwrapped method as its own."""
+    if _active is None:
+        return make()
+    with untraced():
+        engine = make()
+    sync_engine = engine.sync_engine
+    unwrapped = getattr(type(sync_engine).connect, "__wrapped__", None)  # wrapt's original
+    if unwrapped is not None:
+        sync_engine.connect = unwrapped.__get__(sync_engine)  # type: ignore[method-assign]
+    return engine
 
 
 def shutdown_tracing() -> None:
@@ -486,4 +503,5 @@ __all__ = [
     "shutdown_tracing",
     "trace_id_of",
     "untraced",
+    "untraced_engine",
 ]

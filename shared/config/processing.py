@@ -94,8 +94,9 @@ class WorkerSettings:
 
     trace_statements: bool = field(default=False, metadata=env("WORKER_TRACE_STATEMENTS"))
     """With ``TRACING_ENABLED``, workers also record a span per SQL statement (their
-    handlers', the inbox's). Off, they record their consume and handle spans only: statement
-    spans would cost a busy worker more than all its own spans together."""
+    handlers', the inbox's) and per connection checkout. Off, they record their consume and
+    handle spans only: statement spans would cost a busy worker more than all its own spans
+    together."""
 
     def __post_init__(self) -> None:
         if not 1 <= self.partitions <= AGGREGATE_SLOTS:

@@ -91,10 +91,8 @@ class Processor:
         executor: Executor | None = None,
         acks: Acks | None = None,
         max_body_bytes: int = MAX_BODY_BYTES,
-        trace_statements: bool = True,
     ) -> None:
         self._spec = spec
-        self._trace_statements = trace_statements
         self._reader = Reader(
             spec.name, handlers, executor=executor, max_body_bytes=max_body_bytes
         )
@@ -183,9 +181,6 @@ class Processor:
     async def _apply_all(self, prepared: list[_Prepared]) -> set[str]:
         """One transaction for the batch; returns the ids recognised as duplicates."""
         async with self._sessions() as session, session.begin():
-            if not self._trace_statements:
-                with tracing.untraced():  # nor the checkout's "connect" span (one per batch)
-                    await session.connection()
             claimed = await inbox.claim_many(
                 session, consumer=self._spec.name,
                 messages=[(p.ctx.message_id, p.ctx.event_type) for p in prepared],

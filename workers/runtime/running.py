@@ -103,7 +103,6 @@ class RunningConsumer:
             self.spec, self.consumer.handlers, handler_sessions(self._engine), publisher,
             self.policy, executor=self._executor, acks=self._acks,
             max_body_bytes=self.settings.worker.max_message_bytes,
-            trace_statements=self.settings.worker.trace_statements,
         )
         if batch_max > 1:
             self._batcher = Batcher(

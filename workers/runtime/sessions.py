@@ -8,7 +8,6 @@ the inbox row to the handler's transaction and commits both, or neither.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -112,9 +111,8 @@ def runtime_engine(
 ) -> AsyncEngine:
     """The engine a consumer's runtime, handlers and background tasks share (no I/O yet)."""
     batch = batch_max or settings.worker.batch_max
-    # An engine made untraced never records statement spans (with tracing on, they cost a
-    # busy worker more than its consume and handle spans): only when asked for.
-    with nullcontext() if settings.worker.trace_statements else tracing.untraced():
+
+    def make() -> AsyncEngine:
         return create_engine(
             settings.database.url(database),
             pool_size=max(settings.database.pool_size, 1),
@@ -123,3 +121,7 @@ def runtime_engine(
             # message per transaction (OCR) keeps the ping: no attempt is wasted.
             pre_ping=batch == 1,
         )
+
+    # Statement and connection-checkout spans cost a busy worker more than its consume and
+    # handle spans: recorded only when asked for.
+    return make() if settings.worker.trace_statements else tracing.untraced_engine(make)
