@@ -17,8 +17,9 @@ Two modes, chosen once per process by :func:`configure_tracing`:
   the worker runtime a consume span (child of the message's trace context) with a handle
   span inside (workers record no statement spans unless ``WORKER_TRACE_STATEMENTS``).
   Events written inside a span carry that span as their parent. Messages
-  applied together in one transaction share one consume span, linked to each message's
-  context (:func:`consuming_batch`); each message's events carry its own trace context on.
+  applied together in one transaction share one consume span, a child of the first
+  sampled message's context linked to the other messages' traces (:func:`consuming_batch`);
+  each message's events carry its own trace context on.
 
 A malformed ``traceparent`` is ignored (a new trace starts), never an error.
 """
@@ -28,6 +29,7 @@ from __future__ import annotations
 import atexit
 import os
 import re
+import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from contextvars import ContextVar
@@ -57,10 +59,6 @@ if TYPE_CHECKING:
 
 _TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?")
 _ZERO_TRACE, _ZERO_SPAN = "0" * 32, "0" * 16
-MAX_LINKS = 128
-"""Publish-span links per batch (the SDK's default link limit): a bigger batch links its
-first 128 events' origins and counts them all in ``messaging.batch.message_count``."""
-
 _ROOT = Context()
 """The empty context: a batch's span starts a trace of its own (it links the messages')."""
 
@@ -80,6 +78,11 @@ class _Active:
     parent_based: bool
     """The sampler follows the parent's decision (the default, ``parentbased_*``): under an
     unsampled parent nothing is recorded, so the runtime creates no spans there at all."""
+    max_links: int
+    """Links per span, the SDK's limit (``OTEL_SPAN_LINK_COUNT_LIMIT``, default 128): a
+    batch span links the first ones and counts every message in
+    ``messaging.batch.message_count``; links past it are not even built (the SDK would
+    drop them)."""
     instrumentors: list[Any] = field(default_factory=list)
 
 
@@ -152,11 +155,12 @@ def configure_tracing(
     if _active is not None or not (settings.tracing_enabled or exporter is not None):
         return _active is not None
     from opentelemetry.sdk.resources import SERVICE_NAME, Resource  # noqa: PLC0415
-    from opentelemetry.sdk.trace import TracerProvider  # noqa: PLC0415
+    from opentelemetry.sdk.trace import SpanLimits, TracerProvider  # noqa: PLC0415
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: PLC0415
 
     attributes = {} if os.environ.get("OTEL_SERVICE_NAME") else {SERVICE_NAME: service}
-    provider = TracerProvider(resource=Resource.create(attributes))
+    limits = SpanLimits()  # the OTEL_SPAN_*_LIMIT variables, as the provider would read them
+    provider = TracerProvider(resource=Resource.create(attributes), span_limits=limits)
     if exporter is not None:
         provider.add_span_processor(SimpleSpanProcessor(exporter))
     else:
@@ -166,7 +170,8 @@ def configure_tracing(
     from opentelemetry.sdk.trace.sampling import ParentBased  # noqa: PLC0415
 
     parent_based = isinstance(provider.sampler, ParentBased)
-    _active = _Active(provider, provider.get_tracer("ams"), parent_based)
+    max_links = sys.maxsize if limits.max_links is None else limits.max_links
+    _active = _Active(provider, provider.get_tracer("ams"), parent_based, max_links)
     _instrument_libraries(_active)
     return True
 
@@ -354,7 +359,7 @@ def publishing(
         return _NOTHING
     links: list[Link] = []
     for traceparent in origins:
-        if len(links) >= MAX_LINKS:
+        if len(links) >= _active.max_links:
             break
         origin = parse_traceparent(traceparent)
         if origin is not None:
@@ -410,9 +415,9 @@ def consuming(
 def consuming_batch(
     queue: str, origins: Iterable[Carried | None], count: int
 ) -> AbstractContextManager[object]:
-    """Process a batch of messages in one transaction: one CONSUMER span for the batch, a
-    root linked to each sampled message's trace context (the first :data:`MAX_LINKS`), when
-    on.
+    """Process a batch of messages in one transaction: one CONSUMER span for the batch, when
+    on. It continues the first sampled message's trace (a child of its context) and links
+    each other trace of a sampled message once (:func:`_batch_parent`).
 
     A message in a batch has no span of its own: its follow-up events continue its own
     trace (:func:`continuing`, ``MessageContext.trace``), so one trace id still runs from
@@ -420,24 +425,62 @@ def consuming_batch(
     traces were all left unsampled upstream records nothing."""
     if _active is None:
         return _NOTHING
-    links: list[Link] = []
-    recorded = not _active.parent_based
-    for origin in origins:
-        if origin is None:
-            recorded = True  # would start a trace of its own, as a lone message does
-        elif origin.context.trace_flags.sampled:  # an unsampled trace has nothing to link to
-            recorded = True
-            if len(links) < MAX_LINKS:
-                links.append(Link(origin.context))
+    parent, links, recorded = _batch_parent(origins, _active)
     if not recorded:
         return _NOTHING
     attributes: dict[str, str | int] = {
         "messaging.system": "rabbitmq", "messaging.operation.type": "process",
         "messaging.destination.name": queue, "messaging.batch.message_count": count,
     }
+    context = _ROOT if parent is None else trace.set_span_in_context(NonRecordingSpan(parent))
     return _active.tracer.start_as_current_span(
-        f"{queue} process", context=_ROOT, kind=SpanKind.CONSUMER, links=links,
+        f"{queue} process", context=context, kind=SpanKind.CONSUMER, links=links,
         attributes=attributes,
+    )
+
+
+def _batch_parent(
+    origins: Iterable[Carried | None], active: _Active
+) -> tuple[SpanContext | None, list[Link], bool]:
+    """The batch span's parent, its links, and whether it is recorded at all.
+
+    The parent is the first sampled message's context; every other trace of a sampled
+    message gets one link (the first ``max_links``, the SDK's limit). A Link costs the SDK
+    and the exporter a few microseconds each, per message of a busy worker, so none is
+    built for what adds nothing: the parent's trace, a trace already linked (two events of
+    one request), an unsampled trace (no span to link to). Without a sampled message, a
+    message without trace context makes the batch a root (a trace of its own, as a lone
+    message starts); under a sampler that is not parent-based, it is recorded anyway."""
+    parent: Carried | None = None
+    links: list[Link] = []
+    seen: set[int] = set()
+    recorded = not active.parent_based
+    for origin in origins:
+        if origin is None:
+            recorded = True
+            continue
+        context = origin.context
+        if not context.trace_flags.sampled or context.trace_id in seen:
+            continue
+        seen.add(context.trace_id)
+        if parent is None:
+            parent = origin
+        elif len(links) < active.max_links:
+            links.append(Link(context))
+    if parent is None:
+        return None, links, recorded
+    return _with_state(parent), links, True
+
+
+def _with_state(origin: Carried) -> SpanContext:
+    """The origin's context with its ``tracestate`` (kept by a child span, not by a link)."""
+    tracestate = origin.headers[1]
+    if tracestate is None:
+        return origin.context
+    context = origin.context
+    return SpanContext(
+        context.trace_id, context.span_id, is_remote=True, trace_flags=context.trace_flags,
+        trace_state=TraceState.from_header([tracestate]),
     )
 
 

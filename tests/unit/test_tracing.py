@@ -128,7 +128,7 @@ def test_on_publish_span_links_the_origins(spans: InMemorySpanExporter) -> None:
     (publish,) = spans.get_finished_spans()
     assert publish.kind is SpanKind.PRODUCER and publish.name == "events publish"
     assert (publish.attributes or {})["messaging.batch.message_count"] == 203
-    assert len(publish.links) == tracing.MAX_LINKS
+    assert len(publish.links) == 128  # the SDK's default link limit, OTEL_SPAN_LINK_COUNT_LIMIT
     assert all(format(link.context.trace_id, "032x") == TRACE_ID for link in publish.links)
 
 
@@ -165,23 +165,31 @@ def test_on_an_unsampled_message_records_nothing_and_passes_its_context_on(
     assert ids == (TRACE_ID, "b7ad6b7169203331")
 
 
-def test_on_a_batch_is_one_span_linked_to_its_messages_which_keep_their_traces(
+def test_on_a_batch_is_one_span_in_the_first_trace_linked_to_the_others(
     spans: InMemorySpanExporter,
 ) -> None:
-    other = "1" * 32
+    other, third = "1" * 32, "2" * 32
     origins = [
-        tracing.carried({"traceparent": VALID}),
+        tracing.carried({"traceparent": VALID, "tracestate": "k=v"}),
         tracing.carried({"traceparent": f"00-{other}-00f067aa0ba902b7-01"}),
+        tracing.carried({"traceparent": f"00-{TRACE_ID}-00f067aa0ba902b8-01"}),  # the first's
+        tracing.carried({"traceparent": f"00-{third}-00f067aa0ba902b9-01"}),
+        tracing.carried({"traceparent": f"00-{other}-00f067aa0ba902ba-01"}),  # linked already
     ]
-    with tracing.consuming_batch("profiles", iter(origins), 2), tracing.handling("e", 2):
+    with tracing.consuming_batch("profiles", iter(origins), 5), tracing.handling("e", 5):
         with tracing.continuing(origins[1]):
             follow_up, _ = tracing.outgoing()
         ids = tracing.current_trace_ids()
     handle, batch = spans.get_finished_spans()
     assert batch.kind is SpanKind.CONSUMER and batch.name == "profiles process"
-    assert batch.parent is None  # a trace of its own, linked to the messages' traces
-    assert [format(link.context.trace_id, "032x") for link in batch.links] == [TRACE_ID, other]
-    assert (batch.attributes or {})["messaging.batch.message_count"] == 2
+    assert batch.parent is not None and batch.context is not None  # the first message's trace
+    assert (f"{batch.parent.trace_id:032x}", f"{batch.parent.span_id:016x}") == (
+        TRACE_ID, "b7ad6b7169203331"
+    )
+    assert batch.context.trace_state.get("k") == "v"
+    # One link per other trace: none to the parent's, none twice to the same trace.
+    assert [format(link.context.trace_id, "032x") for link in batch.links] == [other, third]
+    assert (batch.attributes or {})["messaging.batch.message_count"] == 5
     assert handle.parent is not None and batch.context is not None
     assert handle.parent.span_id == batch.context.span_id
     assert follow_up == f"00-{other}-00f067aa0ba902b7-01"  # the message's own trace goes on
@@ -201,4 +209,23 @@ def test_on_a_batch_of_unsampled_messages_records_nothing_and_links_no_unsampled
     with tracing.consuming_batch("q", iter([unsampled, None, sampled]), 3):  # None: a trace
         pass
     (batch,) = spans.get_finished_spans()
-    assert [link.context for link in batch.links] == [sampled.context]  # unsampled: no link
+    assert batch.parent is not None  # the sampled message's trace; unsampled: no link
+    assert batch.parent.trace_id == sampled.context.trace_id and not batch.links
+    with tracing.consuming_batch("q", iter([unsampled, None]), 2):  # None: a trace of its own
+        pass
+    _, root = spans.get_finished_spans()
+    assert root.parent is None and not root.links
+
+
+def test_on_a_batch_span_links_no_more_than_the_span_limit(
+    spans: InMemorySpanExporter,
+) -> None:
+    origins = [
+        tracing.carried({"traceparent": f"00-{i + 1:032x}-b7ad6b7169203331-01"})
+        for i in range(300)
+    ]
+    with tracing.consuming_batch("q", iter(origins), len(origins)):
+        pass
+    (batch,) = spans.get_finished_spans()
+    assert len(batch.links) == 128 and batch.dropped_links == 0  # none built past the limit
+    assert (batch.attributes or {})["messaging.batch.message_count"] == 300
