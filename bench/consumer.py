@@ -33,7 +33,12 @@ remain): the runtime's own cost beside the bare loop.
 (``TRACING_ENABLED``, every message sampled, spans exported over OTLP/HTTP to a local
 receiver, :mod:`bench.otlp_sink`), beside the same runtime with tracing off, on the same
 messages, which then carry a ``traceparent`` as events of traced requests do. It reports
-``tracing_on_mps`` and ``tracing_ratio`` (on / off, medians of the rounds). ``--sampled F``
+``tracing_on_mps`` and ``tracing_ratio`` (on / off, medians of the rounds), and the CPU
+time the runtime spent per message, on and off (``tracing_cpu_us``: every thread of the
+runtime's processes, from the start of the run to the end of their shutdown, whose flush
+exports the spans still queued, as a process that runs on exports them in time; the
+exporter is the production one, ``BatchSpanProcessor`` and ``OTLPSpanExporter`` with their
+defaults). On a shared machine, CPU per message drifts less than a rate. ``--sampled F``
 sets the sampled flag on a share F of those traceparents (default 1: every message is
 recorded), as head sampling at the API would (``parentbased_traceidratio``).
 
@@ -211,13 +216,15 @@ async def wait_applied(settings: Settings, n: int) -> None:
 
 async def runtime_rate(
     settings: Settings, n: int, prefetch: int, effect_name: str, partitions: int
-) -> float:
-    """Fill the work queue(s), then time a cold start (connect, consume) to the n-th effect."""
+) -> tuple[float, float]:
+    """Fill the work queue(s), then time a cold start (connect, consume) to the n-th effect.
+    Returns the rate and the runtime's CPU seconds per message (start to shutdown)."""
     await truncate(settings)
     await fill_consumer(settings, n, partitions)
     if partitions > 1:
         return await partitioned_rate(settings, n, prefetch, effect_name, partitions)
     configure_tracing(settings.observability, service="bench-consumer")
+    cpu = time.process_time()  # this process: the runtime, and the polls of wait_applied
     try:
         consumer = bench_consumer(prefetch, HANDLERS[effect_name], partitions)
         running = await consumer.start(settings)
@@ -227,13 +234,14 @@ async def runtime_rate(
         await running.stop(grace_s=5)
     finally:
         shutdown_tracing()
-    return n / elapsed
+    return n / elapsed, (time.process_time() - cpu) / n
 
 
 async def partitioned_rate(
     settings: Settings, n: int, prefetch: int, effect_name: str, partitions: int
-) -> float:
-    """One process per partition, as ``python -m workers`` runs them."""
+) -> tuple[float, float]:
+    """One process per partition, as ``python -m workers`` runs them; each reports the CPU
+    time it spent from "go" to the end of its shutdown."""
     procs = [
         await asyncio.create_subprocess_exec(
             sys.executable, __file__, "--serve-partition", str(i), "--partitions",
@@ -258,9 +266,13 @@ async def partitioned_rate(
         for proc in procs:
             if proc.returncode is None:
                 proc.send_signal(signal.SIGTERM)
+        cpu = 0.0
         for proc in procs:
+            assert proc.stdout is not None
+            line = await proc.stdout.readline()
             await proc.wait()
-    return n / elapsed
+            cpu += float(line.split()[1]) if line.startswith(b"cpu ") else float("nan")
+    return n / elapsed, cpu / n
 
 
 async def serve_partition(partition: int, partitions: int, prefetch: int, effect: str) -> None:
@@ -273,10 +285,12 @@ async def serve_partition(partition: int, partitions: int, prefetch: int, effect
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     print("ready", flush=True)
     await loop.run_in_executor(None, sys.stdin.readline)
+    cpu = time.process_time()  # every thread: the exporter's as well
     running = await consumer.start(settings, partition)
     await stop.wait()
     await running.stop(grace_s=5)
     shutdown_tracing()  # flushes the last spans
+    print(f"cpu {time.process_time() - cpu}", flush=True)
 
 
 async def prepare(settings: Settings) -> None:
@@ -323,6 +337,7 @@ async def run(
     raws: list[float] = []
     fulls: list[float] = []
     ons: list[float] = []
+    cpus: dict[str, list[float]] = {"off": [], "on": []}
     for round_no in range(1, rounds + 1):
         await fresh_round(settings, prefetch, handler, partitions)
         measures = {
@@ -332,7 +347,9 @@ async def run(
         if traced is not None:
             measures["on"] = lambda: runtime_rate(traced, n, prefetch, effect_name, partitions)
         order = list(measures) if round_no % 2 else list(reversed(measures))
-        rates = {name: await measures[name]() for name in order}
+        results = {name: await measures[name]() for name in order}
+        rates = {name: r if isinstance(r, float) else r[0] for name, r in results.items()}
+        cpu = {name: r[1] for name, r in results.items() if not isinstance(r, float)}
         raws.append(rates["raw"])
         fulls.append(rates["full"])
         line = (
@@ -344,6 +361,12 @@ async def run(
             ons.append(rates["on"])
             on = rates["on"]
             line += f"; tracing on {on:,.0f} msg/s, on/off {on / rates['full']:.3f}"
+            cpus["off"].append(cpu["full"] * 1e6)
+            cpus["on"].append(cpu["on"] * 1e6)
+            line += (
+                f"; CPU/msg off {cpus['off'][-1]:.0f} us, on {cpus['on'][-1]:.0f} us, "
+                f"off/on {cpus['off'][-1] / cpus['on'][-1]:.3f}"
+            )
         print(line, flush=True)
     tracing_result: dict[str, object] = {}
     if traced is not None:
@@ -353,6 +376,11 @@ async def run(
                 statistics.median(o / f for o, f in zip(ons, fulls, strict=True)), 3
             ),
             "tracing_rounds": [round(o, 1) for o in ons],
+            "tracing_cpu_us": {k: [round(c, 1) for c in v] for k, v in cpus.items()},
+            "tracing_cpu_ratio": round(  # off/on: the rate ratio CPU alone would give
+                statistics.median(f / o for f, o in zip(cpus["off"], cpus["on"], strict=True)),
+                3,
+            ),
         }
     return {
         **tracing_result,
