@@ -9,9 +9,12 @@ aggregates run in parallel. Runs in its own vhost and databases
 (``tests.support.isolated_settings``), removed afterwards.
 
 The two are measured in alternating rounds (raw first in odd rounds, the runtime first
-in even ones), so that drift on a shared machine hits both alike; every round starts
-from new queues and empty tables. The result is the median of each, and the median of
-the per-round ratios.
+in even ones), so that drift on a shared machine hits both alike; with ``--tracing``'s
+third measurement the order rotates, so that in every three rounds each measurement runs
+first, second and third once (before, tracing on ran first or last and off always
+second: the on/off ratio of the two kinds of round differed by more than the cost of
+tracing). Every round starts from new queues and empty tables. The result is the median
+of each, and the median of the per-round ratios.
 
 The runtime runs as deployed for throughput: one partition per core (``--partitions``,
 ``WORKER_PARTITIONS``), each a process of its own consuming its partition queue, as
@@ -346,7 +349,9 @@ async def run(
         }
         if traced is not None:
             measures["on"] = lambda: runtime_rate(traced, n, prefetch, effect_name, partitions)
-        order = list(measures) if round_no % 2 else list(reversed(measures))
+        names = list(measures)
+        shift = (round_no - 1) % len(names)
+        order = names[shift:] + names[:shift]
         results = {name: await measures[name]() for name in order}
         rates = {name: r if isinstance(r, float) else r[0] for name, r in results.items()}
         cpu = {name: r[1] for name, r in results.items() if not isinstance(r, float)}
