@@ -92,8 +92,15 @@ class LeaseConnection:
         # Claims delete confirmed rows on the way (outbox.store.claim); like every delete of
         # the relay they need not wait for their WAL flush: a delete lost in a crash only
         # means the event is published once more (at-least-once).
+        # Claims are planned for each execution (asyncpg prepares them once per connection,
+        # and PostgreSQL would switch to a generic plan after five): the best plan depends on
+        # the backlog, which goes from none to tens of thousands of rows between two claims.
+        # A generic plan made while the outbox was empty (the relay's VACUUM leaves it at zero
+        # pages and rows) read the whole outbox once per row: 20,000 rows took over 30 s.
         conn = await asyncpg.connect(
-            self._dsn, command_timeout=30, server_settings={"synchronous_commit": "off"}
+            self._dsn,
+            command_timeout=30,
+            server_settings={"synchronous_commit": "off", "plan_cache_mode": "force_custom_plan"},
         )
         await conn.execute(
             "SELECT pg_advisory_lock($1::int, $2::int)", LOCK_CLASS_MEMBER, self._member_key
