@@ -83,6 +83,64 @@ async def connect_plain(
     raise BrokerUnavailable("no RabbitMQ node answered: " + "; ".join(errors))
 
 
+class KeptConnection:
+    """One plain connection a long-lived process keeps for short operations (the console's
+    dead-letter reads): opened at first use, opened again after it was lost (from the node
+    after the one that went away, as :class:`FailoverConnection` does), closed on shutdown.
+
+    Plain, not robust, on purpose: a robust connection reopens a lost channel by itself, and
+    a dead-letter read holds unacked messages whose delivery tags belong to the old channel;
+    nacking them on a reopened one would settle other messages. With a plain connection an
+    operation that loses it fails (the broker requeues what it held) and the next one
+    reconnects.
+    """
+
+    def __init__(self, url: str, *, name: str, connect_timeout_s: float = 10.0) -> None:
+        self._url = url
+        self._name = name
+        self._timeout = connect_timeout_s
+        self._connection: AbstractConnection | None = None
+        self._index = -1
+        self._lock = asyncio.Lock()
+        self.opened = 0
+        """How many connections were opened so far (the first and every reconnection)."""
+
+    async def get(self) -> AbstractConnection:
+        """The open connection, connecting first if there is none or it was lost."""
+        async with self._lock:
+            if self._connection is None or connection_lost(self._connection):
+                if self._connection is not None:
+                    log.info("broker_reconnecting", connection=self._name)
+                    await _close_quietly(self._connection)
+                self._connection, self._index = await connect_plain(
+                    self._url, name=self._name, connect_timeout_s=self._timeout,
+                    start=self._index + 1,
+                )
+                self.opened += 1
+            return self._connection
+
+    async def close(self) -> None:
+        async with self._lock:
+            connection, self._connection = self._connection, None
+        if connection is not None:
+            await _close_quietly(connection)
+
+
+def connection_lost(connection: AbstractConnection) -> bool:
+    """Closed, by us or by the broker or network (aio-pika's ``is_closed`` only tells the
+    first: a connection the broker closed has only its ``connected`` event cleared)."""
+    return connection.is_closed or not connection.connected.is_set()
+
+
+async def _close_quietly(connection: AbstractConnection) -> None:
+    if connection.is_closed:
+        return
+    try:  # also when lost: it releases what aio-pika still holds for it
+        await connection.close()
+    except CONNECT_ERRORS as exc:  # a lost connection may fail to close; it is gone anyway
+        log.info("broker_close_failed", error=str(exc) or type(exc).__name__)
+
+
 class FailoverConnection(RobustConnection):
     """A robust connection over several nodes: every reconnection tries the next node.
 

@@ -117,5 +117,9 @@ class ManagementClient:
         response = self._request("GET", f"/queues/{quote(vhost, safe='')}/{quote(name, safe='')}")
         return dict(response.json())
 
-    def queues(self, vhost: str) -> list[dict[str, Any]]:
-        return list(self._request("GET", f"/queues/{quote(vhost, safe='')}").json())
+    def queues(self, vhost: str, *, totals_only: bool = False) -> list[dict[str, Any]]:
+        """Every queue of ``vhost``. ``totals_only``: message counts, type, arguments and
+        policy, without the rate statistics (much cheaper for the broker to answer)."""
+        params = {"disable_stats": "true", "enable_queue_totals": "true"} if totals_only else {}
+        return list(self._request("GET", f"/queues/{quote(vhost, safe='')}",
+                                  params=params).json())

@@ -350,6 +350,18 @@ UNCONSUMED_EVENTS: frozenset[str] = frozenset(
 them without ``mandatory``: no queue bound is expected, not a failure to retry and park."""
 
 
+def _carries_saga(routing_key: str) -> bool:
+    return any(cls.event_type == routing_key and "saga_id" in cls.__struct_fields__
+               for cls in events.CATALOGUE.values())
+
+
+SAGA_DEAD_LETTER_QUEUES: frozenset[str] = frozenset(
+    spec.dlq_name for spec in CONSUMERS if any(map(_carries_saga, spec.routing_keys))
+)
+"""The dead-letter queues a saga's commands and replies (the events naming a ``saga_id``) can
+end in: those of the consumers that handle one. A saga's page reads only these."""
+
+
 def consumer_spec(name: str) -> ConsumerSpec:
     for spec in CONSUMERS:
         if spec.name == name:

@@ -19,9 +19,10 @@ Dead-letter queues are quorum queues (replicated), and before RabbitMQ 4.3 every
 a quorum queue message counts as a delivery (``x-delivery-count`` grows by one per browse).
 That is harmless only while no delivery limit applies to the queue: the topology declares
 none and its ``ams-dead-letters`` policy outranks any that would set one
-(:mod:`shared.topology`). :func:`delivery_limit_in_effect` checks it before every read and
-refuses to touch a queue with a limit (on 4.x, the default of 20 counts unless the policy
-says -1): reading must never dead-letter or drop a dead letter. A replay strips
+(:mod:`shared.topology`). :func:`delivery_limit_in_effect` checks it before every read (on
+the queue listing of the same operation if at most :data:`LISTING_FRESH_S` old) and refuses
+to touch a queue with a limit (on 4.x, the default of 20 counts unless the policy says -1):
+reading must never dead-letter or drop a dead letter. A replay strips
 ``x-delivery-count`` so the work queue starts its own count afresh.
 
 How moving stays lossless
@@ -47,6 +48,7 @@ publish to that exchange and nowhere else (``OPERATOR_PERMISSIONS``).
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -74,6 +76,10 @@ from shared.topology_apply import vhost_of
 CONNECT_TIMEOUT_S = 10.0
 GET_TIMEOUT_S = 10.0
 CONFIRM_TIMEOUT_S = 30.0
+LISTING_FRESH_S = 2.0
+"""How long a queue listing stands in for a fresh look at a queue's delivery limit: long
+enough for one console page (list, then read each queue), short enough that a policy
+changed since is seen by the next page; a CLI replay of many queues looks again."""
 
 
 @dataclass(frozen=True)
@@ -175,14 +181,25 @@ class _Cursor:
 class AmqpDeadLetterStore:
     """The real adapter: AMQP for messages, the management API to list queues."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, connection: AbstractConnection | None = None
+                 ) -> None:
+        """``connection``: one the caller keeps open across operations (the console's
+        :class:`shared.broker.KeptConnection`); used, never closed. Without it the store
+        connects on entry and closes on exit (the CLI)."""
         self._settings = settings.broker
         self._vhost = vhost_of(settings.broker.url)
-        self._connection: AbstractConnection | None = None
+        self._connection: AbstractConnection | None = connection
+        self._own_connection = connection is None
+        self._mgmt: ManagementClient | None = None
+        self._listed: dict[str, dict[str, Any]] = {}
+        self._listed_at = -LISTING_FRESH_S
+        self._broker_major: int | None = None
         delays = topology.parse_retry_delays(settings.worker.retry_delays)
         self._targets = topology.deployed(delays, settings.worker.partitions).replay_targets
 
     async def __aenter__(self) -> AmqpDeadLetterStore:
+        if not self._own_connection:
+            return self
         try:
             self._connection, _ = await connect_plain(
                 self._settings.url, name="amsctl dlq", connect_timeout_s=CONNECT_TIMEOUT_S
@@ -193,26 +210,39 @@ class AmqpDeadLetterStore:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self._connection is not None:
+        if self._mgmt is not None:
+            self._mgmt.close()
+        if self._own_connection and self._connection is not None:
             await self._connection.close()
 
+    def _management(self) -> ManagementClient:
+        if self._mgmt is None:
+            self._mgmt = ManagementClient(self._settings.management_url)
+        return self._mgmt
+
     def dead_letter_queues(self) -> list[QueueInfo]:
-        with ManagementClient(self._settings.management_url) as mgmt:
-            queues = mgmt.queues(self._vhost)
+        queues = self._management().queues(self._vhost, totals_only=True)
+        self._listed = {q["name"]: q for q in queues if is_dlq_name(q["name"])}
+        self._listed_at = time.monotonic()
         return sorted(
             (
-                QueueInfo(q["name"], int(q.get("messages_ready", 0) or 0),
-                          int(q.get("messages_unacknowledged", 0) or 0), work_queue_of(q["name"]))
-                for q in queues if is_dlq_name(q["name"])
+                QueueInfo(name, int(q.get("messages_ready", 0) or 0),
+                          int(q.get("messages_unacknowledged", 0) or 0), work_queue_of(name))
+                for name, q in self._listed.items()
             ),
             key=lambda q: q.name,
         )
 
-    def _check_readable(self, queue: str) -> None:
-        with ManagementClient(self._settings.management_url) as mgmt:
-            info = mgmt.queue(self._vhost, queue)
-            version = str(mgmt.overview().get("rabbitmq_version", "3"))
-        limit = delivery_limit_in_effect(info, int(version.split(".", 1)[0] or 3))
+    async def _check_readable(self, queue: str) -> None:
+        """Refuse a queue with a delivery limit in effect (see the module docstring). The
+        queue's arguments and policy come from :meth:`dead_letter_queues` if it listed them
+        less than :data:`LISTING_FRESH_S` ago (one management call per console page, not
+        two per queue), else from the management API now."""
+        fresh = time.monotonic() - self._listed_at < LISTING_FRESH_S
+        info = self._listed.get(queue) if fresh else None
+        if info is None:
+            info = await asyncio.to_thread(self._management().queue, self._vhost, queue)
+        limit = delivery_limit_in_effect(info, await self._major_version())
         if limit is not None:
             raise Conflict(
                 f"{queue} has a delivery limit of {limit} in effect: reading it would count "
@@ -221,8 +251,19 @@ class AmqpDeadLetterStore:
                 "higher priority matches the queue."
             )
 
+    async def _major_version(self) -> int:
+        """The broker's major version: from the AMQP connection's server properties (no
+        round trip), else from the management API once per store."""
+        if self._broker_major is None:
+            version = _server_version(self._connection)
+            if version is None:
+                overview = await asyncio.to_thread(self._management().overview)
+                version = str(overview.get("rabbitmq_version", "3"))
+            self._broker_major = int(version.split(".", 1)[0] or 3)
+        return self._broker_major
+
     async def browse(self, queue: str, *, limit: int) -> list[DeadLetter]:
-        await asyncio.to_thread(self._check_readable, queue)
+        await self._check_readable(queue)
         channel = await self._channel(confirms=False)
         held: list[_Taken] = []
         try:
@@ -240,7 +281,7 @@ class AmqpDeadLetterStore:
     async def move(
         self, queue: str, plan: MovePlan, on_window: Callable[[list[Outcome]], None]
     ) -> list[Outcome]:
-        await asyncio.to_thread(self._check_readable, queue)
+        await self._check_readable(queue)
         channel = await self._channel(confirms=True)
         outcomes: list[Outcome] = []
         cursor = _Cursor(depth=0)
@@ -387,6 +428,16 @@ async def _give_back(channel: AbstractChannel, held: list[_Taken]) -> None:
     finally:
         if not channel.is_closed:
             await channel.close()
+
+
+def _server_version(connection: AbstractConnection | None) -> str | None:
+    """The broker version the AMQP handshake announced, if the connection kept it."""
+    transport = getattr(connection, "transport", None)  # aio-pika's; aiormq's connection in it
+    properties = getattr(getattr(transport, "connection", None), "server_properties", None)
+    version = properties.get("version") if isinstance(properties, Mapping) else None
+    if isinstance(version, bytes):
+        return version.decode()
+    return version if isinstance(version, str) else None
 
 
 def _describe(error: BaseException) -> str:
