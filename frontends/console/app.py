@@ -41,10 +41,11 @@ def create_app(settings: Settings, *, api: ApiClient | None = None,
     history = MetricsHistory(parse_targets(settings.frontends.console_metrics_targets),
                              settings.frontends.console_scrape_interval_s)
     tasks: list[asyncio.Task[None]] = []
+    # Built here, connecting to nothing: its broker connection opens at the first page.
+    operations = Operations(settings, session_factory(authdb), audit=session_factory(auditdb))
 
     async def start(app: Litestar) -> None:
-        app.state["operations"] = Operations(settings, session_factory(authdb),
-                                             audit=session_factory(auditdb))
+        app.state["operations"] = operations
         app.state["metrics_history"] = history
         tasks.append(asyncio.create_task(history.run(), name="console-metrics"))
 
@@ -53,6 +54,7 @@ def create_app(settings: Settings, *, api: ApiClient | None = None,
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await operations.close()
         await authdb.dispose()
         await auditdb.dispose()
         await redis.aclose()

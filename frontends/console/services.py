@@ -5,27 +5,37 @@ removal, back to the queue it failed in), the outbox through :mod:`amsctl.outbox
 through :mod:`apps.auth.sagas`, the audit trail through :mod:`apps.auth.audit`. Every change
 opens the audit trail first (:func:`amsctl.audit.trail`: no audit table, no action) and is
 recorded under the signed-in admin's identity with source ``console``.
+
+The broker: one connection for the console process (:class:`shared.broker.KeptConnection`),
+opened at the first page that needs it, opened again after it was lost, closed on shutdown;
+each read or move takes channels of its own on it, as ``amsctl dlq`` does on its connection.
 """
 
 from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
+from aio_pika.abc import AbstractConnection
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from amsctl import outbox as outbox_ops
 from amsctl.audit import trail
 from amsctl.dlq import service as dlq
-from amsctl.dlq.broker import AmqpDeadLetterStore, QueueInfo
+from amsctl.dlq.broker import CONNECT_TIMEOUT_S, AmqpDeadLetterStore, QueueInfo
 from amsctl.dlq.model import DeadLetter, Selection
 from apps.auth import audit, sagas
 from apps.auth.audit import AuditEntry, AuditFilter, AuditSource
 from apps.auth.schemas import Saga
+from shared.broker import CONNECT_ERRORS, KeptConnection, connection_lost
 from shared.config import DATABASES, Settings
-from shared.errors import NotFound, ValidationFailed
+from shared.errors import DependencyUnavailable, NotFound, ValidationFailed
+from shared.topology import SAGA_DEAD_LETTER_QUEUES
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -58,24 +68,31 @@ class Operations:
         self.authdb = authdb
         self.auditdb = audit or authdb
         """Where the audit table is read (``AUDIT_DATABASE_URL``; default: authdb's)."""
+        self.broker = KeptConnection(settings.broker.url, name="console",
+                                     connect_timeout_s=CONNECT_TIMEOUT_S)
+
+    async def close(self) -> None:
+        """Close the broker connection (the app's shutdown)."""
+        await self.broker.close()
 
     # --- dead letters ------------------------------------------------------------------------
     async def dead_letters(self, selection: Selection, queue: str | None = None
                            ) -> list[DeadLetter]:
-        async with AmqpDeadLetterStore(self.settings) as store:
+        async def read(store: AmqpDeadLetterStore) -> list[DeadLetter]:
             queues = await _resolve(store, [queue] if queue else None)
             return await dlq.read(store, queues, selection, self.settings.operator.dlq_read_limit)
+        return await self._reading(read)
 
     async def overview(self, selection: Selection, queue: str | None
                        ) -> tuple[list[QueueInfo], list[DeadLetter]]:
         """Every dead-letter queue and the selected letters (of one queue, if it is one of
-        them), on one broker connection."""
-        async with AmqpDeadLetterStore(self.settings) as store:
+        them), from one queue listing."""
+        async def read(store: AmqpDeadLetterStore) -> tuple[list[QueueInfo], list[DeadLetter]]:
             queues = await _resolve(store, None)
             chosen = [q for q in queues if q.name == queue] or queues
             limit = self.settings.operator.dlq_read_limit
-            letters = await dlq.read(store, chosen, selection, limit)
-        return queues, letters
+            return queues, await dlq.read(store, chosen, selection, limit)
+        return await self._reading(read)
 
     async def dead_letter(self, message_id: str) -> tuple[DeadLetter, list[dict[str, object]]]:
         """One dead letter in full and its replay/purge history. The history is a scan of
@@ -86,15 +103,16 @@ class Operations:
         return found[0], await asyncio.to_thread(dlq.history, self.settings, message_id)
 
     async def preview(self, request: dlq.MoveRequest) -> ReplayPlan:
-        async with AmqpDeadLetterStore(self.settings) as store:
+        async def read(store: AmqpDeadLetterStore) -> list[DeadLetter]:
             queues = await _resolve(store, request.queues)
             limit = self.settings.operator.dlq_read_limit
-            letters = await dlq.preview(store, queues, request, limit)
-        return ReplayPlan(request.action, letters, request)
+            return await dlq.preview(store, queues, request, limit)
+        return ReplayPlan(request.action, await self._reading(read), request)
 
     async def move(self, admin: Admin, request: dlq.MoveRequest) -> dlq.MoveResult:
         """Replay or purge exactly as ``amsctl dlq`` does, audited under the admin's name."""
-        async with AmqpDeadLetterStore(self.settings) as store:
+        connection = await self._connection()
+        async with AmqpDeadLetterStore(self.settings, connection=connection) as store:
             queues = await _resolve(store, request.queues)
             async with trail(self.settings, actor=admin.actor,
                              source=AuditSource.CONSOLE) as audit_trail:
@@ -132,8 +150,36 @@ class Operations:
 
     async def letters_of_saga(self, saga_id: uuid.UUID) -> list[DeadLetter]:
         """The dead letters that belong to a saga: its commands and replies name it."""
-        letters = await self.dead_letters(Selection())
+        async def read(store: AmqpDeadLetterStore) -> list[DeadLetter]:
+            queues = [q for q in await _resolve(store, None)
+                      if q.name in SAGA_DEAD_LETTER_QUEUES]
+            return await dlq.read(store, queues, Selection(),
+                                  self.settings.operator.dlq_read_limit)
+        letters = await self._reading(read)
         return [dl for dl in letters if str(saga_id) in dl.body.decode(errors="replace")]
+
+    # --- the broker connection ---------------------------------------------------------------
+    async def _connection(self) -> AbstractConnection:
+        try:
+            return await self.broker.get()
+        except CONNECT_ERRORS as exc:
+            raise DependencyUnavailable(f"RabbitMQ is unreachable: {exc}") from exc
+
+    async def _reading(self, read: Callable[[AmqpDeadLetterStore], Awaitable[T]]) -> T:
+        """``read`` on the kept connection. If the connection turns out lost (the broker
+        restarted, a node went away), it is opened again and ``read`` done once more:
+        reading moves nothing (what it held, the broker requeued), so twice is harmless."""
+        for attempt in (1, 2):
+            connection = await self._connection()
+            try:
+                async with AmqpDeadLetterStore(self.settings, connection=connection) as store:
+                    return await read(store)
+            except CONNECT_ERRORS as exc:
+                if not connection_lost(connection):
+                    raise
+                if attempt == 2:
+                    raise DependencyUnavailable(f"lost the RabbitMQ connection: {exc}") from exc
+        raise AssertionError("unreachable")
 
     # --- audit -------------------------------------------------------------------------------
     async def audit_entries(self, filters: AuditFilter) -> list[AuditEntry]:
@@ -142,7 +188,7 @@ class Operations:
 
 async def _resolve(store: AmqpDeadLetterStore, names: list[str] | None) -> list[QueueInfo]:
     """The dead-letter queues asked for; a name that is not one is a 422 page, not a bug.
-    (The queue list comes from the management API's blocking client: off the event loop.)"""
+    (One management API call per page, by its blocking client: off the event loop.)"""
     try:
         return await asyncio.to_thread(dlq.resolve_queues, store, names)
     except dlq.UsageError as exc:

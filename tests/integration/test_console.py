@@ -1,14 +1,18 @@
 """The console's operator actions on the real authdb, outboxes and RabbitMQ (the APIs faked):
-requeueing a parked outbox event is audited under the admin's name, and a broker that is
-away is a page that names it."""
+requeueing a parked outbox event is audited under the admin's name, a broker that is
+away is a page that names it, and the dead-letter pages keep one broker connection that
+outlives a loss."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
+from urllib.parse import quote
 
+import aio_pika
 import asyncpg
 import httpx
 import pytest
@@ -22,7 +26,8 @@ from frontends.bff.session import MemorySessionStore
 from frontends.console.app import create_app
 from shared.config import Settings
 from shared.db import asyncpg_dsn, create_engine, session_factory
-from tests.support import free_port, isolated_settings
+from shared.topology_apply import apply_topology, vhost_of
+from tests.support import MANAGEMENT, free_port, isolated_settings
 
 ADMIN_EMAIL = "ops@example.org"
 
@@ -124,3 +129,79 @@ async def test_the_dead_letter_page_names_rabbitmq_when_it_is_away(cfg: Settings
         assert "Traceback" not in page.text
         sagas = await c.get("/sagas")
         assert sagas.status_code == 200, "pages that do not need the broker still work"
+
+
+async def _console_connections(cfg: Settings) -> list[dict[str, Any]]:
+    """The console's broker connections in the test's vhost, as the management API lists
+    them (its statistics lag by a few seconds: wait until they settle)."""
+    vhost = quote(vhost_of(cfg.broker.url), safe="")
+    async with httpx.AsyncClient(auth=("guest", "guest"), timeout=10) as mgmt:
+        answer = await mgmt.get(f"{MANAGEMENT.rstrip('/')}/api/vhosts/{vhost}/connections")
+    answer.raise_for_status()
+    return [c for c in answer.json()
+            if (c.get("client_properties") or {}).get("connection_name") == "console"]
+
+
+async def _settled(cfg: Settings, count: int) -> list[dict[str, Any]]:
+    for _ in range(100):
+        found = await _console_connections(cfg)
+        if len(found) == count:
+            return found
+        await asyncio.sleep(0.2)
+    return await _console_connections(cfg)
+
+
+async def test_dead_letter_pages_share_one_connection_that_survives_its_loss(
+    client: AsyncTestClient[Litestar], cfg: Settings
+) -> None:
+    await apply_topology(cfg)
+    connection = await aio_pika.connect(cfg.broker.url)
+    try:
+        channel = await connection.channel()
+        await channel.default_exchange.publish(
+            aio_pika.Message(b'{"x": 1}', message_id="kept-1",
+                             headers={"x-ams-failed-queue": "profiles"}),
+            routing_key="profiles.dlq")
+    finally:
+        await connection.close()
+    operations = client.app.state["operations"]
+    for _ in range(3):
+        page = await client.get("/dead-letters")
+        assert page.status_code == 200, page.text
+        assert "kept-1" in page.text
+    assert operations.broker.opened == 1, "every page reads on the same connection"
+    [kept] = await _settled(cfg, 1)
+
+    # The broker drops it (a node restart, an operator closing it): the next page reconnects.
+    quoted = quote(kept["name"], safe="")
+    async with httpx.AsyncClient(auth=("guest", "guest"), timeout=10) as mgmt:
+        closed = await mgmt.delete(f"{MANAGEMENT.rstrip('/')}/api/connections/{quoted}")
+    assert closed.status_code == 204
+    for _ in range(2):
+        page = await client.get("/dead-letters")
+        assert page.status_code == 200, page.text
+        assert "kept-1" in page.text, "the letter was read again, not lost"
+    assert operations.broker.opened == 2
+    [again] = await _settled(cfg, 1)
+    assert again["name"] != kept["name"]
+
+
+async def test_a_dead_letter_queue_with_a_delivery_limit_is_not_read(
+    client: AsyncTestClient[Litestar], cfg: Settings
+) -> None:
+    # The page's single queue listing must carry what the delivery-limit check needs.
+    connection = await aio_pika.connect(cfg.broker.url)
+    try:
+        channel = await connection.channel()
+        limited = await channel.declare_queue("limited.dlq", durable=True, arguments={
+            "x-queue-type": "quorum", "x-delivery-limit": 5})
+        await channel.default_exchange.publish(
+            aio_pika.Message(b"{}", message_id="limited-1"), routing_key="limited.dlq")
+        try:
+            page = await client.get("/dead-letters", params={"queue": "limited.dlq"})
+            assert page.status_code == 409, page.text
+            assert "delivery limit of 5" in page.text
+        finally:
+            await limited.delete(if_unused=False, if_empty=False)
+    finally:
+        await connection.close()
