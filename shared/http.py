@@ -227,6 +227,20 @@ LOCATION = ResponseHeader(
 )
 """``response_headers=[LOCATION]`` on a 201/202 route that sets ``Location``."""
 
+DEVICE_TOKEN_HEADER = "X-Device-Token"  # noqa: S105 - a header name, not a secret
+"""A successful login answers with this header (a token for this account on this device); a
+later login that sends it back counts as that device (its own failed-login delays). A header,
+so that the login request and token bodies stay exactly the public contract's."""
+
+DEVICE_TOKEN_PATTERN = r"^[A-Za-z0-9_-]{1,128}$"  # noqa: S105 - a shape, not a secret
+"""What a device token looks like; anything else is not sent on nor looked up."""
+
+DEVICE_TOKEN_ISSUED = ResponseHeader(
+    name=DEVICE_TOKEN_HEADER, documentation_only=True, required=False,
+    description="Login only: keep it on this device for this account and send it back in "
+    "the same header with its next login (valid LOGIN_DEVICE_TTL_S after its last use).",
+)
+
 
 def error_responses(*statuses: int) -> dict[int, ResponseSpec]:
     """OpenAPI ``responses=`` documenting error statuses with the shared error body."""

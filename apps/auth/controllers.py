@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, delete, get, post
 from litestar.datastructures import CacheControlHeader, State
 from litestar.di import NamedDependency, Provide
-from litestar.params import FromPath, JSONBody
+from litestar.params import FromPath, HeaderParameter, JSONBody
 from litestar.status_codes import (
     HTTP_200_OK,
     HTTP_201_CREATED,
@@ -31,7 +31,13 @@ from apps.auth.schemas import (
 )
 from apps.auth.services import Account, AuthService, Tokens
 from shared.auth import SECURITY, Principal, bearer_token, current_principal
-from shared.http import LOCATION, error_responses
+from shared.http import (
+    DEVICE_TOKEN_HEADER,
+    DEVICE_TOKEN_ISSUED,
+    DEVICE_TOKEN_PATTERN,
+    LOCATION,
+    error_responses,
+)
 
 
 def provide_service(state: State) -> AuthService:
@@ -44,7 +50,6 @@ def _pair(tokens: Tokens) -> TokenPair:
         access_token=tokens.access_token,
         refresh_token=tokens.refresh_token,
         expires_in=tokens.expires_in,
-        device_token=tokens.device_token,
     )
 
 
@@ -92,7 +97,8 @@ class AuthController(Controller):
         operation_id="login",
         status_code=HTTP_200_OK,
         summary="Exchange email and password for an access and a refresh token",
-        responses=error_responses(401, 422, 429, 503),
+        responses=error_responses(400, 401, 422, 429, 503),
+        response_headers=[DEVICE_TOKEN_ISSUED],
         cache_control=NO_STORE,
     )
     async def login(
@@ -100,15 +106,23 @@ class AuthController(Controller):
         data: JSONBody[LoginRequest],
         service: NamedDependency[AuthService],
         request: Request[Any, Any, Any],
-    ) -> TokenPair:
+        device_token: Annotated[str | None, HeaderParameter(
+            name=DEVICE_TOKEN_HEADER, pattern=DEVICE_TOKEN_PATTERN, required=False,
+            description="The device token of this account's last successful login on this "
+            "device, if any: the device then has its own failed-login delays, apart from "
+            "anyone else's failures. Unknown or another account's: ignored.",
+        )] = None,
+    ) -> Response[TokenPair]:
         """Unknown email and wrong password answer alike (401). After
         ``LOGIN_MAX_FAILURES_PER_ACCOUNT`` failed attempts on an account from one client (its
         device token, else its address), each next attempt from that client waits a growing
         delay (429 with ``Retry-After``); a device that signed in to the account before is
         not delayed by anyone else's failures."""
         client = request.client.host if request.client else "unknown"
-        return _pair(await service.login(data.email, data.password, client=client,
-                                         device_token=data.device_token))
+        tokens = await service.login(data.email, data.password, client=client,
+                                     device_token=device_token)
+        headers = {DEVICE_TOKEN_HEADER: tokens.device_token} if tokens.device_token else {}
+        return Response(_pair(tokens), headers=headers)
 
     @post(
         "/refresh",

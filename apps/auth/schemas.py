@@ -46,19 +46,9 @@ class RegisterResponse(msgspec.Struct, kw_only=True):
     """The email as stored: trimmed, lower case."""
 
 
-DeviceToken = Annotated[str, msgspec.Meta(
-    min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_-]+$",
-    description="A device token of an earlier successful login (opaque)",
-)]
-
-
 class LoginRequest(msgspec.Struct, kw_only=True):
     email: Email
     password: Password
-    device_token: DeviceToken | None = None
-    """The `device_token` of this account's last successful login on this device, if any:
-    the device then has its own failed-login delays, apart from anyone else's failures (an
-    attacker cannot make the owner wait). Unknown or another account's: ignored."""
 
 
 class RefreshRequest(msgspec.Struct, kw_only=True):
@@ -75,9 +65,6 @@ class TokenPair(msgspec.Struct, kw_only=True):
     """Always `Bearer`."""
     expires_in: int
     """Seconds until the access token expires."""
-    device_token: str | None = None
-    """Login only: keep it on this device for this account and send it with its next login
-    (valid `LOGIN_DEVICE_TTL_S` after its last use)."""
 
 
 class MeResponse(msgspec.Struct, kw_only=True):

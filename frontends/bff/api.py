@@ -108,6 +108,7 @@ class ApiClient:
         self, service: str, method: str, path: str, *, token: str | None = None,
         json: Any = None, params: Mapping[str, Any] | None = None,
         files: Any = None, expect: tuple[int, ...] = (), client_ip: str | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> httpx.Response:
         """The API's response for 2xx (and statuses in ``expect``); raises otherwise.
 
@@ -115,14 +116,14 @@ class ApiClient:
         API's per-address login limit then counts people, not the frontend (the APIs trust
         the header from ``TRUSTED_PROXIES``, by default the loopback addresses).
         """
-        headers = _trace_headers()
+        sent = _trace_headers() | dict(headers or {})
         if token is not None:
-            headers["Authorization"] = f"Bearer {token}"
+            sent["Authorization"] = f"Bearer {token}"
         if client_ip:
-            headers["X-Forwarded-For"] = client_ip
+            sent["X-Forwarded-For"] = client_ip
         url = f"{self._base[service]}{path}"
         try:
-            response = await self._send(method, url, headers=headers, json=json,
+            response = await self._send(method, url, headers=sent, json=json,
                                         params=params, files=files)
         except httpx.HTTPError as exc:
             log.warning("api.unreachable", service=service, path=path,

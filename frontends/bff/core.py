@@ -23,6 +23,7 @@ from litestar.response import Redirect, Template
 from frontends.bff.api import ApiClient, BackendError, ServiceDown
 from frontends.bff.session import ANONYMOUS_TTL_S, Session, SessionStore, new_id
 from shared.config import Settings
+from shared.http import DEVICE_TOKEN_HEADER, DEVICE_TOKEN_PATTERN
 from shared.logging import get_logger
 
 log = get_logger(__name__)
@@ -34,7 +35,7 @@ REFRESH_MARGIN_S = 30.0
 """Refresh this long before the access token expires (clock skew, a slow request)."""
 REFRESH_LOCK_S = 10.0
 STATE_KEY = "frontend"
-DEVICE_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,128}")
+DEVICE_TOKEN = re.compile(DEVICE_TOKEN_PATTERN)
 """What the auth API accepts as a device token: a cookie altered into anything else is not
 sent (the login would be refused as malformed, every time, until the cookie expired)."""
 
@@ -159,13 +160,13 @@ class Frontend:
     # --- signing in and out ------------------------------------------------------------------
     async def sign_in(self, request: Request[Any, Any, Any], email: str, password: str) -> Session:
         """Log in at the auth API; a fresh session id holds the tokens (no fixation)."""
-        login: dict[str, Any] = {"email": email, "password": password}
         device = request.cookies.get(self.device_cookie_name) or ""
-        if DEVICE_TOKEN.fullmatch(device):
-            login["device_token"] = device
-        tokens = (await self.api.request(
-            "auth", "POST", "/auth/login", json=login, client_ip=client_ip(request),
-        )).json()
+        answer = await self.api.request(
+            "auth", "POST", "/auth/login", json={"email": email, "password": password},
+            client_ip=client_ip(request),
+            headers={DEVICE_TOKEN_HEADER: device} if DEVICE_TOKEN.fullmatch(device) else None,
+        )
+        tokens = answer.json()
         me = (await self.api.request(
             "auth", "GET", "/auth/me", token=tokens["access_token"]
         )).json()
@@ -175,7 +176,7 @@ class Frontend:
             roles=list(me.get("roles") or []),
         )
         _store_tokens(session, tokens)
-        self._remember_device(request, tokens.get("device_token"))
+        self._remember_device(request, answer.headers.get(DEVICE_TOKEN_HEADER))
         if old is not None:
             await self.store.delete(old.id)
         await self.save(session)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import re
 import time
 import uuid
@@ -78,11 +77,11 @@ class FakeApis:
         if path == "/auth/login":
             self.login_addresses.append(request.headers.get("x-forwarded-for", ""))
             body = request.read().decode()
-            self.login_devices.append(json.loads(body).get("device_token"))
+            self.login_devices.append(request.headers.get("x-device-token"))
             if PASSWORD not in body:
                 return _error(401, "authentication_failed", "invalid email or password")
-            return httpx.Response(200, json=self.tokens(self.expires_in)
-                                  | {"device_token": "device-of-ada"})
+            return httpx.Response(200, json=self.tokens(self.expires_in),
+                                  headers={"X-Device-Token": "device-of-ada"})
         if path == "/auth/me":
             return httpx.Response(200, json={"user_id": self.user_id, "email": "ada@example.org",
                                              "roles": self.roles, "status": "active"})
