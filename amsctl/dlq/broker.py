@@ -194,6 +194,9 @@ class AmqpDeadLetterStore:
         self._listed: dict[str, dict[str, Any]] = {}
         self._listed_at = -LISTING_FRESH_S
         self._broker_major: int | None = None
+        self.depths: dict[str, int] = {}
+        """Each queue's depth as the last :meth:`browse` of it saw it: AMQP's own count at
+        that moment, where the management API's figure lags by up to its sampling interval."""
         delays = topology.parse_retry_delays(settings.worker.retry_delays)
         self._targets = topology.deployed(delays, settings.worker.partitions).replay_targets
 
@@ -269,6 +272,7 @@ class AmqpDeadLetterStore:
         try:
             amqp_queue = await self._passive(channel, queue)
             depth = int(amqp_queue.declaration_result.message_count or 0)
+            self.depths[queue] = depth
             while len(held) < min(depth, limit):
                 taken = await self._get(amqp_queue, queue, len(held))
                 if taken is None:

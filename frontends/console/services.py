@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from aio_pika.abc import AbstractConnection
@@ -91,7 +91,11 @@ class Operations:
             queues = await _resolve(store, None)
             chosen = [q for q in queues if q.name == queue] or queues
             limit = self.settings.operator.dlq_read_limit
-            return queues, await dlq.read(store, chosen, selection, limit)
+            letters = await dlq.read(store, chosen, selection, limit)
+            # The queues just read show AMQP's current depth: the listing's figure is
+            # sampled, and a letter that arrived seconds ago was counted 0 beside itself.
+            return [replace(q, messages=store.depths.get(q.name, q.messages))
+                    for q in queues], letters
         return await self._reading(read)
 
     async def dead_letter(self, message_id: str) -> tuple[DeadLetter, list[dict[str, object]]]:

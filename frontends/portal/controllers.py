@@ -273,4 +273,38 @@ async def _saga(frontend: Frontend, saga: dict[str, str]) -> dict[str, Any]:
         "auth", "GET", f"/auth/sagas/{saga['saga_id']}/watch", token=saga["watch_token"]
     )
     data: dict[str, Any] = response.json()
-    return data
+    return in_words(data)
+
+
+STEP_LABELS = {
+    "profile.delete": "Remove your profile",
+    "documents.delete": "Delete your documents",
+    "user.delete": "Close your account",
+    "profile.restore": "Restore your profile",
+    "user.reactivate": "Reopen your account",
+}
+"""The deletion saga's steps (``apps.auth.sagas``) as the person reads them."""
+
+LEGAL_HOLD_WORDS = (
+    "Some of your documents are under a legal hold: they must be kept for now, so your "
+    "account cannot be deleted yet. Please contact support to find out more."
+)
+
+
+def in_words(saga: dict[str, Any]) -> dict[str, Any]:
+    """The saga as the auth API reports it, plus what a person reads: each step's label and,
+    when a step failed, ``explanation`` (why, in plain words). The API's ``reason`` names
+    internal ids; the page keeps it under "Details for support"."""
+    steps = saga.get("steps") or []
+    for step in steps:
+        step["label"] = STEP_LABELS.get(step.get("name", ""), step.get("name", ""))
+    failed = next((s for s in steps if s.get("status") == "failed"), None)
+    saga["explanation"] = None if failed is None else _why(failed, saga)
+    return saga
+
+
+def _why(step: dict[str, Any], saga: dict[str, Any]) -> str:
+    detail = str(step.get("detail") or saga.get("reason") or "")
+    if step.get("name") == "documents.delete" and "legal hold" in detail:
+        return LEGAL_HOLD_WORDS
+    return f"The step \u201c{step['label']}\u201d could not be completed."

@@ -205,3 +205,26 @@ async def test_a_dead_letter_queue_with_a_delivery_limit_is_not_read(
             await limited.delete(if_unused=False, if_empty=False)
     finally:
         await connection.close()
+
+
+async def test_the_dead_letter_page_counts_a_letter_that_just_arrived(
+    client: AsyncTestClient[Litestar], cfg: Settings
+) -> None:
+    # The management API samples queue depths (every 5 s here): the page shows what it read.
+    await apply_topology(cfg)
+    connection = await aio_pika.connect(cfg.broker.url)
+    try:
+        channel = await connection.channel()
+        for n in range(2):
+            await channel.default_exchange.publish(
+                aio_pika.Message(b'{"x": 1}', message_id=f"fresh-{n}",
+                                 headers={"x-ams-failed-queue": "documents"}),
+                routing_key="documents.dlq")
+        page = await client.get("/dead-letters")
+        assert page.status_code == 200, page.text
+        row = re.search(r'documents\.dlq</a></td><td class="num">(\d+)<', page.text)
+        assert row and row.group(1) == "2", page.text
+        assert "fresh-0" in page.text and "fresh-1" in page.text
+        await (await channel.get_queue("documents.dlq")).purge()
+    finally:
+        await connection.close()

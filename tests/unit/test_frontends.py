@@ -27,6 +27,7 @@ from frontends.bff.errors import problem_of
 from frontends.bff.session import MemorySessionStore
 from frontends.console.app import create_app as create_console
 from frontends.portal.app import create_app as create_portal
+from frontends.portal.controllers import LEGAL_HOLD_WORDS, in_words
 from shared.config import Settings
 from shared.errors import DependencyUnavailable, NotFound, ValidationFailed
 
@@ -505,3 +506,23 @@ async def test_a_read_is_sent_again_when_a_kept_alive_connection_was_closed() ->
         await client.request("users", "PATCH", "/profiles/me", json={})
     assert calls["n"] == 1
     await client.aclose()
+
+
+def _saga(*steps: tuple[str, str, str | None]) -> dict[str, Any]:
+    return {"saga_id": "s1", "status": "compensated",
+            "reason": "documents.delete failed: 1 document(s) of user u1 under legal hold: d1",
+            "steps": [{"name": n, "kind": "action", "status": st, "detail": d}
+                      for n, st, d in steps]}
+
+
+def test_a_failed_deletion_is_explained_in_words_not_ids() -> None:
+    held = in_words(_saga(("profile.delete", "completed", None),
+                          ("documents.delete", "failed", "1 document(s) of user u1 under "
+                           "legal hold: d1")))
+    assert held["explanation"] == LEGAL_HOLD_WORDS
+    assert [s["label"] for s in held["steps"]] == ["Remove your profile",
+                                                   "Delete your documents"]
+    other = in_words(_saga(("profile.delete", "failed", "timed out")))
+    assert other["explanation"] == (
+        "The step \u201cRemove your profile\u201d could not be completed.")
+    assert in_words(_saga(("profile.delete", "completed", None)))["explanation"] is None
