@@ -58,6 +58,10 @@ log = get_logger(__name__)
 LOG_EACH_EVENT_MAX = 32
 """Batches up to this size log one INFO line per event; bigger ones one line per batch."""
 
+DELETE_AT_ONCE = 64
+"""Confirmed rows from which a finished batch wakes the loop to delete them at once (the end
+of a burst); fewer wait for the next claim, a notification's or the shortest poll's."""
+
 AggregateKey = tuple[str, str]
 """(aggregate type, aggregate id): the unit of order."""
 
@@ -96,6 +100,8 @@ class Relay:
         """False while draining: a confirm sends no waiting row on."""
         self._confirmed: set[int] = set()
         """Rows the broker confirmed that are not deleted yet; never claimed again."""
+        self._flush_timer: asyncio.TimerHandle | None = None
+        """Wakes the idle loop to delete confirmed rows no claim deleted (_batch_done)."""
         self._deleted_since_vacuum = 0
         self._vacuum: asyncio.Task[None] | None = None
         self._may_vacuum = True
@@ -137,6 +143,9 @@ class Relay:
         finally:
             await self._drain()
             await self._close()
+            if self._flush_timer is not None:
+                self._flush_timer.cancel()
+                self._flush_timer = None
 
     async def _connect(self) -> None:
         await self._queue.connect()
@@ -178,26 +187,35 @@ class Relay:
                 await asyncio.wait(self._in_flight, return_when=asyncio.FIRST_COMPLETED)
                 continue
             self._wake.clear()
-            rows = await self._claim(room)
+            rows, full = await self._claim(room)
             if rows:
                 poll = self._settings.poll_min_s
                 self._dispatch(rows)
-                continue
-            # Nothing to claim: sleep until a commit notifies us, a batch finishes or the
-            # poll interval runs out. The interval grows only while polls find nothing and
-            # nothing wakes the relay: a notification means commits are happening, and
-            # others may be committing beside the notifier without a notification of their
-            # own (one notifier at a time, see outbox.schema.NOTIFIER_LOCK), so their rows
-            # are looked for again within the shortest interval, not the grown one (rows
-            # left to a poll waited up to 98 ms at 1,000 commits/s).
+            if full or (rows and self._wake.is_set()):
+                continue  # more may wait, or something committed during the claim
+            # Fewer rows than asked and no notification since the claim began: nothing is
+            # known to wait. Claiming again at once after a claim that got rows found nothing
+            # three times in four under a trickle and doubled the claims (each a statement
+            # planned for its parameters on PostgreSQL); the next notification or the
+            # shortest poll comes instead.
+            # So sleep until a commit notifies us, a batch fails, confirmed rows wait to be
+            # deleted (see _batch_done) or the poll interval runs out. The
+            # interval grows only while polls find nothing and nothing wakes the relay: a
+            # notification means commits are happening, and others may be committing beside
+            # the notifier without a notification of their own (one notifier at a time, see
+            # outbox.schema.NOTIFIER_LOCK), so their rows are looked for again within the
+            # shortest interval, not the grown one (rows left to a poll waited up to 98 ms
+            # at 1,000 commits/s).
             if await self._idle(stop, poll):
                 poll = self._settings.poll_min_s
             else:
                 poll = min(poll * 2, self._settings.poll_max_s)
 
     async def _idle(self, stop: asyncio.Event, wait_s: float) -> bool:
-        """Wait up to ``wait_s``; True when woken (a notification, a batch's end)."""
-        # The last batch out, or a failed one, sets the wake event too (see _batch_done).
+        """Wait up to ``wait_s``; True when woken (a notification, a failed batch, confirmed
+        rows to delete, an aggregate's waiting rows all sent)."""
+        # A failed batch sets the wake event too, and confirmed rows left undeleted do
+        # after the shortest poll (see _batch_done).
         waiters = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())]
         try:
             await asyncio.wait(waiters, timeout=wait_s, return_when=asyncio.FIRST_COMPLETED)
@@ -212,10 +230,11 @@ class Relay:
         budget = s.batch_size * s.max_batches_in_flight - self._rows_in_flight
         return min(s.batch_size, budget)
 
-    async def _claim(self, limit: int) -> list[OutboxRow]:
+    async def _claim(self, limit: int) -> tuple[list[OutboxRow], bool]:
+        """The claimed rows, and whether the claim got all it asked for (more may wait)."""
         owned = sorted(self._leases.owned)
         if not owned:
-            return []
+            return [], False
         in_flight = [row_id for ids in self._in_flight.values() for row_id in ids]
         in_flight.extend(row.id for behind in self._waiting.values() for row in behind)
         confirmed = list(self._confirmed)
@@ -225,13 +244,14 @@ class Relay:
         # statement, one round trip and one wake-up of PostgreSQL instead of two.
         busy = [key for key, behind in self._waiting.items() if behind]
         rows = await self._queue.claim(owned, in_flight, limit, delete=confirmed, busy=busy)
+        full = len(rows) >= limit
         self._deleted(confirmed)
         if self._let_go:
             # A rejection was written while this claim ran: the claim may not have seen it
             # and returned rows that must wait for the retry. The next claim sees it.
             let_go = self._let_go
             rows = [row for row in rows if (row.aggregate_type, row.aggregate_id) not in let_go]
-        return rows
+        return rows, full
 
     async def _maintain(self) -> None:
         """Rebalance partitions and refresh gauges, each on its own period."""
@@ -316,10 +336,25 @@ class Relay:
         exc = None if task.cancelled() else task.exception()
         if exc is not None and self._broken is None:
             self._broken = exc
-        # Wake the idle loop to delete what was confirmed (claims delete it) only when the
-        # pipeline ran dry or a batch failed: while other batches are out, the next claim
-        # comes anyway, and a claim per confirm doubled the statements under a trickle.
-        if not self._in_flight or exc is not None:
+        if exc is not None:
+            self._wake.set()
+        elif self._in_flight or not self._confirmed:
+            return  # while other batches are out, the next claim comes anyway
+        elif len(self._confirmed) >= DELETE_AT_ONCE:
+            self._wake.set()  # the end of a burst: delete it now
+        elif self._flush_timer is None:
+            # A few confirmed rows are deleted by the next claim. Under a steady trickle a
+            # notification brings one within milliseconds; a claim at once for every batch
+            # that left the pipeline empty (most of them at 500 commits/s) found nothing
+            # and doubled the claims. Only when none comes within the shortest poll does
+            # the loop wake to delete (a poll grown while idle would leave them longer).
+            self._flush_timer = asyncio.get_running_loop().call_later(
+                self._settings.poll_min_s, self._flush_due
+            )
+
+    def _flush_due(self) -> None:
+        self._flush_timer = None
+        if self._confirmed:
             self._wake.set()
 
     async def _publish_batch(self, rows: list[OutboxRow]) -> None:

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from outbox.relay import Relay
+from outbox.relay import DELETE_AT_ONCE, Relay
 from outbox.rows import OutboxRow
 from outbox.schema import PARTITIONS
 from outbox.store import Failure
@@ -375,9 +375,10 @@ async def test_a_commit_notification_wakes_the_idle_relay_before_its_poll() -> N
     async with running(copy):
         await asyncio.sleep(0.1)  # idle on a 5 s poll
         started = time.monotonic()
-        outbox.add("x")
-        await until(lambda: not outbox.rows, "woken by the notification", timeout=1.0)
+        row = outbox.add("x")
+        await until(lambda: copy.publisher.confirmed, "woken by the notification", timeout=1.0)
         assert time.monotonic() - started < 1.0
+        assert ids(copy.publisher.confirmed) == [row.id]
 
 
 async def test_without_notifications_the_idle_relay_polls_ever_less_often() -> None:
@@ -411,6 +412,56 @@ async def test_a_wake_up_brings_the_poll_back_to_its_shortest_interval() -> None
         outbox.add("beside the notifier")
         await until(lambda: not outbox.rows, "the silent row", timeout=2.0)
         assert time.monotonic() - started < 0.25  # 1 s with the grown interval
+
+
+async def test_a_trickle_of_notified_commits_costs_one_claim_each() -> None:
+    """Under single-event transactions a claim that found rows is not followed by another at
+    once, nor is every confirm that empties the pipeline: the next notification's claim
+    deletes what was confirmed (two claims per commit at 500 commits/s, half of them empty)."""
+    outbox = FakeOutbox()
+    copy = relay_on(outbox, fast(relay_poll_min_s=0.5, relay_poll_max_s=0.5))
+    async with running(copy):
+        await asyncio.sleep(0.05)
+        before = len(copy.queue.claims)
+        rows = []
+        for i in range(10):
+            rows.append(outbox.add(f"agg-{i}"))
+            await asyncio.sleep(0.02)
+        await until(lambda: len(copy.publisher.confirmed) == 10, "all confirmed")
+        assert len(copy.queue.claims) - before <= 11
+        # each row deleted by a later commit's claim, the last one after the shortest poll
+        assert not any(row.id in outbox.rows for row in rows[:-1])
+
+
+async def test_confirmed_rows_are_deleted_within_the_shortest_poll_when_no_claim_comes() -> None:
+    """A confirm that arrives while the idle relay's poll has grown still gets its row deleted
+    after the shortest poll interval, not the grown one."""
+    outbox = FakeOutbox()
+    copy = relay_on(outbox, fast(relay_poll_min_s=0.02, relay_poll_max_s=5.0))
+    async with running(copy):
+        copy.publisher.hold()
+        row = outbox.add("held")
+        await until(lambda: copy.publisher.batches, "published")
+        await asyncio.sleep(0.7)  # the poll grows to 0.64 s and beyond while nothing comes
+        copy.publisher.release()
+        started = time.monotonic()
+        await until(lambda: row.id not in outbox.rows, "deleted", timeout=2.0)
+        assert time.monotonic() - started < 0.3
+
+
+async def test_the_end_of_a_burst_is_deleted_at_once() -> None:
+    """Many confirmed rows are deleted as soon as the last batch is confirmed, not after the
+    shortest poll (the end of a backlog's drain, what bench/relay.py's throughput times)."""
+    outbox = FakeOutbox()
+    copy = relay_on(outbox, fast(relay_poll_min_s=5.0, relay_poll_max_s=5.0))
+    async with running(copy):
+        await asyncio.sleep(0.05)
+        copy.publisher.hold()
+        for i in range(DELETE_AT_ONCE + 10):
+            outbox.add(f"agg-{i}")
+        await until(lambda: len(copy.publisher.published) == DELETE_AT_ONCE + 10, "published")
+        copy.publisher.release()
+        await until(lambda: not outbox.rows, "deleted", timeout=1.0)
 
 
 # --- stopping, vacuum ---------------------------------------------------------------------
