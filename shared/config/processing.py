@@ -26,7 +26,8 @@ class RelaySettings:
     poll_min_s: float = field(default=0.01, metadata=env("RELAY_POLL_MIN_S"))
     """Shortest polling interval right after activity, doubling while idle (LISTEN/NOTIFY
     wakes it sooner; a transaction that committed while another one held the notifier lock
-    is found by this poll at the latest)."""
+    is found by this poll at the latest). Confirmed rows that no claim deleted are deleted
+    after this interval."""
 
     poll_max_s: float = field(default=2.0, metadata=env("RELAY_POLL_MAX_S"))
     """Longest polling interval of an idle relay."""
