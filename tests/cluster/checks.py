@@ -108,22 +108,30 @@ class Probe:
             await conn.close()
 
     async def backlog(self, *, strict: bool = False) -> dict[str, int]:
-        """Unsent outbox rows (older than a second unless ``strict``: all of them) and the
+        """Unsent outbox rows (older than a second unless ``strict``: all of them), the
         messages ready in the work and retry queues, counted exactly (a passive declare per
-        queue; the management API's figures are samples up to 5 s old)."""
+        queue), and the messages delivered but not yet acknowledged (``unacked:``, from the
+        management API: samples up to 5 s old).
+
+        Ready alone is not the backlog: a quorum queue keeps delivering to the consumers it
+        knows, up to their prefetch, and after a partition those may be channels that died
+        on the cut-off node. Their messages are neither ready nor handled until the queue's
+        leader learns of the death (over the healed link between the nodes, seconds later)
+        and returns them."""
         out: dict[str, int] = {}
         age = "" if strict else " WHERE created_at < now() - interval '1 s'"
         for db in DATABASES:
             rows = await self.query(db, "SELECT count(*) AS n FROM outbox" + age)
             out[f"outbox:{db}"] = int(rows[0]["n"])
-        names = [q["name"] for q in await asyncio.to_thread(self.queues)
-                 if not q["name"].endswith(".dlq") and q["name"] != TAP]
+        queues = [q for q in await asyncio.to_thread(self.queues)
+                  if not q["name"].endswith(".dlq") and q["name"] != TAP]
         connection, _ = await connect_plain(self.amqp_url, name="harness")
         try:
             channel = await connection.channel()
-            for name in names:
-                declared = await channel.declare_queue(name, passive=True)
-                out[f"queue:{name}"] = int(declared.declaration_result.message_count or 0)
+            for q in queues:
+                declared = await channel.declare_queue(q["name"], passive=True)
+                out[f"queue:{q['name']}"] = int(declared.declaration_result.message_count or 0)
+                out[f"unacked:{q['name']}"] = int(q.get("messages_unacknowledged") or 0)
         finally:
             await connection.close()
         return out
@@ -191,6 +199,27 @@ async def verify(probe: Probe, load_file: Path) -> dict[str, Any]:
         "refused": [e.get("counts") for e in load.get("summary", [])],
         "problems": problems,
     }
+
+
+async def pending(probe: Probe, load_file: Path) -> dict[str, int]:
+    """Accepted requests whose effect is not there yet (none once the system has settled):
+    registered users without a profile, uploads without an OCR outcome, sagas not final."""
+    load = read_load(load_file)
+    registered = [e["id"] for e in load.get("register", [])]
+    uploads = [e["id"] for e in load.get("upload", [])]
+    sagas = [e["id"] for e in load.get("delete", [])]
+    rows = await probe.query(
+        "apidb", "SELECT count(*) AS n FROM profiles WHERE user_id = ANY($1::uuid[])", registered)
+    out = {"profiles": len(registered) - int(rows[0]["n"])}
+    rows = await probe.query(
+        "admindb", "SELECT count(*) AS n FROM documents WHERE id = ANY($1::uuid[]) "
+        "AND status IN ('completed', 'failed')", uploads)
+    out["ocr"] = len(uploads) - int(rows[0]["n"])
+    rows = await probe.query(
+        "authdb", "SELECT count(*) AS n FROM sagas WHERE id = ANY($1::uuid[]) "
+        "AND status = ANY($2::text[])", sagas, sorted(FINAL_SAGAS))
+    out["sagas"] = len(sagas) - int(rows[0]["n"])
+    return out
 
 
 async def _effects(probe: Probe, load: dict[str, list[dict[str, Any]]]) -> list[str]:

@@ -1,6 +1,6 @@
 """The harness: deploy, load, inject a fault, heal, measure, check, tear down.
 
-``python -m tests.cluster [--quick] [--only NAME ...]`` (``make test-cluster``) runs every
+``python -m tests.cluster [--quick] [--keep-logs] [NAME ...]`` (``make test-cluster``) runs every
 scenario of :data:`SCENARIOS` on one deployment and prints one JSON line per scenario:
 load held (events committed per second), lost, duplicated effects, recovery seconds (fault
 healed -> backlog zero) and the problems found (none when it passed).
@@ -20,10 +20,11 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tests.cluster.checks import Probe, verify
+from tests.cluster.checks import Probe, pending, verify
 from tests.cluster.deploy import Deployment
 from tests.cluster.infra import RabbitNode
 from tests.cluster.net import HarnessError, inside
@@ -114,15 +115,17 @@ class Harness:
         load = self._start_load(load_file, total)
         try:
             time.sleep(warmup_s)
+            self.notes["injected_at"] = _utc(time.time())  # to read the logs against
             scenario.inject(self)
             time.sleep(scenario.fault_s)
             scenario.heal(self)
             healed = time.time()
+            self.notes["healed_at"] = _utc(healed)
             recovery = self._wait_backlog_zero(healed)
         finally:
             load.wait(total + 120)
         ended = time.time()
-        self._settle()
+        self._settle(load_file)
         counts = asyncio.run(verify(probe, load_file))
         crashed = [h for h, a in self.deploy.apps.items() if not a.alive()]
         if crashed:
@@ -184,20 +187,41 @@ class Harness:
                 backlog = {"unreachable": 1}
             if not any(backlog.values()):
                 return time.time() - since
+            unacked = sum(n for k, n in backlog.items() if k.startswith("unacked:"))
+            if unacked and not any(n for k, n in backlog.items() if not k.startswith("unacked:")):
+                # What a count of ready messages alone would have taken for the end.
+                self.notes["unacked_when_none_ready"] = max(
+                    unacked, self.notes.get("unacked_when_none_ready", 0))
             time.sleep(0.5)
         return None
 
-    def _settle(self, timeout: float = 300) -> None:
+    def _settle(self, load_file: Path, timeout: float = 300) -> None:
         """After the load: everything accepted has taken effect, so the checks see the end
-        state: the outboxes empty (every event confirmed) and no message ready anywhere, twice
-        in a row a few seconds apart (sagas answer through two more hops)."""
+        state: the outboxes empty (every event confirmed), no message ready or unacknowledged
+        in any work or retry queue, and every accepted request's effect in its database
+        (a profile per user, an OCR outcome per upload, every saga final), twice in a row
+        more than the broker's 5 s statistics interval apart. Bounded: what has not settled
+        by then is reported by the checks."""
+        assert self.probe is not None
         start = time.time()
         while time.time() - start < timeout:
             if self._wait_backlog_zero(time.time(), timeout, strict=True) is None:
                 return
-            time.sleep(3)
-            if self._wait_backlog_zero(time.time(), 1, strict=True) is not None:
+            if self._pending(load_file):
+                time.sleep(1)
+                continue
+            time.sleep(6)
+            if (self._wait_backlog_zero(time.time(), 1, strict=True) is not None
+                    and not self._pending(load_file)):
+                self.notes["settled_s"] = round(time.time() - start, 1)
                 return
+
+    def _pending(self, load_file: Path) -> bool:
+        assert self.probe is not None
+        try:
+            return any(asyncio.run(pending(self.probe, load_file)).values())
+        except Exception:  # a database still coming back
+            return True
 
     async def _committed_between(self, start: float, end: float) -> int:
         assert self.probe is not None
@@ -380,6 +404,23 @@ def harness(quick: bool = False) -> Iterator[Harness]:
         yield h
 
 
+def _utc(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).strftime("%H:%M:%S.%f")[:-3]
+
+
+def keep_logs(deploy: Deployment) -> Path:
+    """A copy of every process's log and of each broker node's own logs (a partition's
+    post-mortem reads what the nodes saw), in a directory the teardown leaves alone."""
+    kept = Path(tempfile.mkdtemp(prefix="ams-cluster-logs-"))
+    shutil.copytree(deploy.base / "logs", kept, dirs_exist_ok=True)
+    for name, node in deploy.rabbits.items():
+        if (node.base / "log").is_dir():
+            shutil.copytree(node.base / "log", kept / name, dirs_exist_ok=True)
+        if (node.base / "server.log").is_file():
+            shutil.copy(node.base / "server.log", kept / f"{name}-server.log")
+    return kept
+
+
 def _terminate(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)  # unwinds through the teardown
 
@@ -404,8 +445,6 @@ def main(argv: list[str]) -> int:
                 result["load_vs_baseline"] = round(result["load_events_per_s"] / floor, 2)
             failed += not result["passed"]
             print(json.dumps(result), flush=True)
-        if failed:  # the processes' logs outlive the teardown, for the post-mortem
-            kept = Path(tempfile.mkdtemp(prefix="ams-cluster-logs-"))
-            shutil.copytree(h.deploy.base / "logs", kept, dirs_exist_ok=True)
-            print(json.dumps({"logs": str(kept)}), flush=True)
+        if failed or "--keep-logs" in argv:  # the logs outlive the teardown
+            print(json.dumps({"logs": str(keep_logs(h.deploy))}), flush=True)
     return 1 if failed else 0
