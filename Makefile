@@ -45,7 +45,7 @@ run-check: install
 
 ## The whole test suite, failing fast: lint, the unit tier (no service needed, seconds),
 ## then the integration and e2e tiers against the local services (isolated databases, vhost)
-## and the short cluster run (tests/cluster: two fault scenarios, about five minutes, root).
+## and the short cluster run (tests/cluster: three fault scenarios, about three minutes, root).
 ## The easyocr engine's tests need PyTorch: `make test-ocr` runs those.
 test: install
 	$(MAKE) --no-print-directory lint

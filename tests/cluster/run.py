@@ -391,8 +391,8 @@ SCENARIOS: list[Scenario] = [
     Scenario("relay-and-partition-kill", 15, _kill_during_node_failure, _recover_node_and_relay,
              "during a leader node kill: kill -9 of relay-1 and of one profiles partition process"),
 ]
-QUICK = ("leader-kill", "memory-alarm")
-"""CI's short run (``make test``): a node loss and a broker alarm, about five minutes."""
+QUICK = ("leader-kill", "partition", "memory-alarm")
+"""CI's short run (``make test``): a node loss, a partition and a broker alarm."""
 
 
 @contextlib.contextmanager
@@ -436,15 +436,20 @@ def main(argv: list[str]) -> int:
     failed = 0
     floor: float | None = None
     with harness(quick) as h:
-        for scenario in chosen:
-            h.notes = {}
-            result = h.run(scenario)
-            if scenario.name == "baseline":
-                floor = result["load_events_per_s"]
-            if floor:  # load held under the fault, as a share of the no-fault run's
-                result["load_vs_baseline"] = round(result["load_events_per_s"] / floor, 2)
-            failed += not result["passed"]
-            print(json.dumps(result), flush=True)
-        if failed or "--keep-logs" in argv:  # the logs outlive the teardown
-            print(json.dumps({"logs": str(keep_logs(h.deploy))}), flush=True)
+        try:
+            for scenario in chosen:
+                h.notes = {}
+                result = h.run(scenario)
+                if scenario.name == "baseline":
+                    floor = result["load_events_per_s"]
+                if floor:  # load held under the fault, as a share of the no-fault run's
+                    result["load_vs_baseline"] = round(result["load_events_per_s"] / floor, 2)
+                failed += not result["passed"]
+                print(json.dumps(result), flush=True)
+        except BaseException:  # a scenario that could not finish is a failure too
+            failed += 1
+            raise
+        finally:
+            if failed or "--keep-logs" in argv:  # the logs outlive the teardown
+                print(json.dumps({"logs": str(keep_logs(h.deploy))}), flush=True)
     return 1 if failed else 0
