@@ -18,7 +18,10 @@ dead letter, the late ``profile.restored`` still finishes the compensation.
 
 Replies are recognised by (saga, step): one for a step that is no longer pending (a
 duplicate, a reply after a timeout, a reply for a step never started) changes nothing
-but the step's ``late_replies`` count and a warning in the log.
+but the step's ``late_replies`` count and a warning in the log. One exception: a
+``documents.deleted`` that deleted documents after its step timed out (the documents worker
+refuses a command past its deadline, but its reply can be held up after it acted). That
+cannot be compensated: the saga ends in ``compensation_failed`` with a reason saying so.
 """
 
 from __future__ import annotations
@@ -129,8 +132,21 @@ class Orchestrator:
     async def on_documents_deleted(
         self, session: AsyncSession, message: DocumentsDeleted, ctx: MessageContext
     ) -> None:
+        saga = await self.store.lock(session, message.saga_id)
+        if (
+            saga is not None
+            and message.count > 0
+            and saga.status != SagaStatus.RUNNING
+            # The step had timed out: documents were deleted after the saga gave up on them.
+            and await self.store.recover_step(
+                session, saga.id, DOCUMENTS_DELETE,
+                f"{message.count} document(s) deleted after the deadline",
+            )
+        ):
+            await self._deleted_after_deadline(session, saga, message.count)
+            return
         saga = await self._accept(
-            session, message.saga_id, DOCUMENTS_DELETE, SagaStatus.RUNNING, ctx
+            session, message.saga_id, DOCUMENTS_DELETE, SagaStatus.RUNNING, ctx, saga
         )
         if saga is None:
             return
@@ -217,7 +233,38 @@ class Orchestrator:
     ) -> None:
         await self._local_step(session, saga.id, USER_REACTIVATE, "compensation")
         await self.store.reactivate_user(session, saga.user_id)
-        await self._set_status(session, saga.id, SagaStatus.COMPENSATED, reason=reason, final=True)
+        deleted_late = (
+            await self.store.step_status(session, saga.id, DOCUMENTS_DELETE)
+            == StepStatus.COMPLETED
+        )
+        # Documents deleted after their deadline cannot be restored: the account is back
+        # without them, which is not what "compensated" promises. An operator decides.
+        status = SagaStatus.COMPENSATION_FAILED if deleted_late else SagaStatus.COMPENSATED
+        await self._set_status(session, saga.id, status, reason=reason, final=True)
+
+    async def _deleted_after_deadline(
+        self, session: AsyncSession, saga: SagaState, count: int
+    ) -> None:
+        """``documents.delete`` timed out, the saga compensated, and then the documents
+        worker answered that it had deleted ``count`` documents after all (its reply was held
+        up, e.g. by a broker outage). That cannot be undone: the saga ends in
+        ``compensation_failed`` (alerted, shown in the console) with a reason saying so;
+        a compensation still in flight finishes first and then ends there too."""
+        reason = (
+            f"{DOCUMENTS_DELETE} answered after its deadline: {count} document(s) were deleted "
+            "while the deletion was being undone, so the account is back without them; "
+            "finish the deletion or restore the documents from a backup"
+        )
+        log.error("saga.deleted_after_deadline", saga_id=str(saga.id), count=count)
+        await self.store.note_late_reply(session, saga.id, DOCUMENTS_DELETE)
+        if saga.status == SagaStatus.COMPENSATION_FAILED and saga.reason:
+            reason = f"{saga.reason}; and {reason}"
+        if saga.status == SagaStatus.COMPENSATING:
+            await self._set_status(session, saga.id, SagaStatus.COMPENSATING, reason=reason)
+            return
+        await self._set_status(
+            session, saga.id, SagaStatus.COMPENSATION_FAILED, reason=reason, final=True
+        )
 
     async def _local_step(
         self, session: AsyncSession, saga_id: uuid.UUID, name: str, kind: str

@@ -174,3 +174,60 @@ async def test_an_overdue_compensation_fails_the_saga_and_a_late_restore_recover
     assert recovered.status == SagaStatus.COMPENSATED
     assert recovered.reason == f"{compensation_failed_reason()}; recovered later"
     assert store.users[saga.user_id] == UserStatus.ACTIVE
+
+
+async def _timed_out_at_documents(store: FakeSagaStore, o: Orchestrator) -> SagaState:
+    """A saga whose ``documents.delete`` missed its deadline (``o``'s steps are overdue at
+    once): compensating."""
+    saga = await started(store, o)
+    await reply(o, ProfileDeleted(saga_id=saga.id, user_id=saga.user_id))
+    assert await o.sweep(cast(async_sessionmaker[AsyncSession], NullSession)) == 1
+    assert store.steps[(saga.id, DOCUMENTS_DELETE)].status == StepStatus.TIMED_OUT
+    assert store.sagas[saga.id].status == SagaStatus.COMPENSATING
+    return saga
+
+
+async def test_documents_deleted_after_the_deadline_end_the_saga_in_compensation_failed(
+) -> None:
+    """The reply was held up after the documents worker acted: the compensation cannot bring
+    the documents back, so the saga must not claim it did."""
+    store = FakeSagaStore()
+    o = orchestrator(store, step=-1)
+    saga = await _timed_out_at_documents(store, o)
+
+    await reply(o, DocumentsDeleted(saga_id=saga.id, user_id=saga.user_id, count=3))
+    late = store.sagas[saga.id]
+    assert late.status == SagaStatus.COMPENSATING  # the restore in flight finishes first
+    assert late.reason is not None and "3 document(s) were deleted" in late.reason
+    assert store.steps[(saga.id, DOCUMENTS_DELETE)].status == StepStatus.COMPLETED
+
+    await reply(o, ProfileRestored(saga_id=saga.id, user_id=saga.user_id))
+    final = store.sagas[saga.id]
+    assert final.status == SagaStatus.COMPENSATION_FAILED
+    assert final.reason == late.reason
+    assert store.users[saga.user_id] == UserStatus.ACTIVE  # the account is back, flagged
+
+
+async def test_documents_deleted_after_a_finished_compensation_flag_it() -> None:
+    store = FakeSagaStore()
+    o = orchestrator(store, step=-1)
+    saga = await _timed_out_at_documents(store, o)
+    await reply(o, ProfileRestored(saga_id=saga.id, user_id=saga.user_id))
+    assert store.sagas[saga.id].status == SagaStatus.COMPENSATED
+
+    await reply(o, DocumentsDeleted(saga_id=saga.id, user_id=saga.user_id, count=1))
+    final = store.sagas[saga.id]
+    assert final.status == SagaStatus.COMPENSATION_FAILED
+    assert final.reason is not None and "1 document(s) were deleted" in final.reason
+
+
+async def test_a_late_reply_that_deleted_nothing_changes_nothing() -> None:
+    store = FakeSagaStore()
+    o = orchestrator(store, step=-1)
+    saga = await _timed_out_at_documents(store, o)
+    await reply(o, ProfileRestored(saga_id=saga.id, user_id=saga.user_id))
+
+    await reply(o, DocumentsDeleted(saga_id=saga.id, user_id=saga.user_id, count=0))
+    assert store.sagas[saga.id].status == SagaStatus.COMPENSATED
+    assert store.steps[(saga.id, DOCUMENTS_DELETE)].status == StepStatus.TIMED_OUT
+    assert store.steps[(saga.id, DOCUMENTS_DELETE)].late_replies == 1
