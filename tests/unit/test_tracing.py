@@ -3,11 +3,12 @@ spans), without any service."""
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterator
 
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import SpanKind, StatusCode
 
 from shared import tracing
 from shared.config import ObservabilitySettings
@@ -229,3 +230,30 @@ def test_on_a_batch_span_links_no_more_than_the_span_limit(
     (batch,) = spans.get_finished_spans()
     assert len(batch.links) == 128 and batch.dropped_links == 0  # none built past the limit
     assert (batch.attributes or {})["messaging.batch.message_count"] == 300
+
+
+def test_on_an_exception_leaving_a_span_is_recorded_on_it(spans: InMemorySpanExporter) -> None:
+    with (
+        pytest.raises(KeyError),
+        tracing.consuming({"traceparent": VALID}, queue="q", event_type="e", message_id="m"),
+    ):
+        raise KeyError("boom")
+    (consume,) = spans.get_finished_spans()
+    assert consume.status.status_code is StatusCode.ERROR
+    assert consume.status.description == "KeyError: 'boom'"
+    assert [event.name for event in consume.events] == ["exception"]
+    assert tracing.current_trace_ids() is None  # the span's context is left behind
+
+
+def test_on_the_young_generation_is_collected_less_often() -> None:
+    before = gc.get_threshold()
+    assert tracing.configure_tracing(
+        ObservabilitySettings(), service="unit", exporter=InMemorySpanExporter()
+    )
+    try:
+        assert gc.get_threshold() == (
+            max(before[0], tracing.YOUNG_GC_THRESHOLD), *before[1:]
+        )
+    finally:
+        tracing.shutdown_tracing()
+    assert gc.get_threshold() == before
