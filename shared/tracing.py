@@ -18,8 +18,9 @@ Two modes, chosen once per process by :func:`configure_tracing`:
   span inside (workers record no statement spans unless ``WORKER_TRACE_STATEMENTS``).
   Events written inside a span carry that span as their parent. Messages
   applied together in one transaction share one consume span, a child of the first
-  sampled message's context linked to the other messages' traces (:func:`consuming_batch`);
-  each message's events carry its own trace context on.
+  sampled message's context linked to the other messages' traces (:func:`consuming_batch`;
+  of one event type, their handler runs in it, without a handle span); each message's
+  events carry its own trace context on.
   Spans wait for the exporter in memory, so the process collects its youngest
   generation of garbage less often (:func:`_collect_less_often`).
 
@@ -506,11 +507,14 @@ def consuming(
 
 
 def consuming_batch(
-    queue: str, origins: Iterable[Carried | None], count: int
+    queue: str, origins: Iterable[Carried | None], count: int, event_type: str | None = None
 ) -> AbstractContextManager[object]:
     """Process a batch of messages in one transaction: one CONSUMER span for the batch, when
     on. It continues the first sampled message's trace (a child of its context) and links
-    each other trace of a sampled message once (:func:`_batch_parent`).
+    each other trace of a sampled message once (:func:`_batch_parent`). ``event_type``:
+    the batch's one event type (its ``messaging.rabbitmq.message.type``), whose handler
+    runs in this span without a :func:`handling` span of its own (a span costs the
+    exporter as much as a few links); a batch of several types has one per type.
 
     A message in a batch has no span of its own: its follow-up events continue its own
     trace (:func:`continuing`, ``MessageContext.trace``), so one trace id still runs from
@@ -525,6 +529,8 @@ def consuming_batch(
         "messaging.system": "rabbitmq", "messaging.operation.type": "process",
         "messaging.destination.name": queue, "messaging.batch.message_count": count,
     }
+    if event_type is not None:
+        attributes["messaging.rabbitmq.message.type"] = event_type
     context = _ROOT if parent is None else trace.set_span_in_context(NonRecordingSpan(parent))
     return _Spanning(
         _active.tracer, f"{queue} process", context=context, kind=SpanKind.CONSUMER,

@@ -12,7 +12,7 @@ import asyncio
 import time
 from collections.abc import Mapping
 from concurrent.futures import Executor
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +36,7 @@ from workers.runtime.reading import MAX_BODY_BYTES, Reader
 from workers.runtime.sessions import Batched, Handler, end_transaction
 
 log = get_logger(__name__)
+_UNTRACED = nullcontext()
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,8 +150,14 @@ class Processor:
         if not prepared:
             return
         origins = (item.origin for item in prepared)
+        event_type: str | None = None  # the batch's one type, named by its span (tracing on)
+        if tracing.enabled():
+            event_type = prepared[0].ctx.event_type
+            if any(item.ctx.event_type != event_type for item in prepared):
+                event_type = None  # of several types: each one's handle span names it
         duplicates: set[str] | None
-        with tracing.consuming_batch(self._spec.queue_name, origins, len(prepared)):
+        queue = self._spec.queue_name
+        with tracing.consuming_batch(queue, origins, len(prepared), event_type):
             try:
                 duplicates = await self._apply_all(prepared)
             except Exception as exc:  # one failure: fall back to one transaction per message
@@ -195,8 +202,11 @@ class Processor:
                 claimed.discard(message_id)  # the same id twice in a batch runs once
                 groups.setdefault(item.ctx.event_type, []).append(item)
             # One aggregate per message in a batch: the event types may run in any order.
+            # Of one event type (the usual batch), the handler runs in the batch's consume
+            # span, which names the type; of several, each type's in a handle span.
+            several = len(groups) > 1
             for event_type, group in groups.items():
-                with tracing.handling(event_type, len(group)):
+                with tracing.handling(event_type, len(group)) if several else _UNTRACED:
                     await _run_group(session, group)
         return duplicates
 
