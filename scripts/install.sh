@@ -47,6 +47,13 @@ if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 &
     || echo "install: chromium could not be installed; tests/e2e/test_frontends.py will fail" >&2
 fi
 
+# iptables: the cluster harness's relay-netem scenario drops packets with it (tests/cluster;
+# this kernel has no netem qdisc).
+if ! command -v iptables >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends iptables >/dev/null) \
+    || echo "install: iptables could not be installed; make test-cluster's relay-netem scenario will fail" >&2
+fi
+
 # DejaVu Sans: the tests draw their generated pages with it.
 if [ ! -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-dejavu-core >/dev/null) \

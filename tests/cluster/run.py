@@ -39,6 +39,8 @@ class Scenario:
     inject: Callable[[Harness], None]
     heal: Callable[[Harness], None]
     what: str
+    needs: tuple[str, ...] = ()
+    """Commands the fault is made with, checked before anything starts."""
 
 
 @dataclass
@@ -379,7 +381,8 @@ SCENARIOS: list[Scenario] = [
     Scenario("partition", 20, _partition, _heal_partition,
              "the leading node cut off from the other nodes and every client for 20 s"),
     Scenario("relay-netem", 30, _degrade, _restore,
-             "relays -> brokers 200 ms +- 50 ms delay, 5 % packet loss both ways, for 30 s"),
+             "relays -> brokers 200 ms +- 50 ms delay, 5 % packet loss both ways, for 30 s",
+             needs=("iptables",)),
     Scenario("memory-alarm", 20, _memory_alarm, _memory_ok,
              "memory alarm (vm_memory_high_watermark 0.0001) for 20 s: publishers blocked"),
     Scenario("disk-alarm", 20, _disk_alarm, _disk_ok,
@@ -433,6 +436,12 @@ def main(argv: list[str]) -> int:
         s for s in SCENARIOS
         if (not only or s.name in only) and (not quick or s.name in QUICK)
     ]
+    missing = sorted({c for s in chosen for c in s.needs if shutil.which(c) is None})
+    if missing:  # before a quarter of an hour of scenarios, not in the middle of them
+        print(f"cluster: {', '.join(missing)} not found (scripts/install.sh installs it; "
+              f"needed by {', '.join(s.name for s in chosen if set(s.needs) & set(missing))})",
+              file=sys.stderr)
+        return 2
     failed = 0
     floor: float | None = None
     with harness(quick) as h:
