@@ -155,15 +155,7 @@ async def test_dead_letter_pages_share_one_connection_that_survives_its_loss(
     client: AsyncTestClient[Litestar], cfg: Settings
 ) -> None:
     await apply_topology(cfg)
-    connection = await aio_pika.connect(cfg.broker.url)
-    try:
-        channel = await connection.channel()
-        await channel.default_exchange.publish(
-            aio_pika.Message(b'{"x": 1}', message_id="kept-1",
-                             headers={"x-ams-failed-queue": "profiles"}),
-            routing_key="profiles.dlq")
-    finally:
-        await connection.close()
+    await _dead_letters(cfg, "profiles", "kept-1")
     operations = client.app.state["operations"]
     for _ in range(3):
         page = await client.get("/dead-letters")
@@ -212,19 +204,24 @@ async def test_the_dead_letter_page_counts_a_letter_that_just_arrived(
 ) -> None:
     # The management API samples queue depths (every 5 s here): the page shows what it read.
     await apply_topology(cfg)
+    await _dead_letters(cfg, "documents", "fresh-0", "fresh-1")
+    page = await client.get("/dead-letters")
+    assert page.status_code == 200, page.text
+    row = re.search(r'documents\.dlq</a></td><td class="num">(\d+)<', page.text)
+    assert row and row.group(1) == "2", page.text
+    assert "fresh-0" in page.text and "fresh-1" in page.text
     connection = await aio_pika.connect(cfg.broker.url)
-    try:
+    async with connection:
+        await (await (await connection.channel()).get_queue("documents.dlq")).purge()
+
+
+async def _dead_letters(cfg: Settings, failed_in: str, *message_ids: str) -> None:
+    """Letters in ``failed_in``'s dead-letter queue, as the runtime leaves them."""
+    connection = await aio_pika.connect(cfg.broker.url)
+    async with connection:
         channel = await connection.channel()
-        for n in range(2):
+        for message_id in message_ids:
             await channel.default_exchange.publish(
-                aio_pika.Message(b'{"x": 1}', message_id=f"fresh-{n}",
-                                 headers={"x-ams-failed-queue": "documents"}),
-                routing_key="documents.dlq")
-        page = await client.get("/dead-letters")
-        assert page.status_code == 200, page.text
-        row = re.search(r'documents\.dlq</a></td><td class="num">(\d+)<', page.text)
-        assert row and row.group(1) == "2", page.text
-        assert "fresh-0" in page.text and "fresh-1" in page.text
-        await (await channel.get_queue("documents.dlq")).purge()
-    finally:
-        await connection.close()
+                aio_pika.Message(b'{"x": 1}', message_id=message_id,
+                                 headers={"x-ams-failed-queue": failed_in}),
+                routing_key=f"{failed_in}.dlq")

@@ -16,8 +16,10 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from shared.config import Settings
+from shared import tracing
+from shared.config import ObservabilitySettings, Settings
 
 # The URLs the test support reads (tests/support.py) beside the settings' own.
 TEST_URLS = (
@@ -85,3 +87,15 @@ def _no_service_reachable(closed_port: int, monkeypatch: pytest.MonkeyPatch) -> 
 
     monkeypatch.setattr(socket.socket, "connect", connect)
     monkeypatch.setattr(socket.socket, "connect_ex", connect_ex)
+
+
+@pytest.fixture
+def spans() -> Iterator[InMemorySpanExporter]:
+    """Tracing on for one test, its spans kept in memory; off again after it."""
+    exporter = InMemorySpanExporter()
+    assert tracing.configure_tracing(ObservabilitySettings(), service="unit", exporter=exporter)
+    try:
+        yield exporter
+    finally:
+        tracing.shutdown_tracing()
+    assert not tracing.enabled()

@@ -6,17 +6,15 @@ carry its own trace."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any, cast
 
-import pytest
 from aio_pika.abc import AbstractChannel
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared import messaging as m
 from shared import tracing
-from shared.config import ObservabilitySettings
 from shared.events import Message, ProfileCreated, UserRegistered, encode
 from tests.unit.test_failure_routing import POLICY, SPEC, Channel, Delivery
 from workers.runtime.context import MessageContext
@@ -48,16 +46,6 @@ class BatchSession:
 
     async def execute(self, _: object, params: dict[str, Any] | None = None) -> _Claimed:
         return _Claimed(list((params or {}).get("message_ids", [])))
-
-
-@pytest.fixture
-def spans() -> Iterator[InMemorySpanExporter]:
-    exporter = InMemorySpanExporter()
-    assert tracing.configure_tracing(ObservabilitySettings(), service="unit", exporter=exporter)
-    try:
-        yield exporter
-    finally:
-        tracing.shutdown_tracing()
 
 
 def _delivery(event: Message, trace_id: str) -> Delivery:

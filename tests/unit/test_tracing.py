@@ -4,7 +4,6 @@ spans), without any service."""
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterator
 
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -76,17 +75,6 @@ def test_a_message_of_a_batch_carries_its_own_context_on() -> None:
         assert tracing.outgoing() == (VALID, "k=v")
         assert tracing.current_trace_ids() == (TRACE_ID, "b7ad6b7169203331")
     assert tracing.outgoing() == (None, None)
-
-
-@pytest.fixture
-def spans() -> Iterator[InMemorySpanExporter]:
-    exporter = InMemorySpanExporter()
-    assert tracing.configure_tracing(ObservabilitySettings(), service="unit", exporter=exporter)
-    try:
-        yield exporter
-    finally:
-        tracing.shutdown_tracing()
-    assert not tracing.enabled()
 
 
 def test_on_a_consumed_message_continues_its_trace_and_follow_ups_carry_it(
