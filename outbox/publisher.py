@@ -22,7 +22,7 @@ from pamqp.header import ContentHeader
 
 from outbox.frames import FrameEncoder
 from outbox.rows import OutboxRow
-from shared.broker import node_urls
+from shared.broker import first_node, node_urls
 from shared.messaging import CONTENT_TYPE, EVENTS_EXCHANGE
 from shared.topology import UNCONSUMED_EVENTS
 
@@ -202,12 +202,14 @@ class AmqpPublisher:
 
     async def connect(self) -> None:
         """Connect to the first node that answers, starting with the one after the node used
-        last: with several nodes (``RABBITMQ_URL`` list), the relay fails over."""
+        last (the first time: :func:`shared.broker.first_node`): with several nodes
+        (``RABBITMQ_URL`` list), the relay fails over."""
         await self.close()
         nodes = node_urls(self._url)
+        begin = first_node(len(nodes)) if self._node < 0 else self._node + 1
         errors: list[str] = []
         for step in range(len(nodes)):
-            index = (self._node + 1 + step) % len(nodes)
+            index = (begin + step) % len(nodes)
             try:
                 connection, channel = await self._open(nodes[index])
             except PublisherUnavailable as exc:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -55,20 +56,31 @@ def node_urls(url: str) -> list[str]:
     return nodes
 
 
+def first_node(count: int) -> int:
+    """Where a process starts in ``RABBITMQ_URL``'s list of ``count`` nodes: a random one, so
+    that a cluster's clients spread over its nodes instead of all sitting on the first (whose
+    loss, or a cut to it, would then stall every one of them at once). Failing over walks on
+    through the list from there."""
+    return secrets.randbelow(count) if count > 1 else 0
+
+
 def _hide_password(url: str) -> str:
     parsed = URL(url)
     return str(parsed.with_password("***")) if parsed.password else url
 
 
 async def connect_plain(
-    url: str, *, name: str, connect_timeout_s: float = 10.0, start: int = 0
+    url: str, *, name: str, connect_timeout_s: float = 10.0, start: int | None = None
 ) -> tuple[AbstractConnection, int]:
-    """A plain connection to the first node that answers, trying each once from ``start``.
+    """A plain connection to the first node that answers, trying each once from ``start``
+    (default: :func:`first_node`).
 
     Returns the connection and the index of its node, so that a caller reconnecting after a
     failure can begin with the node after it. Raises :class:`BrokerUnavailable`.
     """
     nodes = node_urls(url)
+    if start is None:
+        start = first_node(len(nodes))
     errors: list[str] = []
     for step in range(len(nodes)):
         index = (start + step) % len(nodes)
@@ -114,7 +126,7 @@ class KeptConnection:
                     await _close_quietly(self._connection)
                 self._connection, self._index = await connect_plain(
                     self._url, name=self._name, connect_timeout_s=self._timeout,
-                    start=self._index + 1,
+                    start=None if self._index < 0 else self._index + 1,
                 )
                 self.opened += 1
             return self._connection
@@ -173,10 +185,13 @@ class FailoverConnection(RobustConnection):
 
 
 async def connect(url: str, *, name: str) -> AbstractRobustConnection:
-    """A robust connection: it reconnects (to the next node) and restores channels by itself."""
+    """A robust connection: it reconnects (to the next node) and restores channels by itself.
+    It starts at :func:`first_node`."""
     nodes = node_urls(url)
     errors: list[str] = []
-    for start in range(len(nodes)):
+    offset = first_node(len(nodes))
+    for step in range(len(nodes)):
+        start = (offset + step) % len(nodes)
         connection = FailoverConnection(
             nodes, start, client_properties={"connection_name": name},
             reconnect_interval=RECONNECT_INTERVAL_S,

@@ -109,8 +109,9 @@ class BrokerSettings:
         default="amqp://guest:guest@127.0.0.1:5672/", metadata=nodes("RABBITMQ_URL")
     )
     """AMQP URL; the vhost is the path (``/`` is the default vhost). A cluster: the nodes'
-    URLs separated by commas; clients connect to the first that answers and fail over to
-    the next one when their node goes away."""
+    URLs separated by commas; each process starts at a random node of the list (clients
+    spread over the cluster), takes the first that answers from there, and fails over to
+    the next one when its node goes away."""
 
     management_url: str = field(
         default="http://guest:guest@127.0.0.1:15672/", metadata=env("RABBITMQ_MANAGEMENT_URL")
